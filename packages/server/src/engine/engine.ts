@@ -1,0 +1,134 @@
+import type { EventInput, RillEvent } from '../event.js';
+
+/**
+ * The Engine contract. An engine is the only stateful part of Rill: it owns every topic's log.
+ * Every implementation (memory, lmdb, and later redis, nats) passes the same conformance suite,
+ * `test/engine.contract.ts`, which is the executable form of the promises below.
+ *
+ * Guarantees:
+ * 1. **Contiguous seq.** Within a topic and an epoch, seqs are 1, 2, 3 … with no hole and no
+ *    repeat, whatever the number of concurrent `append` calls (and, for shared engines, nodes).
+ *    Retention removes events from the start only, so the retained range is always
+ *    `firstSeq..lastSeq`.
+ * 2. **Atomic batches.** One `append` call stores all its events with consecutive seqs, or none.
+ * 3. **Acknowledged means stored.** `append` resolves only once the events are stored as durably
+ *    as the engine can (lmdb: committed to the on-disk file, surviving the process being killed).
+ *    If the engine cannot store them it rejects with `engine_unavailable`, never a false success.
+ * 4. **Idempotency.** An event with a `key` already used in that topic within the idempotency
+ *    window is not stored again: its result carries the original seq and `duplicate: true`, also
+ *    within one batch.
+ * 5. **Time** is the server's receive time in ms, never decreasing within a topic.
+ * 6. **Watch.** `watch(topic, fn)` calls `fn` with every event of `topic` committed after `watch`
+ *    returned — by this process or, for shared engines, any node — in seq order, each once. It may
+ *    also deliver some events committed shortly before (consumers drop seq they already have). It
+ *    never skips one: an engine that loses a live message (a dropped pub/sub packet) repairs the
+ *    gap from the log before delivering later events.
+ * 7. **Epoch.** A random alphanumeric string fixed when a topic's log is created. If the log is
+ *    wiped and recreated, the epoch changes, so a cursor from the old log is never trusted.
+ */
+export interface Engine {
+  /** `memory`, `lmdb`, … */
+  readonly name: string;
+
+  /** Appends events to a topic (creating it if needed). Results are in input order. */
+  append(topic: string, events: readonly EventInput[]): Promise<AppendResult[]>;
+
+  /**
+   * Up to `limit` retained events with `seq > afterSeq`, in seq order. An unknown topic reads as
+   * empty with `head: null`.
+   */
+  read(topic: string, afterSeq: number, limit: number): Promise<ReadResult>;
+
+  /** The topic's head, or `null` if the topic does not exist. */
+  head(topic: string): Promise<TopicHead | null>;
+
+  /**
+   * The seq of the first retained event with `time >= ms`, or `lastSeq + 1` when there is none.
+   * `null` for an unknown topic.
+   */
+  seqAtTime(topic: string, ms: number): Promise<number | null>;
+
+  /** Subscribes to a topic's live feed (guarantee 6). Returns the function that stops it. */
+  watch(topic: string, listener: WatchListener): () => void;
+
+  /**
+   * Subscribes to topic creation: `listener` gets the name of every topic created after the call
+   * (any node). Pattern subscriptions use it to pick up new topics.
+   */
+  watchTopics(listener: (topic: string) => void): () => void;
+
+  /** Topics in name order, `after` a name (exclusive), for paging. */
+  listTopics(options?: { prefix?: string; after?: string; limit?: number }): Promise<TopicHead[]>;
+
+  /** Stops timers and watches and releases storage. Pending appends finish first. */
+  close(): Promise<void>;
+}
+
+export type WatchListener = (events: readonly RillEvent[]) => void;
+
+export interface AppendResult {
+  event: RillEvent;
+  /** True when the key was seen within the idempotency window: `event` is the original. */
+  duplicate: boolean;
+}
+
+export interface TopicHead {
+  topic: string;
+  epoch: string;
+  /** Seq of the oldest retained event; `lastSeq + 1` when none is retained. */
+  firstSeq: number;
+  /** Seq of the newest event ever appended in this epoch; 0 before the first. */
+  lastSeq: number;
+  /** Creation time of the topic's log, ms. */
+  created: number;
+  /** Time of the newest event, ms; 0 before the first. */
+  lastTime: number;
+}
+
+export interface ReadResult {
+  events: RillEvent[];
+  head: TopicHead | null;
+}
+
+/** How long events are kept. The first rule whose pattern matches a topic applies, then the default. */
+export interface RetentionConfig {
+  /** Most events kept per topic; 0 = unlimited. */
+  maxEvents: number;
+  /** Oldest event kept, in ms; 0 = unlimited. */
+  maxAgeMs: number;
+  rules: RetentionRule[];
+}
+
+export interface RetentionRule {
+  pattern: string;
+  maxEvents?: number;
+  maxAgeMs?: number;
+}
+
+export const DEFAULT_RETENTION: RetentionConfig = {
+  maxEvents: 100_000,
+  maxAgeMs: 7 * 24 * 3600_000,
+  rules: [],
+};
+
+/** How long an idempotency key is remembered, by default (ms). */
+export const DEFAULT_IDEMPOTENCY_WINDOW_MS = 2 * 60_000;
+
+/** Options every engine accepts. */
+export interface EngineOptions {
+  retention?: RetentionConfig;
+  idempotencyWindowMs?: number;
+  /** How often age-based retention and expired keys are swept, ms. */
+  sweepIntervalMs?: number;
+  /** Injectable clock for tests. */
+  now?: () => number;
+}
+
+/** Optional capability: an engine that can report whether its backend is reachable. */
+export interface HealthCheck {
+  health(): Promise<{ ok: boolean; detail?: string }>;
+}
+
+export function hasHealthCheck(e: Engine): e is Engine & HealthCheck {
+  return typeof (e as Partial<HealthCheck>).health === 'function';
+}

@@ -1,0 +1,125 @@
+/**
+ * The one catalogue of Rill errors. Every error a client can see has a stable string `code`, an
+ * HTTP status, whether retrying the same request can help, and a WebSocket close code whose range
+ * tells a client what to do: 4000–4499 reconnect, 4500–4999 stop. SSE carries the same code in an
+ * `event: error` frame before the stream ends.
+ *
+ * Codes are part of the public API: never rename one, only add.
+ */
+export const ERRORS = {
+  invalid_json: { status: 400, retryable: false, close: 4500, message: 'Body is not valid JSON' },
+  invalid_event: { status: 400, retryable: false, close: 4501, message: 'Invalid event' },
+  invalid_topic: { status: 400, retryable: false, close: 4502, message: 'Invalid topic name' },
+  invalid_pattern: {
+    status: 400,
+    retryable: false,
+    close: 4503,
+    message: 'Invalid topic pattern',
+  },
+  invalid_cursor: { status: 400, retryable: false, close: 4504, message: 'Malformed cursor' },
+  invalid_parameter: {
+    status: 400,
+    retryable: false,
+    close: 4505,
+    message: 'Invalid parameter',
+  },
+  too_many_topics: {
+    status: 400,
+    retryable: false,
+    close: 4506,
+    message: 'Too many topics in one subscription',
+  },
+  topic_not_found: { status: 404, retryable: false, close: 4507, message: 'Unknown topic' },
+  not_found: { status: 404, retryable: false, close: 4508, message: 'Not found' },
+  method_not_allowed: {
+    status: 405,
+    retryable: false,
+    close: 4509,
+    message: 'Method not allowed',
+  },
+  not_acceptable: {
+    status: 406,
+    retryable: false,
+    close: 4510,
+    message: 'Not acceptable',
+  },
+  event_too_large: { status: 413, retryable: false, close: 4511, message: 'Event too large' },
+  batch_too_large: {
+    status: 413,
+    retryable: false,
+    close: 4512,
+    message: 'Too many events in one batch',
+  },
+  payload_too_large: {
+    status: 413,
+    retryable: false,
+    close: 4513,
+    message: 'Request body too large',
+  },
+  unsupported_media_type: {
+    status: 415,
+    retryable: false,
+    close: 4514,
+    message: 'Unsupported media type',
+  },
+  engine_unavailable: {
+    status: 503,
+    retryable: true,
+    close: 4000,
+    message: 'Storage engine unavailable',
+  },
+  shutting_down: {
+    status: 503,
+    retryable: true,
+    close: 4001,
+    message: 'Server is shutting down; reconnect and resume',
+  },
+  internal: { status: 500, retryable: true, close: 4002, message: 'Internal error' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export interface ErrorSpec {
+  /** HTTP status used when the error answers a request. */
+  status: number;
+  /** Whether the same request may succeed later. */
+  retryable: boolean;
+  /** WebSocket close code: 4000–4499 reconnect, 4500–4999 do not. */
+  close: number;
+  /** Default human-readable message. */
+  message: string;
+}
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** The single error class of Rill. `code` is stable and documented in docs/protocol.md. */
+export class RillError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly retryable: boolean;
+  readonly closeCode: number;
+  /** Extra machine-readable detail included in the error body (never secrets). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message?: string,
+    options?: { cause?: unknown; details?: Record<string, unknown> },
+  ) {
+    const spec: ErrorSpec = ERRORS[code];
+    super(message ?? spec.message, options?.cause === undefined ? {} : { cause: options.cause });
+    this.name = 'RillError';
+    this.code = code;
+    this.status = spec.status;
+    this.retryable = spec.retryable;
+    this.closeCode = spec.close;
+    this.details = options?.details;
+  }
+
+  /** The wire body: `{"error":{"code","message",...details}}`. */
+  toJSON(): { error: Record<string, unknown> } {
+    return { error: { code: this.code, message: this.message, ...this.details } };
+  }
+}
+
+export function isRillError(err: unknown): err is RillError {
+  return err instanceof RillError;
+}

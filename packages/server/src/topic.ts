@@ -1,0 +1,80 @@
+import { RillError } from './errors.js';
+
+/** Longest topic name or pattern accepted, in characters. */
+export const MAX_TOPIC_LENGTH = 200;
+
+const TOPIC_RE = /^[A-Za-z0-9_~-]+(?:\.[A-Za-z0-9_~-]+)*$/;
+const SEGMENT_RE = /^[A-Za-z0-9_~-]+$/;
+
+/**
+ * A topic name: 1–200 chars of `[A-Za-z0-9_.~-]`, `.` separating non-empty segments
+ * (`prices.BTC-USD`, `chat.room-1`).
+ */
+export function isTopic(name: string): boolean {
+  return name.length > 0 && name.length <= MAX_TOPIC_LENGTH && TOPIC_RE.test(name);
+}
+
+export function assertTopic(name: string): string {
+  if (!isTopic(name)) {
+    throw new RillError(
+      'invalid_topic',
+      `Invalid topic name ${JSON.stringify(name.slice(0, 64))}: use 1-${MAX_TOPIC_LENGTH} characters of [A-Za-z0-9_.~-] with non-empty segments separated by "."`,
+    );
+  }
+  return name;
+}
+
+/** True when `p` contains a wildcard segment (`*` or `>`). */
+export function isPattern(p: string): boolean {
+  return p.split('.').some((s) => s === '*' || s === '>');
+}
+
+/**
+ * A subscription pattern, NATS style: segments separated by `.`, where `*` matches exactly one
+ * segment and `>` (last segment only) matches one or more remaining segments. A plain topic name
+ * is a pattern that matches itself.
+ */
+export function isValidPattern(p: string): boolean {
+  if (p.length === 0 || p.length > MAX_TOPIC_LENGTH) return false;
+  const segs = p.split('.');
+  for (let i = 0; i < segs.length; i++) {
+    const s = segs[i] as string;
+    if (s === '*') continue;
+    if (s === '>') {
+      if (i !== segs.length - 1) return false;
+      continue;
+    }
+    if (!SEGMENT_RE.test(s)) return false;
+  }
+  return true;
+}
+
+export function assertPattern(p: string): string {
+  if (!isValidPattern(p)) {
+    throw new RillError(
+      'invalid_pattern',
+      `Invalid topic pattern ${JSON.stringify(p.slice(0, 64))}: segments of [A-Za-z0-9_~-], "*" for one segment, ">" as the last segment for the rest`,
+    );
+  }
+  return p;
+}
+
+/** Whether `topic` matches `pattern` (see {@link isValidPattern}). */
+export function matchPattern(pattern: string, topic: string): boolean {
+  if (pattern === topic) return true;
+  const ps = pattern.split('.');
+  const ts = topic.split('.');
+  for (let i = 0; i < ps.length; i++) {
+    const p = ps[i];
+    if (p === '>') return ts.length > i;
+    if (i >= ts.length) return false;
+    if (p !== '*' && p !== ts[i]) return false;
+  }
+  return ps.length === ts.length;
+}
+
+/** A compiled matcher for repeated use on the hot path. */
+export function compilePattern(pattern: string): (topic: string) => boolean {
+  if (!isPattern(pattern)) return (t) => t === pattern;
+  return (t) => matchPattern(pattern, t);
+}
