@@ -1,0 +1,18 @@
+import { Command } from 'commander';
+import { registerServe } from './serve.js';
+
+/** `rill`: the command-line entry point. */
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command();
+  program
+    .name('rill')
+    .description('Rill: a streaming API server (SSE, durable log, lossless resume)')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride((err) => {
+      // Usage errors exit 2, help and version 0.
+      process.exit(err.exitCode === 0 ? 0 : 2);
+    });
+  registerServe(program);
+  await program.parseAsync(argv);
+}

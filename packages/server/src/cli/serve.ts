@@ -1,0 +1,160 @@
+import { randomInt } from 'node:crypto';
+import type { Command } from 'commander';
+import { Option } from 'commander';
+import type { RillConfigInput } from '../config.js';
+import {
+  ConfigError,
+  configFromEnv,
+  isLoopback,
+  mergeConfig,
+  readConfigFile,
+  resolveConfig,
+} from '../config.js';
+import { createServer } from '../server.js';
+
+interface ServeFlags {
+  host?: string;
+  port?: string;
+  engine?: string;
+  dataDir?: string;
+  config?: string;
+  demo?: boolean;
+  insecure?: boolean;
+  logLevel?: string;
+}
+
+/** Topic the demo feeds and the interval between its events. */
+export const DEMO_TOPIC = 'demo.random';
+const DEMO_INTERVAL_MS = 100;
+
+/** Exit codes of `rill serve`. */
+export const EXIT = { ok: 0, runtime: 1, config: 2 } as const;
+
+/** Resolves file, environment and flags (flags win) into one validated config. */
+export function serveConfig(flags: ServeFlags, env: NodeJS.ProcessEnv): RillConfigInput {
+  const file = flags.config ?? env.RILL_CONFIG;
+  const fromFile = file ? readConfigFile(file) : {};
+  const fromFlags: Record<string, unknown> = {
+    host: flags.host,
+    port: flags.port,
+    engine: flags.engine,
+    dataDir: flags.dataDir,
+    demo: flags.demo,
+    insecure: flags.insecure,
+    logLevel: flags.logLevel,
+  };
+  const merged = mergeConfig(fromFile, configFromEnv(env), fromFlags);
+  resolveConfig(merged);
+  return merged as RillConfigInput;
+}
+
+export function registerServe(program: Command): void {
+  program
+    .command('serve')
+    .description('start a Rill server')
+    .option('--host <host>', 'address to bind (default 127.0.0.1, env RILL_HOST)')
+    .option('--port <port>', 'port to listen on (default 8080, env RILL_PORT)')
+    .addOption(
+      new Option('--engine <engine>', 'storage engine (default lmdb, env RILL_ENGINE)').choices([
+        'memory',
+        'lmdb',
+      ]),
+    )
+    .option('--data-dir <dir>', 'lmdb data directory (default ./data, env RILL_DATA_DIR)')
+    .option('--config <file>', 'config file, JSON or YAML (env RILL_CONFIG)')
+    .option('--demo', `publish a random integer 0-99 to ${DEMO_TOPIC} every ${DEMO_INTERVAL_MS} ms`)
+    .option('--insecure', 'allow a non-loopback --host without authentication')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+    .action(async (flags: ServeFlags) => {
+      process.exitCode = await serve(flags);
+    });
+}
+
+async function serve(flags: ServeFlags): Promise<number> {
+  let input: RillConfigInput;
+  try {
+    input = serveConfig(flags, process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`rill: ${err.message}\n`);
+      return EXIT.config;
+    }
+    throw err;
+  }
+  let server;
+  try {
+    server = await createServer(input);
+  } catch (err) {
+    process.stderr.write(`rill: ${(err as Error).message}\n`);
+    return EXIT.config;
+  }
+  const { log, config } = server;
+  let url: string;
+  try {
+    url = await server.listen();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why =
+      e.code === 'EADDRINUSE'
+        ? `port ${config.port} on ${config.host} is already in use (choose another with --port)`
+        : e.message;
+    process.stderr.write(`rill: cannot listen: ${why}\n`);
+    await server.engine.close();
+    return EXIT.runtime;
+  }
+  log.info(
+    { url, engine: config.engine, dataDir: config.engine === 'lmdb' ? config.dataDir : undefined },
+    `Rill listening on ${url}`,
+  );
+  if (isLoopback(config.host)) {
+    log.info('no credentials configured: listening on loopback only');
+  } else {
+    log.warn(`listening on ${config.host} WITHOUT authentication (--insecure)`);
+  }
+
+  let demoTimer: NodeJS.Timeout | undefined;
+  if (config.demo) {
+    let failures = 0;
+    demoTimer = setInterval(() => {
+      server.engine.append(DEMO_TOPIC, [{ data: String(randomInt(100)) }]).then(
+        () => {
+          failures = 0;
+        },
+        (err: unknown) => {
+          if (failures++ === 0) log.warn({ err }, 'demo publish failed');
+        },
+      );
+    }, DEMO_INTERVAL_MS);
+    log.info(`demo: publishing to ${DEMO_TOPIC}; open ${url}/ or curl -N ${url}/v1/topics/${DEMO_TOPIC}/stream`);
+  }
+
+  return new Promise<number>((resolveExit) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) {
+        log.warn(`${signal} again: exiting now`);
+        process.exit(EXIT.runtime);
+      }
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      if (demoTimer) clearInterval(demoTimer);
+      const force = setTimeout(() => {
+        log.error('shutdown timed out; exiting');
+        process.exit(EXIT.runtime);
+      }, config.shutdownTimeout);
+      force.unref();
+      server.close().then(
+        () => {
+          log.info('stopped');
+          resolveExit(EXIT.ok);
+        },
+        (err: unknown) => {
+          log.error({ err }, 'error during shutdown');
+          resolveExit(EXIT.runtime);
+        },
+      );
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+}

@@ -1,0 +1,247 @@
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { DEFAULT_MAX_CURSOR_LENGTH, DEFAULT_MAX_CURSOR_TOPICS } from './cursor.js';
+import { DEFAULT_IDEMPOTENCY_WINDOW_MS, DEFAULT_RETENTION } from './engine/engine.js';
+import { DEFAULT_MAX_EVENT_BYTES } from './event.js';
+import { isValidPattern } from './topic.js';
+
+/**
+ * Configuration: defaults, then a file (JSON or YAML), then `RILL_*` environment variables, then
+ * command-line flags, resolved into one typed object and validated once at start-up. Unknown keys
+ * are rejected with a message naming the key.
+ */
+
+const UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3600_000, d: 86_400_000 };
+const UNITS_BYTES: Record<string, number> = {
+  b: 1,
+  kb: 1000,
+  kib: 1024,
+  mb: 1_000_000,
+  mib: 1024 * 1024,
+  gb: 1_000_000_000,
+  gib: 1024 ** 3,
+};
+
+function withUnits(units: Record<string, number>, what: string) {
+  return z.union([z.number(), z.string()]).transform((v, ctx) => {
+    if (typeof v === 'number') return v;
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(v);
+    const unit = (m?.[2] ?? '').toLowerCase() || Object.keys(units)[0]!;
+    const mult = units[unit];
+    if (!m || mult === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `expected a ${what} such as ${what === 'duration' ? '"15s", "500ms", "7d"' : '"64KiB", "1MiB"'} or a number`,
+      });
+      return z.NEVER;
+    }
+    return Math.round(Number(m[1]) * mult);
+  });
+}
+
+const duration = withUnits(UNITS_MS, 'duration').pipe(z.number().int().min(0));
+const bytes = withUnits(UNITS_BYTES, 'size').pipe(z.number().int().min(0));
+const pattern = z
+  .string()
+  .refine(isValidPattern, { message: 'expected a topic or pattern such as "logs.>"' });
+
+const RetentionRuleSchema = z.strictObject({
+  pattern,
+  maxEvents: z.number().int().min(0).optional(),
+  maxAge: duration.optional(),
+});
+
+export const ConfigSchema = z.strictObject({
+  /** Address to bind. Non-loopback addresses need `insecure: true` until auth is configured. */
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.coerce.number().int().min(0).max(65535).default(8080),
+  engine: z.enum(['memory', 'lmdb']).default('lmdb'),
+  /** Directory of the lmdb engine's files. */
+  dataDir: z.string().min(1).default('./data'),
+  /** Publish a random integer 0-99 to `demo.random` every 100 ms. */
+  demo: z.boolean().default(false),
+  /** Allow binding a non-loopback address although no authentication is configured. */
+  insecure: z.boolean().default(false),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** Longest time a graceful shutdown waits for in-flight requests before closing anyway. */
+  shutdownTimeout: duration.default(10_000),
+  retention: z
+    .strictObject({
+      maxEvents: z.number().int().min(0).default(DEFAULT_RETENTION.maxEvents),
+      maxAge: duration.default(DEFAULT_RETENTION.maxAgeMs),
+      rules: z.array(RetentionRuleSchema).max(1000).default([]),
+    })
+    .prefault({}),
+  /** How long an idempotency key is remembered. */
+  idempotencyWindow: duration.default(DEFAULT_IDEMPOTENCY_WINDOW_MS),
+  limits: z
+    .strictObject({
+      /** Largest event: data JSON + type + key. */
+      maxEventBytes: bytes.default(DEFAULT_MAX_EVENT_BYTES),
+      /** Most events in one publish request. */
+      maxBatchEvents: z.number().int().min(1).default(10_000),
+      /** Largest publish request body. */
+      maxBodyBytes: bytes.default(8 * 1024 * 1024),
+      /**
+       * Bytes a subscriber may have waiting in its socket before it leaves the live path and
+       * catches up from the log.
+       */
+      maxSubscriberBufferBytes: bytes.default(1024 * 1024),
+      /** Most events one replay step reads from the log. */
+      replayBatch: z.number().int().min(1).max(10_000).default(1000),
+      /** Most topics (after pattern expansion) in one subscription. */
+      maxTopicsPerSubscription: z.number().int().min(1).default(1000),
+      /** Most patterns or topics named in one subscribe request. */
+      maxPatternsPerSubscription: z.number().int().min(1).default(100),
+      /** Longest cursor accepted (Last-Event-ID, lastEventId, cursor). */
+      maxCursorLength: z.number().int().min(64).default(DEFAULT_MAX_CURSOR_LENGTH),
+      /** Most topics listed in a multi-topic SSE id before the watermark covers the rest. */
+      maxCursorTopics: z.number().int().min(1).default(DEFAULT_MAX_CURSOR_TOPICS),
+      /** Largest page of history one GET returns. */
+      maxPageSize: z.number().int().min(1).max(10_000).default(1000),
+    })
+    .prefault({}),
+  sse: z
+    .strictObject({
+      /** Comment line sent on an idle stream so proxies and clients know it is alive. */
+      heartbeat: duration.pipe(z.number().min(100)).default(15_000),
+      /** Reconnect delay suggested to EventSource clients (`retry:`). */
+      retry: duration.default(2000),
+    })
+    .prefault({}),
+});
+
+/** The resolved configuration. Durations are in ms, sizes in bytes. */
+export type RillConfig = z.output<typeof ConfigSchema>;
+/** What a config file, the environment or `createServer` may give; everything optional. */
+export type RillConfigInput = z.input<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Validates and fills defaults. Throws ConfigError with one line per problem. */
+export function resolveConfig(input: unknown): RillConfig {
+  const r = ConfigSchema.safeParse(input ?? {});
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => {
+      const key = i.path.join('.') || '(root)';
+      if (i.code === 'unrecognized_keys') {
+        return `${key === '(root)' ? '' : key + ': '}unknown key(s) ${i.keys.map((k) => JSON.stringify(k)).join(', ')}`;
+      }
+      return `${key}: ${i.message}`;
+    });
+    throw new ConfigError(`Invalid configuration:\n  ${lines.join('\n  ')}`);
+  }
+  return r.data;
+}
+
+/** Reads a JSON or YAML config file (by extension; YAML otherwise, which also reads JSON). */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`Cannot read config file ${path}: ${(err as Error).message}`);
+  }
+  try {
+    const v: unknown = extname(path) === '.json' ? JSON.parse(text) : parseYaml(text);
+    if (v === null || v === undefined) return {};
+    if (typeof v !== 'object' || Array.isArray(v)) throw new Error('top level must be a mapping');
+    return v as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError(`Cannot parse config file ${path}: ${(err as Error).message}`);
+  }
+}
+
+const ENV_FLAT: Record<string, string> = {
+  RILL_HOST: 'host',
+  RILL_PORT: 'port',
+  RILL_ENGINE: 'engine',
+  RILL_DATA_DIR: 'dataDir',
+  RILL_DEMO: 'demo',
+  RILL_INSECURE: 'insecure',
+  RILL_LOG_LEVEL: 'logLevel',
+  RILL_IDEMPOTENCY_WINDOW: 'idempotencyWindow',
+  RILL_SHUTDOWN_TIMEOUT: 'shutdownTimeout',
+};
+
+/** Variables read elsewhere (the CLI), not config keys. */
+const ENV_OTHER = new Set(['RILL_CONFIG', 'RILL_URL']);
+
+/**
+ * Configuration from `RILL_*` variables: the flat ones above, and any nested key as
+ * `RILL_SECTION__KEY` in upper snake case (`RILL_LIMITS__MAX_EVENT_BYTES=128KiB`,
+ * `RILL_SSE__HEARTBEAT=5s`). Values that look like numbers or booleans become them.
+ */
+export function configFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, raw] of Object.entries(env)) {
+    if (!name.startsWith('RILL_') || raw === undefined || ENV_OTHER.has(name)) continue;
+    let path: string[];
+    const flat = ENV_FLAT[name];
+    if (flat) path = [flat];
+    else if (name.includes('__')) path = name.slice(5).split('__').map(camel);
+    else throw new ConfigError(`Unknown environment variable ${name}`);
+    setPath(out, path, coerce(raw));
+  }
+  return out;
+}
+
+function camel(s: string): string {
+  return s.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+function coerce(v: string): unknown {
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  if (/^-?\d+(\.\d+)?$/.test(v)) return Number(v);
+  if (v.startsWith('[') || v.startsWith('{')) {
+    try {
+      return JSON.parse(v) as unknown;
+    } catch {
+      return v;
+    }
+  }
+  return v;
+}
+
+function setPath(obj: Record<string, unknown>, path: string[], value: unknown): void {
+  let cur = obj;
+  for (let i = 0; i < path.length - 1; i++) {
+    const k = path[i]!;
+    const next = cur[k];
+    if (next === undefined || typeof next !== 'object' || next === null) cur[k] = {};
+    cur = cur[k] as Record<string, unknown>;
+  }
+  cur[path[path.length - 1]!] = value;
+}
+
+/** Deep merge of plain objects; later sources win, arrays are replaced. */
+export function mergeConfig(...sources: Record<string, unknown>[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const src of sources) {
+    for (const [k, v] of Object.entries(src)) {
+      if (v === undefined) continue;
+      const prev = out[k];
+      if (isPlain(v) && isPlain(prev)) out[k] = mergeConfig(prev, v);
+      else out[k] = v;
+    }
+  }
+  return out;
+}
+
+function isPlain(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function isLoopback(host: string): boolean {
+  return (
+    host === 'localhost' ||
+    host === '::1' ||
+    host === '[::1]' ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
+  );
+}

@@ -1,0 +1,128 @@
+import type { RillEvent } from '../event.js';
+import { RillError } from '../errors.js';
+import type { WatchListener } from './engine.js';
+
+/** Most events one `read` returns, whatever `limit` asks for. */
+export const MAX_READ_LIMIT = 10_000;
+/** Most topics one `listTopics` returns, and how many when no limit is given. */
+export const MAX_LIST_LIMIT = 10_000;
+export const DEFAULT_LIST_LIMIT = 1_000;
+
+/** `limit` as a whole number in `0..max`; `fallback` when it is not a number. */
+export function clampLimit(limit: number | undefined, max: number, fallback = max): number {
+  if (limit === undefined || Number.isNaN(limit)) return fallback;
+  return Math.max(0, Math.min(max, Math.floor(limit)));
+}
+
+/** The error every engine method gives once the engine is closed. */
+export function closedError(name: string): RillError {
+  return new RillError('engine_unavailable', `The ${name} engine is closed`);
+}
+
+interface Subscription<T> {
+  fn: (value: T) => void;
+  active: boolean;
+}
+
+type Delivery =
+  | { kind: 'events'; topic: string; events: readonly RillEvent[] }
+  | { kind: 'topic'; topic: string };
+
+/**
+ * The in-process side of `watch` and `watchTopics`, shared by the engines: listeners per topic,
+ * delivered strictly in the order the engine publishes, each listener call isolated from the
+ * others.
+ */
+export class Feed {
+  private readonly watchers = new Map<string, Set<Subscription<readonly RillEvent[]>>>();
+  private readonly topicWatchers = new Set<Subscription<string>>();
+  private readonly queue: Delivery[] = [];
+  private draining = false;
+
+  watch(topic: string, listener: WatchListener): () => void {
+    const sub: Subscription<readonly RillEvent[]> = { fn: listener, active: true };
+    let set = this.watchers.get(topic);
+    if (set === undefined) {
+      set = new Set();
+      this.watchers.set(topic, set);
+    }
+    set.add(sub);
+    return () => {
+      if (!sub.active) return;
+      sub.active = false;
+      const current = this.watchers.get(topic);
+      if (current === undefined) return;
+      current.delete(sub);
+      if (current.size === 0) this.watchers.delete(topic);
+    };
+  }
+
+  watchTopics(listener: (topic: string) => void): () => void {
+    const sub: Subscription<string> = { fn: listener, active: true };
+    this.topicWatchers.add(sub);
+    return () => {
+      sub.active = false;
+      this.topicWatchers.delete(sub);
+    };
+  }
+
+  hasWatchers(topic: string): boolean {
+    return this.watchers.has(topic);
+  }
+
+  /** Delivers newly committed events of one topic; calls must come in seq order. */
+  events(topic: string, events: readonly RillEvent[]): void {
+    if (events.length === 0 || !this.watchers.has(topic)) return;
+    this.queue.push({ kind: 'events', topic, events });
+    this.drain();
+  }
+
+  topicCreated(topic: string): void {
+    if (this.topicWatchers.size === 0) return;
+    this.queue.push({ kind: 'topic', topic });
+    this.drain();
+  }
+
+  /** Drops every listener: nothing is delivered after this. */
+  clear(): void {
+    for (const set of this.watchers.values()) for (const sub of set) sub.active = false;
+    for (const sub of this.topicWatchers) sub.active = false;
+    this.watchers.clear();
+    this.topicWatchers.clear();
+    this.queue.length = 0;
+  }
+
+  // A listener may append (or publish) synchronously from inside its call. Queueing instead of
+  // recursing keeps every listener's view in seq order: the nested batch waits for the outer one.
+  private drain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    try {
+      for (let i = 0; i < this.queue.length; i++) {
+        const d = this.queue[i] as Delivery;
+        if (d.kind === 'events') {
+          const set = this.watchers.get(d.topic);
+          if (set !== undefined) for (const sub of set) call(sub, d.events);
+        } else {
+          for (const sub of this.topicWatchers) call(sub, d.topic);
+        }
+      }
+    } finally {
+      this.queue.length = 0;
+      this.draining = false;
+    }
+  }
+}
+
+function call<T>(sub: Subscription<T>, value: T): void {
+  if (!sub.active) return;
+  try {
+    sub.fn(value);
+  } catch (err) {
+    // A throwing listener is a bug in the caller; it must not cost the other listeners their
+    // events or fail an append that is already stored, so it surfaces as an uncaught error instead.
+    queueMicrotask(() => {
+      throw err;
+    });
+  }
+}

@@ -1,0 +1,27 @@
+import { resolve } from 'node:path';
+import type { RillConfig } from '../config.js';
+import type { Engine, EngineOptions } from './engine.js';
+import { LmdbEngine } from './lmdb.js';
+import { MemoryEngine } from './memory.js';
+
+/** Builds the engine the configuration names. */
+export function createEngine(config: RillConfig): Engine {
+  const options: EngineOptions = {
+    retention: {
+      maxEvents: config.retention.maxEvents,
+      maxAgeMs: config.retention.maxAge,
+      rules: config.retention.rules.map((r) => ({
+        pattern: r.pattern,
+        ...(r.maxEvents === undefined ? {} : { maxEvents: r.maxEvents }),
+        ...(r.maxAge === undefined ? {} : { maxAgeMs: r.maxAge }),
+      })),
+    },
+    idempotencyWindowMs: config.idempotencyWindow,
+  };
+  switch (config.engine) {
+    case 'memory':
+      return new MemoryEngine(options);
+    case 'lmdb':
+      return new LmdbEngine({ ...options, path: resolve(config.dataDir) });
+  }
+}

@@ -1,0 +1,491 @@
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { MAX_KEY_LENGTH, type EventInput, type RillEvent } from '../event.js';
+import { RillError, isRillError } from '../errors.js';
+import { assertTopic } from '../topic.js';
+import {
+  DEFAULT_IDEMPOTENCY_WINDOW_MS,
+  DEFAULT_RETENTION,
+  type AppendResult,
+  type Engine,
+  type EngineOptions,
+  type ReadResult,
+  type RetentionConfig,
+  type TopicHead,
+  type WatchListener,
+} from './engine.js';
+import {
+  DEFAULT_LIST_LIMIT,
+  Feed,
+  MAX_LIST_LIMIT,
+  MAX_READ_LIMIT,
+  clampLimit,
+  closedError,
+} from './common.js';
+import { newEpoch, resolveRetention, type TopicRetention } from './retention.js';
+
+/** How often age retention and expired idempotency keys are swept by default, ms. */
+export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
+
+/**
+ * Most events retention deletes in one transaction beyond the ones an append adds, and most
+ * expired keys one sweep removes: a lowered limit on a big log converges over a few sweeps instead
+ * of stalling every writer behind one huge transaction.
+ */
+const TRIM_BUDGET = 10_000;
+/** Most topics one sweep visits; the next sweep continues where it stopped. */
+const TOPICS_PER_SWEEP = 10_000;
+/** Retention rules resolved per topic are cached up to this many topics. */
+const RETENTION_CACHE_MAX = 10_000;
+
+/** Options of {@link LmdbEngine}. */
+export interface LmdbEngineOptions extends EngineOptions {
+  /** Directory of the database (created if missing). One process at a time may own it. */
+  path: string;
+  /**
+   * When `append` resolves: `'flush'` (default) once the commit is fsynced, so it survives power
+   * loss too; `'commit'` once it is committed to the file, which survives the process being killed
+   * but not the machine crashing (lower latency, same throughput).
+   */
+  durability?: 'flush' | 'commit';
+}
+
+interface TopicRecord {
+  epoch: string;
+  firstSeq: number;
+  lastSeq: number;
+  created: number;
+  lastTime: number;
+}
+
+/** An event as stored: the topic, seq and epoch live in the key and the topic record. */
+interface EventRecord {
+  /** time */
+  t: number;
+  /** type */
+  y?: string;
+  /** idempotency key */
+  k?: string;
+  /** data, JSON text */
+  d: string;
+}
+
+interface KeyRecord {
+  seq: number;
+  time: number;
+  /** Expiry, ms: the key is honoured while `exp > now`. */
+  exp: number;
+}
+
+type EventKey = [topic: string, seq: number];
+type IdemKey = [topic: string, key: string];
+type ExpiryKey = [exp: number, topic: string, key: string];
+
+const WAITING = 0;
+const COMMITTED = 1;
+const FAILED = 2;
+
+/** One append's effect, waiting for its commit before watchers may see it. */
+interface Pending {
+  topic: string;
+  events: RillEvent[];
+  created: boolean;
+  state: typeof WAITING | typeof COMMITTED | typeof FAILED;
+}
+
+/**
+ * The embedded default engine: every topic's log in an LMDB database on disk (the `lmdb`
+ * package), surviving restarts and the process being killed.
+ *
+ * Appends are lmdb asynchronous transactions. Their callbacks run one after another in call
+ * order, each seeing the previous one's writes, and lmdb commits all the callbacks queued in the
+ * meantime as one transaction: seqs are assigned inside the callback (contiguous without a lock of
+ * our own) and ingest pays one fsync per batch of concurrent appends, not one per append.
+ *
+ * Watch sees the appends of this process only: the database must not be shared between processes.
+ */
+export class LmdbEngine implements Engine {
+  readonly name = 'lmdb';
+
+  private readonly root: RootDatabase;
+  private readonly topics: Database<TopicRecord, string>;
+  private readonly events: Database<EventRecord, EventKey>;
+  private readonly keys: Database<KeyRecord, IdemKey>;
+  private readonly expiry: Database<true, ExpiryKey>;
+  private readonly feed = new Feed();
+  private readonly retention: RetentionConfig;
+  private readonly retentionCache = new Map<string, TopicRetention>();
+  private readonly windowMs: number;
+  private readonly now: () => number;
+  private readonly waitForFlush: boolean;
+  private readonly timer: NodeJS.Timeout;
+  /** Appends whose callback ran, in callback (that is, seq) order; `pending[pendingHead..]` live. */
+  private pending: Pending[] = [];
+  private pendingHead = 0;
+  private readonly inflight = new Set<Promise<unknown>>();
+  private sweepAfter: string | undefined;
+  private sweeping = false;
+  private closed = false;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: LmdbEngineOptions) {
+    this.retention = options.retention ?? DEFAULT_RETENTION;
+    this.windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
+    this.now = options.now ?? Date.now;
+    this.waitForFlush = (options.durability ?? 'flush') === 'flush';
+    try {
+      this.root = open({ path: options.path, maxDbs: 8 });
+    } catch (err) {
+      throw new RillError('engine_unavailable', `Cannot open the lmdb database at ${options.path}`, {
+        cause: err,
+      });
+    }
+    this.topics = this.root.openDB<TopicRecord, string>('topics', {});
+    this.events = this.root.openDB<EventRecord, EventKey>('events', {});
+    this.keys = this.root.openDB<KeyRecord, IdemKey>('keys', {});
+    this.expiry = this.root.openDB<true, ExpiryKey>('key-expiry', {});
+    this.timer = setInterval(() => this.sweep(), options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  async append(topic: string, inputs: readonly EventInput[]): Promise<AppendResult[]> {
+    if (this.closed) throw closedError(this.name);
+    assertTopic(topic);
+    for (const input of inputs) {
+      if (input.key !== undefined && input.key.length > MAX_KEY_LENGTH) {
+        throw new RillError('invalid_event', `Event key longer than ${MAX_KEY_LENGTH} characters`);
+      }
+    }
+    if (inputs.length === 0) return [];
+
+    let entry: Pending | undefined;
+    // A child transaction so that a batch that throws half-way leaves nothing behind (atomic).
+    const txn = this.root.transaction(() => {
+      const out = this.applyAppend(topic, inputs);
+      entry = out.pending;
+      this.pending.push(entry);
+      return out.results;
+    });
+    let committed = false;
+    const txnDone = txn.then((r) => {
+      committed = true;
+      return r;
+    });
+    // Captured now, synchronously: lmdb's `flushed` is then the flush of the batch being queued.
+    const flushed = this.waitForFlush ? thenableToPromise(this.root.flushed) : undefined;
+    const done = flushed === undefined ? txnDone : Promise.all([txnDone, flushed]).then(([r]) => r);
+    this.inflight.add(done);
+    try {
+      const results = await done;
+      this.settle(entry as Pending, COMMITTED);
+      return results;
+    } catch (err) {
+      // Committed but not flushed still reaches watchers: readers see it, and watch never skips.
+      if (entry !== undefined) this.settle(entry, committed ? COMMITTED : FAILED);
+      if (isRillError(err)) throw err;
+      throw new RillError('engine_unavailable', 'The lmdb engine could not store the events', {
+        cause: err,
+      });
+    } finally {
+      this.inflight.delete(done);
+    }
+  }
+
+  async read(topic: string, afterSeq: number, limit: number): Promise<ReadResult> {
+    if (this.closed) throw closedError(this.name);
+    const meta = this.topics.get(topic);
+    if (meta === undefined) return { events: [], head: null };
+    const head = toHead(topic, meta);
+    const n = clampLimit(limit, MAX_READ_LIMIT);
+    let from = Math.floor(afterSeq) + 1;
+    if (!(from >= meta.firstSeq)) from = meta.firstSeq;
+    const events: RillEvent[] = [];
+    if (n === 0 || from > meta.lastSeq) return { events, head };
+    // Reads are synchronous, so the range and the topic record come from the same snapshot.
+    for (const { key, value } of this.events.getRange({
+      start: [topic, from],
+      end: [topic, meta.lastSeq + 1],
+      limit: n,
+    })) {
+      events.push(toEvent(topic, meta.epoch, key[1], value));
+    }
+    return { events, head };
+  }
+
+  async head(topic: string): Promise<TopicHead | null> {
+    if (this.closed) throw closedError(this.name);
+    const meta = this.topics.get(topic);
+    return meta === undefined ? null : toHead(topic, meta);
+  }
+
+  async seqAtTime(topic: string, ms: number): Promise<number | null> {
+    if (this.closed) throw closedError(this.name);
+    const meta = this.topics.get(topic);
+    if (meta === undefined) return null;
+    return this.firstSeqAtTime(topic, meta, ms);
+  }
+
+  watch(topic: string, listener: WatchListener): () => void {
+    if (this.closed) return () => {};
+    return this.feed.watch(topic, listener);
+  }
+
+  watchTopics(listener: (topic: string) => void): () => void {
+    if (this.closed) return () => {};
+    return this.feed.watchTopics(listener);
+  }
+
+  async listTopics(
+    options: { prefix?: string; after?: string; limit?: number } = {},
+  ): Promise<TopicHead[]> {
+    if (this.closed) throw closedError(this.name);
+    const limit = clampLimit(options.limit, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT);
+    const prefix = options.prefix ?? '';
+    const after = options.after;
+    const out: TopicHead[] = [];
+    if (limit === 0) return out;
+    const fromAfter = after !== undefined && after >= prefix;
+    const range = this.topics.getRange({
+      start: fromAfter ? after : prefix,
+      exclusiveStart: fromAfter,
+      // Topic names are ASCII below DEL, so every name starting with `prefix` sorts before this.
+      ...(prefix === '' ? {} : { end: `${prefix}\x7f` }),
+      limit,
+    });
+    for (const { key, value } of range) out.push(toHead(key, value));
+    return out;
+  }
+
+  /** Stops the sweep, waits for pending appends, then closes the database. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+    this.feed.clear();
+    await this.root.close();
+  }
+
+  /** Runs inside the write transaction. */
+  private applyAppend(
+    topic: string,
+    inputs: readonly EventInput[],
+  ): { results: AppendResult[]; pending: Pending } {
+    const now = this.now();
+    const existing = this.topics.get(topic);
+    const meta: TopicRecord = existing ?? {
+      epoch: newEpoch(),
+      firstSeq: 1,
+      lastSeq: 0,
+      created: now,
+      lastTime: 0,
+    };
+    const time = Math.max(now, meta.lastTime);
+    const results: AppendResult[] = [];
+    const fresh: RillEvent[] = [];
+    for (const input of inputs) {
+      let previous: KeyRecord | undefined;
+      if (input.key !== undefined) {
+        previous = this.keys.get([topic, input.key]);
+        if (previous !== undefined && previous.exp > now) {
+          results.push({ event: this.original(topic, meta.epoch, previous, input), duplicate: true });
+          continue;
+        }
+      }
+      const seq = ++meta.lastSeq;
+      const record: EventRecord = { t: time, d: input.data };
+      if (input.type !== undefined) record.y = input.type;
+      if (input.key !== undefined) record.k = input.key;
+      this.events.putSync([topic, seq], record);
+      if (input.key !== undefined) {
+        const exp = time + this.windowMs;
+        if (previous !== undefined) this.expiry.removeSync([previous.exp, topic, input.key]);
+        this.keys.putSync([topic, input.key], { seq, time, exp });
+        this.expiry.putSync([exp, topic, input.key], true);
+      }
+      const event = toEvent(topic, meta.epoch, seq, record);
+      fresh.push(event);
+      results.push({ event, duplicate: false });
+    }
+    if (fresh.length > 0) meta.lastTime = time;
+    const trimmed = this.trim(topic, meta, now, fresh.length + TRIM_BUDGET);
+    if (existing === undefined || fresh.length > 0 || trimmed) this.topics.putSync(topic, meta);
+    return {
+      results,
+      pending: { topic, events: fresh, created: existing === undefined, state: WAITING },
+    };
+  }
+
+  /** The event a still-valid idempotency key points to. */
+  private original(topic: string, epoch: string, key: KeyRecord, input: EventInput): RillEvent {
+    const record = this.events.get([topic, key.seq]);
+    if (record !== undefined) return toEvent(topic, epoch, key.seq, record);
+    // Retention already dropped the original: a retry carries the same event, so its own fields
+    // stand in for the stored ones.
+    const fallback: EventRecord = { t: key.time, d: input.data };
+    if (input.type !== undefined) fallback.y = input.type;
+    if (input.key !== undefined) fallback.k = input.key;
+    return toEvent(topic, epoch, key.seq, fallback);
+  }
+
+  /**
+   * Drops events from the start of `topic` beyond its count limit or older than its age limit, at
+   * most `budget` of them; updates `meta.firstSeq`. Runs inside a write transaction.
+   */
+  private trim(topic: string, meta: TopicRecord, now: number, budget: number): boolean {
+    const { maxEvents, maxAgeMs } = this.retentionFor(topic);
+    let cut = meta.firstSeq;
+    if (maxEvents > 0) cut = Math.max(cut, meta.lastSeq - maxEvents + 1);
+    if (maxAgeMs > 0 && cut <= meta.lastSeq) {
+      const oldest = now - maxAgeMs;
+      const first = this.events.get([topic, cut]);
+      if (first !== undefined && first.t < oldest) {
+        cut = Math.max(cut, this.firstSeqAtTime(topic, meta, oldest));
+      }
+    }
+    cut = Math.min(cut, meta.firstSeq + budget);
+    if (cut === meta.firstSeq) return false;
+    for (let seq = meta.firstSeq; seq < cut; seq++) this.events.removeSync([topic, seq]);
+    meta.firstSeq = cut;
+    return true;
+  }
+
+  /** Binary search over seq: time never decreases within a topic. */
+  private firstSeqAtTime(topic: string, meta: TopicRecord, ms: number): number {
+    let lo = meta.firstSeq;
+    let hi = meta.lastSeq + 1;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      const record = this.events.get([topic, mid]);
+      if (record !== undefined && record.t < ms) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  private retentionFor(topic: string): TopicRetention {
+    let r = this.retentionCache.get(topic);
+    if (r === undefined) {
+      if (this.retentionCache.size >= RETENTION_CACHE_MAX) this.retentionCache.clear();
+      r = resolveRetention(this.retention, topic);
+      this.retentionCache.set(topic, r);
+    }
+    return r;
+  }
+
+  /**
+   * Marks an append committed or failed and hands watchers every committed append at the front of
+   * the queue. Lmdb commits batches in callback order, so once one append has committed, every
+   * append whose callback ran before it has too (or has already been marked failed: its whole
+   * batch was rejected before this one could commit).
+   */
+  private settle(entry: Pending, state: typeof COMMITTED | typeof FAILED): void {
+    if (entry.state === WAITING) entry.state = state;
+    if (state === COMMITTED) {
+      for (let i = this.pendingHead; i < this.pending.length; i++) {
+        const e = this.pending[i] as Pending;
+        if (e === entry) break;
+        if (e.state === WAITING) e.state = COMMITTED;
+      }
+    }
+    while (this.pendingHead < this.pending.length) {
+      const e = this.pending[this.pendingHead] as Pending;
+      if (e.state === WAITING) break;
+      this.pendingHead++;
+      if (e.state === COMMITTED) {
+        this.feed.events(e.topic, e.events);
+        if (e.created) this.feed.topicCreated(e.topic);
+      }
+    }
+    if (this.pendingHead === this.pending.length) {
+      this.pending = [];
+      this.pendingHead = 0;
+    } else if (this.pendingHead > 1_024 && this.pendingHead * 2 > this.pending.length) {
+      this.pending = this.pending.slice(this.pendingHead);
+      this.pendingHead = 0;
+    }
+  }
+
+  private sweep(): void {
+    if (this.sweeping || this.closed) return;
+    this.sweeping = true;
+    const done = this.root
+      .transaction(() => this.applySweep())
+      .catch(() => {
+        // A failed sweep changes nothing; the next one retries.
+      })
+      .finally(() => {
+        this.sweeping = false;
+        this.inflight.delete(done);
+      });
+    this.inflight.add(done);
+  }
+
+  /** Runs inside the write transaction. */
+  private applySweep(): void {
+    const now = this.now();
+    const expired: ExpiryKey[] = [];
+    for (const key of this.expiry.getKeys({ limit: TRIM_BUDGET })) {
+      if (key[0] > now) break;
+      expired.push(key);
+    }
+    for (const key of expired) {
+      const [exp, topic, idem] = key;
+      this.expiry.removeSync(key);
+      const record = this.keys.get([topic, idem]);
+      if (record !== undefined && record.exp === exp) this.keys.removeSync([topic, idem]);
+    }
+
+    const visited: { key: string; value: TopicRecord }[] = [];
+    for (const entry of this.topics.getRange({
+      ...(this.sweepAfter === undefined ? {} : { start: this.sweepAfter, exclusiveStart: true }),
+      limit: TOPICS_PER_SWEEP,
+    })) {
+      visited.push(entry);
+    }
+    this.sweepAfter = visited.length < TOPICS_PER_SWEEP ? undefined : visited.at(-1)?.key;
+    let budget = TRIM_BUDGET;
+    for (const { key: topic, value: meta } of visited) {
+      if (budget <= 0) break;
+      const before = meta.firstSeq;
+      if (this.trim(topic, meta, now, budget)) {
+        budget -= meta.firstSeq - before;
+        this.topics.putSync(topic, meta);
+      }
+    }
+  }
+}
+
+function toEvent(topic: string, epoch: string, seq: number, record: EventRecord): RillEvent {
+  const event: { -readonly [K in keyof RillEvent]: RillEvent[K] } = {
+    topic,
+    seq,
+    epoch,
+    time: record.t,
+    data: record.d,
+  };
+  if (record.y !== undefined) event.type = record.y;
+  if (record.k !== undefined) event.key = record.k;
+  return event;
+}
+
+function toHead(topic: string, meta: TopicRecord): TopicHead {
+  return {
+    topic,
+    epoch: meta.epoch,
+    firstSeq: meta.firstSeq,
+    lastSeq: meta.lastSeq,
+    created: meta.created,
+    lastTime: meta.lastTime,
+  };
+}
+
+/** Calls `then` right away, unlike `Promise.resolve(thenable)`, which defers it to a later tick. */
+function thenableToPromise<T>(thenable: PromiseLike<T>): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    thenable.then(resolve, reject);
+  });
+}

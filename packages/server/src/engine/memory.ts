@@ -1,0 +1,269 @@
+import type { EventInput, RillEvent } from '../event.js';
+import { assertTopic } from '../topic.js';
+import {
+  DEFAULT_IDEMPOTENCY_WINDOW_MS,
+  DEFAULT_RETENTION,
+  type AppendResult,
+  type Engine,
+  type EngineOptions,
+  type ReadResult,
+  type RetentionConfig,
+  type TopicHead,
+  type WatchListener,
+} from './engine.js';
+import {
+  DEFAULT_LIST_LIMIT,
+  Feed,
+  MAX_LIST_LIMIT,
+  MAX_READ_LIMIT,
+  clampLimit,
+  closedError,
+} from './common.js';
+import { newEpoch, resolveRetention, type TopicRetention } from './retention.js';
+
+/** How often age retention and expired idempotency keys are swept by default, ms. */
+export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
+
+// Dropping from the front only moves `start`; the array is copied once the dead prefix is both
+// large and at least half of it, so each append costs amortized O(1).
+const COMPACT_MIN = 1_024;
+
+interface KeyEntry {
+  event: RillEvent;
+  expires: number;
+}
+
+interface TopicState {
+  readonly name: string;
+  readonly epoch: string;
+  readonly created: number;
+  readonly retention: TopicRetention;
+  /** Retained events are `events[start..]`. */
+  events: RillEvent[];
+  start: number;
+  lastSeq: number;
+  lastTime: number;
+  /** Insertion order is expiry order: `expires` never decreases within a topic. */
+  keys: Map<string, KeyEntry>;
+}
+
+/**
+ * An engine that keeps every log in process memory: for tests and ephemeral use. Nothing survives
+ * the process, and watchers are called synchronously once an append is applied.
+ */
+export class MemoryEngine implements Engine {
+  readonly name = 'memory';
+
+  private readonly topics = new Map<string, TopicState>();
+  /** Topic names in order, for `listTopics`. */
+  private readonly names: string[] = [];
+  private readonly feed = new Feed();
+  private readonly retention: RetentionConfig;
+  private readonly windowMs: number;
+  private readonly now: () => number;
+  private readonly timer: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(options: EngineOptions = {}) {
+    this.retention = options.retention ?? DEFAULT_RETENTION;
+    this.windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
+    this.now = options.now ?? Date.now;
+    this.timer = setInterval(() => this.sweep(), options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  async append(topic: string, inputs: readonly EventInput[]): Promise<AppendResult[]> {
+    if (this.closed) throw closedError(this.name);
+    assertTopic(topic);
+    if (inputs.length === 0) return [];
+    const now = this.now();
+    let state = this.topics.get(topic);
+    const created = state === undefined;
+    if (state === undefined) state = this.create(topic, now);
+    expireKeys(state, now);
+
+    const time = Math.max(now, state.lastTime);
+    const results: AppendResult[] = [];
+    const fresh: RillEvent[] = [];
+    for (const input of inputs) {
+      if (input.key !== undefined) {
+        const seen = state.keys.get(input.key);
+        if (seen !== undefined && seen.expires > now) {
+          results.push({ event: seen.event, duplicate: true });
+          continue;
+        }
+      }
+      const event = makeEvent(topic, state.epoch, ++state.lastSeq, time, input);
+      state.events.push(event);
+      if (input.key !== undefined) {
+        // Re-inserting moves the key to the end of the map, keeping it in expiry order.
+        state.keys.delete(input.key);
+        state.keys.set(input.key, { event, expires: time + this.windowMs });
+      }
+      fresh.push(event);
+      results.push({ event, duplicate: false });
+    }
+    if (fresh.length > 0) state.lastTime = time;
+    trim(state, now);
+
+    this.feed.events(topic, fresh);
+    if (created) this.feed.topicCreated(topic);
+    return results;
+  }
+
+  async read(topic: string, afterSeq: number, limit: number): Promise<ReadResult> {
+    if (this.closed) throw closedError(this.name);
+    const state = this.topics.get(topic);
+    if (state === undefined) return { events: [], head: null };
+    const n = clampLimit(limit, MAX_READ_LIMIT);
+    const first = firstSeq(state);
+    const from = state.start + Math.max(0, Math.floor(afterSeq) + 1 - first);
+    return { events: state.events.slice(from, from + n), head: headOf(state) };
+  }
+
+  async head(topic: string): Promise<TopicHead | null> {
+    if (this.closed) throw closedError(this.name);
+    const state = this.topics.get(topic);
+    return state === undefined ? null : headOf(state);
+  }
+
+  async seqAtTime(topic: string, ms: number): Promise<number | null> {
+    if (this.closed) throw closedError(this.name);
+    const state = this.topics.get(topic);
+    if (state === undefined) return null;
+    let lo = state.start;
+    let hi = state.events.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((state.events[mid] as RillEvent).time < ms) lo = mid + 1;
+      else hi = mid;
+    }
+    return firstSeq(state) + (lo - state.start);
+  }
+
+  watch(topic: string, listener: WatchListener): () => void {
+    if (this.closed) return () => {};
+    return this.feed.watch(topic, listener);
+  }
+
+  watchTopics(listener: (topic: string) => void): () => void {
+    if (this.closed) return () => {};
+    return this.feed.watchTopics(listener);
+  }
+
+  async listTopics(
+    options: { prefix?: string; after?: string; limit?: number } = {},
+  ): Promise<TopicHead[]> {
+    if (this.closed) throw closedError(this.name);
+    const limit = clampLimit(options.limit, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT);
+    const prefix = options.prefix ?? '';
+    const after = options.after;
+    let i = lowerBound(this.names, after !== undefined && after > prefix ? after : prefix);
+    const out: TopicHead[] = [];
+    for (; i < this.names.length && out.length < limit; i++) {
+      const name = this.names[i] as string;
+      if (!name.startsWith(prefix)) break;
+      if (after !== undefined && name <= after) continue;
+      out.push(headOf(this.topics.get(name) as TopicState));
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.timer);
+    this.feed.clear();
+  }
+
+  private create(topic: string, now: number): TopicState {
+    const state: TopicState = {
+      name: topic,
+      epoch: newEpoch(),
+      created: now,
+      retention: resolveRetention(this.retention, topic),
+      events: [],
+      start: 0,
+      lastSeq: 0,
+      lastTime: 0,
+      keys: new Map(),
+    };
+    this.topics.set(topic, state);
+    this.names.splice(lowerBound(this.names, topic), 0, topic);
+    return state;
+  }
+
+  private sweep(): void {
+    const now = this.now();
+    for (const state of this.topics.values()) {
+      expireKeys(state, now);
+      trim(state, now);
+    }
+  }
+}
+
+function makeEvent(
+  topic: string,
+  epoch: string,
+  seq: number,
+  time: number,
+  input: EventInput,
+): RillEvent {
+  const event: { -readonly [K in keyof RillEvent]: RillEvent[K] } = { topic, seq, epoch, time, data: input.data };
+  if (input.type !== undefined) event.type = input.type;
+  if (input.key !== undefined) event.key = input.key;
+  return event;
+}
+
+function firstSeq(state: TopicState): number {
+  return state.lastSeq - (state.events.length - state.start) + 1;
+}
+
+function headOf(state: TopicState): TopicHead {
+  return {
+    topic: state.name,
+    epoch: state.epoch,
+    firstSeq: firstSeq(state),
+    lastSeq: state.lastSeq,
+    created: state.created,
+    lastTime: state.lastTime,
+  };
+}
+
+function expireKeys(state: TopicState, now: number): void {
+  for (const [key, entry] of state.keys) {
+    if (entry.expires > now) break;
+    state.keys.delete(key);
+  }
+}
+
+/** Applies count and age retention, from the start of the log only. */
+function trim(state: TopicState, now: number): void {
+  const { maxEvents, maxAgeMs } = state.retention;
+  const events = state.events;
+  if (maxEvents > 0 && events.length - state.start > maxEvents) {
+    state.start = events.length - maxEvents;
+  }
+  if (maxAgeMs > 0) {
+    const oldest = now - maxAgeMs;
+    while (state.start < events.length && (events[state.start] as RillEvent).time < oldest) {
+      state.start++;
+    }
+  }
+  if (state.start >= COMPACT_MIN && state.start * 2 >= events.length) {
+    state.events = events.slice(state.start);
+    state.start = 0;
+  }
+}
+
+/** Index of the first name `>= name`. */
+function lowerBound(names: readonly string[], name: string): number {
+  let lo = 0;
+  let hi = names.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((names[mid] as string) < name) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

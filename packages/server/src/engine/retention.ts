@@ -1,0 +1,43 @@
+import { randomBytes } from 'node:crypto';
+import { matchPattern } from '../topic.js';
+import type { RetentionConfig } from './engine.js';
+
+/** The retention limits that apply to one topic; `0` means unlimited. */
+export interface TopicRetention {
+  maxEvents: number;
+  maxAgeMs: number;
+}
+
+/**
+ * The limits for `topic`: the first rule whose pattern matches it, with the fields that rule leaves
+ * out taken from the default.
+ */
+export function resolveRetention(config: RetentionConfig, topic: string): TopicRetention {
+  for (const rule of config.rules) {
+    if (matchPattern(rule.pattern, topic)) {
+      return {
+        maxEvents: rule.maxEvents ?? config.maxEvents,
+        maxAgeMs: rule.maxAgeMs ?? config.maxAgeMs,
+      };
+    }
+  }
+  return { maxEvents: config.maxEvents, maxAgeMs: config.maxAgeMs };
+}
+
+/** Length of an epoch, in characters. */
+export const EPOCH_LENGTH = 12;
+
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
+/** A new random epoch: {@link EPOCH_LENGTH} alphanumeric characters (about 71 bits). */
+export function newEpoch(): string {
+  let out = '';
+  while (out.length < EPOCH_LENGTH) {
+    for (const b of randomBytes(16)) {
+      // 248 = 4 * 62: rejecting the top bytes keeps every character equally likely.
+      if (b < 248) out += ALPHABET[b % 62];
+      if (out.length === EPOCH_LENGTH) break;
+    }
+  }
+  return out;
+}

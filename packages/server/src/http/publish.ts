@@ -1,0 +1,93 @@
+import type { FastifyInstance } from 'fastify';
+import { RillError } from '../errors.js';
+import type { EventInput } from '../event.js';
+import { eventId, parseEventInput } from '../event.js';
+import { assertTopic } from '../topic.js';
+import type { AppContext } from './app.js';
+
+const topicParams = {
+  type: 'object',
+  properties: { topic: { type: 'string' } },
+  required: ['topic'],
+} as const;
+
+/**
+ * `POST /v1/topics/{topic}/events`: one event `{type?, key?, data}`, a JSON array of them, or an
+ * `application/x-ndjson` body of one event per line. The whole batch is validated before any of it
+ * is appended, so a rejected request stores nothing; `201` lists each event's seq and id.
+ */
+export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
+  const { limits } = ctx.config;
+
+  app.post<{ Params: { topic: string }; Headers: { 'idempotency-key'?: string } }>(
+    '/v1/topics/:topic/events',
+    { schema: { params: topicParams } },
+    async (req, reply) => {
+      const topic = assertTopic(req.params.topic);
+      const raws = bodyToEvents(req.body, req.headers['content-type']);
+      if (raws.length === 0) throw new RillError('invalid_event', 'No events in the request');
+      if (raws.length > limits.maxBatchEvents) {
+        throw new RillError(
+          'batch_too_large',
+          `At most ${limits.maxBatchEvents} events per request`,
+          { details: { limit: limits.maxBatchEvents } },
+        );
+      }
+      const inputs: EventInput[] = raws.map((r, i) =>
+        parseEventInput(r, limits.maxEventBytes, raws.length > 1 ? i : undefined),
+      );
+      const headerKey = req.headers['idempotency-key'];
+      if (headerKey !== undefined) {
+        if (inputs.length !== 1) {
+          throw new RillError(
+            'invalid_parameter',
+            'Idempotency-Key applies to single-event requests; give each event of a batch its own "key"',
+          );
+        }
+        const first = inputs[0]!;
+        if (first.key === undefined) {
+          first.key = parseEventInput({ key: headerKey, data: null }, limits.maxEventBytes).key;
+        } else if (first.key !== headerKey) {
+          throw new RillError('invalid_event', 'Idempotency-Key header and event key differ');
+        }
+      }
+      let results;
+      try {
+        results = await ctx.engine.append(topic, inputs);
+      } catch (err) {
+        if (err instanceof RillError) throw err;
+        throw new RillError('engine_unavailable', 'The event was not stored', { cause: err });
+      }
+      const first = results[0]!.event;
+      let out = `{"topic":"${topic}","epoch":"${first.epoch}","events":[`;
+      for (let i = 0; i < results.length; i++) {
+        const { event, duplicate } = results[i]!;
+        if (i > 0) out += ',';
+        out += `{"seq":${event.seq},"id":"${eventId(event)}","time":${event.time},"duplicate":${duplicate}}`;
+      }
+      out += ']}';
+      return reply.code(201).type('application/json; charset=utf-8').send(out);
+    },
+  );
+}
+
+function bodyToEvents(body: unknown, contentType: string | undefined): unknown[] {
+  if (contentType?.toLowerCase().startsWith('application/x-ndjson')) {
+    const out: unknown[] = [];
+    const lines = String(body).split('\n');
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!.trim();
+      if (line === '') continue;
+      try {
+        out.push(JSON.parse(line));
+      } catch {
+        throw new RillError('invalid_json', `Line ${i + 1} is not valid JSON`, {
+          details: { line: i + 1 },
+        });
+      }
+    }
+    return out;
+  }
+  if (body === undefined) throw new RillError('invalid_json', 'Empty body');
+  return Array.isArray(body) ? body : [body];
+}

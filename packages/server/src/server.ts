@@ -1,0 +1,103 @@
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { pino } from 'pino';
+import type { RillConfig, RillConfigInput } from './config.js';
+import { isLoopback, resolveConfig } from './config.js';
+import type { Engine } from './engine/engine.js';
+import { createEngine } from './engine/index.js';
+import { buildApp } from './http/app.js';
+import { Hub } from './hub.js';
+
+export interface RillServer {
+  readonly config: RillConfig;
+  readonly engine: Engine;
+  readonly hub: Hub;
+  readonly app: FastifyInstance;
+  readonly log: Logger;
+  /** Binds the configured host and port; resolves with the base URL. */
+  listen(): Promise<string>;
+  /**
+   * Graceful shutdown: stop accepting, end open streams with `shutting_down` so clients resume
+   * elsewhere, let in-flight publishes finish, then close the engine.
+   */
+  close(): Promise<void>;
+}
+
+export interface CreateServerOptions {
+  /** Use this engine instead of building the configured one (tests, embedding). */
+  engine?: Engine;
+  logger?: Logger;
+}
+
+/**
+ * Creates a Rill server: engine, hub and HTTP API.
+ *
+ * @example
+ * const server = await createServer({ engine: 'memory', port: 0 });
+ * const url = await server.listen();
+ */
+export async function createServer(
+  input: RillConfigInput = {},
+  options: CreateServerOptions = {},
+): Promise<RillServer> {
+  const config = resolveConfig(input);
+  const log =
+    options.logger ??
+    pino({
+      level: config.logLevel,
+      redact: {
+        paths: ['req.headers.authorization', 'req.headers.cookie', '*.token', '*.password'],
+        censor: '[redacted]',
+      },
+    });
+  if (!isLoopback(config.host) && !config.insecure) {
+    throw new Error(
+      `Refusing to listen on ${config.host} without authentication: Rill binds a loopback address ` +
+        `unless told otherwise. Use --host 127.0.0.1, or --insecure to expose it unauthenticated.`,
+    );
+  }
+  const engine = options.engine ?? createEngine(config);
+  const hub = new Hub(engine, {
+    limits: {
+      maxSubscriberBufferBytes: config.limits.maxSubscriberBufferBytes,
+      replayBatch: config.limits.replayBatch,
+      maxTopicsPerSubscription: config.limits.maxTopicsPerSubscription,
+      maxCursorTopics: config.limits.maxCursorTopics,
+    },
+    heartbeatMs: config.sse.heartbeat,
+  });
+  const state = { closing: false };
+  const app = buildApp({ config, engine, hub, state }, log);
+  // Streams never end on their own: end them first, or closing the listener would wait forever.
+  app.addHook('preClose', (done) => {
+    state.closing = true;
+    hub.close();
+    done();
+  });
+
+  let closing: Promise<void> | null = null;
+  return {
+    config,
+    engine,
+    hub,
+    app,
+    log,
+    async listen() {
+      await app.listen({ host: config.host, port: config.port });
+      const addr = app.server.address();
+      const port = typeof addr === 'object' && addr ? addr.port : config.port;
+      const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+      return `http://${host}:${port}`;
+    },
+    close() {
+      closing ??= (async () => {
+        try {
+          await app.close();
+        } finally {
+          await engine.close();
+        }
+      })();
+      return closing;
+    },
+  };
+}

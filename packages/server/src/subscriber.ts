@@ -1,0 +1,403 @@
+import type { Cursor } from './cursor.js';
+import { encodePosition } from './cursor.js';
+import type { Engine } from './engine/engine.js';
+import { RillError } from './errors.js';
+import type { RillEvent } from './event.js';
+import type { Channel, Hub } from './hub.js';
+import type { ResetNotice, Sink } from './sink.js';
+import { compilePattern } from './topic.js';
+
+/** Where a topic's delivery starts when the cursor says nothing about it. */
+export type StartSpec =
+  | { kind: 'now' }
+  | { kind: 'earliest' }
+  /** Deliver events with seq > `seq`. */
+  | { kind: 'after'; seq: number }
+  /** Deliver events with time >= `time`. */
+  | { kind: 'time'; time: number };
+
+/**
+ * How far back a pattern subscription's watermark reaches behind the event that carries it: a
+ * topic created on another node just before that event, not yet known here, still resumes whole.
+ */
+const WATERMARK_MARGIN_MS = 1000;
+
+/**
+ * One subscriber's position in one topic, and whether it is on the live path.
+ *
+ * Invariant: every event with seq <= `pos` (in `epoch`) has been handed to the sink, in order,
+ * and none after it. On the live path (`live`), the channel hands it the next event directly; off
+ * it, the subscription reads the log after `pos` until it reaches the channel's `lastSeq`, then
+ * rejoins synchronously — no await between the check and the switch, so no event can slip between
+ * (the pitfall of Mercure's bolt.go and centrifuge's recovery sync).
+ */
+export class TopicState {
+  pos = 0;
+  epoch: string | null = null;
+  lastTime = 0;
+  live = false;
+  resolved = false;
+  /** Monotonic counter of the last advance, to drop the stalest topics from a long cursor. */
+  touched = 0;
+
+  constructor(
+    readonly topic: string,
+    readonly sub: Subscription,
+    readonly channel: Channel,
+    public start: StartSpec | { kind: 'cursor'; epoch: string; seq: number },
+  ) {}
+}
+
+export interface SubscribeOptions {
+  /** Topic names and patterns. */
+  patterns: string[];
+  /** Start for topics the cursor does not list. */
+  start: StartSpec;
+  cursor?: Cursor;
+}
+
+let touchCounter = 0;
+
+/**
+ * A subscription: one connection's set of topics, its outbound queue (coalesced per tick, bounded
+ * by `maxBufferBytes`), and its live ⇄ catch-up state machine.
+ */
+export class Subscription {
+  readonly states = new Map<string, TopicState>();
+  /** Single plain topic: frames carry the event's own id and are shared between subscribers. */
+  readonly single: boolean;
+  readonly isPatternSub: boolean;
+  private readonly matchers: ((t: string) => boolean)[];
+  private pending: string[] = [];
+  private pendingBytes = 0;
+  private catchingUp = false;
+  closed = false;
+  /** False once any reset notice was sent: the resume was not exact. */
+  exact = true;
+  lastWrite = Date.now();
+  private readonly engine: Engine;
+
+  constructor(
+    readonly hub: Hub,
+    readonly sink: Sink,
+    readonly options: SubscribeOptions,
+  ) {
+    this.engine = hub.engine;
+    this.matchers = options.patterns.map(compilePattern);
+    this.isPatternSub = options.patterns.some((p) => p.includes('*') || p.includes('>'));
+    this.single = !this.isPatternSub && options.patterns.length === 1;
+  }
+
+  matches(topic: string): boolean {
+    return this.matchers.some((m) => m(topic));
+  }
+
+  /** Adds a topic to this subscription, starting from the cursor or the start spec. */
+  addTopic(topic: string, start?: StartSpec): void {
+    if (this.closed || this.states.has(topic)) return;
+    if (this.states.size >= this.hub.limits.maxTopicsPerSubscription) {
+      this.fail(
+        new RillError(
+          'too_many_topics',
+          `Subscription would exceed ${this.hub.limits.maxTopicsPerSubscription} topics`,
+        ),
+      );
+      return;
+    }
+    const fromCursor = this.options.cursor?.positions.get(topic);
+    let spec: TopicState['start'];
+    if (fromCursor) spec = { kind: 'cursor', epoch: fromCursor.epoch, seq: fromCursor.seq };
+    else if (start) spec = start;
+    else if (this.options.cursor?.watermark !== undefined)
+      spec = { kind: 'time', time: this.options.cursor.watermark };
+    else spec = this.options.start;
+    const ch = this.hub.channel(topic);
+    const st = new TopicState(topic, this, ch, spec);
+    this.states.set(topic, st);
+    ch.members.add(st);
+    this.kick();
+  }
+
+  // ---- live path (called by Channel for every event; keep it lean) ----
+
+  /** Hands one event to the queue. The caller checked `ev.seq === st.pos + 1`. */
+  deliver(st: TopicState, ev: RillEvent): void {
+    st.pos = ev.seq;
+    st.lastTime = ev.time;
+    st.touched = ++touchCounter;
+    const chunk = this.sink.frameEvent(ev, this.single ? null : this.cursorFor(ev.time));
+    this.enqueue(chunk);
+  }
+
+  /** Takes a topic off the live path; the catch-up loop will bring it back. */
+  fallBehind(st: TopicState): void {
+    if (st.live) {
+      st.live = false;
+      st.channel.live.delete(st);
+    }
+    this.kick();
+  }
+
+  private enqueue(chunk: string): void {
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pending.length === 1) this.hub.markDirty(this);
+    if (this.pendingBytes + this.sink.bufferedBytes() > this.hub.limits.maxSubscriberBufferBytes) {
+      this.overflow();
+    }
+  }
+
+  /** Too much waiting for this socket: every topic leaves the live path and replays later. */
+  private overflow(): void {
+    for (const st of this.states.values()) {
+      if (st.live) {
+        st.live = false;
+        st.channel.live.delete(st);
+      }
+    }
+    this.kick();
+  }
+
+  /** One write per tick with everything queued since the last. */
+  flush(): void {
+    if (this.pending.length === 0 || this.closed) return;
+    const chunk = this.pending.length === 1 ? this.pending[0]! : this.pending.join('');
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.lastWrite = Date.now();
+    this.sink.write(chunk);
+  }
+
+  // ---- catch-up path ----
+
+  private kick(): void {
+    if (this.catchingUp || this.closed) return;
+    this.catchingUp = true;
+    this.catchUp().then(
+      () => {
+        this.catchingUp = false;
+        // A topic may have fallen behind after the loop's last look.
+        if (!this.closed && [...this.states.values()].some((s) => !s.live)) this.kick();
+      },
+      (err: unknown) => {
+        this.catchingUp = false;
+        this.fail(
+          err instanceof RillError
+            ? err
+            : new RillError('engine_unavailable', 'Reading the log failed', { cause: err }),
+        );
+      },
+    );
+  }
+
+  private async catchUp(): Promise<void> {
+    const limit = this.hub.limits.maxSubscriberBufferBytes;
+    for (;;) {
+      if (this.closed) return;
+      const behind = [...this.states.values()].filter((s) => !s.live);
+      if (behind.length === 0) return;
+      for (const st of behind) {
+        if (this.closed) return;
+        this.flush();
+        // Replay only into a socket with room: the log, not memory, holds what it cannot take.
+        while (!this.closed && this.sink.bufferedBytes() > limit / 2) await this.sink.waitDrain();
+        if (this.closed) return;
+        await this.step(st);
+      }
+    }
+  }
+
+  /** One bounded replay step for one topic: resolve its start, read a page, maybe go live. */
+  private async step(st: TopicState): Promise<void> {
+    const ch = st.channel;
+    await ch.ready;
+    if (this.closed || st.live) return;
+    if (!st.resolved) await this.resolveStart(st);
+    if (this.closed) return;
+
+    const batch = this.hub.limits.replayBatch;
+    const r = await this.engine.read(st.topic, st.pos, batch);
+    if (this.closed || st.live) return;
+    const head = r.head;
+    if (head) {
+      if (st.epoch === null) st.epoch = head.epoch;
+      if (st.epoch !== head.epoch) {
+        this.notice(st, {
+          topic: st.topic,
+          reason: 'epoch',
+          epoch: head.epoch,
+          seq: head.firstSeq - 1,
+          cursorEpoch: st.epoch,
+        });
+        st.epoch = head.epoch;
+        st.pos = head.firstSeq - 1;
+        return;
+      }
+      if (st.pos > head.lastSeq) {
+        this.notice(st, {
+          topic: st.topic,
+          reason: 'ahead',
+          epoch: head.epoch,
+          seq: head.lastSeq,
+          cursorSeq: st.pos,
+        });
+        st.pos = head.lastSeq;
+        return;
+      }
+    } else if (st.pos > 0 && st.epoch !== null) {
+      // The topic is gone (a wiped log): whatever comes next is a new epoch.
+      st.pos = 0;
+      st.epoch = null;
+    }
+    for (const ev of r.events) {
+      if (ev.seq <= st.pos) continue;
+      if (ev.seq !== st.pos + 1) {
+        this.notice(st, {
+          topic: st.topic,
+          reason: 'retention',
+          epoch: ev.epoch,
+          seq: ev.seq - 1,
+          missing: { from: st.pos + 1, to: ev.seq - 1 },
+        });
+        st.pos = ev.seq - 1;
+      }
+      this.deliver(st, ev);
+    }
+    if (
+      head &&
+      r.events.length === 0 &&
+      st.pos < head.firstSeq - 1 &&
+      head.firstSeq - 1 === head.lastSeq
+    ) {
+      // Everything it needed expired and nothing is retained.
+      this.notice(st, {
+        topic: st.topic,
+        reason: 'retention',
+        epoch: head.epoch,
+        seq: head.lastSeq,
+        missing: { from: st.pos + 1, to: head.lastSeq },
+      });
+      st.pos = head.lastSeq;
+    }
+    // Rejoin live only when the log has nothing the live feed has not also shown us; checked and
+    // switched in the same tick as the channel's bookkeeping, so nothing lands in between.
+    if (
+      r.events.length < batch &&
+      st.pos >= ch.lastSeq &&
+      (ch.epoch === null || st.epoch === null || ch.epoch === st.epoch)
+    ) {
+      st.live = true;
+      ch.live.add(st);
+    } else if (r.events.length === 0 && st.pos < ch.lastSeq) {
+      // The live feed is ahead of what the log lets us read yet (a shared engine's replica lag):
+      // try again shortly rather than spin.
+      await new Promise<void>((resolve) => setTimeout(resolve, 5).unref());
+    }
+  }
+
+  private async resolveStart(st: TopicState): Promise<void> {
+    const ch = st.channel;
+    const s = st.start;
+    switch (s.kind) {
+      case 'now':
+        // After the channel's watch is up, lastSeq is a point no later event can be missed from.
+        st.pos = ch.lastSeq;
+        st.epoch = ch.epoch;
+        break;
+      case 'earliest': {
+        const head = await this.engine.head(st.topic);
+        st.pos = head ? head.firstSeq - 1 : 0;
+        st.epoch = head?.epoch ?? null;
+        break;
+      }
+      case 'after':
+        st.pos = s.seq;
+        st.epoch = ch.epoch;
+        break;
+      case 'time': {
+        const seq = await this.engine.seqAtTime(st.topic, s.time);
+        const head = await this.engine.head(st.topic);
+        st.pos = seq === null ? 0 : seq - 1;
+        st.epoch = head?.epoch ?? null;
+        break;
+      }
+      case 'cursor':
+        st.pos = s.seq;
+        st.epoch = s.epoch;
+        break;
+    }
+    st.resolved = true;
+  }
+
+  private notice(st: TopicState, n: ResetNotice): void {
+    this.exact = false;
+    st.epoch = n.epoch;
+    st.pos = n.seq;
+    this.enqueue(
+      this.sink.frameReset(
+        n,
+        this.single ? encodePosition(st.topic, n.epoch, n.seq) : this.cursorFor(Date.now()),
+      ),
+    );
+  }
+
+  /**
+   * The multi-topic cursor as of now: every topic with a known epoch, the most recently advanced
+   * first when there are more than the cursor may list, and a watermark for the rest.
+   */
+  cursorFor(time: number): string {
+    const max = this.hub.limits.maxCursorTopics;
+    let states = [...this.states.values()];
+    let watermark: number | undefined;
+    let unlisted = this.isPatternSub;
+    if (states.length > max) {
+      states.sort((a, b) => b.touched - a.touched);
+      for (let i = max; i < states.length; i++) {
+        const t = states[i]!.lastTime;
+        if (t > 0 && (watermark === undefined || t < watermark)) watermark = t;
+      }
+      states = states.slice(0, max);
+      unlisted = true;
+    }
+    const parts: string[] = [];
+    for (const st of states) {
+      if (st.epoch === null || !st.resolved) unlisted = true;
+      else parts.push(encodePosition(st.topic, st.epoch, st.pos));
+    }
+    if (unlisted) {
+      const w = time - WATERMARK_MARGIN_MS;
+      parts.push(`@${Math.max(0, watermark === undefined ? w : Math.min(w, watermark))}`);
+    }
+    return parts.join(',');
+  }
+
+  /** The current cursor of the subscription (for the WebSocket `subscribed` reply and tests). */
+  cursor(): string {
+    if (this.single) {
+      const st = this.states.values().next().value;
+      if (st && st.epoch !== null) return encodePosition(st.topic, st.epoch, st.pos);
+    }
+    return this.cursorFor(Date.now());
+  }
+
+  /** Ends the subscription with an error the client sees. */
+  fail(err: RillError): void {
+    if (this.closed) return;
+    this.flush();
+    this.sink.end(err);
+    this.hub.unsubscribe(this);
+  }
+
+  /** Detaches from the hub; the transport calls it when the connection closes. */
+  detach(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pending = [];
+    this.pendingBytes = 0;
+    for (const st of this.states.values()) {
+      st.channel.live.delete(st);
+      st.channel.members.delete(st);
+      this.hub.releaseChannel(st.channel);
+    }
+  }
+}

@@ -1,0 +1,432 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { decodeCursor } from '../src/cursor.js';
+import { RillError } from '../src/errors.js';
+import {
+  DEFAULT_MAX_EVENT_BYTES,
+  MAX_KEY_LENGTH,
+  MAX_TYPE_LENGTH,
+  eventId,
+  eventJson,
+  isReservedType,
+  parseEventInput,
+  type RillEvent,
+} from '../src/event.js';
+
+/** Runs `fn` and returns what it threw (fails the test if it did not throw). */
+function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a throw');
+}
+
+function expectRillError(fn: () => unknown, code: string): RillError {
+  const err = thrown(fn);
+  expect(err).toBeInstanceOf(RillError);
+  expect((err as RillError).code).toBe(code);
+  return err as RillError;
+}
+
+const MAX = DEFAULT_MAX_EVENT_BYTES;
+
+// ---------------------------------------------------------------------------------------------
+// Arbitraries
+// ---------------------------------------------------------------------------------------------
+
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f\u2028\u2029]/;
+
+const trickyUnit = fc.constantFrom(
+  'a',
+  'Z',
+  '.',
+  ' ',
+  '"',
+  '\\',
+  '/',
+  '<',
+  '}',
+  'é',
+  '日',
+  '😀',
+  '\u00a0',
+  '\ufeff',
+);
+function labelArb(max: number): fc.Arbitrary<string> {
+  return fc
+    .oneof(
+      fc.string({ minLength: 1, maxLength: 40 }),
+      fc.string({ unit: trickyUnit, minLength: 1, maxLength: 40 }),
+      fc.string({ unit: 'binary', minLength: 1, maxLength: 40 }),
+      fc.string({ minLength: max, maxLength: max }),
+    )
+    .filter((s) => s.length <= max && !CONTROL.test(s) && !isReservedType(s));
+}
+const typeArb = labelArb(MAX_TYPE_LENGTH);
+const keyArb = labelArb(MAX_KEY_LENGTH);
+
+const jsonStringUnit = fc.constantFrom(
+  'a',
+  '\n',
+  '\r',
+  '\r\n',
+  '\0',
+  '\t',
+  '"',
+  '\\',
+  '\u2028',
+  '\u2029',
+  'é',
+  '😀',
+  '</script>',
+  'data: x',
+);
+const jsonArb = fc.oneof(
+  fc.jsonValue(),
+  fc.jsonValue({ stringUnit: 'binary' }),
+  fc.jsonValue({ stringUnit: jsonStringUnit }),
+);
+
+const topicArb = fc
+  .array(fc.stringMatching(/^[A-Za-z0-9_~-]{1,12}$/), { minLength: 1, maxLength: 5 })
+  .map((s) => s.join('.'));
+const epochArb = fc.stringMatching(/^[A-Za-z0-9]{1,32}$/);
+
+// ---------------------------------------------------------------------------------------------
+// isReservedType
+// ---------------------------------------------------------------------------------------------
+
+describe('isReservedType', () => {
+  it.each([['error'], ['reset'], ['rill.'], ['rill.x'], ['rill.reset.now']])(
+    '%j is reserved',
+    (t) => {
+      expect(isReservedType(t)).toBe(true);
+    },
+  );
+
+  it.each([
+    ['message'],
+    ['order.created'],
+    ['rill'],
+    ['rillx'],
+    ['rill-x'],
+    ['x.rill.y'],
+    ['errors'],
+    ['reset2'],
+    ['my.error'],
+  ])('%j is not reserved', (t) => {
+    expect(isReservedType(t)).toBe(false);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// parseEventInput
+// ---------------------------------------------------------------------------------------------
+
+describe('parseEventInput: valid input', () => {
+  it.each<[string, unknown]>([
+    ['null', null],
+    ['false', false],
+    ['true', true],
+    ['0', 0],
+    ['negative float', -1.5],
+    ['empty string', ''],
+    ['string with newlines', 'line 1\nline 2\r\nline 3'],
+    ['string with NUL and U+2028', 'a\0b\u2028c'],
+    ['empty array', []],
+    ['empty object', {}],
+    ['nested', { a: [1, { b: null }], c: 'd' }],
+  ])('accepts data %s', (_label, data) => {
+    const out = parseEventInput({ data }, MAX);
+    expect(out.data).toBe(JSON.stringify(data));
+    expect(JSON.parse(out.data)).toEqual(data);
+    expect(out).not.toHaveProperty('type');
+    expect(out).not.toHaveProperty('key');
+  });
+
+  it('keeps data JSON text free of raw newlines', () => {
+    const out = parseEventInput({ data: 'a\nb\rc' }, MAX);
+    expect(out.data).toBe('"a\\nb\\rc"');
+  });
+
+  it('keeps type and key', () => {
+    expect(parseEventInput({ type: 'order.created', key: 'k-1', data: 1 }, MAX)).toEqual({
+      type: 'order.created',
+      key: 'k-1',
+      data: '1',
+    });
+  });
+
+  it('treats an undefined type or key as absent', () => {
+    const out = parseEventInput({ type: undefined, key: undefined, data: 1 }, MAX);
+    expect(out).toEqual({ data: '1' });
+  });
+
+  it.each<[string, { type?: string; key?: string; data: unknown }]>([
+    ['type of max length', { type: 't'.repeat(MAX_TYPE_LENGTH), data: 1 }],
+    ['key of max length', { key: 'k'.repeat(MAX_KEY_LENGTH), data: 1 }],
+    ['non-ASCII type', { type: 'commande.créée', data: 1 }],
+    ['emoji key', { key: '😀', data: 1 }],
+    ['type with spaces and quotes', { type: 'a "b" c', data: 1 }],
+    ['type "rill"', { type: 'rill', data: 1 }],
+    ['type "errors"', { type: 'errors', data: 1 }],
+  ])('accepts %s', (_label, raw) => {
+    const out = parseEventInput(raw, MAX);
+    expect(out.type).toBe(raw.type);
+    expect(out.key).toBe(raw.key);
+  });
+
+  it('has the documented limits', () => {
+    expect(MAX_TYPE_LENGTH).toBe(200);
+    expect(MAX_KEY_LENGTH).toBe(256);
+    expect(DEFAULT_MAX_EVENT_BYTES).toBe(64 * 1024);
+  });
+});
+
+describe('parseEventInput: invalid input', () => {
+  const bad: [label: string, raw: unknown, code: 'invalid_event' | 'event_too_large'][] = [
+    ['null', null, 'invalid_event'],
+    ['undefined', undefined, 'invalid_event'],
+    ['number', 1, 'invalid_event'],
+    ['string', '{"data":1}', 'invalid_event'],
+    ['boolean', true, 'invalid_event'],
+    ['empty array', [], 'invalid_event'],
+    ['array of events', [{ data: 1 }], 'invalid_event'],
+    ['missing data', {}, 'invalid_event'],
+    ['missing data, with type', { type: 'x' }, 'invalid_event'],
+    ['undefined data', { data: undefined }, 'invalid_event'],
+    ['unknown field', { data: 1, extra: 1 }, 'invalid_event'],
+    ['unknown field "id"', { data: 1, id: 'a:e:1' }, 'invalid_event'],
+    ['unknown field "seq"', { data: 1, seq: 5 }, 'invalid_event'],
+    ['unknown field "topic"', { data: 1, topic: 'a' }, 'invalid_event'],
+    ['unknown field "__proto__"', JSON.parse('{"__proto__":{"x":1},"data":1}'), 'invalid_event'],
+    ['empty type', { type: '', data: 1 }, 'invalid_event'],
+    ['type too long', { type: 't'.repeat(MAX_TYPE_LENGTH + 1), data: 1 }, 'invalid_event'],
+    ['number type', { type: 5, data: 1 }, 'invalid_event'],
+    ['null type', { type: null, data: 1 }, 'invalid_event'],
+    ['object type', { type: {}, data: 1 }, 'invalid_event'],
+    ['array type', { type: ['a'], data: 1 }, 'invalid_event'],
+    ['boolean type', { type: true, data: 1 }, 'invalid_event'],
+    ['empty key', { key: '', data: 1 }, 'invalid_event'],
+    ['key too long', { key: 'k'.repeat(MAX_KEY_LENGTH + 1), data: 1 }, 'invalid_event'],
+    ['number key', { key: 5, data: 1 }, 'invalid_event'],
+    ['null key', { key: null, data: 1 }, 'invalid_event'],
+    ['object key', { key: {}, data: 1 }, 'invalid_event'],
+    ['type with CR', { type: 'a\rb', data: 1 }, 'invalid_event'],
+    ['type with LF', { type: 'a\nb', data: 1 }, 'invalid_event'],
+    ['type with trailing LF', { type: 'a\n', data: 1 }, 'invalid_event'],
+    ['type with NUL', { type: 'a\0b', data: 1 }, 'invalid_event'],
+    ['type with U+2028', { type: 'a\u2028b', data: 1 }, 'invalid_event'],
+    ['type with U+2029', { type: 'a\u2029b', data: 1 }, 'invalid_event'],
+    ['type with tab', { type: 'a\tb', data: 1 }, 'invalid_event'],
+    ['type with DEL', { type: 'a\u007fb', data: 1 }, 'invalid_event'],
+    ['SSE injection in type', { type: 'x\ndata: evil\n\n', data: 1 }, 'invalid_event'],
+    ['key with CR', { key: 'a\rb', data: 1 }, 'invalid_event'],
+    ['key with LF', { key: 'a\nb', data: 1 }, 'invalid_event'],
+    ['key with NUL', { key: 'a\0b', data: 1 }, 'invalid_event'],
+    ['key with U+2028', { key: 'a\u2028b', data: 1 }, 'invalid_event'],
+    ['reserved type "error"', { type: 'error', data: 1 }, 'invalid_event'],
+    ['reserved type "reset"', { type: 'reset', data: 1 }, 'invalid_event'],
+    ['reserved type "rill.x"', { type: 'rill.x', data: 1 }, 'invalid_event'],
+    ['reserved type "rill."', { type: 'rill.', data: 1 }, 'invalid_event'],
+    ['data too large', { data: 'x'.repeat(MAX) }, 'event_too_large'],
+    ['multi-byte data too large', { data: 'é'.repeat(MAX / 2) }, 'event_too_large'],
+    [
+      'type and key push it over the limit',
+      {
+        type: 't'.repeat(MAX_TYPE_LENGTH),
+        key: 'k'.repeat(MAX_KEY_LENGTH),
+        data: 'x'.repeat(MAX - 10),
+      },
+      'event_too_large',
+    ],
+  ];
+
+  it.each(bad)('rejects %s', (_label, raw, code) => {
+    const err = expectRillError(() => parseEventInput(raw, MAX), code);
+    if (code === 'event_too_large') {
+      expect(err.status).toBe(413);
+      expect(err.details).toEqual({ limit: MAX });
+    } else {
+      expect(err.status).toBe(400);
+    }
+  });
+
+  it('names the event index in the message when given one', () => {
+    const err = expectRillError(() => parseEventInput({}, MAX, 3), 'invalid_event');
+    expect(err.message).toContain('event 3');
+    const err2 = expectRillError(() => parseEventInput({}, MAX), 'invalid_event');
+    expect(err2.message).not.toMatch(/event \d/);
+  });
+
+  it('measures data in UTF-8 bytes of its JSON text, up to and including the limit', () => {
+    // '"abc"' is 5 bytes.
+    expect(parseEventInput({ data: 'abc' }, 5).data).toBe('"abc"');
+    expectRillError(() => parseEventInput({ data: 'abc' }, 4), 'event_too_large');
+    // '"é"' is 4 bytes in UTF-8 (3 UTF-16 units).
+    expect(parseEventInput({ data: 'é' }, 4).data).toBe('"é"');
+    expectRillError(() => parseEventInput({ data: 'é' }, 3), 'event_too_large');
+    // '"\n"' is 4 bytes once escaped.
+    expect(parseEventInput({ data: '\n' }, 4).data).toBe('"\\n"');
+    expectRillError(() => parseEventInput({ data: '\n' }, 3), 'event_too_large');
+  });
+
+  it('counts type and key toward the size limit', () => {
+    expect(parseEventInput({ data: 1 }, 10).data).toBe('1');
+    expectRillError(
+      () => parseEventInput({ type: 't'.repeat(20), data: 1 }, 10),
+      'event_too_large',
+    );
+    expectRillError(() => parseEventInput({ key: 'k'.repeat(20), data: 1 }, 10), 'event_too_large');
+  });
+
+  it('property: any value either parses or throws invalid_event / event_too_large', () => {
+    const rawArb = fc.oneof(
+      fc.jsonValue(),
+      fc.record(
+        {
+          type: fc.oneof(fc.string(), fc.jsonValue()),
+          key: fc.oneof(fc.string(), fc.jsonValue()),
+          data: fc.jsonValue(),
+          other: fc.jsonValue(),
+        },
+        { requiredKeys: [] },
+      ),
+    );
+    fc.assert(
+      fc.property(rawArb, fc.integer({ min: 1, max: 200 }), (raw, max) => {
+        try {
+          const out = parseEventInput(raw, max);
+          expect(typeof out.data).toBe('string');
+          expect(JSON.parse(out.data)).toEqual(
+            JSON.parse(JSON.stringify((raw as { data: unknown }).data)),
+          );
+        } catch (err) {
+          expect(err).toBeInstanceOf(RillError);
+          expect(['invalid_event', 'event_too_large']).toContain((err as RillError).code);
+        }
+      }),
+      { numRuns: 1000 },
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// eventId / eventJson
+// ---------------------------------------------------------------------------------------------
+
+function makeEvent(fields: Omit<RillEvent, 'json'>): RillEvent {
+  return { ...fields };
+}
+
+describe('eventId', () => {
+  it('is topic:epoch:seq', () => {
+    const ev = makeEvent({ topic: 'orders', seq: 42, epoch: 'E1', time: 1, data: '1' });
+    expect(eventId(ev)).toBe('orders:E1:42');
+  });
+
+  it('property: decodes back to the event position', () => {
+    fc.assert(
+      fc.property(topicArb, epochArb, fc.maxSafeNat(), (topic, epoch, seq) => {
+        const ev = makeEvent({ topic, seq, epoch, time: 0, data: 'null' });
+        expect([...decodeCursor(eventId(ev)).positions]).toEqual([[topic, { epoch, seq }]]);
+      }),
+    );
+  });
+});
+
+describe('eventJson', () => {
+  it('writes the documented wire shape in order', () => {
+    const ev = makeEvent({
+      topic: 'orders',
+      seq: 42,
+      epoch: 'E1',
+      time: 1695034345123,
+      type: 'order.created',
+      key: 'k1',
+      data: '{"id":7}',
+    });
+    expect(eventJson(ev)).toBe(
+      '{"topic":"orders","seq":42,"id":"orders:E1:42","type":"order.created","time":1695034345123,"key":"k1","data":{"id":7}}',
+    );
+  });
+
+  it('omits type and key when absent', () => {
+    const ev = makeEvent({ topic: 'a', seq: 1, epoch: 'e', time: 5, data: 'null' });
+    expect(eventJson(ev)).toBe('{"topic":"a","seq":1,"id":"a:e:1","time":5,"data":null}');
+  });
+
+  it('escapes type and key', () => {
+    const ev = makeEvent({
+      topic: 'a',
+      seq: 1,
+      epoch: 'e',
+      time: 5,
+      type: 'say "hi" \\o/',
+      key: '"}',
+      data: '0',
+    });
+    const parsed = JSON.parse(eventJson(ev)) as Record<string, unknown>;
+    expect(parsed.type).toBe('say "hi" \\o/');
+    expect(parsed.key).toBe('"}');
+    expect(parsed.data).toBe(0);
+  });
+
+  it('caches the string on the event and returns the cache', () => {
+    const ev = makeEvent({ topic: 'a', seq: 1, epoch: 'e', time: 5, data: '1' });
+    expect(ev.json).toBeUndefined();
+    const first = eventJson(ev);
+    expect(ev.json).toBe(first);
+    expect(eventJson(ev)).toBe(first);
+    // Proof that the cache is what is returned, not a rebuilt string.
+    ev.json = 'sentinel';
+    expect(eventJson(ev)).toBe('sentinel');
+  });
+
+  it('property: parses back to {topic, seq, id, type?, time, key?, data}', () => {
+    fc.assert(
+      fc.property(
+        topicArb,
+        epochArb,
+        fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+        fc.integer({ min: 0, max: 4_102_444_800_000 }),
+        fc.option(typeArb, { nil: undefined }),
+        fc.option(keyArb, { nil: undefined }),
+        jsonArb,
+        (topic, epoch, seq, time, type, key, value) => {
+          const raw: Record<string, unknown> = { data: value };
+          if (type !== undefined) raw.type = type;
+          if (key !== undefined) raw.key = key;
+          const input = parseEventInput(raw, Number.MAX_SAFE_INTEGER);
+          expect(input.type).toBe(type);
+          expect(input.key).toBe(key);
+
+          const ev: RillEvent = { topic, seq, epoch, time, data: input.data };
+          if (input.type !== undefined) (ev as { type?: string }).type = input.type;
+          if (input.key !== undefined) (ev as { key?: string }).key = input.key;
+
+          const json = eventJson(ev);
+          expect(json).not.toMatch(/[\r\n]/);
+
+          const expected: Record<string, unknown> = { topic, seq, id: `${topic}:${epoch}:${seq}` };
+          if (type !== undefined) expected.type = type;
+          expected.time = time;
+          if (key !== undefined) expected.key = key;
+          expected.data = JSON.parse(JSON.stringify(value));
+
+          const parsed = JSON.parse(json) as Record<string, unknown>;
+          expect(parsed).toEqual(expected);
+          expect(Object.keys(parsed)).toEqual(Object.keys(expected));
+
+          // Cached: the same string again, stored on the event.
+          expect(ev.json).toBe(json);
+          expect(eventJson(ev)).toBe(json);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
