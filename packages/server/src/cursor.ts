@@ -69,7 +69,9 @@ export function decodeCursor(s: string, maxLength = DEFAULT_MAX_CURSOR_LENGTH): 
   for (const part of s.split(',')) {
     if (part.startsWith('@')) {
       const ms = part.slice(1);
-      if (watermark !== undefined || !UINT_RE.test(ms)) throw bad('bad watermark');
+      if (watermark !== undefined || !UINT_RE.test(ms) || !Number.isSafeInteger(Number(ms))) {
+        throw bad('bad watermark');
+      }
       watermark = Number(ms);
       continue;
     }

@@ -50,7 +50,10 @@ export interface ChildServer {
 }
 
 /** Starts `rill serve` (the built bin) as a child process and waits until it listens. */
-export async function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ChildServer> {
+export async function spawnServer(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<ChildServer> {
   const proc = spawn(process.execPath, [BIN, 'serve', ...args], {
     env: { ...process.env, ...env, RILL_LOG_LEVEL: env.RILL_LOG_LEVEL ?? 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -62,7 +65,10 @@ export async function spawnServer(args: string[], env: NodeJS.ProcessEnv = {}): 
     proc.once('exit', (code, signal) => r(code ?? signal ?? -1)),
   );
   const url = await new Promise<string>((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}\n${err}`)), 20_000);
+    const timer = setTimeout(
+      () => reject(new Error(`server did not start:\n${out}\n${err}`)),
+      20_000,
+    );
     proc.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       const m = /"url":"(http:\/\/[^"]+)"/.exec(out);
@@ -114,7 +120,11 @@ export class SseParser {
       const line = this.buf.slice(0, nl);
       this.buf = this.buf.slice(nl + (this.buf.startsWith('\r\n', nl) ? 2 : 1));
       if (line === '') {
-        if (this.cur.data !== undefined || this.cur.event !== undefined || this.cur.id !== undefined) {
+        if (
+          this.cur.data !== undefined ||
+          this.cur.event !== undefined ||
+          this.cur.id !== undefined
+        ) {
           out.push(this.cur);
         }
         this.cur = {};
@@ -128,7 +138,8 @@ export class SseParser {
       const field = i === -1 ? line : line.slice(0, i);
       let value = i === -1 ? '' : line.slice(i + 1);
       if (value.startsWith(' ')) value = value.slice(1);
-      if (field === 'data') this.cur.data = this.cur.data === undefined ? value : `${this.cur.data}\n${value}`;
+      if (field === 'data')
+        this.cur.data = this.cur.data === undefined ? value : `${this.cur.data}\n${value}`;
       else if (field === 'id') this.cur.id = value;
       else if (field === 'event') this.cur.event = value;
       else if (field === 'retry') this.cur.retry = Number(value);
@@ -213,7 +224,11 @@ export function openSse(url: string, headers: Record<string, string> = {}): Prom
 }
 
 /** Resolves when `fn` returns true, polling each `everyMs`; fails after `timeoutMs`. */
-export async function waitFor(fn: () => boolean | Promise<boolean>, timeoutMs = 10_000, everyMs = 20): Promise<void> {
+export async function waitFor(
+  fn: () => boolean | Promise<boolean>,
+  timeoutMs = 10_000,
+  everyMs = 20,
+): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await fn())) {
     if (Date.now() > end) throw new Error('condition not met in time');

@@ -125,7 +125,9 @@ async function serve(flags: ServeFlags): Promise<number> {
         },
       );
     }, DEMO_INTERVAL_MS);
-    log.info(`demo: publishing to ${DEMO_TOPIC}; open ${url}/ or curl -N ${url}/v1/topics/${DEMO_TOPIC}/stream`);
+    log.info(
+      `demo: publishing to ${DEMO_TOPIC}; open ${url}/ or curl -N ${url}/v1/topics/${DEMO_TOPIC}/stream`,
+    );
   }
 
   return new Promise<number>((resolveExit) => {

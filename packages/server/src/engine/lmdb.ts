@@ -135,15 +135,22 @@ export class LmdbEngine implements Engine {
     try {
       this.root = open({ path: options.path, maxDbs: 8 });
     } catch (err) {
-      throw new RillError('engine_unavailable', `Cannot open the lmdb database at ${options.path}`, {
-        cause: err,
-      });
+      throw new RillError(
+        'engine_unavailable',
+        `Cannot open the lmdb database at ${options.path}`,
+        {
+          cause: err,
+        },
+      );
     }
     this.topics = this.root.openDB<TopicRecord, string>('topics', {});
     this.events = this.root.openDB<EventRecord, EventKey>('events', {});
     this.keys = this.root.openDB<KeyRecord, IdemKey>('keys', {});
     this.expiry = this.root.openDB<true, ExpiryKey>('key-expiry', {});
-    this.timer = setInterval(() => this.sweep(), options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS);
+    this.timer = setInterval(
+      () => this.sweep(),
+      options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS,
+    );
     this.timer.unref();
   }
 
@@ -159,7 +166,7 @@ export class LmdbEngine implements Engine {
 
     let entry: Pending | undefined;
     // A child transaction so that a batch that throws half-way leaves nothing behind (atomic).
-    const txn = this.root.transaction(() => {
+    const txn = this.root.childTransaction(() => {
       const out = this.applyAppend(topic, inputs);
       entry = out.pending;
       this.pending.push(entry);
@@ -291,7 +298,10 @@ export class LmdbEngine implements Engine {
       if (input.key !== undefined) {
         previous = this.keys.get([topic, input.key]);
         if (previous !== undefined && previous.exp > now) {
-          results.push({ event: this.original(topic, meta.epoch, previous, input), duplicate: true });
+          results.push({
+            event: this.original(topic, meta.epoch, previous, input),
+            duplicate: true,
+          });
           continue;
         }
       }

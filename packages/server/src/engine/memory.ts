@@ -68,7 +68,10 @@ export class MemoryEngine implements Engine {
     this.retention = options.retention ?? DEFAULT_RETENTION;
     this.windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
     this.now = options.now ?? Date.now;
-    this.timer = setInterval(() => this.sweep(), options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS);
+    this.timer = setInterval(
+      () => this.sweep(),
+      options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS,
+    );
     this.timer.unref();
   }
 
@@ -209,7 +212,13 @@ function makeEvent(
   time: number,
   input: EventInput,
 ): RillEvent {
-  const event: { -readonly [K in keyof RillEvent]: RillEvent[K] } = { topic, seq, epoch, time, data: input.data };
+  const event: { -readonly [K in keyof RillEvent]: RillEvent[K] } = {
+    topic,
+    seq,
+    epoch,
+    time,
+    data: input.data,
+  };
   if (input.type !== undefined) event.type = input.type;
   if (input.key !== undefined) event.key = input.key;
   return event;

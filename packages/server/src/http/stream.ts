@@ -61,7 +61,10 @@ export function parseTopicsParam(raw: string | string[] | undefined, max: number
     .map((s) => s.trim())
     .filter((s) => s !== '');
   if (list.length === 0) {
-    throw new RillError('invalid_parameter', 'topics is required: a comma-separated list of topics or patterns');
+    throw new RillError(
+      'invalid_parameter',
+      'topics is required: a comma-separated list of topics or patterns',
+    );
   }
   const unique = [...new Set(list)];
   if (unique.length > max) {

@@ -76,7 +76,9 @@ export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
     const topic = assertTopic(req.params.topic);
     const h = await engine.head(topic);
     if (!h) throw new RillError('topic_not_found', `Unknown topic ${topic}`);
-    return reply.type('application/json; charset=utf-8').send(await topicInfo(engine, h, Date.now()));
+    return reply
+      .type('application/json; charset=utf-8')
+      .send(await topicInfo(engine, h, Date.now()));
   });
 
   app.get<{ Params: { topic: string }; Querystring: { after?: string; limit?: string } }>(

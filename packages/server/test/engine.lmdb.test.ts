@@ -1,0 +1,146 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { RillEvent } from '../src/event.js';
+import { LmdbEngine } from '../src/engine/lmdb.js';
+import { engineContract } from './engine.contract.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const APPENDER = join(HERE, 'fixtures/lmdb-appender.mjs');
+const BUILT = join(HERE, '../dist/engine/lmdb.js');
+
+async function tempDir(): Promise<string> {
+  return mkdtemp(join(tmpdir(), 'rill-lmdb-'));
+}
+
+engineContract('lmdb', async (opts) => {
+  const path = await tempDir();
+  return {
+    engine: new LmdbEngine({ ...opts, path }),
+    cleanup: () => rm(path, { recursive: true, force: true }),
+  };
+});
+
+async function readAll(engine: LmdbEngine, topic: string): Promise<RillEvent[]> {
+  const out: RillEvent[] = [];
+  for (;;) {
+    const page = await engine.read(topic, out.at(-1)?.seq ?? 0, 10_000);
+    if (page.events.length === 0) return out;
+    out.push(...page.events);
+  }
+}
+
+describe('lmdb engine on disk', () => {
+  const dirs: string[] = [];
+  const engines: LmdbEngine[] = [];
+
+  afterEach(async () => {
+    for (const e of engines.splice(0)) await e.close();
+    for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+  });
+
+  async function openAt(path: string, now?: () => number): Promise<LmdbEngine> {
+    const engine = new LmdbEngine({ path, idempotencyWindowMs: 60_000, ...(now ? { now } : {}) });
+    engines.push(engine);
+    return engine;
+  }
+
+  it('keeps events, epoch and idempotency keys across close and reopen', async () => {
+    const path = await tempDir();
+    dirs.push(path);
+    let t = 1_000_000;
+    const now = (): number => t;
+    const first = await openAt(path, now);
+    await first.append('orders', [
+      { data: '{"n":1}', key: 'a', type: 'order.created' },
+      { data: '{"n":2}' },
+    ]);
+    await first.append('orders.eu', [{ data: '{"n":1}' }]);
+    await first.append('orders', [{ data: '{"n":3}', key: 'b' }]);
+    const head = await first.head('orders');
+    const events = await readAll(first, 'orders');
+    await first.close();
+
+    t = 1_030_000;
+    const second = await openAt(path, now);
+    expect(await second.head('orders')).toEqual(head);
+    expect(await readAll(second, 'orders')).toEqual(events);
+    expect((await second.listTopics()).map((h) => h.topic)).toEqual(['orders', 'orders.eu']);
+    const [dup, fresh] = await second.append('orders', [
+      { data: '{"n":3}', key: 'b' },
+      { data: '{"n":4}', key: 'c' },
+    ]);
+    expect([dup?.duplicate, dup?.event.seq, dup?.event.time]).toEqual([true, 3, 1_000_000]);
+    expect([fresh?.duplicate, fresh?.event.seq, fresh?.event.epoch]).toEqual([
+      false,
+      4,
+      head?.epoch,
+    ]);
+    await second.close();
+
+    t = 1_100_000; // past the 60 s window: the key appends anew
+    const third = await openAt(path, now);
+    const [again] = await third.append('orders', [{ data: '{"n":1}', key: 'a' }]);
+    expect([again?.duplicate, again?.event.seq]).toEqual([false, 5]);
+  });
+
+  it('loses no acknowledged event when the process is SIGKILLed mid-stream', async () => {
+    expect(existsSync(BUILT), `${BUILT} missing: build first (npx tsc -b packages/server)`).toBe(
+      true,
+    );
+    const path = await tempDir();
+    dirs.push(path);
+    const child = spawn(process.execPath, [APPENDER, path, 'crash.test'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const acked = new Map<number, string>();
+    let stderr = '';
+    let partial = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<string | number | null>((resolve) =>
+      child.once('close', (code, signal) => resolve(signal ?? code)),
+    );
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new Error(`only ${acked.size} acks after 30 s; stderr: ${stderr}`));
+      }, 30_000);
+      child.stdout.on('data', (d: Buffer) => {
+        const lines = (partial + d.toString()).split('\n');
+        partial = lines.pop() ?? '';
+        for (const line of lines) {
+          const space = line.indexOf(' ');
+          acked.set(Number(line.slice(0, space)), line.slice(space + 1));
+        }
+        if (acked.size >= 2_000 && child.exitCode === null && !child.killed) {
+          clearTimeout(timer);
+          child.kill('SIGKILL');
+          resolve();
+        }
+      });
+      void exited.then((how) => {
+        clearTimeout(timer);
+        reject(new Error(`appender exited (${String(how)}) early: ${stderr}`));
+      });
+    });
+    expect(await exited).toBe('SIGKILL');
+
+    const engine = await openAt(path);
+    const stored = await readAll(engine, 'crash.test');
+    const head = await engine.head('crash.test');
+    expect(stored.map((e) => e.seq)).toEqual(
+      Array.from({ length: stored.length }, (_, i) => i + 1),
+    );
+    expect(head?.lastSeq).toBe(stored.length);
+    const bySeq = new Map(stored.map((e) => [e.seq, e.data]));
+    const missing = [...acked].filter(([seq, data]) => bySeq.get(seq) !== data);
+    expect(missing).toEqual([]);
+    expect(acked.size).toBeGreaterThanOrEqual(2_000);
+    // The log is still writable where it stopped.
+    const [next] = await engine.append('crash.test', [{ data: '"after"' }]);
+    expect(next?.event.seq).toBe(stored.length + 1);
+  });
+});
