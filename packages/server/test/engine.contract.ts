@@ -30,7 +30,9 @@ interface Collector<T> {
   stop(): void;
 }
 
-function collector<T>(subscribe: (push: (items: readonly T[]) => void) => () => void): Collector<T> {
+function collector<T>(
+  subscribe: (push: (items: readonly T[]) => void) => () => void,
+): Collector<T> {
   const items: T[] = [];
   const waiters: { count: number; resolve: () => void }[] = [];
   const stop = subscribe((batch) => {
@@ -125,7 +127,7 @@ export function engineContract(name: string, factory: EngineFactory): void {
       it('assigns seq 1, 2, 3 … and returns results in input order', async () => {
         const engine = await make();
         const t = topic('orders');
-        const clock = Date.now();
+        const before = Date.now();
         const first = await engine.append(t, [
           ev({ n: 1 }, { type: 'order.created' }),
           ev({ n: 2 }),
@@ -142,7 +144,7 @@ export function engineContract(name: string, factory: EngineFactory): void {
         expect(b.type).toBeUndefined();
         expect(second[0]?.event).toMatchObject({ seq: 3, key: 'k3', data: '{"n":3}' });
         expect(a.epoch).toBe(b.epoch);
-        expect(a.time).toBeGreaterThanOrEqual(clock - 1_000);
+        expect(a.time).toBeGreaterThanOrEqual(before - 1_000);
         expect(a.time).toBeLessThanOrEqual(Date.now() + 1_000);
       });
 
@@ -321,6 +323,26 @@ export function engineContract(name: string, factory: EngineFactory): void {
         w.stop();
       });
 
+      it('delivers only events that a read already returns', async () => {
+        const engine = await make();
+        const t = topic('visible');
+        const reads: Promise<string | undefined>[] = [];
+        const w = collector<RillEvent>((push) =>
+          engine.watch(t, (events) => {
+            for (const e of events) {
+              reads.push(engine.read(t, e.seq - 1, 1).then((r) => r.events[0]?.data));
+            }
+            push(events);
+          }),
+        );
+        await Promise.all(
+          Array.from({ length: 10 }, (_, i) => engine.append(t, [ev(i), ev(i + 100)])),
+        );
+        const got = await w.until(20);
+        expect(await Promise.all(reads)).toEqual(got.map((e) => e.data));
+        w.stop();
+      });
+
       it('serves several watchers, and unwatch stops only its own delivery', async () => {
         const engine = await make();
         const t = topic('fan');
@@ -352,7 +374,7 @@ export function engineContract(name: string, factory: EngineFactory): void {
 
       it('reports each new topic once to watchTopics', async () => {
         const engine = await make();
-        const mine = (name: string): boolean => name.startsWith(`${topic('')}`);
+        const mine = (name: string): boolean => name.startsWith(topic(''));
         const w = collector<string>((push) =>
           engine.watchTopics((name) => {
             if (mine(name)) push([name]);
@@ -466,7 +488,9 @@ export function engineContract(name: string, factory: EngineFactory): void {
         const engine = await make();
         let run = 0;
         const batch = fc.array(
-          fc.record({ key: fc.option(fc.constantFrom('a', 'b', 'c', 'd', 'e'), { nil: undefined }) }),
+          fc.record({
+            key: fc.option(fc.constantFrom('a', 'b', 'c', 'd', 'e'), { nil: undefined }),
+          }),
           { minLength: 1, maxLength: 6 },
         );
         await fc.assert(
@@ -523,14 +547,16 @@ export function engineContract(name: string, factory: EngineFactory): void {
             const fresh = all.flat().filter((r) => !r.duplicate);
             expect(fresh.map((r) => r.event.seq).sort((a, b) => a - b)).toEqual(range(1, total));
             const seqOfKey = new Map<string, number>();
-            for (const r of fresh) if (r.event.key !== undefined) seqOfKey.set(r.event.key, r.event.seq);
+            for (const r of fresh)
+              if (r.event.key !== undefined) seqOfKey.set(r.event.key, r.event.seq);
             expect(seqOfKey.size).toBe(distinctKeys.size);
             for (const r of all.flat()) {
               if (r.event.key !== undefined) expect(r.event.seq).toBe(seqOfKey.get(r.event.key));
             }
             for (const results of all) {
               const s = seqs(results.filter((r) => !r.duplicate).map((r) => r.event));
-              if (s.length > 0) expect(s).toEqual(range(s[0] as number, (s[0] as number) + s.length - 1));
+              if (s.length > 0)
+                expect(s).toEqual(range(s[0] as number, (s[0] as number) + s.length - 1));
             }
             expect(seqs((await engine.read(t, 0, 1_000)).events)).toEqual(range(1, total));
           }),
@@ -569,7 +595,7 @@ export function engineContract(name: string, factory: EngineFactory): void {
             rules: [
               { pattern: `${topic('big')}.*`, maxEvents: 10 },
               { pattern: `${topic('big')}.>`, maxEvents: 1 },
-              { pattern: `${topic('aged')}`, maxAgeMs: 60_000 },
+              { pattern: topic('aged'), maxAgeMs: 60_000 },
             ],
           },
         });
@@ -654,7 +680,8 @@ export function engineContract(name: string, factory: EngineFactory): void {
           [30_000, 4],
           [30_001, 6],
         ];
-        for (const [ms, seq] of cases) expect([ms, await engine.seqAtTime(t, ms)]).toEqual([ms, seq]);
+        for (const [ms, seq] of cases)
+          expect([ms, await engine.seqAtTime(t, ms)]).toEqual([ms, seq]);
       });
 
       it('never points before firstSeq', async () => {
@@ -675,7 +702,7 @@ export function engineContract(name: string, factory: EngineFactory): void {
             Array.from({ length: i + 1 }, (_, j) => ev(j)),
           );
         }
-        const p = `${topic('')}`;
+        const p = topic('');
         const sorted = [...names].sort();
         const all = await engine.listTopics({ prefix: p });
         expect(all.map((h) => h.topic)).toEqual(sorted);

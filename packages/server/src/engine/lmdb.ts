@@ -43,8 +43,9 @@ export interface LmdbEngineOptions extends EngineOptions {
   path: string;
   /**
    * When `append` resolves: `'flush'` (default) once the commit is fsynced, so it survives power
-   * loss too; `'commit'` once it is committed to the file, which survives the process being killed
-   * but not the machine crashing (lower latency, same throughput).
+   * loss too; `'commit'` once it is committed to the file, which survives the process being killed,
+   * while a machine crash may lose (never corrupt) the last commits. `'commit'` only saves the
+   * fsync latency; throughput is the same, fsyncs overlapping later commits either way.
    */
   durability?: 'flush' | 'commit';
 }
@@ -135,13 +136,8 @@ export class LmdbEngine implements Engine {
     try {
       this.root = open({ path: options.path, maxDbs: 8 });
     } catch (err) {
-      throw new RillError(
-        'engine_unavailable',
-        `Cannot open the lmdb database at ${options.path}`,
-        {
-          cause: err,
-        },
-      );
+      const why = `Cannot open the lmdb database at ${options.path}`;
+      throw new RillError('engine_unavailable', why, { cause: err });
     }
     this.topics = this.root.openDB<TopicRecord, string>('topics', {});
     this.events = this.root.openDB<EventRecord, EventKey>('events', {});
@@ -172,22 +168,23 @@ export class LmdbEngine implements Engine {
       this.pending.push(entry);
       return out.results;
     });
-    let committed = false;
-    const txnDone = txn.then((r) => {
-      committed = true;
-      return r;
-    });
     // Captured now, synchronously: lmdb's `flushed` is then the flush of the batch being queued.
     const flushed = this.waitForFlush ? thenableToPromise(this.root.flushed) : undefined;
-    const done = flushed === undefined ? txnDone : Promise.all([txnDone, flushed]).then(([r]) => r);
+    const done = flushed === undefined ? txn : Promise.all([txn, flushed]).then(([r]) => r);
     this.inflight.add(done);
     try {
       const results = await done;
       this.settle(entry as Pending, COMMITTED);
       return results;
     } catch (err) {
-      // Committed but not flushed still reaches watchers: readers see it, and watch never skips.
-      if (entry !== undefined) this.settle(entry, committed ? COMMITTED : FAILED);
+      if (entry !== undefined) {
+        // Committed but not flushed still reaches watchers: readers see it, and watch never skips.
+        const stored = await txn.then(
+          () => true,
+          () => false,
+        );
+        this.settle(entry, stored ? COMMITTED : FAILED);
+      }
       if (isRillError(err)) throw err;
       throw new RillError('engine_unavailable', 'The lmdb engine could not store the events', {
         cause: err,
@@ -342,10 +339,10 @@ export class LmdbEngine implements Engine {
   }
 
   /**
-   * Drops events from the start of `topic` beyond its count limit or older than its age limit, at
-   * most `budget` of them; updates `meta.firstSeq`. Runs inside a write transaction.
+   * The first seq `topic` keeps under its count and age limits (`meta.firstSeq` when nothing is
+   * due). Only reads, so it works inside a write transaction or on a read snapshot.
    */
-  private trim(topic: string, meta: TopicRecord, now: number, budget: number): boolean {
+  private retainFrom(topic: string, meta: TopicRecord, now: number): number {
     const { maxEvents, maxAgeMs } = this.retentionFor(topic);
     let cut = meta.firstSeq;
     if (maxEvents > 0) cut = Math.max(cut, meta.lastSeq - maxEvents + 1);
@@ -356,8 +353,16 @@ export class LmdbEngine implements Engine {
         cut = Math.max(cut, this.firstSeqAtTime(topic, meta, oldest));
       }
     }
-    cut = Math.min(cut, meta.firstSeq + budget);
-    if (cut === meta.firstSeq) return false;
+    return cut;
+  }
+
+  /**
+   * Drops events from the start of `topic` beyond its limits, at most `budget` of them, and
+   * advances `meta.firstSeq`. Runs inside a write transaction; true when it dropped any.
+   */
+  private trim(topic: string, meta: TopicRecord, now: number, budget: number): boolean {
+    const cut = Math.min(this.retainFrom(topic, meta, now), meta.firstSeq + budget);
+    if (cut <= meta.firstSeq) return false;
     for (let seq = meta.firstSeq; seq < cut; seq++) this.events.removeSync([topic, seq]);
     meta.firstSeq = cut;
     return true;
@@ -421,9 +426,15 @@ export class LmdbEngine implements Engine {
 
   private sweep(): void {
     if (this.sweeping || this.closed) return;
+    // Planned on a read snapshot first, so an idle database is never written (nor fsynced) by it.
+    const now = this.now();
+    let keysDue = false;
+    for (const key of this.expiry.getKeys({ limit: 1 })) keysDue = key[0] <= now;
+    const due = this.topicsDue(now);
+    if (!keysDue && due.length === 0) return;
     this.sweeping = true;
     const done = this.root
-      .transaction(() => this.applySweep())
+      .transaction(() => this.applySweep(due))
       .catch(() => {
         // A failed sweep changes nothing; the next one retries.
       })
@@ -434,8 +445,25 @@ export class LmdbEngine implements Engine {
     this.inflight.add(done);
   }
 
+  /** The next slice of topics in name order that have events to drop. */
+  private topicsDue(now: number): string[] {
+    const due: string[] = [];
+    let visited = 0;
+    let last: string | undefined;
+    for (const { key, value } of this.topics.getRange({
+      ...(this.sweepAfter === undefined ? {} : { start: this.sweepAfter, exclusiveStart: true }),
+      limit: TOPICS_PER_SWEEP,
+    })) {
+      visited++;
+      last = key;
+      if (this.retainFrom(key, value, now) > value.firstSeq) due.push(key);
+    }
+    this.sweepAfter = visited < TOPICS_PER_SWEEP ? undefined : last;
+    return due;
+  }
+
   /** Runs inside the write transaction. */
-  private applySweep(): void {
+  private applySweep(topics: readonly string[]): void {
     const now = this.now();
     const expired: ExpiryKey[] = [];
     for (const key of this.expiry.getKeys({ limit: TRIM_BUDGET })) {
@@ -449,17 +477,12 @@ export class LmdbEngine implements Engine {
       if (record !== undefined && record.exp === exp) this.keys.removeSync([topic, idem]);
     }
 
-    const visited: { key: string; value: TopicRecord }[] = [];
-    for (const entry of this.topics.getRange({
-      ...(this.sweepAfter === undefined ? {} : { start: this.sweepAfter, exclusiveStart: true }),
-      limit: TOPICS_PER_SWEEP,
-    })) {
-      visited.push(entry);
-    }
-    this.sweepAfter = visited.length < TOPICS_PER_SWEEP ? undefined : visited.at(-1)?.key;
     let budget = TRIM_BUDGET;
-    for (const { key: topic, value: meta } of visited) {
+    for (const topic of topics) {
       if (budget <= 0) break;
+      // Re-read: appends queued since the plan may have moved the topic on.
+      const meta = this.topics.get(topic);
+      if (meta === undefined) continue;
       const before = meta.firstSeq;
       if (this.trim(topic, meta, now, budget)) {
         budget -= meta.firstSeq - before;

@@ -119,8 +119,9 @@ export class MemoryEngine implements Engine {
     const state = this.topics.get(topic);
     if (state === undefined) return { events: [], head: null };
     const n = clampLimit(limit, MAX_READ_LIMIT);
-    const first = firstSeq(state);
-    const from = state.start + Math.max(0, Math.floor(afterSeq) + 1 - first);
+    let skip = Math.floor(afterSeq) + 1 - firstSeq(state);
+    if (!(skip > 0)) skip = 0;
+    const from = state.start + skip;
     return { events: state.events.slice(from, from + n), head: headOf(state) };
   }
 
