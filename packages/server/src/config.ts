@@ -103,6 +103,35 @@ export const ConfigSchema = z.strictObject({
       maxPageSize: z.number().int().min(1).max(10_000).default(1000),
     })
     .prefault({}),
+  http: z
+    .strictObject({
+      /** Largest request head (all headers), bytes; Node's `maxHeaderSize`. */
+      maxHeaderSize: bytes.default(16 * 1024),
+      /** Most request headers; Node's `maxHeadersCount`. */
+      maxHeadersCount: z.number().int().min(8).default(100),
+      /**
+       * Origins allowed to open streams and WebSockets from a browser: exact origins such as
+       * `https://app.example.com`, or `*`. Requests without an `Origin` header (non-browser
+       * clients) and same-origin requests are always allowed.
+       */
+      allowedOrigins: z.array(z.string().min(1)).default([]),
+      /** gzip SSE and NDJSON streams for clients that accept it (flushed per write batch). */
+      compression: z.boolean().default(false),
+    })
+    .prefault({}),
+  ws: z
+    .strictObject({
+      /** Largest WebSocket message (after reassembly and decompression), bytes. */
+      maxPayload: bytes.default(1024 * 1024),
+      /** Most subscriptions on one socket. */
+      maxSubscriptions: z.number().int().min(1).default(100),
+      /** Protocol ping interval; a peer silent for `pingTimeout` after a ping is terminated. */
+      pingInterval: duration.pipe(z.number().min(100)).default(30_000),
+      pingTimeout: duration.pipe(z.number().min(100)).default(10_000),
+      /** Negotiate permessage-deflate with clients that offer it. */
+      perMessageDeflate: z.boolean().default(false),
+    })
+    .prefault({}),
   sse: z
     .strictObject({
       /** Comment line sent on an idle stream so proxies and clients know it is alive. */

@@ -29,6 +29,37 @@ export const ERRORS = {
     close: 4506,
     message: 'Too many topics in one subscription',
   },
+  invalid_message: {
+    status: 400,
+    retryable: false,
+    close: 4515,
+    message: 'Invalid WebSocket message',
+  },
+  unknown_op: { status: 400, retryable: false, close: 4516, message: 'Unknown op' },
+  subscription_not_found: {
+    status: 404,
+    retryable: false,
+    close: 4517,
+    message: 'No such subscription on this connection',
+  },
+  too_many_subscriptions: {
+    status: 400,
+    retryable: false,
+    close: 4518,
+    message: 'Too many subscriptions on this connection',
+  },
+  forbidden_origin: {
+    status: 403,
+    retryable: false,
+    close: 4519,
+    message: 'Origin not allowed',
+  },
+  upgrade_required: {
+    status: 426,
+    retryable: false,
+    close: 4520,
+    message: 'Unsupported WebSocket version',
+  },
   topic_not_found: { status: 404, retryable: false, close: 4507, message: 'Unknown topic' },
   not_found: { status: 404, retryable: false, close: 4508, message: 'Not found' },
   method_not_allowed: {
@@ -73,6 +104,12 @@ export const ERRORS = {
     retryable: true,
     close: 4001,
     message: 'Server is shutting down; reconnect and resume',
+  },
+  ping_timeout: {
+    status: 408,
+    retryable: true,
+    close: 4003,
+    message: 'No pong within the ping timeout',
   },
   internal: { status: 500, retryable: true, close: 4002, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;

@@ -46,6 +46,8 @@ export interface RillEvent {
 // eslint-disable-next-line no-control-regex
 const CONTROL_RE = /[\u0000-\u001f\u007f\u2028\u2029]/;
 
+const LINE_SEP_RE = /[\u2028\u2029]/;
+
 /** Validates one raw event object from a request body and returns its normalized form. */
 export function parseEventInput(raw: unknown, maxEventBytes: number, index?: number): EventInput {
   const where = index === undefined ? '' : ` (event ${index})`;
@@ -67,7 +69,11 @@ export function parseEventInput(raw: unknown, maxEventBytes: number, index?: num
   if (!('data' in obj) || obj.data === undefined) {
     throw new RillError('invalid_event', `Event has no "data" field${where}`);
   }
-  const out: EventInput = { data: JSON.stringify(obj.data) };
+  let data = JSON.stringify(obj.data);
+  // Valid JSON either way, but some line splitters treat U+2028/U+2029 as line ends.
+  if (LINE_SEP_RE.test(data))
+    data = data.replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  const out: EventInput = { data };
   if (obj.type !== undefined) out.type = checkLabel('type', obj.type, MAX_TYPE_LENGTH, where);
   if (obj.key !== undefined) out.key = checkLabel('key', obj.key, MAX_KEY_LENGTH, where);
   if (out.type !== undefined && isReservedType(out.type)) {

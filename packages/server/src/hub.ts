@@ -29,6 +29,8 @@ export interface HubOptions {
 export class Channel {
   readonly members = new Set<TopicState>();
   readonly live = new Set<TopicState>();
+  /** Long-poll requests waiting for the next event; told after every batch. */
+  readonly waiters = new Set<() => void>();
   lastSeq = 0;
   epoch: string | null = null;
   readonly ready: Promise<void>;
@@ -73,6 +75,7 @@ export class Channel {
         else st.sub.fallBehind(st);
       }
     }
+    for (const w of this.waiters) w();
   }
 
   close(): void {
@@ -91,6 +94,8 @@ export class Hub {
   private readonly channels = new Map<string, Channel>();
   private readonly subs = new Set<Subscription>();
   private readonly patternSubs = new Set<Subscription>();
+  /** Long-poll waits, woken at shutdown. */
+  private readonly waiting = new Set<() => void>();
   private unwatchTopics: (() => void) | null = null;
   private dirty: Subscription[] = [];
   private flushScheduled = false;
@@ -177,9 +182,43 @@ export class Hub {
     return ch;
   }
 
+  /**
+   * Resolves once `topic` has an event after `afterSeq` (or a new epoch), after `ms`, or when the
+   * request goes away (`signal`), whichever comes first. For long-polling.
+   */
+  async waitBeyond(
+    topic: string,
+    afterSeq: number,
+    ms: number,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const ch = this.channel(topic);
+    const epoch = ch.epoch;
+    let wake: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (wake = resolve));
+    const check = (): void => {
+      if (ch.lastSeq > afterSeq || ch.epoch !== epoch) wake();
+    };
+    ch.waiters.add(check);
+    const timer = setTimeout(wake, ms);
+    signal?.addEventListener('abort', wake, { once: true });
+    this.waiting.add(wake);
+    try {
+      await ch.ready;
+      check();
+      await done;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', wake);
+      this.waiting.delete(wake);
+      ch.waiters.delete(check);
+      this.releaseChannel(ch);
+    }
+  }
+
   /** @internal */
   releaseChannel(ch: Channel): void {
-    if (ch.members.size === 0 && this.channels.get(ch.topic) === ch) {
+    if (ch.members.size === 0 && ch.waiters.size === 0 && this.channels.get(ch.topic) === ch) {
       ch.close();
       this.channels.delete(ch.topic);
     }
@@ -229,6 +268,7 @@ export class Hub {
     clearInterval(this.heartbeatTimer);
     const err = new RillError('shutting_down');
     for (const sub of [...this.subs]) sub.fail(err);
+    for (const wake of [...this.waiting]) wake();
     for (const ch of this.channels.values()) ch.close();
     this.channels.clear();
     if (this.unwatchTopics) this.unwatchTopics();

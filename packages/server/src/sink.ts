@@ -1,5 +1,6 @@
 import type { RillError } from './errors.js';
 import type { RillEvent } from './event.js';
+import type { Subscription } from './subscriber.js';
 
 /**
  * What the hub needs from a transport: framing and a byte pipe with backpressure. SSE, NDJSON
@@ -24,6 +25,8 @@ export interface Sink {
   heartbeat(): void;
   /** Ends the stream, telling the client why when `error` is given. */
   end(error?: RillError): void;
+  /** Optional: told which subscription it feeds, when the subscription is created. */
+  attached?(sub: Subscription): void;
 }
 
 /**

@@ -54,6 +54,10 @@ export interface SubscribeOptions {
   /** Start for topics the cursor does not list. */
   start: StartSpec;
   cursor?: Cursor;
+  /** Most events one replay step reads; defaults to the hub's `replayBatch`. */
+  replayBatch?: number;
+  /** Called each time every topic has caught up and is on the live path. */
+  onCaughtUp?: () => void;
 }
 
 let touchCounter = 0;
@@ -86,6 +90,7 @@ export class Subscription {
     this.matchers = options.patterns.map(compilePattern);
     this.isPatternSub = options.patterns.some((p) => p.includes('*') || p.includes('>'));
     this.single = !this.isPatternSub && options.patterns.length === 1;
+    sink.attached?.(this);
   }
 
   matches(topic: string): boolean {
@@ -195,7 +200,10 @@ export class Subscription {
     for (;;) {
       if (this.closed) return;
       const behind = [...this.states.values()].filter((s) => !s.live);
-      if (behind.length === 0) return;
+      if (behind.length === 0) {
+        this.options.onCaughtUp?.();
+        return;
+      }
       for (const st of behind) {
         if (this.closed) return;
         this.flush();
@@ -215,7 +223,7 @@ export class Subscription {
     if (!st.resolved) await this.resolveStart(st);
     if (this.closed) return;
 
-    const batch = this.hub.limits.replayBatch;
+    const batch = this.options.replayBatch ?? this.hub.limits.replayBatch;
     const r = await this.engine.read(st.topic, st.pos, batch);
     if (this.closed || st.live) return;
     const head = r.head;

@@ -7,6 +7,7 @@ import { hasHealthCheck } from '../engine/engine.js';
 import { RillError } from '../errors.js';
 import type { Hub } from '../hub.js';
 import { demoPage } from './demo-page.js';
+import { pollRoutes } from './poll.js';
 import { publishRoutes } from './publish.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
@@ -100,5 +101,6 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
   publishRoutes(app, ctx);
   topicRoutes(app, ctx);
   streamRoutes(app, ctx);
+  pollRoutes(app, ctx);
   return app;
 }

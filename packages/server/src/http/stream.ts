@@ -4,7 +4,9 @@ import { decodeCursor } from '../cursor.js';
 import { RillError } from '../errors.js';
 import type { StartSpec, Subscription } from '../subscriber.js';
 import { assertPattern, assertTopic } from '../topic.js';
-import { SseSink } from '../transport/sse.js';
+import { HttpStreamSink } from '../transport/http-sink.js';
+import { ndjsonFraming } from '../transport/ndjson.js';
+import { sseFraming } from '../transport/sse.js';
 import type { AppContext } from './app.js';
 
 /** Integers below this in `since` are seqs; at or above it, ms timestamps (2001-09-09 onward). */
@@ -17,6 +19,35 @@ export interface StreamQuery {
   from?: string;
   since?: string;
   lastEventId?: string;
+  cursor?: string;
+  format?: string;
+}
+
+/** `?format=` wins; else `Accept: application/x-ndjson` (without text/event-stream) means NDJSON. */
+export function streamFormat(
+  format: string | undefined,
+  accept: string | undefined,
+): 'sse' | 'ndjson' {
+  if (format !== undefined && format !== '') {
+    if (format === 'sse' || format === 'ndjson') return format;
+    throw new RillError('invalid_parameter', 'format must be sse or ndjson');
+  }
+  const a = accept?.toLowerCase() ?? '';
+  return a.includes('application/x-ndjson') && !a.includes('text/event-stream') ? 'ndjson' : 'sse';
+}
+
+/** Whether the client takes gzip (`Accept-Encoding: gzip`, not `gzip;q=0`). */
+export function acceptsGzip(header: string | undefined): boolean {
+  if (!header) return false;
+  return header
+    .toLowerCase()
+    .split(',')
+    .some((part) => {
+      const [name, ...params] = part.trim().split(';');
+      if (name !== 'gzip' && name !== 'x-gzip') return false;
+      const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
+      return q === undefined || Number(q.slice(2)) > 0;
+    });
 }
 
 /** `from=now|earliest|<seq>` (seq inclusive) and `since=<seq>|<ms>|<ISO time>` → a start. */
@@ -88,10 +119,15 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     const start = parseStart(req.query);
     const cursor = parseResumeCursor(
       req.headers['last-event-id'],
-      req.query.lastEventId,
+      req.query.lastEventId ?? req.query.cursor,
       limits.maxCursorLength,
     );
-    const sink = new SseSink(reply.raw, { retryMs: ctx.config.sse.retry });
+    const format = streamFormat(req.query.format, req.headers.accept);
+    const sink = new HttpStreamSink(
+      reply.raw,
+      format === 'sse' ? sseFraming(ctx.config.sse.retry) : ndjsonFraming(),
+      { gzip: ctx.config.http.compression && acceptsGzip(req.headers['accept-encoding']) },
+    );
     reply.hijack();
     let sub: Subscription | undefined;
     let gone = false;

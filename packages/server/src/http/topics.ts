@@ -5,6 +5,7 @@ import { RillError } from '../errors.js';
 import { eventJson } from '../event.js';
 import { assertTopic } from '../topic.js';
 import type { AppContext } from './app.js';
+import { parseLimit, parseWait } from './poll.js';
 
 /** Window of the `rate` figure in topic listings, ms. */
 const RATE_WINDOW_MS = 60_000;
@@ -43,14 +44,6 @@ function parseAfter(
   return p;
 }
 
-function parseLimit(raw: string | undefined, def: number, max: number): number {
-  if (raw === undefined || raw === '') return def;
-  if (!/^[1-9][0-9]{0,6}$/.test(raw)) {
-    throw new RillError('invalid_parameter', `limit must be an integer from 1 to ${max}`);
-  }
-  return Math.min(Number(raw), max);
-}
-
 export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { engine } = ctx;
   const { limits } = ctx.config;
@@ -81,32 +74,48 @@ export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
       .send(await topicInfo(engine, h, Date.now()));
   });
 
-  app.get<{ Params: { topic: string }; Querystring: { after?: string; limit?: string } }>(
-    '/v1/topics/:topic/events',
-    async (req, reply) => {
-      const topic = assertTopic(req.params.topic);
-      const after = parseAfter(req.query.after, topic, limits.maxCursorLength);
-      const limit = parseLimit(req.query.limit, 100, limits.maxPageSize);
-      let afterSeq = after.seq;
-      let r = await engine.read(topic, afterSeq, limit);
-      if (!r.head) throw new RillError('topic_not_found', `Unknown topic ${topic}`);
-      let reset = '';
-      if (after.epoch !== undefined && after.epoch !== r.head.epoch) {
-        // A cursor from another log: say so and start this one from its beginning.
-        reset = `,"reset":${JSON.stringify({ reason: 'epoch', epoch: r.head.epoch, cursorEpoch: after.epoch, seq: r.head.firstSeq - 1 })}`;
-        afterSeq = r.head.firstSeq - 1;
-        r = await engine.read(topic, afterSeq, limit);
-      } else if (afterSeq < r.head.firstSeq - 1) {
-        reset = `,"reset":${JSON.stringify({ reason: 'retention', epoch: r.head.epoch, seq: r.head.firstSeq - 1, missing: { from: afterSeq + 1, to: r.head.firstSeq - 1 } })}`;
-      }
-      const head = r.head!;
-      const events = r.events;
-      const last = events.length > 0 ? events[events.length - 1]!.seq : Math.max(afterSeq, 0);
-      const more = last < head.lastSeq;
-      let out = `{"topic":"${topic}","epoch":"${head.epoch}","firstSeq":${head.firstSeq},"lastSeq":${head.lastSeq},"events":[`;
-      for (let i = 0; i < events.length; i++) out += (i > 0 ? ',' : '') + eventJson(events[i]!);
-      out += `],"next":${last},"more":${more}${reset}}`;
-      return reply.type('application/json; charset=utf-8').send(out);
-    },
-  );
+  app.get<{
+    Params: { topic: string };
+    Querystring: { after?: string; limit?: string; wait?: string };
+  }>('/v1/topics/:topic/events', async (req, reply) => {
+    const topic = assertTopic(req.params.topic);
+    const after = parseAfter(req.query.after, topic, limits.maxCursorLength);
+    const limit = parseLimit(req.query.limit, 100, limits.maxPageSize);
+    const waitMs = parseWait(req.query.wait);
+    let afterSeq = after.seq;
+    let r = await engine.read(topic, afterSeq, limit);
+    const epochChanged = after.epoch !== undefined && r.head && after.epoch !== r.head.epoch;
+    if (waitMs > 0 && r.events.length === 0 && !epochChanged) {
+      // Long-poll: nothing yet, so wait for the next event (or the topic's first).
+      const ac = new AbortController();
+      reply.raw.on('close', () => ac.abort());
+      await ctx.hub.waitBeyond(topic, afterSeq, waitMs, ac.signal);
+      r = await engine.read(topic, afterSeq, limit);
+    }
+    if (!r.head) {
+      if (waitMs === 0) throw new RillError('topic_not_found', `Unknown topic ${topic}`);
+      return reply
+        .type('application/json; charset=utf-8')
+        .send(
+          `{"topic":"${topic}","epoch":null,"firstSeq":1,"lastSeq":0,"events":[],"next":${afterSeq},"more":false}`,
+        );
+    }
+    let reset = '';
+    if (after.epoch !== undefined && after.epoch !== r.head.epoch) {
+      // A cursor from another log: say so and start this one from its beginning.
+      reset = `,"reset":${JSON.stringify({ reason: 'epoch', epoch: r.head.epoch, cursorEpoch: after.epoch, seq: r.head.firstSeq - 1 })}`;
+      afterSeq = r.head.firstSeq - 1;
+      r = await engine.read(topic, afterSeq, limit);
+    } else if (afterSeq < r.head.firstSeq - 1) {
+      reset = `,"reset":${JSON.stringify({ reason: 'retention', epoch: r.head.epoch, seq: r.head.firstSeq - 1, missing: { from: afterSeq + 1, to: r.head.firstSeq - 1 } })}`;
+    }
+    const head = r.head!;
+    const events = r.events;
+    const last = events.length > 0 ? events[events.length - 1]!.seq : Math.max(afterSeq, 0);
+    const more = last < head.lastSeq;
+    let out = `{"topic":"${topic}","epoch":"${head.epoch}","firstSeq":${head.firstSeq},"lastSeq":${head.lastSeq},"events":[`;
+    for (let i = 0; i < events.length; i++) out += (i > 0 ? ',' : '') + eventJson(events[i]!);
+    out += `],"next":${last},"more":${more}${reset}}`;
+    return reply.type('application/json; charset=utf-8').send(out);
+  });
 }

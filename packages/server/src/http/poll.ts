@@ -1,0 +1,183 @@
+import type { FastifyInstance } from 'fastify';
+import { RillError } from '../errors.js';
+import type { RillEvent } from '../event.js';
+import { eventJson } from '../event.js';
+import type { Hub } from '../hub.js';
+import type { ResetNotice, Sink } from '../sink.js';
+import type { StartSpec, Subscription } from '../subscriber.js';
+import type { Cursor } from '../cursor.js';
+import type { AppContext } from './app.js';
+import type { StreamQuery } from './stream.js';
+import { parseResumeCursor, parseStart, parseTopicsParam } from './stream.js';
+
+/** Longest `wait` a long-poll may ask for, in seconds. */
+export const MAX_WAIT_SECONDS = 60;
+
+/** `wait=<seconds>`, 0–60, decimals allowed; absent means 0 (answer at once). */
+export function parseWait(raw: string | undefined): number {
+  if (raw === undefined || raw === '') return 0;
+  const n = Number(raw);
+  if (!/^\d+(\.\d+)?$/.test(raw) || n > MAX_WAIT_SECONDS) {
+    throw new RillError('invalid_parameter', `wait must be 0 to ${MAX_WAIT_SECONDS} seconds`);
+  }
+  return n * 1000;
+}
+
+/**
+ * A sink that collects one response's worth of events for a long-poll. The subscription does the
+ * resume work (cursors, patterns, reset notices, replay in bounded steps); the first write — one
+ * tick's or one replay step's events, at most `limit` of them — becomes the response, and the
+ * cursor is taken in the same tick, so it covers exactly what the response holds.
+ */
+class CollectSink implements Sink {
+  private count = 0;
+  private sub: Subscription | null = null;
+  readonly resets: string[] = [];
+  private closed!: () => void;
+  private readonly closedP = new Promise<void>((r) => (this.closed = r));
+
+  constructor(
+    private readonly limit: number,
+    private readonly done: (r: { events: string; cursor: string } | { error: RillError }) => void,
+    private readonly hub: Hub,
+  ) {}
+
+  attached(sub: Subscription): void {
+    this.sub = sub;
+  }
+
+  frameEvent(ev: RillEvent): string {
+    this.count++;
+    return eventJson(ev) + ',';
+  }
+
+  frameReset(n: ResetNotice): string {
+    this.resets.push(JSON.stringify(n));
+    // Queued like an event so a reset alone still answers the poll.
+    return '';
+  }
+
+  write(chunk: string): void {
+    const sub = this.sub!;
+    const cursor = sub.cursor();
+    this.hub.unsubscribe(sub);
+    this.closed();
+    this.done({ events: chunk.endsWith(',') ? chunk.slice(0, -1) : chunk, cursor });
+  }
+
+  /** Flushes what is queued; if nothing was, answers with no events. */
+  finish(): void {
+    const sub = this.sub;
+    if (!sub || sub.closed) return;
+    sub.flush();
+    if (sub.closed) return;
+    const cursor = sub.cursor();
+    this.hub.unsubscribe(sub);
+    this.closed();
+    this.done({ events: '', cursor });
+  }
+
+  bufferedBytes(): number {
+    // Past the limit the subscription stops taking live events and waits, which is what we want.
+    return this.count >= this.limit ? Number.MAX_SAFE_INTEGER : 0;
+  }
+
+  waitDrain(): Promise<void> {
+    return this.closedP;
+  }
+
+  heartbeat(): void {}
+
+  end(error?: RillError): void {
+    this.closed();
+    this.done(error ? { error } : { events: '', cursor: this.sub?.cursor() ?? '' });
+  }
+}
+
+/** One long-poll over a subscription: resolves with a page of events and the cursor after them. */
+async function pollOnce(
+  hub: Hub,
+  opts: {
+    patterns: string[];
+    start: StartSpec;
+    cursor: Cursor | undefined;
+    limit: number;
+    waitMs: number;
+    signal: AbortSignal;
+  },
+): Promise<{ events: string; cursor: string; resets: string[] }> {
+  let settle!: (r: { events: string; cursor: string } | { error: RillError }) => void;
+  const result = new Promise<{ events: string; cursor: string } | { error: RillError }>(
+    (r) => (settle = r),
+  );
+  const sink = new CollectSink(opts.limit, (r) => settle(r), hub);
+  const finish = (): void => sink.finish();
+  const sub = await hub.subscribe(sink, {
+    patterns: opts.patterns,
+    start: opts.start,
+    ...(opts.cursor ? { cursor: opts.cursor } : {}),
+    replayBatch: opts.limit,
+    onCaughtUp: opts.waitMs === 0 ? finish : undefined,
+  });
+  if (opts.waitMs === 0 && sub.states.size === 0) finish();
+  const timer = setTimeout(finish, opts.waitMs);
+  opts.signal.addEventListener('abort', finish, { once: true });
+  try {
+    const r = await result;
+    if ('error' in r) throw r.error;
+    return { ...r, resets: sink.resets };
+  } finally {
+    clearTimeout(timer);
+    opts.signal.removeEventListener('abort', finish);
+    hub.unsubscribe(sub);
+  }
+}
+
+/**
+ * `GET /v1/events?topics=a,b.*&cursor=…&wait=25&limit=100`: long-polling for clients behind
+ * proxies that break streaming. Answers at once when events exist after the cursor, otherwise waits
+ * up to `wait` seconds for the next one. The same cursors, patterns and reset notices as the
+ * streams: `{"events":[…],"cursor":"…","resets":[…]}`; pass `cursor` back on the next call.
+ */
+export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
+  const { limits } = ctx.config;
+  app.get<{ Querystring: StreamQuery & { wait?: string; limit?: string } }>(
+    '/v1/events',
+    async (req, reply) => {
+      if (ctx.state.closing) throw new RillError('shutting_down');
+      const patterns = parseTopicsParam(req.query.topics, limits.maxPatternsPerSubscription);
+      const waitMs = parseWait(req.query.wait);
+      const limit = parseLimit(req.query.limit, 100, limits.maxPageSize);
+      const start = parseStart(req.query);
+      const cursor = parseResumeCursor(
+        req.headers['last-event-id'],
+        req.query.cursor ?? req.query.lastEventId,
+        limits.maxCursorLength,
+      );
+      const ac = new AbortController();
+      reply.raw.on('close', () => ac.abort());
+      const r = await pollOnce(ctx.hub, {
+        patterns,
+        start,
+        cursor,
+        limit,
+        waitMs,
+        signal: ac.signal,
+      });
+      return reply
+        .type('application/json; charset=utf-8')
+        .header('cache-control', 'no-store')
+        .send(
+          `{"events":[${r.events}],"cursor":${JSON.stringify(r.cursor)},"resets":[${r.resets.join(',')}]}`,
+        );
+    },
+  );
+}
+
+export function parseLimit(raw: string | undefined, def: number, max: number): number {
+  if (raw === undefined || raw === '') return def;
+  if (!/^[1-9][0-9]{0,6}$/.test(raw)) {
+    throw new RillError('invalid_parameter', `limit must be an integer from 1 to ${max}`);
+  }
+  return Math.min(Number(raw), max);
+}

@@ -1,0 +1,317 @@
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import { gunzipSync } from 'node:zlib';
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chromium, type Browser } from 'playwright-core';
+import { openSse, publish, startServer } from './helpers.js';
+
+let url: string;
+let close: () => Promise<void>;
+
+beforeAll(async () => {
+  ({ url, close } = await startServer({
+    sse: { heartbeat: 150 },
+    http: { compression: true },
+  }));
+});
+afterAll(async () => close());
+
+/** Reads an NDJSON response line by line through fetch's stream. */
+async function ndjsonLines(
+  res: Response,
+  enough: (lines: string[]) => boolean,
+  timeoutMs = 10_000,
+): Promise<string[]> {
+  const reader = res.body!.getReader();
+  const dec = new TextDecoder();
+  let buf = '';
+  const lines: string[] = [];
+  const timer = setTimeout(() => void reader.cancel(), timeoutMs);
+  try {
+    while (!enough(lines)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        lines.push(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+    await reader.cancel().catch(() => undefined);
+  }
+  if (!enough(lines)) throw new Error(`stream ended or timed out with ${lines.length} lines`);
+  return lines;
+}
+
+const eventLines = (lines: string[]): Array<Record<string, unknown>> =>
+  lines.filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+
+describe('NDJSON', () => {
+  it('streams one event object per line with its cursor; odd payloads stay one line', async () => {
+    const tricky = 'a\nb\u2028c\u2029d\r\ne';
+    await publish(url, 'nd.a', [{ data: 1 }, { data: tricky }, { type: 't', data: { x: [1] } }]);
+    const res = await fetch(`${url}/v1/topics/nd.a/stream?from=earliest`, {
+      headers: { accept: 'application/x-ndjson' },
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/x-ndjson; charset=utf-8');
+    const lines = await ndjsonLines(res, (l) => eventLines(l).length >= 3);
+    const evs = eventLines(lines);
+    expect(evs.map((e) => e.seq)).toEqual([1, 2, 3]);
+    expect(evs[1]!.data).toBe(tricky);
+    expect(evs[2]!.type).toBe('t');
+    for (const e of evs) expect(e.cursor).toBe(e.id);
+    // No raw line separators on the wire: one JSON object per physical line.
+    for (const l of lines) expect(l).not.toMatch(/[\u2028\u2029\r]/);
+  });
+
+  it('resumes with ?cursor= on a multi-topic stream, and sends blank-line heartbeats', async () => {
+    await publish(url, 'nd.m.a', { data: 'a1' });
+    await publish(url, 'nd.m.b', { data: 'b1' });
+    const r1 = await fetch(`${url}/v1/stream?topics=nd.m.*&from=earliest&format=ndjson`);
+    const evs1 = eventLines(await ndjsonLines(r1, (l) => eventLines(l).length >= 2));
+    const cursor = String(evs1[1]!.cursor);
+    expect(cursor).toContain('nd.m.a:');
+    expect(cursor).toContain('nd.m.b:');
+    await publish(url, 'nd.m.a', { data: 'a2' });
+    const r2 = await fetch(
+      `${url}/v1/stream?topics=nd.m.*&format=ndjson&cursor=${encodeURIComponent(cursor)}`,
+    );
+    const lines = await ndjsonLines(
+      r2,
+      (l) => eventLines(l).length >= 1 && l.some((x) => x === ''),
+    );
+    expect(eventLines(lines).map((e) => e.data)).toEqual(['a2']);
+  });
+
+  it('works through curl -N', async () => {
+    await publish(url, 'nd.curl', [{ data: 1 }, { data: 2 }]);
+    const out = await new Promise<string>((resolve, reject) => {
+      const p = spawn('curl', [
+        '-sN',
+        '-H',
+        'accept: application/x-ndjson',
+        `${url}/v1/topics/nd.curl/stream?from=earliest`,
+      ]);
+      let s = '';
+      const timer = setTimeout(() => {
+        p.kill();
+        reject(new Error(`curl got: ${s}`));
+      }, 10_000);
+      p.stdout.on('data', (d: Buffer) => {
+        s += d.toString();
+        if (s.split('\n').filter((l) => l.startsWith('{')).length >= 2) {
+          clearTimeout(timer);
+          p.kill();
+          resolve(s);
+        }
+      });
+    });
+    const evs = out
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { seq: number; data: number });
+    expect(evs.map((e) => e.data)).toEqual([1, 2]);
+  });
+});
+
+describe('long-poll', () => {
+  it('answers at once when events exist after the cursor', async () => {
+    await publish(url, 'lp.now', [{ data: 1 }, { data: 2 }]);
+    const t0 = Date.now();
+    const res = await fetch(`${url}/v1/topics/lp.now/events?after=1&wait=20`);
+    const j = (await res.json()) as { events: Array<{ seq: number }> };
+    expect(j.events.map((e) => e.seq)).toEqual([2]);
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it('waits up to `wait` seconds, and wakes within milliseconds of a publish', async () => {
+    const t0 = Date.now();
+    const empty = (await (await fetch(`${url}/v1/topics/lp.wait/events?wait=0.3`)).json()) as {
+      events: unknown[];
+    };
+    expect(empty.events).toEqual([]);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+
+    const poll = fetch(`${url}/v1/topics/lp.wait/events?after=0&wait=20`).then(async (r) => ({
+      at: Date.now(),
+      body: (await r.json()) as { events: Array<{ data: string }> },
+    }));
+    const acked = await publish(url, 'lp.wait', { data: 'wake' });
+    const ackAt = Date.now();
+    expect(acked.status).toBe(201);
+    const { at, body } = await poll;
+    expect(body.events.map((e) => e.data)).toEqual(['wake']);
+    expect(at - ackAt).toBeLessThan(200);
+  });
+
+  it('long-polls patterns with a cursor, picking up new topics', async () => {
+    await publish(url, 'lpp.a', { data: 'a1' });
+    const first = (await (
+      await fetch(`${url}/v1/events?topics=lpp.*&from=earliest&wait=5`)
+    ).json()) as { events: Array<{ data: string }>; cursor: string };
+    expect(first.events.map((e) => e.data)).toEqual(['a1']);
+    const next = fetch(
+      `${url}/v1/events?topics=lpp.*&wait=20&cursor=${encodeURIComponent(first.cursor)}`,
+    ).then(async (r) => (await r.json()) as { events: Array<{ data: string }>; cursor: string });
+    await publish(url, 'lpp.b', { data: 'b1' });
+    const second = await next;
+    expect(second.events.map((e) => e.data)).toEqual(['b1']);
+    const third = (await (
+      await fetch(`${url}/v1/events?topics=lpp.*&cursor=${encodeURIComponent(second.cursor)}`)
+    ).json()) as { events: unknown[] };
+    expect(third.events).toEqual([]);
+  });
+
+  it('pages a backlog by limit without skipping', async () => {
+    await publish(
+      url,
+      'lpl',
+      Array.from({ length: 25 }, (_, i) => ({ data: i + 1 })),
+    );
+    const got: number[] = [];
+    let cursor = '';
+    for (let i = 0; i < 10 && got.length < 25; i++) {
+      const q = cursor ? `cursor=${encodeURIComponent(cursor)}` : 'from=earliest';
+      const j = (await (await fetch(`${url}/v1/events?topics=lpl&limit=10&${q}`)).json()) as {
+        events: Array<{ data: number }>;
+        cursor: string;
+      };
+      expect(j.events.length).toBeLessThanOrEqual(10);
+      got.push(...j.events.map((e) => e.data));
+      cursor = j.cursor;
+    }
+    expect(got).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+  });
+
+  it('rejects a bad wait', async () => {
+    const res = await fetch(`${url}/v1/topics/lp.now/events?wait=600`);
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe(
+      'invalid_parameter',
+    );
+  });
+});
+
+describe('gzip', () => {
+  it('compresses SSE for clients that accept it, flushed per write', async () => {
+    // Raw bytes: each flush must be decodable on its own (sync flush), before the stream ends.
+    const chunks: Buffer[] = [];
+    const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      http
+        .get(`${url}/v1/topics/gz.a/stream`, { headers: { 'accept-encoding': 'gzip' } }, resolve)
+        .on('error', reject);
+    });
+    expect(res.headers['content-encoding']).toBe('gzip');
+    res.on('data', (c: Buffer) => chunks.push(c));
+    const decoded = (): string => {
+      try {
+        return gunzipSync(Buffer.concat(chunks), { finishFlush: 2 /* Z_SYNC_FLUSH */ }).toString();
+      } catch {
+        return '';
+      }
+    };
+    await publish(url, 'gz.a', { data: 'compressed' });
+    const deadline = Date.now() + 10_000;
+    while (!decoded().includes('"compressed"')) {
+      if (Date.now() > deadline) throw new Error('no decodable event');
+      await new Promise((r) => res.once('data', r));
+    }
+    // Heartbeats come through the compressor too.
+    while (!decoded().includes(':\n\n')) {
+      if (Date.now() > deadline) throw new Error('no heartbeat');
+      await new Promise((r) => res.once('data', r));
+    }
+    res.destroy();
+  });
+
+  it('is not used when the client does not ask for it', async () => {
+    const s = await openSse(`${url}/v1/topics/gz.b/stream`, { 'accept-encoding': 'identity' });
+    expect(s.headers['content-encoding']).toBeUndefined();
+    s.close();
+  });
+
+  it('decodes with curl --compressed', async () => {
+    await publish(url, 'gz.curl', [{ data: 'x1' }, { data: 'x2' }]);
+    const out = await new Promise<string>((resolve, reject) => {
+      const p = spawn('curl', [
+        '-sN',
+        '--compressed',
+        '-H',
+        'accept: application/x-ndjson',
+        `${url}/v1/topics/gz.curl/stream?from=earliest`,
+      ]);
+      let s = '';
+      const timer = setTimeout(() => {
+        p.kill();
+        reject(new Error(`curl got: ${s}`));
+      }, 10_000);
+      p.stdout.on('data', (d: Buffer) => {
+        s += d.toString();
+        if (s.includes('"x2"')) {
+          clearTimeout(timer);
+          p.kill();
+          resolve(s);
+        }
+      });
+    });
+    expect(out).toContain('"x1"');
+  });
+
+  it('is decoded by Chromium', async () => {
+    if (!existsSync('/usr/bin/chromium')) {
+      throw new Error('Chromium missing: apt-get install -y chromium (CI installs it)');
+    }
+    const browser: Browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      const encodings: Array<string | undefined> = [];
+      page.on('response', (r) => {
+        if (r.url().includes('/gz.chrome/stream')) encodings.push(r.headers()['content-encoding']);
+      });
+      await page.goto(`${url}/healthz`);
+      await page.evaluate(() => {
+        const w = window as unknown as { got: unknown[] };
+        w.got = [];
+        const es = new EventSource('/v1/topics/gz.chrome/stream');
+        es.onmessage = (e) => w.got.push(JSON.parse(e.data as string).data);
+        es.onopen = () =>
+          fetch('/v1/topics/gz.chrome/events', {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify([{ data: 'c1' }, { data: 'c2' }]),
+          });
+      });
+      await page.waitForFunction(
+        () => (window as unknown as { got: unknown[] }).got.length >= 2,
+        null,
+        {
+          timeout: 15_000,
+        },
+      );
+      expect(await page.evaluate(() => (window as unknown as { got: unknown[] }).got)).toEqual([
+        'c1',
+        'c2',
+      ]);
+      expect(encodings).toEqual(['gzip']);
+    } finally {
+      await browser.close();
+    }
+  });
+});
