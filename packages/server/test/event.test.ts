@@ -141,7 +141,13 @@ describe('parseEventInput: valid input', () => {
     ['nested', { a: [1, { b: null }], c: 'd' }],
   ])('accepts data %s', (_label, data) => {
     const out = parseEventInput({ data }, MAX);
-    expect(out.data).toBe(JSON.stringify(data));
+    // JSON text of the value, with U+2028/U+2029 escaped so no line splitter breaks it.
+    expect(out.data).toBe(
+      JSON.stringify(data)
+        .replace(/\u2028/g, '\\u2028')
+        .replace(/\u2029/g, '\\u2029'),
+    );
+    expect(out.data).not.toMatch(/[\n\r\u2028\u2029]/);
     expect(JSON.parse(out.data)).toEqual(data);
     expect(out).not.toHaveProperty('type');
     expect(out).not.toHaveProperty('key');
