@@ -257,8 +257,17 @@ export class Subscription {
       st.pos = 0;
       st.epoch = null;
     }
+    // Stop at the byte limit even inside a page: the log keeps the rest for the next step, and
+    // `pos` only covers what was handed over. The drain wait before each step leaves room for at
+    // least one event, so this always progresses.
+    const room = this.hub.limits.maxSubscriberBufferBytes;
+    let full = false;
     for (const ev of r.events) {
       if (ev.seq <= st.pos) continue;
+      if (this.pendingBytes + this.sink.bufferedBytes() > room) {
+        full = true;
+        break;
+      }
       if (ev.seq !== st.pos + 1) {
         this.notice(st, {
           topic: st.topic,
@@ -290,6 +299,7 @@ export class Subscription {
     // Rejoin live only when the log has nothing the live feed has not also shown us; checked and
     // switched in the same tick as the channel's bookkeeping, so nothing lands in between.
     if (
+      !full &&
       r.events.length < batch &&
       st.pos >= ch.lastSeq &&
       (ch.epoch === null || st.epoch === null || ch.epoch === st.epoch)
