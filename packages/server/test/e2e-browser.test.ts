@@ -7,10 +7,12 @@
  *    and restarted again; each time the browser reconnects by itself after the `retry:` hint with
  *    its `Last-Event-ID`, and the page ends with seqs 1..N exactly once, in order.
  * 2. The demo page served at `/` shows live values of `demo.random` when the server runs `--demo`.
+ *
+ * A missing /usr/bin/chromium fails both tests (CI installs it); they are never skipped.
  */
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { freePort, spawnServer, tempDir, type ChildServer } from './helpers.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -28,11 +30,8 @@ interface PageState {
   resets: string[];
 }
 
-declare global {
-  interface Window {
-    rill: PageState;
-  }
-}
+/** The page's window with that state; no global augmentation, so other test files can't clash. */
+type PageWindow = Window & { rillEs?: PageState };
 
 async function publishRange(url: string, from: number, to: number): Promise<number[]> {
   const seqs: number[] = [];
@@ -54,7 +53,7 @@ async function publishRange(url: string, from: number, to: number): Promise<numb
 
 /** Resolves once the page's received seqs end with `seq` (fails the test after `timeout` ms). */
 async function waitForSeq(page: Page, seq: number, timeout = 15_000): Promise<void> {
-  await page.waitForFunction((s) => window.rill.seqs[window.rill.seqs.length - 1] === s, seq, {
+  await page.waitForFunction((s) => (window as PageWindow).rillEs?.seqs.at(-1) === s, seq, {
     timeout,
     polling: 20,
   });
@@ -64,28 +63,36 @@ describe('e2e: Chromium EventSource', () => {
   let browser: Browser | undefined;
   const cleanups: Array<() => void | Promise<void>> = [];
 
-  beforeAll(async () => {
+  /**
+   * The browser, launched on first use. Checked inside each test rather than in a hook, so a
+   * missing Chromium fails every test with this message instead of leaving them "skipped".
+   */
+  let launching: Promise<Browser> | undefined;
+  function getBrowser(): Promise<Browser> {
     if (!existsSync(CHROMIUM)) {
       throw new Error(
         `Chromium not found at ${CHROMIUM}: the browser tests need the Debian package "chromium" ` +
           `(apt-get install chromium); they never download a browser.`,
       );
     }
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-      timeout: 30_000,
-    });
-  });
+    launching ??= chromium
+      .launch({
+        executablePath: CHROMIUM,
+        args: [
+          '--headless',
+          '--no-sandbox',
+          '--disable-gpu',
+          '--disable-quic',
+          '--no-first-run',
+          '--disable-background-networking',
+          '--disable-component-update',
+          '--disable-sync',
+        ],
+        timeout: 30_000,
+      })
+      .then((b) => (browser = b));
+    return launching;
+  }
 
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
@@ -106,14 +113,15 @@ describe('e2e: Chromium EventSource', () => {
   }
 
   async function newPage(): Promise<Page> {
-    const context = await browser!.newContext();
+    const context = await (await getBrowser()).newContext();
     cleanups.push(() => context.close());
     const page = await context.newPage();
     page.setDefaultTimeout(15_000);
     return page;
   }
 
-  it('native EventSource resumes with Last-Event-ID across a SIGKILL and restart (lmdb): seqs 1..N exactly once, in order', async () => {
+  it('native EventSource resumes with Last-Event-ID across a SIGKILL restart and a graceful restart (lmdb): seqs 1..N exactly once, in order', async () => {
+    const page = await newPage();
     const dir = tempDir('rill-browser-');
     cleanups.push(() => dir.remove());
     const port = await freePort();
@@ -122,13 +130,12 @@ describe('e2e: Chromium EventSource', () => {
     let server = track(await spawnServer(args, env));
     const url = server.url;
 
-    const page = await newPage();
     const health = await page.goto(`${url}/healthz`);
     expect(health?.status()).toBe(200);
     // from=earliest: a reconnect that ignored Last-Event-ID would replay from 1 (duplicates).
     await page.evaluate((path) => {
       const state: PageState = { seqs: [], ids: [], datas: [], opens: 0, errors: 0, resets: [] };
-      window.rill = state;
+      (window as PageWindow).rillEs = state;
       const es = new EventSource(path);
       es.onopen = () => state.opens++;
       es.onerror = () => state.errors++;
@@ -140,7 +147,7 @@ describe('e2e: Chromium EventSource', () => {
       };
       es.addEventListener('reset', (e) => state.resets.push((e as MessageEvent<string>).data));
     }, `/v1/topics/${TOPIC}/stream?from=earliest`);
-    await page.waitForFunction(() => window.rill.opens === 1);
+    await page.waitForFunction(() => (window as PageWindow).rillEs?.opens === 1);
 
     const expected: number[] = [];
     expected.push(...(await publishRange(url, 1, PER_PHASE)));
@@ -149,12 +156,12 @@ describe('e2e: Chromium EventSource', () => {
     server.proc.kill('SIGKILL');
     expect(await server.exited).toBe('SIGKILL');
     // The browser noticed the dead connection (and keeps retrying every 200 ms meanwhile).
-    await page.waitForFunction(() => window.rill.errors >= 1);
+    await page.waitForFunction(() => ((window as PageWindow).rillEs?.errors ?? 0) >= 1);
     server = track(await spawnServer(args, env));
     expect(server.url).toBe(url);
     expected.push(...(await publishRange(url, PER_PHASE + 1, 2 * PER_PHASE)));
     await waitForSeq(page, 2 * PER_PHASE);
-    expect(await page.evaluate(() => window.rill.opens)).toBe(2);
+    expect(await page.evaluate(() => (window as PageWindow).rillEs?.opens)).toBe(2);
 
     // And a graceful restart: the stream ends with `event: error` (shutting_down), the browser
     // reconnects to the new process and resumes just the same.
@@ -165,7 +172,7 @@ describe('e2e: Chromium EventSource', () => {
     expected.push(...(await publishRange(url, 2 * PER_PHASE + 1, 3 * PER_PHASE)));
     await waitForSeq(page, 3 * PER_PHASE);
 
-    const state = await page.evaluate(() => window.rill);
+    const state = (await page.evaluate(() => (window as PageWindow).rillEs))!;
     const all = Array.from({ length: 3 * PER_PHASE }, (_, i) => i + 1);
     expect(expected).toEqual(all);
     expect(state.seqs).toEqual(all);
@@ -185,11 +192,11 @@ describe('e2e: Chromium EventSource', () => {
   });
 
   it('the demo page at / shows live values from demo.random (--demo)', async () => {
+    const page = await newPage();
     const port = await freePort();
     const server = track(
       await spawnServer(['--port', String(port), '--engine', 'memory', '--demo']),
     );
-    const page = await newPage();
     await page.goto(`${server.url}/`);
     const isValue = (text: string | null): boolean =>
       text !== null && /^\d{1,2}$/.test(text) && Number(text) <= 99;

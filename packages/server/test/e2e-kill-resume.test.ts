@@ -1,9 +1,10 @@
 /**
  * End to end, over real sockets against a child `rill serve --engine lmdb`: the server process is
  * SIGKILLed while events are being published and streamed, then restarted on the same port and data
- * directory. A subscriber that resumes with the `Last-Event-ID` of the last event it saw must end up
- * with every acknowledged event exactly once, in seq order, with no gap, and the topic's epoch must
- * survive the restart (DESIGN §2.1-§2.3, lmdb durability).
+ * directory. A subscriber that resumes with the `Last-Event-ID` of the last event it saw (while
+ * publishing goes on, the log already well past it) must end up with every acknowledged event
+ * exactly once, in seq order, with no gap, and the topic's epoch must survive the restart
+ * (DESIGN §2.1-§2.3, lmdb durability).
  *
  * Publishes carry idempotency keys, and a batch whose request failed around the kill is sent again
  * (same keys) once the server is back: a batch that was committed but whose answer died with the
@@ -30,6 +31,8 @@ const WORKERS = 4;
 /** Kill once this many events are acknowledged and the subscriber has seen this many. */
 const KILL_AFTER_ACKS = 800;
 const KILL_AFTER_SEEN = 200;
+/** After the restart, resume once this many more events are acknowledged. */
+const RESUME_AFTER_ACKS = 300;
 /** Attempts per batch before the test gives up (one failure is expected around the kill). */
 const MAX_ATTEMPTS = 5;
 
@@ -211,12 +214,22 @@ describe('e2e: SIGKILL and restart (lmdb)', () => {
     // ---- restart on the same port and data directory, resume with Last-Event-ID ----
     server = track(await spawnServer(args, env));
     expect(server.url).toBe(url);
+    markUp();
+    // Resume only once the log has moved well past the subscriber: it catches up from the log
+    // while publishes keep landing, then switches to the live feed.
+    await waitFor(
+      () => {
+        if (publishError) throw publishError as Error;
+        return ackedCount >= ackedAtKill + RESUME_AFTER_ACKS;
+      },
+      20_000,
+      2,
+    );
     const lastId = before[before.length - 1]!.id;
     // The same URL a browser's EventSource would reconnect to: the cursor wins over from=earliest.
     const second = await openSse(streamUrl, { 'last-event-id': lastId });
     streams.push(second);
     expect(second.status).toBe(200);
-    markUp();
 
     await publishing;
     expect(failures).toBeGreaterThanOrEqual(1);

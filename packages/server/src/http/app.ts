@@ -11,6 +11,7 @@ import { pollRoutes } from './poll.js';
 import { publishRoutes } from './publish.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
+import { wsRoutes } from './ws.js';
 
 /** What every route needs. */
 export interface AppContext {
@@ -51,7 +52,21 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
     // Topic names may be 200 characters; Fastify's default caps params at 100.
     routerOptions: { maxParamLength: 256, ignoreTrailingSlash: true },
     return503OnClosing: true,
+    // Node answers a larger request head with 431.
+    http: { maxHeaderSize: ctx.config.http.maxHeaderSize },
   }) as unknown as FastifyInstance;
+
+  // Node silently drops the headers past maxHeadersCount; keeping one more than allowed makes
+  // "too many" visible, and such requests get a 431 (upgrades: in ws.ts).
+  const maxHeaders = ctx.config.http.maxHeadersCount;
+  app.server.maxHeadersCount = maxHeaders + 1;
+  app.addHook('onRequest', (req, reply, done) => {
+    if (req.raw.rawHeaders.length / 2 <= maxHeaders) return done();
+    const e = new RillError('invalid_parameter', `More than ${maxHeaders} request headers`, {
+      details: { limit: maxHeaders },
+    });
+    void reply.code(431).type('application/json; charset=utf-8').send(e.toJSON());
+  });
 
   // Publish takes JSON or NDJSON only; anything else is a 415, not a string event.
   app.removeContentTypeParser('text/plain');
@@ -101,6 +116,7 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
   publishRoutes(app, ctx);
   topicRoutes(app, ctx);
   streamRoutes(app, ctx);
+  wsRoutes(app, ctx);
   pollRoutes(app, ctx);
   return app;
 }

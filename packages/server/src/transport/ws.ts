@@ -1,0 +1,236 @@
+import type { Socket } from 'node:net';
+import { WebSocket } from 'ws';
+import type { RillError } from '../errors.js';
+import type { RillEvent } from '../event.js';
+import { eventJson } from '../event.js';
+import type { ResetNotice, Sink } from '../sink.js';
+
+/**
+ * WebSocket framing (protocol `rill.v1`, docs/protocol.md § WebSocket): every message is one JSON
+ * object with an `op`. An event travels as `{"op":"event","sub":"s1","event":<event JSON>}` (plus
+ * `"cursor"` on multi-topic subscriptions), built by concatenation around the event's shared JSON
+ * text, so fan-out never parses or re-serializes an event.
+ */
+
+/** A client-chosen request id, echoed in the reply. */
+export type RequestId = string | number;
+
+/**
+ * Ends each frame inside the hub's coalesced chunk so the sink can send one WebSocket message per
+ * frame. NUL can never occur in JSON text (raw control characters are invalid in strings and are
+ * not whitespace), unlike `\n`, which a pretty-printed `data` would contain.
+ */
+const FRAME_END = '\u0000';
+
+export function wsResetFrame(sub: string, n: ResetNotice, cursor: string): string {
+  return JSON.stringify({ op: 'reset', sub, ...n, cursor });
+}
+
+/** The error body shared with SSE (`code`, `message`, `retryable`, `closeCode`) plus details. */
+export function wsErrorFrame(err: RillError, ref: { id?: RequestId; sub?: string } = {}): string {
+  return JSON.stringify({
+    op: 'error',
+    ...(ref.id === undefined ? {} : { id: ref.id }),
+    ...(ref.sub === undefined ? {} : { sub: ref.sub }),
+    error: {
+      code: err.code,
+      message: err.message,
+      retryable: err.retryable,
+      closeCode: err.closeCode,
+      ...err.details,
+    },
+  });
+}
+
+/**
+ * The outbound side of one WebSocket, shared by the connection's replies and all its
+ * subscriptions: one message per frame, one socket write per batch, and a drain signal.
+ *
+ * `ws` has no `'drain'` event. Instead every batch ends with a send whose completion callback
+ * (the socket's write callback: the bytes reached the kernel) is numbered; `waitFlushed()` waits
+ * for the send that was last when it was called. Callbacks complete in order, so that means
+ * everything buffered at the call has gone out. This guarantees progress where "wait until the
+ * buffer is empty" would not: another subscription writing every tick can keep the socket from
+ * ever being empty, but cannot stop older bytes from leaving. Pending waiters are bounded by the
+ * connection's subscriptions (each awaits at most one) and are released when the socket closes.
+ */
+export class WsWriter {
+  private issued = 0;
+  private completed = 0;
+  private waiters: Array<{ seq: number; resolve: () => void }> = [];
+  private closed = false;
+
+  constructor(readonly ws: WebSocket) {
+    ws.once('close', () => {
+      this.closed = true;
+      this.release(Number.POSITIVE_INFINITY);
+    });
+  }
+
+  get isOpen(): boolean {
+    return !this.closed && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /** Bytes sent but not yet taken by the kernel: the socket's buffer plus ws's deflate queue. */
+  bufferedBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  /** Sends one message. */
+  send(text: string): void {
+    if (!this.isOpen) return;
+    this.sendTracked(text);
+  }
+
+  /** Sends each FRAME_END-terminated frame of `chunk` as its own message, in one socket write. */
+  sendFrames(chunk: string): void {
+    if (!this.isOpen) return;
+    const socket = (this.ws as unknown as { _socket?: Socket })._socket;
+    // ws corks per frame; an outer cork turns the whole batch into a single writev.
+    socket?.cork();
+    try {
+      let start = 0;
+      for (;;) {
+        let end = chunk.indexOf(FRAME_END, start);
+        if (end === -1) end = chunk.length;
+        const frame = chunk.slice(start, end);
+        start = end + 1;
+        if (start >= chunk.length) {
+          if (frame !== '') this.sendTracked(frame);
+          break;
+        }
+        if (frame !== '') this.ws.send(frame);
+      }
+    } finally {
+      socket?.uncork();
+    }
+  }
+
+  /** Resolves once everything sent before the call has reached the kernel, or the socket closed. */
+  waitFlushed(): Promise<void> {
+    const seq = this.issued;
+    if (this.closed || seq <= this.completed) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ seq, resolve }));
+  }
+
+  private sendTracked(text: string): void {
+    const seq = ++this.issued;
+    // Called with an error too when the socket is gone; either way the bytes are no longer ours.
+    this.ws.send(text, () => {
+      if (seq > this.completed) this.completed = seq;
+      this.release(this.completed);
+    });
+  }
+
+  private release(upTo: number): void {
+    let n = 0;
+    while (n < this.waiters.length && this.waiters[n]!.seq <= upTo) n++;
+    if (n === 0) return;
+    const done = this.waiters.splice(0, n);
+    for (const w of done) w.resolve();
+  }
+}
+
+/**
+ * One subscription's view of a shared WebSocket (a hub sink). Until `open()` it holds what the hub
+ * writes, so the `subscribed` reply always precedes the subscription's first event; what it holds
+ * counts as buffered, so the hub's slow-consumer bound applies from the first byte.
+ *
+ * `end(error)` sends an `error` frame for this subscription only and tells the connection, which
+ * forgets it: a failing subscription never closes the socket.
+ */
+export class WsSink implements Sink {
+  private held: string[] | null = [];
+  private heldBytes = 0;
+  private openWaiters: Array<() => void> = [];
+  private ended = false;
+  /** The error the subscription ended with, if it ended before `open()`. */
+  failure: RillError | undefined;
+  private readonly eventPrefix: string;
+
+  constructor(
+    private readonly writer: WsWriter,
+    readonly sub: string,
+    private readonly onEnd: (sink: WsSink, error?: RillError) => void,
+  ) {
+    // `sub` ids are server-made (`s` + digits): nothing to escape.
+    this.eventPrefix = `{"op":"event","sub":"${sub}",`;
+  }
+
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  /** Starts sending: held frames first. */
+  open(): void {
+    const held = this.held;
+    if (held === null) return;
+    this.held = null;
+    this.heldBytes = 0;
+    if (!this.ended && held.length > 0) this.writer.sendFrames(held.join(''));
+    this.releaseOpenWaiters();
+  }
+
+  frameEvent(ev: RillEvent, id: string | null): string {
+    return id === null
+      ? `${this.eventPrefix}"event":${eventJson(ev)}}${FRAME_END}`
+      : `${this.eventPrefix}"cursor":"${id}","event":${eventJson(ev)}}${FRAME_END}`;
+  }
+
+  frameReset(notice: ResetNotice, id: string): string {
+    return wsResetFrame(this.sub, notice, id) + FRAME_END;
+  }
+
+  write(chunk: string): void {
+    if (this.ended) return;
+    if (this.held !== null) {
+      this.held.push(chunk);
+      this.heldBytes += chunk.length;
+      return;
+    }
+    this.writer.sendFrames(chunk);
+  }
+
+  bufferedBytes(): number {
+    return this.heldBytes + this.writer.bufferedBytes();
+  }
+
+  waitDrain(): Promise<void> {
+    if (this.ended || !this.writer.isOpen) return Promise.resolve();
+    if (this.held !== null) return new Promise((resolve) => this.openWaiters.push(resolve));
+    return this.writer.waitFlushed();
+  }
+
+  /** Protocol-level pings keep WebSocket connections alive; see the connection's ping sweep. */
+  heartbeat(): void {}
+
+  end(error?: RillError): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.held === null) {
+      if (error) this.writer.send(wsErrorFrame(error, { sub: this.sub }));
+    } else {
+      // Not announced yet: the subscribe request's reply reports the error instead.
+      this.failure = error;
+      this.held = null;
+      this.heldBytes = 0;
+    }
+    this.releaseOpenWaiters();
+    this.onEnd(this, error);
+  }
+
+  /** Stops the sink without telling the client (unsubscribe, connection gone). */
+  detach(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.held = null;
+    this.heldBytes = 0;
+    this.releaseOpenWaiters();
+  }
+
+  private releaseOpenWaiters(): void {
+    const w = this.openWaiters;
+    this.openWaiters = [];
+    for (const resolve of w) resolve();
+  }
+}

@@ -1,0 +1,65 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startServer } from './helpers.js';
+import { frame, rawWebSocket, WsClient, wsUrl } from './ws-helpers.js';
+
+const PING_INTERVAL = 200;
+const PING_TIMEOUT = 300;
+/** The sweep runs every min(interval, timeout) / 4; allow scheduling noise on a busy machine. */
+const SLACK = 400;
+
+let url: string;
+let close: () => Promise<void>;
+
+beforeAll(async () => {
+  ({ url, close } = await startServer({
+    ws: { pingInterval: PING_INTERVAL, pingTimeout: PING_TIMEOUT },
+  }));
+});
+afterAll(async () => close());
+
+describe('WebSocket liveness', () => {
+  it('terminates a peer that never answers pings within pingInterval + pingTimeout', async () => {
+    const live = await WsClient.open(wsUrl(url));
+    const t0 = Date.now();
+    const { socket, reader } = await rawWebSocket(url);
+    // The raw peer reads everything and answers nothing.
+    const code = await reader.closeCode(5000);
+    await new Promise<void>((resolve) => {
+      if (socket.closed) resolve();
+      else socket.once('close', () => resolve());
+    });
+    const elapsed = Date.now() - t0;
+    expect(reader.frames.some((f) => f.opcode === 9)).toBe(true);
+    expect(code).toBe(4003);
+    expect(elapsed).toBeLessThanOrEqual(PING_INTERVAL + PING_TIMEOUT + SLACK);
+
+    // A peer that answers (ws pongs automatically) stays through many rounds.
+    await live.untilPings(6, 5000);
+    expect(live.closeInfo).toBeNull();
+    expect((await live.request({ op: 'ping' })).op).toBe('pong');
+    live.terminate();
+  });
+
+  it('keeps a raw peer that answers pings, and drops it once it stops', async () => {
+    const { socket, reader } = await rawWebSocket(url);
+    let seen = 0;
+    let answered = 0;
+    const stopped = new Promise<number>((resolve) => {
+      const check = (): void => {
+        for (; seen < reader.frames.length && answered < 4; seen++) {
+          const f = reader.frames[seen]!;
+          if (f.opcode !== 9) continue;
+          socket.write(frame(10, f.payload));
+          if (++answered === 4) resolve(Date.now());
+        }
+      };
+      // FrameReader parses on the same 'data' event; look once it has.
+      socket.on('data', () => setImmediate(check));
+    });
+    const stoppedAt = await stopped;
+    expect(socket.closed).toBe(false);
+    const code = await reader.closeCode(5000);
+    expect(code).toBe(4003);
+    expect(Date.now() - stoppedAt).toBeLessThanOrEqual(PING_INTERVAL + PING_TIMEOUT + SLACK);
+  });
+});
