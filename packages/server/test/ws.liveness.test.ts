@@ -63,3 +63,21 @@ describe('WebSocket liveness', () => {
     expect(Date.now() - stoppedAt).toBeLessThanOrEqual(PING_INTERVAL + PING_TIMEOUT + SLACK);
   });
 });
+
+describe('WebSocket ping flood', () => {
+  it('drops a peer that pings without reading the pongs; others are still served', async () => {
+    const { socket, reader } = await rawWebSocket(url);
+    // 1M pings: far more than the kernel's socket buffers on both sides hold, so the server can
+    // only keep up by buffering pongs itself, which it refuses to do past 60 owed pongs.
+    const one = frame(9, Buffer.alloc(125, 0x61));
+    socket.write(Buffer.alloc(one.length * 1_000_000, one), () => {});
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await closed;
+    // Dropped, not closed politely: no close frame, and far fewer pongs than pings.
+    expect(reader.frames.some((f) => f.opcode === 8)).toBe(false);
+    expect(reader.frames.filter((f) => f.opcode === 10).length).toBeLessThan(1_000_000);
+    const other = await WsClient.open(wsUrl(url));
+    expect((await other.request({ op: 'ping' })).op).toBe('pong');
+    other.terminate();
+  });
+});
