@@ -10,12 +10,10 @@
  *
  * A missing /usr/bin/chromium fails both tests (CI installs it); they are never skipped.
  */
-import { existsSync } from 'node:fs';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { freePort, spawnServer, tempDir, type ChildServer } from './helpers.js';
+import { freePort, launchChromium, spawnServer, tempDir, type ChildServer } from './helpers.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const TOPIC = 'browser.resume';
 const PER_PHASE = 50;
 const BATCH = 10;
@@ -69,28 +67,7 @@ describe('e2e: Chromium EventSource', () => {
    */
   let launching: Promise<Browser> | undefined;
   function getBrowser(): Promise<Browser> {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(
-        `Chromium not found at ${CHROMIUM}: the browser tests need the Debian package "chromium" ` +
-          `(apt-get install chromium); they never download a browser.`,
-      );
-    }
-    launching ??= chromium
-      .launch({
-        executablePath: CHROMIUM,
-        args: [
-          '--headless',
-          '--no-sandbox',
-          '--disable-gpu',
-          '--disable-quic',
-          '--no-first-run',
-          '--disable-background-networking',
-          '--disable-component-update',
-          '--disable-sync',
-        ],
-        timeout: 30_000,
-      })
-      .then((b) => (browser = b));
+    launching ??= launchChromium().then((b) => (browser = b));
     return launching;
   }
 

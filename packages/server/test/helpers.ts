@@ -1,11 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
+import { chromium, type Browser } from 'playwright-core';
 import type { RillConfigInput } from '../src/config.js';
 import { createServer, type RillServer } from '../src/server.js';
 
@@ -234,4 +235,35 @@ export async function waitFor(
     if (Date.now() > end) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/** Debian's Chromium; the browser tests never download one. */
+export const CHROMIUM = '/usr/bin/chromium';
+
+/**
+ * Launches Debian's Chromium headless through playwright-core, with the flags that keep it off
+ * the (closed) network. Throws a clear message when the package is missing: browser tests fail,
+ * never skip, without it.
+ */
+export async function launchChromium(): Promise<Browser> {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(
+      `Chromium not found at ${CHROMIUM}: the browser tests need the Debian package "chromium" ` +
+        `(apt-get install -y chromium; .ci/run installs it); they never download a browser.`,
+    );
+  }
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+    timeout: 30_000,
+  });
 }

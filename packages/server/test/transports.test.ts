@@ -1,10 +1,8 @@
 import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { gunzipSync } from 'node:zlib';
-import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { chromium, type Browser } from 'playwright-core';
-import { openSse, publish, startServer } from './helpers.js';
+import { launchChromium, openSse, publish, startServer } from './helpers.js';
 
 let url: string;
 let close: () => Promise<void>;
@@ -263,22 +261,7 @@ describe('gzip', () => {
   });
 
   it('is decoded by Chromium', async () => {
-    if (!existsSync('/usr/bin/chromium')) {
-      throw new Error('Chromium missing: apt-get install -y chromium (CI installs it)');
-    }
-    const browser: Browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       const encodings: Array<string | undefined> = [];

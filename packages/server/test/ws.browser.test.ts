@@ -3,12 +3,16 @@
  * downloaded browser) against a child `rill serve` on lmdb: several topics (plain and pattern),
  * publishes with acks, and a resume with the last cursor after a graceful restart.
  */
-import { existsSync } from 'node:fs';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, publish, spawnServer, tempDir, type ChildServer } from './helpers.js';
-
-const CHROMIUM = '/usr/bin/chromium';
+import {
+  freePort,
+  launchChromium,
+  publish,
+  spawnServer,
+  tempDir,
+  type ChildServer,
+} from './helpers.js';
 
 interface Msg {
   op: string;
@@ -40,26 +44,7 @@ describe('Chromium WebSocket', () => {
   const cleanups: Array<() => void | Promise<void>> = [];
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) {
-      throw new Error(
-        `Chromium not found at ${CHROMIUM}: the browser tests need the Debian package "chromium" ` +
-          `(apt-get install chromium); they never download a browser.`,
-      );
-    }
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-      ],
-      timeout: 30_000,
-    });
+    browser = await launchChromium();
   });
 
   afterEach(async () => {
