@@ -11,8 +11,8 @@
  * A missing /usr/bin/chromium fails both tests (CI installs it); they are never skipped.
  */
 import type { Browser, Page } from 'playwright-core';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { freePort, launchChromium, spawnServer, tempDir, type ChildServer } from './helpers.js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freePort, launchChromium, spawnServer, tempDir, useCleanups } from './helpers.js';
 
 const TOPIC = 'browser.resume';
 const PER_PHASE = 50;
@@ -59,7 +59,7 @@ async function waitForSeq(page: Page, seq: number, timeout = 15_000): Promise<vo
 
 describe('e2e: Chromium EventSource', () => {
   let browser: Browser | undefined;
-  const cleanups: Array<() => void | Promise<void>> = [];
+  const { cleanups, track } = useCleanups();
 
   /**
    * The browser, launched on first use. Checked inside each test rather than in a hook, so a
@@ -71,23 +71,9 @@ describe('e2e: Chromium EventSource', () => {
     return launching;
   }
 
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
-
   afterAll(async () => {
     await browser?.close();
   });
-
-  function track(child: ChildServer): ChildServer {
-    cleanups.push(async () => {
-      if (child.proc.exitCode === null && child.proc.signalCode === null) {
-        child.proc.kill('SIGKILL');
-        await child.exited;
-      }
-    });
-    return child;
-  }
 
   async function newPage(): Promise<Page> {
     const context = await (await getBrowser()).newContext();

@@ -11,8 +11,8 @@
  * would leave a gap.
  */
 import { EventSource } from 'eventsource';
-import { afterEach, describe, expect, it } from 'vitest';
-import { freePort, spawnServer, tempDir, waitFor, type ChildServer } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { freePort, spawnServer, tempDir, waitFor, useCleanups } from './helpers.js';
 
 const TOPIC = 'es.resume';
 const PER_PHASE = 60;
@@ -44,21 +44,7 @@ async function publishRange(url: string, from: number, to: number): Promise<numb
 }
 
 describe('e2e: EventSource client across server restarts (lmdb)', () => {
-  const cleanups: Array<() => void | Promise<void>> = [];
-
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
-
-  function track(child: ChildServer): ChildServer {
-    cleanups.push(async () => {
-      if (child.proc.exitCode === null && child.proc.signalCode === null) {
-        child.proc.kill('SIGKILL');
-        await child.exited;
-      }
-    });
-    return child;
-  }
+  const { cleanups, track } = useCleanups();
 
   it('reconnects by itself with Last-Event-ID after a graceful and a hard restart: every seq exactly once, in order', async () => {
     const dir = tempDir('rill-es-');

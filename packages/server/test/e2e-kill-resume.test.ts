@@ -11,16 +11,16 @@
  * process is then acknowledged with its original seqs instead of being appended twice, so in the
  * end every published event is acknowledged exactly once and the seqs run 1..TOTAL.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   freePort,
   openSse,
   spawnServer,
   tempDir,
   waitFor,
-  type ChildServer,
   type SseFrame,
   type SseStream,
+  useCleanups,
 } from './helpers.js';
 
 const TOPIC = 'kill.resume';
@@ -71,21 +71,7 @@ function eventFrames(frames: SseFrame[]): Array<{ id: string; seq: number; data:
 }
 
 describe('e2e: SIGKILL and restart (lmdb)', () => {
-  const cleanups: Array<() => void | Promise<void>> = [];
-
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
-
-  function track(child: ChildServer): ChildServer {
-    cleanups.push(async () => {
-      if (child.proc.exitCode === null && child.proc.signalCode === null) {
-        child.proc.kill('SIGKILL');
-        await child.exited;
-      }
-    });
-    return child;
-  }
+  const { cleanups, track } = useCleanups();
 
   it('resume with Last-Event-ID after the server process is SIGKILLed and restarted (lmdb): every event exactly once, in order', async () => {
     const dir = tempDir('rill-kill-resume-');

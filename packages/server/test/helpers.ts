@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { chromium, type Browser } from 'playwright-core';
 import type { RillConfigInput } from '../src/config.js';
+import { afterEach } from 'vitest';
 import { createServer, type RillServer } from '../src/server.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -266,4 +267,30 @@ export async function launchChromium(): Promise<Browser> {
     ],
     timeout: 30_000,
   });
+}
+
+/**
+ * Per-test cleanups for a describe block: `cleanups` run after each test, last added first;
+ * `track(child)` adds one that SIGKILLs a child server still running and waits for it.
+ */
+export function useCleanups(): {
+  cleanups: Array<() => void | Promise<void>>;
+  track: (child: ChildServer) => ChildServer;
+} {
+  const cleanups: Array<() => void | Promise<void>> = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+  return {
+    cleanups,
+    track(child) {
+      cleanups.push(async () => {
+        if (child.proc.exitCode === null && child.proc.signalCode === null) {
+          child.proc.kill('SIGKILL');
+          await child.exited;
+        }
+      });
+      return child;
+    },
+  };
 }

@@ -4,15 +4,8 @@
  * publishes with acks, and a resume with the last cursor after a graceful restart.
  */
 import type { Browser, Page } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  freePort,
-  launchChromium,
-  publish,
-  spawnServer,
-  tempDir,
-  type ChildServer,
-} from './helpers.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, launchChromium, publish, spawnServer, tempDir, useCleanups } from './helpers.js';
 
 interface Msg {
   op: string;
@@ -41,29 +34,15 @@ declare global {
 
 describe('Chromium WebSocket', () => {
   let browser: Browser | undefined;
-  const cleanups: Array<() => void | Promise<void>> = [];
+  const { cleanups, track } = useCleanups();
 
   beforeAll(async () => {
     browser = await launchChromium();
   });
 
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
-
   afterAll(async () => {
     await browser?.close();
   });
-
-  function track(child: ChildServer): ChildServer {
-    cleanups.push(async () => {
-      if (child.proc.exitCode === null && child.proc.signalCode === null) {
-        child.proc.kill('SIGKILL');
-        await child.exited;
-      }
-    });
-    return child;
-  }
 
   async function newPage(): Promise<Page> {
     const context = await browser!.newContext();
