@@ -193,11 +193,13 @@ export class Hub {
     signal?: AbortSignal,
   ): Promise<void> {
     const ch = this.channel(topic);
-    const epoch = ch.epoch;
+    // The epoch to compare with is the one the channel knows once ready: a new channel's is null
+    // until its head is read, which is no change of log.
+    let epoch: string | null | undefined;
     let wake: () => void = () => undefined;
     const done = new Promise<void>((resolve) => (wake = resolve));
     const check = (): void => {
-      if (ch.lastSeq > afterSeq || ch.epoch !== epoch) wake();
+      if (ch.lastSeq > afterSeq || (epoch !== undefined && ch.epoch !== epoch)) wake();
     };
     ch.waiters.add(check);
     const timer = setTimeout(wake, ms);
@@ -205,6 +207,7 @@ export class Hub {
     this.waiting.add(wake);
     try {
       await ch.ready;
+      epoch = ch.epoch;
       check();
       await done;
     } finally {

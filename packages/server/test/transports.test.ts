@@ -135,7 +135,20 @@ describe('long-poll', () => {
     expect(empty.events).toEqual([]);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
 
-    const poll = fetch(`${url}/v1/topics/lp.wait/events?after=0&wait=20`).then(async (r) => ({
+    // The same on a topic that exists, polled after its head.
+    const first = await publish(url, 'lp.wait', { data: 'first' });
+    expect(first.status).toBe(201);
+    const t1 = Date.now();
+    const atHead = (await (
+      await fetch(`${url}/v1/topics/lp.wait/events?after=1&wait=0.3`)
+    ).json()) as {
+      events: unknown[];
+      lastSeq: number;
+    };
+    expect(atHead).toMatchObject({ events: [], lastSeq: 1 });
+    expect(Date.now() - t1).toBeGreaterThanOrEqual(290);
+
+    const poll = fetch(`${url}/v1/topics/lp.wait/events?after=1&wait=20`).then(async (r) => ({
       at: Date.now(),
       body: (await r.json()) as { events: Array<{ data: string }> },
     }));
