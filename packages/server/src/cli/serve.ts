@@ -17,6 +17,7 @@ interface ServeFlags {
   port?: string;
   engine?: string;
   dataDir?: string;
+  redisUrl?: string;
   config?: string;
   demo?: boolean;
   insecure?: boolean;
@@ -39,6 +40,7 @@ export function serveConfig(flags: ServeFlags, env: NodeJS.ProcessEnv): RillConf
     port: flags.port,
     engine: flags.engine,
     dataDir: flags.dataDir,
+    redis: flags.redisUrl === undefined ? undefined : { url: flags.redisUrl },
     demo: flags.demo,
     insecure: flags.insecure,
     logLevel: flags.logLevel,
@@ -58,9 +60,14 @@ export function registerServe(program: Command): void {
       new Option('--engine <engine>', 'storage engine (default lmdb, env RILL_ENGINE)').choices([
         'memory',
         'lmdb',
+        'redis',
       ]),
     )
     .option('--data-dir <dir>', 'lmdb data directory (default ./data, env RILL_DATA_DIR)')
+    .option(
+      '--redis-url <url>',
+      'Redis for --engine redis (default redis://127.0.0.1:6379, env RILL_REDIS_URL)',
+    )
     .option('--config <file>', 'config file, JSON or YAML (env RILL_CONFIG)')
     .option('--demo', `publish a random integer 0-99 to ${DEMO_TOPIC} every ${DEMO_INTERVAL_MS} ms`)
     .option('--insecure', 'allow a non-loopback --host without authentication')

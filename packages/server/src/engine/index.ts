@@ -3,6 +3,7 @@ import type { RillConfig } from '../config.js';
 import type { Engine, EngineOptions } from './engine.js';
 import { LmdbEngine } from './lmdb.js';
 import { MemoryEngine } from './memory.js';
+import { RedisEngine } from './redis.js';
 
 /** Builds the engine the configuration names. */
 export function createEngine(config: RillConfig): Engine {
@@ -23,5 +24,7 @@ export function createEngine(config: RillConfig): Engine {
       return new MemoryEngine(options);
     case 'lmdb':
       return new LmdbEngine({ ...options, path: resolve(config.dataDir) });
+    case 'redis':
+      return new RedisEngine({ ...options, url: config.redis.url, prefix: config.redis.prefix });
   }
 }
