@@ -57,7 +57,7 @@ export const ConfigSchema = z.strictObject({
   /** Address to bind. Non-loopback addresses need `insecure: true` until auth is configured. */
   host: z.string().min(1).default('127.0.0.1'),
   port: z.coerce.number().int().min(0).max(65535).default(8080),
-  engine: z.enum(['memory', 'lmdb', 'redis']).default('lmdb'),
+  engine: z.enum(['memory', 'lmdb', 'redis', 'nats']).default('lmdb'),
   /** Directory of the lmdb engine's files. */
   dataDir: z.string().min(1).default('./data'),
   /** The redis engine: where Redis is, and the prefix of every key and channel. */
@@ -73,6 +73,22 @@ export const ConfigSchema = z.strictObject({
           message: 'expected 1-64 characters of [A-Za-z0-9_.:-]',
         })
         .default('rill'),
+    })
+    .prefault({}),
+  /** The nats engine: the servers, the prefix of every stream and subject, stream replicas. */
+  nats: z
+    .strictObject({
+      url: z
+        .string()
+        .regex(/^(nats|tls):\/\/[^,]+(,(nats|tls):\/\/[^,]+)*$/, {
+          message: 'expected nats://host:port (comma-separated for several servers)',
+        })
+        .default('nats://127.0.0.1:4222'),
+      prefix: z
+        .string()
+        .regex(/^[A-Za-z0-9_-]{1,32}$/, { message: 'expected 1-32 characters of [A-Za-z0-9_-]' })
+        .default('rill'),
+      replicas: z.number().int().min(1).max(5).default(1),
     })
     .prefault({}),
   /** Publish a random integer 0-99 to `demo.random` every 100 ms. */
@@ -211,6 +227,7 @@ const ENV_FLAT: Record<string, string> = {
   RILL_IDEMPOTENCY_WINDOW: 'idempotencyWindow',
   RILL_SHUTDOWN_TIMEOUT: 'shutdownTimeout',
   RILL_REDIS_URL: 'redis.url',
+  RILL_NATS_URL: 'nats.url',
 };
 
 /** Variables read elsewhere (the CLI), not config keys. */
