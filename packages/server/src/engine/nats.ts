@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import {
+  NoRespondersError,
   connect,
   headers as natsHeaders,
   nanos,
@@ -66,6 +67,11 @@ const PURGE_SLACK = 0.1;
 /** How far before the head a new watch starts, in messages ("shortly before" of the contract). */
 const WATCH_BACKLOG = 8;
 const PREFIX_RE = /^[A-Za-z0-9_-]{1,32}$/;
+/**
+ * Pull expiry of the feeds' consumers, ms: heartbeats come at half of it, so a consumer the
+ * server lost is noticed within about this long.
+ */
+const CONSUME_EXPIRES_MS = 5_000;
 
 const H_SEQ = 'Rill-Seq';
 const H_TIME = 'Rill-Time';
@@ -170,6 +176,8 @@ export class NatsEngine implements Engine, HealthCheck {
   private jsm: JetStreamManager | undefined;
   private readonly connecting: Promise<void>;
   private connectError: unknown;
+  private connected = false;
+  private readonly reconnectWaiters = new Set<() => void>();
   private readonly prefix: string;
   private readonly url: string;
   private readonly feed = new Feed();
@@ -222,6 +230,8 @@ export class NatsEngine implements Engine, HealthCheck {
       const nc = await connect({
         servers: this.url.split(','),
         name: 'rill',
+        // Not there yet at start-up is like a later outage: keep trying, answer 503 meanwhile.
+        waitOnFirstConnect: true,
         maxReconnectAttempts: -1,
         reconnectTimeWait: 250,
         // The client's own PING/PONG is the liveness probe: a silent connection is replaced.
@@ -230,6 +240,8 @@ export class NatsEngine implements Engine, HealthCheck {
         timeout: this.requestTimeoutMs,
       });
       this.nc = nc;
+      this.connected = true;
+      void this.watchStatus(nc);
       this.js = jetstream(nc, { timeout: this.requestTimeoutMs });
       this.jsm = await jetstreamManager(nc, { timeout: this.requestTimeoutMs });
       await this.ensureStream({
@@ -240,6 +252,24 @@ export class NatsEngine implements Engine, HealthCheck {
     } catch (err) {
       this.connectError = err;
       throw err;
+    }
+  }
+
+  /**
+   * Tracks the connection: while it is down, operations fail fast with `engine_unavailable`
+   * instead of queuing a publish in the client's reconnect buffer until its timeout.
+   */
+  private async watchStatus(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect' || s.type === 'staleConnection') this.connected = false;
+      else if (s.type === 'reconnect') {
+        this.connected = true;
+        for (const w of [...this.reconnectWaiters]) w();
+        // Consumers do not outlive a server restart: start each feed again after what it
+        // delivered, rather than wait for its missed heartbeats to say so.
+        for (const w of this.watched.values()) void w.messages?.close().catch(() => undefined);
+        void this.registry?.messages?.close().catch(() => undefined);
+      }
     }
   }
 
@@ -426,6 +456,19 @@ export class NatsEngine implements Engine, HealthCheck {
       }
     }
     if (this.nc?.isClosed()) throw new RillError('engine_unavailable', 'NATS connection closed');
+    if (!this.connected) {
+      const back = await new Promise<boolean>((resolve) => {
+        const done = (ok: boolean): void => {
+          clearTimeout(timer);
+          this.reconnectWaiters.delete(onBack);
+          resolve(ok);
+        };
+        const onBack = (): void => done(true);
+        const timer = setTimeout(() => done(false), this.connectWaitMs);
+        this.reconnectWaiters.add(onBack);
+      });
+      if (!back) throw new RillError('engine_unavailable', 'NATS is unreachable');
+    }
     return this.jsm as JetStreamManager;
   }
 
@@ -709,6 +752,7 @@ export class NatsEngine implements Engine, HealthCheck {
 
   private async commit(log: Log, group: Pending[]): Promise<AppendResult[][]> {
     for (let attempt = 0; attempt < CONFLICT_RETRIES; attempt++) {
+      await this.api();
       if (!log.valid) await this.load(log);
       const now = this.now();
       for (const [key, e] of log.keys) {
@@ -776,7 +820,11 @@ export class NatsEngine implements Engine, HealthCheck {
           await this.catchUp(log);
           continue;
         }
-        if (isCode(err, JetStreamApiCodes.StreamNotFound) || isNoStream(err)) {
+        if (
+          isCode(err, JetStreamApiCodes.StreamNotFound) ||
+          isNoStream(err) ||
+          hasNoResponders(err)
+        ) {
           // The stream was deleted: the next attempt creates a new log (a new epoch).
           log.valid = false;
           continue;
@@ -912,7 +960,7 @@ export class NatsEngine implements Engine, HealthCheck {
           deliver_policy: DeliverPolicy.StartSequence,
           opt_start_seq: Math.max(1, start),
         });
-        const messages = await consumer.consume();
+        const messages = await consumer.consume({ expires: CONSUME_EXPIRES_MS });
         w.messages = messages;
         if (!w.active) {
           await messages.close();
@@ -980,7 +1028,7 @@ export class NatsEngine implements Engine, HealthCheck {
             deliver_policy: DeliverPolicy.StartSequence,
             opt_start_seq: lastMsg + 1,
           });
-          const messages = await consumer.consume();
+          const messages = await consumer.consume({ expires: CONSUME_EXPIRES_MS });
           reg.messages = messages;
           for await (const m of messages) {
             lastMsg = m.seq;
@@ -999,6 +1047,14 @@ export class NatsEngine implements Engine, HealthCheck {
 
 function isCode(err: unknown, code: number): boolean {
   return err instanceof JetStreamApiError && err.code === code;
+}
+
+/** No stream listens on the subject (the client reports it as "JetStream not enabled"). */
+function hasNoResponders(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof NoRespondersError) return true;
+  }
+  return false;
 }
 
 function isNoStream(err: unknown): boolean {
