@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -234,4 +234,17 @@ export async function waitFor(
     if (Date.now() > end) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/**
+ * The path of a system binary (`redis-server`, `nats-server`, `nginx`): on PATH, else in the sbin
+ * directories Debian installs daemons to (not on a normal user's PATH). Throws when missing, so
+ * the test needing it fails rather than skips.
+ */
+export function systemBinary(name: string): string {
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/local/sbin', '/sbin'];
+  for (const d of dirs) {
+    if (d !== '' && existsSync(join(d, name))) return join(d, name);
+  }
+  throw new Error(`${name} is not installed (apt-get install -y ${name})`);
 }

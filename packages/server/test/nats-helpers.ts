@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { freePort, tempDir } from './helpers.js';
+import { freePort, systemBinary, tempDir } from './helpers.js';
 
 /** The shared NATS of this machine (never restarted by tests). */
 export const SHARED_NATS_URL = process.env.RILL_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -47,7 +47,7 @@ export class OwnNats {
 
   async start(): Promise<void> {
     const proc = spawn(
-      'nats-server',
+      systemBinary('nats-server'),
       ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.dir.path],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );

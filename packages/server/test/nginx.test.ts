@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import {
   publish,
   REPO,
   spawnServer,
+  systemBinary,
   tempDir,
   type ChildServer,
 } from './helpers.js';
@@ -19,8 +20,7 @@ const CONF = join(REPO, 'docs/deploy/nginx-rill.conf');
 
 /** Starts Debian's nginx with the documented config pointed at `ports`, on a free port. */
 async function startNginx(ports: number[]): Promise<{ url: string; stop: () => Promise<void> }> {
-  const which = spawnSync('nginx', ['-v']);
-  if (which.error) throw new Error('nginx is not installed (apt-get install -y nginx)');
+  const nginx = systemBinary('nginx');
   const dir = tempDir('rill-nginx-');
   const port = await freePort();
   let conf = readFileSync(CONF, 'utf8');

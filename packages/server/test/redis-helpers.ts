@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { freePort, tempDir } from './helpers.js';
+import { freePort, systemBinary, tempDir } from './helpers.js';
 
 /** The shared Redis of this machine (never flushed, killed or restarted by tests). */
 export const SHARED_REDIS_URL = process.env.RILL_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -49,7 +49,7 @@ export class OwnRedis {
 
   async start(): Promise<void> {
     const proc = spawn(
-      'redis-server',
+      systemBinary('redis-server'),
       [
         '--port',
         String(this.port),
