@@ -54,7 +54,7 @@ http {
 `,
   );
   const proc: ChildProcess = spawn(
-    'nginx',
+    nginx,
     ['-p', d, '-c', join(d, 'nginx.conf'), '-e', join(d, 'error.log')],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
