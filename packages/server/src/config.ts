@@ -57,9 +57,40 @@ export const ConfigSchema = z.strictObject({
   /** Address to bind. Non-loopback addresses need `insecure: true` until auth is configured. */
   host: z.string().min(1).default('127.0.0.1'),
   port: z.coerce.number().int().min(0).max(65535).default(8080),
-  engine: z.enum(['memory', 'lmdb']).default('lmdb'),
+  engine: z.enum(['memory', 'lmdb', 'redis', 'nats']).default('lmdb'),
   /** Directory of the lmdb engine's files. */
   dataDir: z.string().min(1).default('./data'),
+  /** The redis engine: where Redis is, and the prefix of every key and channel. */
+  redis: z
+    .strictObject({
+      url: z
+        .string()
+        .regex(/^rediss?:\/\//, { message: 'expected a redis:// or rediss:// URL' })
+        .default('redis://127.0.0.1:6379'),
+      prefix: z
+        .string()
+        .regex(/^[A-Za-z0-9_.:-]{1,64}$/, {
+          message: 'expected 1-64 characters of [A-Za-z0-9_.:-]',
+        })
+        .default('rill'),
+    })
+    .prefault({}),
+  /** The nats engine: the servers, the prefix of every stream and subject, stream replicas. */
+  nats: z
+    .strictObject({
+      url: z
+        .string()
+        .regex(/^(nats|tls):\/\/[^,]+(,(nats|tls):\/\/[^,]+)*$/, {
+          message: 'expected nats://host:port (comma-separated for several servers)',
+        })
+        .default('nats://127.0.0.1:4222'),
+      prefix: z
+        .string()
+        .regex(/^[A-Za-z0-9_-]{1,32}$/, { message: 'expected 1-32 characters of [A-Za-z0-9_-]' })
+        .default('rill'),
+      replicas: z.number().int().min(1).max(5).default(1),
+    })
+    .prefault({}),
   /** Publish a random integer 0-99 to `demo.random` every 100 ms. */
   demo: z.boolean().default(false),
   /** Allow binding a non-loopback address although no authentication is configured. */
@@ -195,6 +226,8 @@ const ENV_FLAT: Record<string, string> = {
   RILL_LOG_LEVEL: 'logLevel',
   RILL_IDEMPOTENCY_WINDOW: 'idempotencyWindow',
   RILL_SHUTDOWN_TIMEOUT: 'shutdownTimeout',
+  RILL_REDIS_URL: 'redis.url',
+  RILL_NATS_URL: 'nats.url',
 };
 
 /** Variables read elsewhere (the CLI), not config keys. */
@@ -211,7 +244,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
     if (!name.startsWith('RILL_') || raw === undefined || ENV_OTHER.has(name)) continue;
     let path: string[];
     const flat = ENV_FLAT[name];
-    if (flat) path = [flat];
+    if (flat) path = flat.split('.');
     else if (name.includes('__')) path = name.slice(5).split('__').map(camel);
     else throw new ConfigError(`Unknown environment variable ${name}`);
     setPath(out, path, coerce(raw));

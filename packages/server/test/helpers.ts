@@ -294,3 +294,16 @@ export function useCleanups(): {
     },
   };
 }
+
+/**
+ * The path of a system binary (`redis-server`, `nats-server`, `nginx`): on PATH, else in the sbin
+ * directories Debian installs daemons to (not on a normal user's PATH). Throws when missing, so
+ * the test needing it fails rather than skips.
+ */
+export function systemBinary(name: string): string {
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/local/sbin', '/sbin'];
+  for (const d of dirs) {
+    if (d !== '' && existsSync(join(d, name))) return join(d, name);
+  }
+  throw new Error(`${name} is not installed (apt-get install -y ${name})`);
+}

@@ -17,6 +17,8 @@ interface ServeFlags {
   port?: string;
   engine?: string;
   dataDir?: string;
+  redisUrl?: string;
+  natsUrl?: string;
   config?: string;
   demo?: boolean;
   insecure?: boolean;
@@ -39,6 +41,8 @@ export function serveConfig(flags: ServeFlags, env: NodeJS.ProcessEnv): RillConf
     port: flags.port,
     engine: flags.engine,
     dataDir: flags.dataDir,
+    redis: flags.redisUrl === undefined ? undefined : { url: flags.redisUrl },
+    nats: flags.natsUrl === undefined ? undefined : { url: flags.natsUrl },
     demo: flags.demo,
     insecure: flags.insecure,
     logLevel: flags.logLevel,
@@ -58,9 +62,19 @@ export function registerServe(program: Command): void {
       new Option('--engine <engine>', 'storage engine (default lmdb, env RILL_ENGINE)').choices([
         'memory',
         'lmdb',
+        'redis',
+        'nats',
       ]),
     )
     .option('--data-dir <dir>', 'lmdb data directory (default ./data, env RILL_DATA_DIR)')
+    .option(
+      '--redis-url <url>',
+      'Redis for --engine redis (default redis://127.0.0.1:6379, env RILL_REDIS_URL)',
+    )
+    .option(
+      '--nats-url <url>',
+      'NATS for --engine nats (default nats://127.0.0.1:4222, env RILL_NATS_URL)',
+    )
     .option('--config <file>', 'config file, JSON or YAML (env RILL_CONFIG)')
     .option('--demo', `publish a random integer 0-99 to ${DEMO_TOPIC} every ${DEMO_INTERVAL_MS} ms`)
     .option('--insecure', 'allow a non-loopback --host without authentication')
@@ -103,7 +117,13 @@ async function serve(flags: ServeFlags): Promise<number> {
     return EXIT.runtime;
   }
   log.info(
-    { url, engine: config.engine, dataDir: config.engine === 'lmdb' ? config.dataDir : undefined },
+    {
+      url,
+      engine: config.engine,
+      dataDir: config.engine === 'lmdb' ? config.dataDir : undefined,
+      redis: config.engine === 'redis' ? withoutPassword(config.redis.url) : undefined,
+      nats: config.engine === 'nats' ? withoutPassword(config.nats.url) : undefined,
+    },
     `Rill listening on ${url}`,
   );
   if (isLoopback(config.host)) {
@@ -159,4 +179,9 @@ async function serve(flags: ServeFlags): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
+}
+
+/** A URL fit for a log line: any password replaced. */
+function withoutPassword(url: string): string {
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/g, '//$1:[redacted]@');
 }

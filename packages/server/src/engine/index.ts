@@ -3,6 +3,8 @@ import type { RillConfig } from '../config.js';
 import type { Engine, EngineOptions } from './engine.js';
 import { LmdbEngine } from './lmdb.js';
 import { MemoryEngine } from './memory.js';
+import { NatsEngine } from './nats.js';
+import { RedisEngine } from './redis.js';
 
 /** Builds the engine the configuration names. */
 export function createEngine(config: RillConfig): Engine {
@@ -23,5 +25,14 @@ export function createEngine(config: RillConfig): Engine {
       return new MemoryEngine(options);
     case 'lmdb':
       return new LmdbEngine({ ...options, path: resolve(config.dataDir) });
+    case 'redis':
+      return new RedisEngine({ ...options, url: config.redis.url, prefix: config.redis.prefix });
+    case 'nats':
+      return new NatsEngine({
+        ...options,
+        url: config.nats.url,
+        prefix: config.nats.prefix,
+        replicas: config.nats.replicas,
+      });
   }
 }

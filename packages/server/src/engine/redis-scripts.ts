@@ -1,0 +1,155 @@
+/**
+ * The Lua scripts of the redis engine. Each runs atomically inside Redis, which is what makes a
+ * batch's seqs contiguous and its idempotency checks race-free across any number of nodes.
+ *
+ * Per topic (all keys share the `{topic}` hash tag):
+ * - `m` hash: `e` epoch, `c` created, `f` firstSeq, `l` lastSeq, `t` lastTime
+ * - `s` stream: entry id `<seq>-0`, fields `t` time (always first), `d` data, `y` type, `k` key
+ * - `k` hash: idempotency key → `seq:time:expiry`; `x` zset: key by expiry, for cleanup
+ * Shared: `topics` zset (names, score 0, listed by lex range), `new` stream of created topics.
+ */
+
+const COMMON = `
+local function fmt(n) return string.format('%d', n) end
+
+-- First seq kept under the count and age limits; drops everything before it.
+local function trim(stream, first, last, maxEvents, maxAge, now)
+  local cut = first
+  if maxEvents > 0 and last - maxEvents + 1 > cut then cut = last - maxEvents + 1 end
+  if maxAge > 0 and cut <= last then
+    local oldest = now - maxAge
+    local e = redis.call('XRANGE', stream, fmt(cut) .. '-0', '+', 'COUNT', 1)
+    if e[1] and tonumber(e[1][2][2]) < oldest then
+      -- Time never decreases within a topic: binary search over seq.
+      local lo, hi = cut, last + 1
+      while lo < hi do
+        local mid = math.floor((lo + hi) / 2)
+        local m = redis.call('XRANGE', stream, fmt(mid) .. '-0', '+', 'COUNT', 1)
+        if m[1] and tonumber(m[1][2][2]) < oldest then lo = mid + 1 else hi = mid end
+      end
+      cut = lo
+    end
+  end
+  if cut > first then redis.call('XTRIM', stream, 'MINID', fmt(cut) .. '-0') end
+  return cut
+end
+`;
+
+/**
+ * KEYS: meta, stream, keys, expiry, topics, new.
+ * ARGV: topic, now, windowMs, maxEvents, maxAgeMs, newEpoch, channel, newChannel, payloadLimit,
+ * count, then type, key, data per event ('' = absent).
+ * Returns { epoch, created, { seq, time, dup, fields|false } per event }.
+ */
+export const APPEND = `${COMMON}
+local now = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local maxEvents = tonumber(ARGV[4])
+local maxAge = tonumber(ARGV[5])
+local n = tonumber(ARGV[10])
+local meta = redis.call('HMGET', KEYS[1], 'e', 'f', 'l', 't')
+local epoch = meta[1]
+local first, last, lastTime
+-- A log whose metadata or stream vanished (FLUSHALL, a deleted key, eviction) starts over under
+-- a new epoch, so no cursor from the old one is trusted.
+if epoch and tonumber(meta[3]) > 0 and redis.call('EXISTS', KEYS[2]) == 0 then epoch = false end
+if not epoch and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('DEL', KEYS[2]) end
+local created = 0
+if not epoch then
+  epoch = ARGV[6]
+  created = 1
+  first, last, lastTime = 1, 0, 0
+  redis.call('DEL', KEYS[3], KEYS[4])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'c', fmt(now), 'f', 1, 'l', 0, 't', 0)
+  redis.call('ZADD', KEYS[5], 0, ARGV[1])
+  local id = redis.call('XADD', KEYS[6], 'MAXLEN', '~', 100000, '*', 't', ARGV[1])
+  redis.call('PUBLISH', ARGV[8], id .. ' ' .. ARGV[1])
+else
+  first, last, lastTime = tonumber(meta[2]), tonumber(meta[3]), tonumber(meta[4])
+end
+
+local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', fmt(now), 'LIMIT', 0, 100 + 2 * n)
+if #expired > 0 then
+  redis.call('HDEL', KEYS[3], unpack(expired))
+  redis.call('ZREM', KEYS[4], unpack(expired))
+end
+
+local time = now
+if lastTime > time then time = lastTime end
+local out = { epoch, created }
+local from = last + 1
+local fresh = {}
+local bytes = 0
+local keyed = false
+for i = 0, n - 1 do
+  local y, k, d = ARGV[11 + i * 3], ARGV[12 + i * 3], ARGV[13 + i * 3]
+  local dup = false
+  if k ~= '' then
+    local rec = redis.call('HGET', KEYS[3], k)
+    if rec then
+      local s, t, e = string.match(rec, '^(%d+):(%d+):(%d+)$')
+      if tonumber(e) > now then
+        local orig = redis.call('XRANGE', KEYS[2], s .. '-0', s .. '-0')
+        out[#out + 1] = { tonumber(s), tonumber(t), 1, orig[1] and orig[1][2] or false }
+        dup = true
+      end
+    end
+  end
+  if not dup then
+    last = last + 1
+    local fields = { 't', fmt(time), 'd', d }
+    if y ~= '' then fields[#fields + 1] = 'y'; fields[#fields + 1] = y end
+    if k ~= '' then
+      fields[#fields + 1] = 'k'; fields[#fields + 1] = k
+      local exp = time + window
+      redis.call('HSET', KEYS[3], k, fmt(last) .. ':' .. fmt(time) .. ':' .. fmt(exp))
+      redis.call('ZADD', KEYS[4], fmt(exp), k)
+      keyed = true
+    end
+    redis.call('XADD', KEYS[2], fmt(last) .. '-0', unpack(fields))
+    out[#out + 1] = { last, time, 0, false }
+    fresh[#fresh + 1] = { y ~= '' and y or false, k ~= '' and k or false, d }
+    bytes = bytes + #d + #y + #k
+  end
+end
+if keyed then
+  -- Keys of a topic idle for a whole window all expired: let Redis drop them together.
+  redis.call('PEXPIRE', KEYS[3], window + 1000)
+  redis.call('PEXPIRE', KEYS[4], window + 1000)
+end
+if #fresh > 0 then lastTime = time end
+first = trim(KEYS[2], first, last, maxEvents, maxAge, now)
+redis.call('HSET', KEYS[1], 'f', fmt(first), 'l', fmt(last), 't', fmt(lastTime))
+if #fresh > 0 then
+  -- Events ride along when small; a large batch only rings the bell and watchers read the stream,
+  -- which keeps each message far below Redis' pub/sub output buffer limits.
+  local body = ''
+  if bytes <= tonumber(ARGV[9]) then body = cjson.encode(fresh) end
+  redis.call('PUBLISH', ARGV[7], epoch .. '|' .. fmt(from) .. '|' .. fmt(last) .. '|' .. fmt(time) .. '|' .. body)
+end
+return out
+`;
+
+/** KEYS: meta, stream. ARGV: now, maxEvents, maxAgeMs. Returns the new firstSeq or false. */
+export const TRIM = `${COMMON}
+local meta = redis.call('HMGET', KEYS[1], 'e', 'f', 'l')
+if not meta[1] then return false end
+local first, last = tonumber(meta[2]), tonumber(meta[3])
+local cut = trim(KEYS[2], first, last, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[1]))
+if cut > first then redis.call('HSET', KEYS[1], 'f', fmt(cut)) end
+return cut
+`;
+
+/** KEYS: meta, stream. ARGV: ms. Returns the first seq with time >= ms, or false. */
+export const SEQ_AT_TIME = `
+local meta = redis.call('HMGET', KEYS[1], 'e', 'f', 'l')
+if not meta[1] then return false end
+local ms = tonumber(ARGV[1])
+local lo, hi = tonumber(meta[2]), tonumber(meta[3]) + 1
+while lo < hi do
+  local mid = math.floor((lo + hi) / 2)
+  local m = redis.call('XRANGE', KEYS[2], string.format('%d', mid) .. '-0', '+', 'COUNT', 1)
+  if m[1] and tonumber(m[1][2][2]) < ms then lo = mid + 1 else hi = mid end
+end
+return lo
+`;

@@ -1,0 +1,185 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import {
+  freePort,
+  openSse,
+  publish,
+  REPO,
+  spawnServer,
+  systemBinary,
+  tempDir,
+  type ChildServer,
+} from './helpers.js';
+import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from './redis-helpers.js';
+
+/** The configuration docs/operations.md recommends, as shipped. */
+const CONF = join(REPO, 'docs/deploy/nginx-rill.conf');
+
+/** Starts Debian's nginx with the documented config pointed at `ports`, on a free port. */
+async function startNginx(ports: number[]): Promise<{ url: string; stop: () => Promise<void> }> {
+  const nginx = systemBinary('nginx');
+  const dir = tempDir('rill-nginx-');
+  const port = await freePort();
+  let conf = readFileSync(CONF, 'utf8');
+  const servers = ports
+    .map((p) => `    server 127.0.0.1:${p} max_fails=1 fail_timeout=5s;`)
+    .join('\n');
+  conf = conf.replace(
+    /^ {4}server 127\.0\.0\.1:808\d .*\n(?: {4}server 127\.0\.0\.1:808\d .*\n)*/m,
+    `${servers}\n`,
+  );
+  conf = conf.replace('listen 8080;', `listen 127.0.0.1:${port};`);
+  expect(conf).toContain(`server 127.0.0.1:${ports[0]}`);
+  writeFileSync(join(dir.path, 'rill.conf'), conf);
+  const d = dir.path;
+  writeFileSync(
+    join(d, 'nginx.conf'),
+    `worker_processes 1;
+pid ${d}/nginx.pid;
+error_log ${d}/error.log warn;
+daemon off;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${d}/body;
+  proxy_temp_path ${d}/proxy;
+  fastcgi_temp_path ${d}/fastcgi;
+  uwsgi_temp_path ${d}/uwsgi;
+  scgi_temp_path ${d}/scgi;
+  include ${d}/rill.conf;
+}
+`,
+  );
+  const proc: ChildProcess = spawn(
+    nginx,
+    ['-p', d, '-c', join(d, 'nginx.conf'), '-e', join(d, 'error.log')],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  proc.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const ok = await fetch(`${url}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) break;
+    if (proc.exitCode !== null) throw new Error(`nginx exited: ${out}`);
+    if (Date.now() > deadline) throw new Error(`nginx did not start: ${out}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url,
+    stop: async () => {
+      if (proc.exitCode === null) {
+        const exited = new Promise((r) => proc.once('exit', r));
+        proc.kill('SIGQUIT');
+        await exited;
+      }
+      dir.remove();
+    },
+  };
+}
+
+describe('two rill nodes (redis engine) behind nginx with the documented config', () => {
+  const prefix = uniquePrefix('rillnginx');
+  const nodes: ChildServer[] = [];
+  const stops: (() => Promise<void> | void)[] = [];
+
+  afterAll(async () => {
+    for (const s of stops.reverse()) await s();
+    for (const n of nodes)
+      if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill('SIGTERM');
+    await Promise.all(nodes.map((n) => n.exited));
+    await dropPrefix(SHARED_REDIS_URL, prefix);
+  });
+
+  it('streams SSE and NDJSON unbuffered, carries WebSocket upgrades, and lets a client resume on the other node when one dies', async () => {
+    for (let i = 0; i < 2; i++) {
+      nodes.push(
+        await spawnServer(['--engine', 'redis', '--port', '0', '--redis-url', SHARED_REDIS_URL], {
+          RILL_REDIS__PREFIX: prefix,
+          RILL_SSE__HEARTBEAT: '1s',
+        }),
+      );
+    }
+    const nginx = await startNginx(nodes.map((n) => Number(new URL(n.url).port)));
+    stops.push(nginx.stop);
+    const topic = 'proxied';
+
+    // SSE: an event published after the stream opened arrives while the stream stays open, so
+    // nothing sits in a proxy buffer.
+    const sse = await openSse(`${nginx.url}/v1/topics/${topic}/stream?from=earliest`);
+    stops.push(() => sse.close());
+    expect(sse.status).toBe(200);
+    expect(sse.headers['content-type']).toContain('text/event-stream');
+    expect((await publish(nginx.url, topic, { data: { n: 1 } })).status).toBe(201);
+    await sse.until(() => sse.events().length === 1, 5_000);
+
+    // NDJSON through the same location.
+    const nd = await fetch(`${nginx.url}/v1/topics/${topic}/stream?format=ndjson&from=earliest`);
+    expect(nd.headers.get('content-type')).toContain('application/x-ndjson');
+    const reader = nd.body!.getReader();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    expect(first).toContain('"seq":1');
+    await reader.cancel();
+
+    // Heartbeats pass through: a comment within ~1 s of idle.
+    const comments = sse.parser.comments;
+    await sse.until(() => sse.parser.comments > comments, 5_000);
+
+    // WebSocket: the upgrade is forwarded; subscribe and publish over it.
+    const ws = new WebSocket(`${nginx.url.replace('http', 'ws')}/v1/ws`, 'rill.v1');
+    stops.push(() => ws.terminate());
+    const got: { op: string; seq?: number; event?: { seq: number } }[] = [];
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('error', reject);
+    });
+    expect(ws.protocol).toBe('rill.v1');
+    const waitWs = (pred: () => boolean): Promise<void> =>
+      new Promise((resolve) => {
+        const check = (): void => {
+          if (pred()) {
+            ws.off('message', check);
+            resolve();
+          }
+        };
+        ws.on('message', (raw: Buffer) => {
+          got.push(JSON.parse(raw.toString()) as (typeof got)[number]);
+        });
+        ws.on('message', check);
+        check();
+      });
+    const subscribed = waitWs(() => got.some((m) => m.op === 'event' && m.event?.seq === 2));
+    ws.send(JSON.stringify({ op: 'subscribe', id: 1, topics: [topic], from: 'earliest' }));
+    ws.send(JSON.stringify({ op: 'publish', id: 'p', topic, data: { n: 2 } }));
+    await subscribed;
+    expect(got.find((m) => m.op === 'ack')).toMatchObject({ seq: 2 });
+    await sse.until(() => sse.events().length === 2, 5_000);
+
+    // One node dies: publishes go to the survivor, and an SSE client reconnecting through nginx
+    // with its Last-Event-ID resumes there, missing nothing published meanwhile.
+    const last = sse.events().at(-1)!.id;
+    nodes[0]!.proc.kill('SIGKILL');
+    await nodes[0]!.exited;
+    for (let n = 3; n <= 5; n++)
+      expect((await publish(nginx.url, topic, { data: { n } })).status).toBe(201);
+    const resumed = await openSse(`${nginx.url}/v1/topics/${topic}/stream`, {
+      'last-event-id': last,
+    });
+    stops.push(() => resumed.close());
+    await resumed.until(() => resumed.events().length === 3, 5_000);
+    expect(resumed.events().map((e) => [e.seq, e.data])).toEqual([
+      [3, { n: 3 }],
+      [4, { n: 4 }],
+      [5, { n: 5 }],
+    ]);
+  }, 60_000);
+});
