@@ -26,6 +26,16 @@ export interface ClientOptions {
   backoff?: BackoffOptions;
   /** How many times a publish is retried after a retryable failure. Default 5. */
   publishRetries?: number;
+  /**
+   * SSE: ms to wait for a new stream's first byte before deciding a proxy buffers it (then `auto`
+   * falls back to long-poll). Default 10 000.
+   */
+  firstByteTimeout?: number;
+  /**
+   * SSE and WebSocket: ms without any byte (the server's heartbeats included) after which the
+   * connection counts as dead and is replaced. Default 45 000.
+   */
+  idleTimeout?: number;
 }
 
 /** Options of one publish. */

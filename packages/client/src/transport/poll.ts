@@ -16,11 +16,14 @@ export const pollTransport: Transport = (req, h, ctx) => {
     let cursor = req.cursor;
     let opened = false;
     for (;;) {
-      const q = streamQuery({ ...req, cursor });
-      const res = await ctx.fetch(
-        `${ctx.url}/v1/events?${q.replace('lastEventId=', 'cursor=')}&wait=${POLL_WAIT_SECONDS}`,
-        { headers: await ctx.headers(), signal: ac.signal, cache: 'no-store' },
-      );
+      const q = streamQuery({ ...req, cursor }, 'cursor');
+      // The first answer comes at once: it fixes the position and tells the subscription it is open.
+      q.set('wait', String(opened ? POLL_WAIT_SECONDS : 0));
+      const res = await ctx.fetch(`${ctx.url}/v1/events?${q.toString()}`, {
+        headers: await ctx.headers(),
+        signal: ac.signal,
+        cache: 'no-store',
+      });
       if (!res.ok) {
         const ra = Number(res.headers.get('retry-after'));
         return h.close(await fromResponse(res), ra > 0 ? ra * 1000 : undefined);

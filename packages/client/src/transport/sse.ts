@@ -2,17 +2,25 @@ import { fromResponse, networkError, rillError } from '../errors.js';
 import type { ResetNotice, RillEvent } from '../types.js';
 import type { StreamHandlers, StreamRequest, Transport, TransportContext } from './transport.js';
 
-/** Query string of a stream request (shared with long-poll). */
-export function streamQuery(req: StreamRequest): string {
+/** Query string of a stream request (shared with long-poll, which names the cursor `cursor`). */
+export function streamQuery(req: StreamRequest, cursorParam = 'lastEventId'): URLSearchParams {
   const q = new URLSearchParams({ topics: req.topics.join(',') });
   if (req.from !== undefined) q.set('from', req.from);
   if (req.since !== undefined) q.set('since', req.since);
-  if (req.cursor !== undefined) q.set('lastEventId', req.cursor);
-  return q.toString();
+  if (req.cursor !== undefined) q.set(cursorParam, req.cursor);
+  return q;
 }
 
-/** How long an opened stream may stay silent before its first byte (a buffering proxy). */
+/**
+ * How long an opened stream may stay silent before its first byte (ms): the server sends
+ * `retry:` at once, so silence means a proxy is buffering the stream. Option `firstByteTimeout`.
+ */
 export const FIRST_BYTE_TIMEOUT = 10_000;
+/**
+ * How long a stream may stay silent later (ms): the server sends a heartbeat every 15 s by default,
+ * so longer means a dead connection that TCP has not noticed. Option `idleTimeout`.
+ */
+export const IDLE_TIMEOUT = 45_000;
 
 /**
  * SSE over `fetch`, so it can send headers (auth) that `EventSource` cannot, and so a stop is an
@@ -21,7 +29,7 @@ export const FIRST_BYTE_TIMEOUT = 10_000;
  */
 export const sseTransport: Transport = (req, h, ctx) => {
   const ac = new AbortController();
-  void run(req, h, ctx, ac.signal).catch((err: unknown) => {
+  void run(req, h, ctx, ac).catch((err: unknown) => {
     if (!ac.signal.aborted) h.close(networkError(err));
   });
   return () => ac.abort();
@@ -31,18 +39,41 @@ async function run(
   req: StreamRequest,
   h: StreamHandlers,
   ctx: TransportContext,
-  signal: AbortSignal,
+  ac: AbortController,
 ): Promise<void> {
-  const res = await ctx.fetch(`${ctx.url}/v1/stream?${streamQuery(req)}`, {
+  const signal = ac.signal;
+  const o = ctx.options as { firstByteTimeout?: number; idleTimeout?: number };
+  let first = true;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  // Covers the response head too: a buffering proxy may hold it back as well.
+  const watch = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(
+      () => {
+        h.close(
+          first
+            ? rillError('stream_blocked', 'No bytes arrived on the stream', { retryable: true })
+            : rillError('connection_failed', 'The stream went silent', { retryable: true }),
+        );
+        ac.abort();
+      },
+      first ? (o.firstByteTimeout ?? FIRST_BYTE_TIMEOUT) : (o.idleTimeout ?? IDLE_TIMEOUT),
+    );
+  };
+  signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+  watch();
+  const res = await ctx.fetch(`${ctx.url}/v1/stream?${streamQuery(req).toString()}`, {
     headers: { accept: 'text/event-stream', ...(await ctx.headers()) },
     signal,
     cache: 'no-store',
   });
   if (!res.ok) {
+    clearTimeout(timer);
     const ra = Number(res.headers.get('retry-after'));
     return h.close(await fromResponse(res), ra > 0 ? ra * 1000 : undefined);
   }
   if (!res.body || !(res.headers.get('content-type') ?? '').includes('text/event-stream')) {
+    clearTimeout(timer);
     void res.body?.cancel();
     return h.close(
       rillError('stream_blocked', 'The answer is not an event stream', { retryable: true }),
@@ -51,22 +82,15 @@ async function run(
   const date = Date.parse(res.headers.get('date') ?? '');
   h.open(Number.isNaN(date) ? {} : { serverTime: date });
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-  const timer = setTimeout(() => {
-    void reader.cancel();
-    h.close(rillError('stream_blocked', 'No bytes arrived on the stream', { retryable: true }));
-  }, FIRST_BYTE_TIMEOUT);
-  let first = true;
   let buf = '';
   let id: string | undefined;
   let type = '';
   let data: string | undefined;
   for (;;) {
-    const { value, done } = await reader.read();
-    if (first) {
-      clearTimeout(timer);
-      first = false;
-    }
+    const { value, done } = await reader.read().finally(() => clearTimeout(timer));
     if (done) break;
+    first = false;
+    watch();
     buf += value;
     let start = 0;
     for (;;) {
@@ -83,7 +107,8 @@ async function run(
       if (line === '') {
         if (data !== undefined) {
           if (dispatch(type, data, id, h)) {
-            void reader.cancel();
+            clearTimeout(timer);
+            void reader.cancel().catch(() => {});
             return;
           }
         }

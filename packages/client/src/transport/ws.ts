@@ -21,6 +21,8 @@ class Mux {
   private ws: WebSocket | undefined;
   private readonly entries = new Map<number, Entry>();
   private nextId = 1;
+  private lastRx = 0;
+  private ticker: ReturnType<typeof setInterval> | undefined;
 
   constructor(private readonly ctx: TransportContext) {}
 
@@ -47,31 +49,48 @@ class Mux {
     const ws = new Impl(`${this.ctx.url.replace(/^http/, 'ws')}/v1/ws`, 'rill.v1');
     this.ws = ws;
     ws.onopen = () => {
+      this.lastRx = Date.now();
+      // Browsers hide protocol pings: the `ping` op is how a client notices a dead path.
+      const idle = (this.ctx.options.idleTimeout as number | undefined) ?? 45_000;
+      this.ticker = setInterval(() => {
+        const quiet = Date.now() - this.lastRx;
+        if (quiet > idle) this.fail(ws, 4003, 'no answer to pings');
+        else if (quiet > idle / 3) ws.send(JSON.stringify({ op: 'ping', id: this.nextId++ }));
+      }, idle / 3);
       for (const e of this.entries.values()) this.subscribe(e);
     };
     // A close always follows an error; Node's `ws` throws an error nobody listens to.
     ws.onerror = () => {};
-    ws.onmessage = (m: MessageEvent) => this.message(String(m.data));
-    ws.onclose = (c: CloseEvent) => {
-      if (this.ws !== ws) return;
-      this.ws = undefined;
-      const err = rillError(
-        'connection_failed',
-        `WebSocket closed (${c.code}${c.reason ? ` ${c.reason}` : ''})`,
-        {
-          closeCode: c.code,
-        },
-      );
-      const all = [...this.entries.values()];
-      this.entries.clear();
-      for (const e of all) e.h.close(err);
+    ws.onmessage = (m: MessageEvent) => {
+      this.lastRx = Date.now();
+      this.message(String(m.data));
     };
+    ws.onclose = (c: CloseEvent) => this.fail(ws, c.code, c.reason);
     return ws;
+  }
+
+  /** The socket is gone (or given up on): every subscription on it reconnects by its close code. */
+  private fail(ws: WebSocket, code: number, reason: string): void {
+    if (this.ws !== ws) return;
+    this.ws = undefined;
+    clearInterval(this.ticker);
+    if (ws.readyState < 2) ws.close();
+    const err = rillError(
+      'connection_failed',
+      `WebSocket closed (${code}${reason ? ` ${reason}` : ''})`,
+      {
+        closeCode: code,
+      },
+    );
+    const all = [...this.entries.values()];
+    this.entries.clear();
+    for (const e of all) e.h.close(err);
   }
 
   private drop(code: number, reason: string): void {
     const ws = this.ws;
     this.ws = undefined;
+    clearInterval(this.ticker);
     ws?.close(code, reason);
   }
 
