@@ -70,6 +70,20 @@ export interface SubscriptionHost {
 
 type Listener<A> = (a: A) => void;
 
+/**
+ * Runs an application callback. Its exception is rethrown on its own (an uncaught error the app
+ * sees) instead of breaking the stream it came from.
+ */
+function call<A>(fn: Listener<A>, a: A): void {
+  try {
+    fn(a);
+  } catch (err) {
+    queueMicrotask(() => {
+      throw err;
+    });
+  }
+}
+
 /** Largest history page one gap fill reads at a time. */
 const FILL_PAGE = 1000;
 
@@ -180,7 +194,7 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
     this.st = c.state;
     if (c.state === 'closed') this.host.forget(this as unknown as Subscription<never, never>);
     const change = { ...c, transport: this.kind };
-    for (const fn of this.ls.state) fn(change);
+    for (const fn of this.ls.state) call(fn, change);
   }
 
   private connect(): void {
@@ -352,12 +366,12 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
   private deliver(ev: RillEvent, epoch: string, c: string | undefined): void {
     this.pos.set(ev.topic, { epoch, seq: ev.seq });
     if (c) this.cur = c;
-    for (const fn of this.ls.event) fn(ev as RillEvent<T>);
+    for (const fn of this.ls.event) call(fn, ev as RillEvent<T>);
     this.enqueue(ev as Item);
   }
 
   private notice(n: RillNotice): void {
-    for (const fn of this.ls.notice) fn(n);
+    for (const fn of this.ls.notice) call(fn, n);
     if (this.o.notices) this.enqueue(n as Item);
   }
 

@@ -1,19 +1,26 @@
 /**
  * The SDK against a real `rill serve` (lmdb, child process) through a TCP proxy that delays bytes
  * and cuts every connection mid-stream, with the server SIGKILLed and restarted on the same port
- * and data directory: for each transport, the application sees seqs 1..N exactly once, in order.
+ * and data directory, then stopped gracefully and restarted: for each transport, the application
+ * sees seqs 1..N exactly once, in order. A refused subscription ends with a named error.
  * And a publish whose answer is lost on the way back is retried with the same key and stored once.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { freePort, spawnServer, tempDir, type ChildServer } from '../../server/test/helpers.js';
-import { createClient, type StateChange } from '../src/index.js';
+import {
+  freePort,
+  spawnServer,
+  startServer,
+  tempDir,
+  type ChildServer,
+} from '../../server/test/helpers.js';
+import { createClient, InvalidRequestError, type StateChange } from '../src/index.js';
 import { TcpProxy } from './proxy.js';
 
 const TOPIC = 'sdk.resilience';
 const BATCH = 10;
-/** 8 batches before the restart, 4 after. */
-const TOTAL = 12 * BATCH;
+/** 8 batches, SIGKILL restart, 4 batches, graceful (SIGTERM) restart, 2 batches. */
+const TOTAL = 14 * BATCH;
 
 async function publishDirect(base: string, from: number, count: number): Promise<void> {
   const body = Array.from({ length: count }, (_, i) => ({ data: { n: from + i } }));
@@ -47,7 +54,7 @@ describe('SDK resilience against a real server', () => {
   }
 
   for (const transport of ['sse', 'ws', 'poll'] as const) {
-    it(`${transport}: exactly once, in order, across cuts, delays and a SIGKILL restart`, async () => {
+    it(`${transport}: exactly once, in order, across cuts, delays, a SIGKILL and a graceful restart`, async () => {
       const dir = tempDir();
       cleanups.push(dir.remove);
       const port = await freePort();
@@ -114,11 +121,22 @@ describe('SDK resilience against a real server', () => {
       // Phase 2: SIGKILL, publish nothing while down, restart on the same port and data.
       first.proc.kill('SIGKILL');
       await first.exited;
-      await start(port, dir.path);
+      const second = await start(port, dir.path);
       for (let i = 0; i < 4; i++) {
         await publishDirect(direct, total + 1, BATCH);
         total += BATCH;
         if (i === 1) cuts += proxy.cutAll();
+      }
+      await reached(total);
+
+      // Phase 3: a graceful stop ends streams with shutting_down (SSE error frame, WS close 4001),
+      // which is retryable: the SDK comes back once the server is up again.
+      second.proc.kill('SIGTERM');
+      expect(await second.exited).toBe(0);
+      await start(port, dir.path);
+      for (let i = 0; i < 2; i++) {
+        await publishDirect(direct, total + 1, BATCH);
+        total += BATCH;
       }
       await reached(total);
       await reading;
@@ -128,6 +146,30 @@ describe('SDK resilience against a real server', () => {
       expect(seqs).toEqual(expected);
       expect(ns).toEqual(expected);
       expect(states.filter((s) => s.state === 'reconnecting').length).toBeGreaterThan(0);
+      if (transport !== 'poll') {
+        // Long-polls in flight are answered before shutdown; streams are told why they end.
+        expect(
+          states.some((s) => s.error?.code === 'shutting_down' || s.error?.closeCode === 4001),
+        ).toBe(true);
+      }
+      expect(sub.state).toBe('closed');
+    });
+  }
+
+  for (const transport of ['sse', 'ws', 'poll'] as const) {
+    it(`${transport}: a refused subscription closes with a named error and the server's code`, async () => {
+      const srv = await startServer();
+      cleanups.push(srv.close);
+      const client = createClient({ url: srv.url, transport, WebSocket });
+      const sub = client.subscribe('a.>.b');
+      let caught: unknown;
+      try {
+        await sub[Symbol.asyncIterator]().next();
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught).toBeInstanceOf(InvalidRequestError);
+      expect(caught).toMatchObject({ code: 'invalid_pattern', retryable: false });
       expect(sub.state).toBe('closed');
     });
   }
