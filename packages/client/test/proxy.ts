@@ -35,8 +35,15 @@ export class TcpProxy {
       client.destroy();
       upstream.destroy();
     };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
+    // A reset or error on either side cuts both; a clean end (FIN) is passed on after the delayed
+    // bytes before it, as a real network would.
+    client.on('error', end);
+    upstream.on('error', end);
+    const closed = (): void => {
+      if (client.destroyed && upstream.destroyed) this.pairs.delete(pair);
+    };
+    client.on('close', closed);
+    upstream.on('close', closed);
     this.pipe(client, upstream, (chunk) => {
       if (this.swallowAnswerTo && chunk.toString('latin1').startsWith(this.swallowAnswerTo)) {
         this.swallowAnswerTo = undefined;
@@ -56,6 +63,16 @@ export class TcpProxy {
   /** Forwards `from` to `to`, each chunk after a random delay, never reordering. */
   private pipe(from: net.Socket, to: net.Socket, inspect: (chunk: Buffer) => boolean | void): void {
     let chain = Promise.resolve();
+    from.on('end', () => {
+      chain = chain.then(() => {
+        if (!to.destroyed) to.end();
+      });
+    });
+    from.on('close', () => {
+      void chain.then(() => {
+        if (from.errored || !from.readableEnded) to.destroy();
+      });
+    });
     from.on('data', (chunk: Buffer) => {
       if (inspect(chunk) === false) return;
       const d = this.delayMs > 0 ? Math.random() * this.delayMs : 0;

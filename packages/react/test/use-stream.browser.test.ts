@@ -41,43 +41,45 @@ describe('useStream in Chromium', () => {
   });
   afterAll(closeBrowser);
 
-  it('StrictMode, bounded buffer, topic change and unmount: exactly once, no leaked connection', async () => {
-    const { server, url } = await serve();
-    cleanups.push(() => server.close());
-    const { page, close } = await newPage();
-    cleanups.push(close);
-    const hook = (): Promise<HookSnapshot | undefined> =>
-      page.evaluate(() => (window as HookWindow).hook);
-    const until = (pred: string): Promise<unknown> =>
-      page.waitForFunction(
-        `(() => { const h = window.hook; return h && (${pred}); })()`,
-        undefined,
-        { polling: 20 },
-      );
+  for (const transport of ['sse', 'ws'] as const) {
+    it(`${transport}: StrictMode, bounded buffer, topic change and unmount: exactly once, no leaked connection`, async () => {
+      const { server, url } = await serve();
+      cleanups.push(() => server.close());
+      const { page, close } = await newPage();
+      cleanups.push(close);
+      const hook = (): Promise<HookSnapshot | undefined> =>
+        page.evaluate(() => (window as HookWindow).hook);
+      const until = (pred: string): Promise<unknown> =>
+        page.waitForFunction(
+          `(() => { const h = window.hook; return h && (${pred}); })()`,
+          undefined,
+          { polling: 20 },
+        );
 
-    for (let n = 1; n <= 3; n++) await publish(url, 'a', { data: { n } });
-    await page.goto(`${url}/test/?topic=a&max=5`);
-    await until(`h.status === 'open' && h.last === 3`);
-    expect((await hook())!.seqs).toEqual([1, 2, 3]);
-    // StrictMode mounted, unmounted and mounted again: one subscription must remain.
-    await waitFor(() => server.hub.size === 1);
+      for (let n = 1; n <= 3; n++) await publish(url, 'a', { data: { n } });
+      await page.goto(`${url}/test/?topic=a&max=5&transport=${transport}`);
+      await until(`h.status === 'open' && h.last === 3`);
+      expect((await hook())!.seqs).toEqual([1, 2, 3]);
+      // StrictMode mounted, unmounted and mounted again: one subscription must remain.
+      await waitFor(() => server.hub.size === 1);
 
-    for (let n = 4; n <= 12; n++) await publish(url, 'a', { data: { n } });
-    await until('h.last === 12');
-    expect((await hook())!.seqs).toEqual([8, 9, 10, 11, 12]);
+      for (let n = 4; n <= 12; n++) await publish(url, 'a', { data: { n } });
+      await until('h.last === 12');
+      expect((await hook())!.seqs).toEqual([8, 9, 10, 11, 12]);
 
-    await page.evaluate(() => (window as HookWindow).setTopic!('b'));
-    await until(`h.topic === 'b' && h.status === 'open'`);
-    await publish(url, 'a', { data: { n: 13 } });
-    for (let n = 1; n <= 2; n++) await publish(url, 'b', { data: { n } });
-    await until('h.last === 2');
-    const b = (await hook())!;
-    expect(b.seqs).toEqual([1, 2]);
-    expect(b.topics).toEqual(['b', 'b']);
-    await waitFor(() => server.hub.size === 1);
+      await page.evaluate(() => (window as HookWindow).setTopic!('b'));
+      await until(`h.topic === 'b' && h.status === 'open'`);
+      await publish(url, 'a', { data: { n: 13 } });
+      for (let n = 1; n <= 2; n++) await publish(url, 'b', { data: { n } });
+      await until('h.last === 2');
+      const b = (await hook())!;
+      expect(b.seqs).toEqual([1, 2]);
+      expect(b.topics).toEqual(['b', 'b']);
+      await waitFor(() => server.hub.size === 1);
 
-    await page.evaluate(() => (window as HookWindow).setMounted!(false));
-    await waitFor(() => server.hub.size === 0);
-    expect(await page.textContent('p')).toBe('unmounted');
-  });
+      await page.evaluate(() => (window as HookWindow).setMounted!(false));
+      await waitFor(() => server.hub.size === 0);
+      expect(await page.textContent('p')).toBe('unmounted');
+    });
+  }
 });

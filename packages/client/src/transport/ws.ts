@@ -22,6 +22,7 @@ class Mux {
   private readonly entries = new Map<number, Entry>();
   private nextId = 1;
   private lastRx = 0;
+  private readonly abandoned = new Set<number>();
   private ticker: ReturnType<typeof setInterval> | undefined;
 
   constructor(private readonly ctx: TransportContext) {}
@@ -33,10 +34,12 @@ class Mux {
     if (ws.readyState === 1) this.subscribe(e);
     return () => {
       if (!this.entries.delete(e.reqId)) return;
-      if (this.ws?.readyState === 1 && e.sub) {
-        this.ws.send(JSON.stringify({ op: 'unsubscribe', id: this.nextId++, sub: e.sub }));
+      if (this.ws?.readyState === 1) {
+        if (e.sub) this.unsubscribe(e.sub);
+        // Its `subscribed` has not come yet: unsubscribe when it does (StrictMode does this).
+        else this.abandoned.add(e.reqId);
       }
-      if (this.entries.size === 0) this.drop(1000, 'no subscriptions');
+      this.dropIfIdle();
     };
   }
 
@@ -73,6 +76,7 @@ class Mux {
   private fail(ws: WebSocket, code: number, reason: string): void {
     if (this.ws !== ws) return;
     this.ws = undefined;
+    this.abandoned.clear();
     clearInterval(this.ticker);
     if (ws.readyState < 2) ws.close();
     const err = rillError(
@@ -87,9 +91,19 @@ class Mux {
     for (const e of all) e.h.close(err);
   }
 
+  private unsubscribe(sub: string): void {
+    this.ws?.send(JSON.stringify({ op: 'unsubscribe', id: this.nextId++, sub }));
+  }
+
+  /** No subscription left: close the socket (after pending unsubscribes, if any). */
+  private dropIfIdle(): void {
+    if (this.entries.size === 0 && this.abandoned.size === 0) this.drop(1000, 'no subscriptions');
+  }
+
   private drop(code: number, reason: string): void {
     const ws = this.ws;
     this.ws = undefined;
+    this.abandoned.clear();
     clearInterval(this.ticker);
     ws?.close(code, reason);
   }
@@ -101,6 +115,11 @@ class Mux {
 
   private message(text: string): void {
     const m = JSON.parse(text) as Record<string, unknown>;
+    if (typeof m.id === 'number' && this.abandoned.delete(m.id)) {
+      if (m.op === 'subscribed') this.unsubscribe(m.sub as string);
+      this.dropIfIdle();
+      return;
+    }
     let e: Entry | undefined;
     if (typeof m.id === 'number') e = this.entries.get(m.id);
     if (!e && typeof m.sub === 'string') {
@@ -130,6 +149,7 @@ class Mux {
         this.entries.delete(e.reqId);
         const err: RillError = fromBody(m);
         e.h.close(err);
+        this.dropIfIdle();
         return;
       }
     }
