@@ -7,7 +7,11 @@ import net from 'node:net';
  */
 export class TcpProxy {
   private server = net.createServer((c) => this.accept(c));
-  private readonly pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
+  private readonly pairs = new Set<{
+    client: net.Socket;
+    upstream: net.Socket;
+    frozen?: boolean;
+  }>();
   /** Upper bound of the random delay added to each chunk, ms (order is kept). */
   delayMs = 0;
   /** Answers to swallow: when a request starts with this, its connection is cut on answer. */
@@ -27,7 +31,10 @@ export class TcpProxy {
   private accept(client: net.Socket): void {
     this.connections++;
     const upstream = net.connect(this.targetPort, '127.0.0.1');
-    const pair = { client, upstream };
+    const pair: { client: net.Socket; upstream: net.Socket; frozen?: boolean } = {
+      client,
+      upstream,
+    };
     this.pairs.add(pair);
     let swallow = false;
     const end = (): void => {
@@ -45,12 +52,14 @@ export class TcpProxy {
     client.on('close', closed);
     upstream.on('close', closed);
     this.pipe(client, upstream, (chunk) => {
+      if (pair.frozen) return false;
       if (this.swallowAnswerTo && chunk.toString('latin1').startsWith(this.swallowAnswerTo)) {
         this.swallowAnswerTo = undefined;
         swallow = true;
       }
     });
     this.pipe(upstream, client, () => {
+      if (pair.frozen) return false;
       if (swallow) {
         this.swallowed++;
         end();
@@ -82,6 +91,15 @@ export class TcpProxy {
           if (!to.destroyed) to.write(chunk);
         });
     });
+  }
+
+  /**
+   * Freezes every open connection: both stay open but no byte passes any more, like a peer that
+   * vanished without a FIN or RST (a dead NAT entry, a pulled cable). New connections work.
+   */
+  freezeAll(): number {
+    for (const p of this.pairs) p.frozen = true;
+    return this.pairs.size;
   }
 
   /** Cuts every open connection (both sides, no FIN handshake: like a network failure). */
