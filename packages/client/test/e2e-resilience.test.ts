@@ -14,7 +14,13 @@ import {
   tempDir,
   type ChildServer,
 } from '../../server/test/helpers.js';
-import { createClient, InvalidRequestError, type StateChange } from '../src/index.js';
+import {
+  createClient,
+  InvalidRequestError,
+  NotFoundError,
+  TooLargeError,
+  type StateChange,
+} from '../src/index.js';
 import { TcpProxy } from './proxy.js';
 
 const TOPIC = 'sdk.resilience';
@@ -173,6 +179,28 @@ describe('SDK resilience against a real server', () => {
       expect(sub.state).toBe('closed');
     });
   }
+
+  it('publish errors come as named subclasses with the server code, without retrying', async () => {
+    const srv = await startServer({ limits: { maxEventBytes: 100 } });
+    cleanups.push(srv.close);
+    let posts = 0;
+    const client = createClient({
+      url: srv.url,
+      fetch: (input, init) => {
+        if (init?.method === 'POST') posts++;
+        return fetch(input, init);
+      },
+    });
+    await expect(client.publish('bad topic', 1)).rejects.toMatchObject({
+      name: 'InvalidRequestError',
+      code: 'invalid_topic',
+      status: 400,
+      retryable: false,
+    });
+    await expect(client.publish('ok', 'x'.repeat(200))).rejects.toBeInstanceOf(TooLargeError);
+    await expect(client.history('never.published')).rejects.toBeInstanceOf(NotFoundError);
+    expect(posts).toBe(2);
+  });
 
   it('a publish whose answer is lost is retried with the same key and stored once', async () => {
     const dir = tempDir();
