@@ -1,5 +1,7 @@
 import { Command } from 'commander';
+import { registerPublish } from './publish.js';
 import { registerServe } from './serve.js';
+import { registerTail } from './tail.js';
 
 /** `rill`: the command-line entry point. */
 export async function main(argv: string[]): Promise<void> {
@@ -14,5 +16,7 @@ export async function main(argv: string[]): Promise<void> {
       process.exit(err.exitCode === 0 ? 0 : 2);
     });
   registerServe(program);
+  registerTail(program);
+  registerPublish(program);
   await program.parseAsync(argv);
 }

@@ -1,0 +1,45 @@
+import type { RillError } from '../errors.js';
+import type { ResetNotice, RillEvent } from '../types.js';
+
+/** What a subscription asks a transport to open. */
+export interface StreamRequest {
+  topics: string[];
+  from?: string;
+  since?: string;
+  /** Resume cursor; wins over from/since for the topics it lists. */
+  cursor?: string;
+}
+
+/**
+ * What a transport reports, in wire order. `close` is called exactly once per `open`, unless the
+ * subscription stopped it first; after it nothing else is called.
+ */
+export interface StreamHandlers {
+  /** The stream is established. `serverTime` is the server's clock when known (ms). */
+  open(info: { serverTime?: number }): void;
+  /** One event; `cursor` is where to resume after it when the transport says so. */
+  event(ev: RillEvent, cursor: string | undefined): void;
+  reset(notice: ResetNotice, cursor: string | undefined): void;
+  /** A position without an event (WebSocket `subscribed`, an empty long-poll answer). */
+  cursor(cursor: string): void;
+  /** The server's reconnect hint (`retry:`), ms. */
+  retry(ms: number): void;
+  /** The stream ended: `err` says why (its `retryable` decides what happens next). */
+  close(err: RillError, retryAfter?: number): void;
+}
+
+/** Everything a transport needs from its client. */
+export interface TransportContext {
+  url: string;
+  fetch: typeof fetch;
+  headers(): Promise<Record<string, string>>;
+  /** Options of the client, for transports that take their own (WebSocket implementation …). */
+  options: Record<string, unknown>;
+}
+
+/** Opens one stream; returns the function that stops it (no `close` call follows a stop). */
+export type Transport = (
+  req: StreamRequest,
+  handlers: StreamHandlers,
+  ctx: TransportContext,
+) => () => void;

@@ -1,0 +1,67 @@
+/**
+ * The wire shapes a Rill server sends (docs/protocol.md), as the SDK hands them to applications.
+ */
+
+/** One event of a topic's log. `data` is typed by the subscriber through generics. */
+export interface RillEvent<T = unknown> {
+  topic: string;
+  /** Position in the topic's log: contiguous (1, 2, 3 …) within an epoch. */
+  seq: number;
+  /** The event's cursor, `topic:epoch:seq`. */
+  id: string;
+  type?: string;
+  /** Server receive time, ms since the Unix epoch. */
+  time: number;
+  key?: string;
+  data: T;
+}
+
+/** The server could not resume exactly and says what happened (protocol "Reset notice"). */
+export interface ResetNotice {
+  kind: 'reset';
+  topic: string;
+  reason: 'retention' | 'epoch' | 'ahead';
+  epoch: string;
+  /** The stream continues after this seq. */
+  seq: number;
+  missing?: { from: number; to: number };
+  cursorEpoch?: string;
+  cursorSeq?: number;
+}
+
+/**
+ * The SDK saw a `seq` jump and the history no longer holds the missing events (retention dropped
+ * them while the subscriber was away): `missing` lists them. Nothing is ever skipped silently.
+ */
+export interface GapNotice {
+  kind: 'gap';
+  topic: string;
+  epoch: string;
+  missing: { from: number; to: number };
+}
+
+export type RillNotice = ResetNotice | GapNotice;
+
+/** `connecting` (first attempt), `open`, `reconnecting` (after a drop), `closed` (final). */
+export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** Where a subscription starts: `now` (default), `earliest`, or a seq (inclusive). */
+export type StartFrom = 'now' | 'earliest' | number;
+
+/** The result of one stored (or deduplicated) publish. */
+export interface PublishResult {
+  topic: string;
+  epoch: string;
+  seq: number;
+  id: string;
+  time: number;
+  /** True when the key was already used within the idempotency window: `seq` is the original's. */
+  duplicate: boolean;
+}
+
+/** One event to publish. */
+export interface EventInput<T = unknown> {
+  data: T;
+  type?: string;
+  key?: string;
+}

@@ -1,0 +1,82 @@
+/**
+ * Streaming blocked: an HTTP proxy in front of a real server that buffers event streams (as some
+ * corporate proxies do) so no byte of them ever arrives. In `auto` mode the SDK notices the silent
+ * stream, falls back to long-polling `/v1/events`, and still delivers every event once, in order.
+ */
+import http from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { publish, startServer } from '../../server/test/helpers.js';
+import { createClient, type StateChange } from '../src/index.js';
+
+async function bufferingProxy(
+  target: string,
+): Promise<{ url: string; paths: string[]; close: () => Promise<void> }> {
+  const paths: string[] = [];
+  const server = http.createServer((req, res) => {
+    paths.push(req.url ?? '');
+    const up = http.request(
+      `${target}${req.url}`,
+      { method: req.method, headers: req.headers },
+      (upRes) => {
+        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        if ((upRes.headers['content-type'] ?? '').includes('text/event-stream')) {
+          const held: Buffer[] = [];
+          upRes.on('data', (c: Buffer) => held.push(c));
+          upRes.on('end', () => res.end(Buffer.concat(held)));
+        } else upRes.pipe(res);
+      },
+    );
+    req.pipe(up);
+    up.on('error', () => res.destroy());
+    res.on('close', () => up.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    paths,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+describe('auto transport', () => {
+  const cleanups: Array<() => unknown> = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  it('falls back to long-poll when a proxy buffers the event stream', async () => {
+    const srv = await startServer();
+    cleanups.push(srv.close);
+    const proxy = await bufferingProxy(srv.url);
+    cleanups.push(proxy.close);
+    const client = createClient({
+      url: proxy.url,
+      firstByteTimeout: 300,
+      backoff: { initialDelay: 50 },
+    });
+    cleanups.push(() => client.close());
+
+    for (let n = 1; n <= 3; n++) await publish(srv.url, 'fb', { data: { n } });
+    const states: StateChange[] = [];
+    const seqs: number[] = [];
+    const sub = client.subscribe<{ n: number }>('fb', {
+      from: 'earliest',
+      onState: (s) => states.push(s),
+    });
+    for await (const ev of sub) {
+      seqs.push(ev.seq);
+      if (ev.seq === 3) for (let n = 4; n <= 5; n++) await publish(srv.url, 'fb', { data: { n } });
+      if (ev.seq === 5) break;
+    }
+    expect(seqs).toEqual([1, 2, 3, 4, 5]);
+    expect(proxy.paths.some((p) => p.startsWith('/v1/stream?'))).toBe(true);
+    expect(proxy.paths.some((p) => p.startsWith('/v1/events?'))).toBe(true);
+    expect(states.find((s) => s.error?.code === 'stream_blocked')).toBeDefined();
+    // The proxy holds the stream's head too: SSE never opened, long-poll did.
+    expect(states.filter((s) => s.state === 'open').map((s) => s.transport)).toEqual(['poll']);
+  });
+});

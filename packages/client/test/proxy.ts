@@ -1,0 +1,120 @@
+import net from 'node:net';
+
+/**
+ * A TCP proxy for tests: forwards loopback connections to a target port, and on demand cuts every
+ * connection mid-stream, delays bytes, or swallows the answer to a request (the request reached
+ * the server; the client never hears back).
+ */
+export class TcpProxy {
+  private server = net.createServer((c) => this.accept(c));
+  private readonly pairs = new Set<{
+    client: net.Socket;
+    upstream: net.Socket;
+    frozen?: boolean;
+  }>();
+  /** Upper bound of the random delay added to each chunk, ms (order is kept). */
+  delayMs = 0;
+  /** Answers to swallow: when a request starts with this, its connection is cut on answer. */
+  swallowAnswerTo: string | undefined;
+  swallowed = 0;
+  connections = 0;
+  port = 0;
+
+  constructor(public targetPort: number) {}
+
+  async listen(port = 0): Promise<string> {
+    await new Promise<void>((r) => this.server.listen(port, '127.0.0.1', r));
+    this.port = (this.server.address() as net.AddressInfo).port;
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  private accept(client: net.Socket): void {
+    this.connections++;
+    const upstream = net.connect(this.targetPort, '127.0.0.1');
+    const pair: { client: net.Socket; upstream: net.Socket; frozen?: boolean } = {
+      client,
+      upstream,
+    };
+    this.pairs.add(pair);
+    let swallow = false;
+    const end = (): void => {
+      this.pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    // A reset or error on either side cuts both; a clean end (FIN) is passed on after the delayed
+    // bytes before it, as a real network would.
+    client.on('error', end);
+    upstream.on('error', end);
+    const closed = (): void => {
+      if (client.destroyed && upstream.destroyed) this.pairs.delete(pair);
+    };
+    client.on('close', closed);
+    upstream.on('close', closed);
+    this.pipe(client, upstream, (chunk) => {
+      if (pair.frozen) return false;
+      if (this.swallowAnswerTo && chunk.toString('latin1').startsWith(this.swallowAnswerTo)) {
+        this.swallowAnswerTo = undefined;
+        swallow = true;
+      }
+    });
+    this.pipe(upstream, client, () => {
+      if (pair.frozen) return false;
+      if (swallow) {
+        this.swallowed++;
+        end();
+        return false;
+      }
+      return true;
+    });
+  }
+
+  /** Forwards `from` to `to`, each chunk after a random delay, never reordering. */
+  private pipe(from: net.Socket, to: net.Socket, inspect: (chunk: Buffer) => boolean | void): void {
+    let chain = Promise.resolve();
+    from.on('end', () => {
+      chain = chain.then(() => {
+        if (!to.destroyed) to.end();
+      });
+    });
+    from.on('close', () => {
+      void chain.then(() => {
+        if (from.errored || !from.readableEnded) to.destroy();
+      });
+    });
+    from.on('data', (chunk: Buffer) => {
+      if (inspect(chunk) === false) return;
+      const d = this.delayMs > 0 ? Math.random() * this.delayMs : 0;
+      chain = chain
+        .then(() => (d > 0 ? new Promise<void>((r) => setTimeout(r, d)) : undefined))
+        .then(() => {
+          if (!to.destroyed) to.write(chunk);
+        });
+    });
+  }
+
+  /**
+   * Freezes every open connection: both stay open but no byte passes any more, like a peer that
+   * vanished without a FIN or RST (a dead NAT entry, a pulled cable). New connections work.
+   */
+  freezeAll(): number {
+    for (const p of this.pairs) p.frozen = true;
+    return this.pairs.size;
+  }
+
+  /** Cuts every open connection (both sides, no FIN handshake: like a network failure). */
+  cutAll(): number {
+    const n = this.pairs.size;
+    for (const p of [...this.pairs]) {
+      p.client.resetAndDestroy();
+      p.upstream.destroy();
+      this.pairs.delete(p);
+    }
+    return n;
+  }
+
+  async close(): Promise<void> {
+    this.cutAll();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * `rill tail` and `rill publish`: the real CLI (the built bin, a child process) against a real
+ * server. tail prints JSON lines when piped, resumes through the SDK after its connection is cut
+ * (every event once, in order) and exits 0 on SIGINT; publish streams stdin NDJSON in batches,
+ * prints a summary, and exits non-zero with a clear message (storing nothing of the batch) when
+ * the server rejects an event.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { afterEach, describe, expect, it } from 'vitest';
+import { TcpProxy } from '../../client/test/proxy.js';
+import { BIN, publish, startServer } from './helpers.js';
+
+interface Run {
+  proc: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<number | string>;
+  /** Resolves once stdout has `n` lines (fails after 20 s). */
+  lines: (n: number) => Promise<string[]>;
+}
+
+function rill(args: string[], input?: string, env: NodeJS.ProcessEnv = {}): Run {
+  const proc = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, NO_COLOR: '1', ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  const waiters = new Set<() => void>();
+  proc.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    for (const w of waiters) w();
+  });
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  if (input !== undefined) proc.stdin!.end(input);
+  const exited = new Promise<number | string>((r) =>
+    proc.once('exit', (code, signal) => r(code ?? signal ?? -1)),
+  );
+  const lines = (n: number): Promise<string[]> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        const ls = out.split('\n').filter(Boolean);
+        if (ls.length >= n) {
+          waiters.delete(check);
+          clearTimeout(timer);
+          resolve(ls);
+        }
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(check);
+        reject(new Error(`expected ${n} lines, got:\n${out}\nstderr:\n${err}`));
+      }, 20_000);
+      waiters.add(check);
+      check();
+    });
+  return { proc, stdout: () => out, stderr: () => err, exited, lines };
+}
+
+describe('rill tail / rill publish', () => {
+  const cleanups: Array<() => unknown> = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  async function server(config = {}): Promise<string> {
+    const s = await startServer(config);
+    cleanups.push(s.close);
+    return s.url;
+  }
+
+  function track(r: Run): Run {
+    cleanups.push(async () => {
+      if (r.proc.exitCode === null && r.proc.signalCode === null) {
+        r.proc.kill('SIGKILL');
+        await r.exited;
+      }
+    });
+    return r;
+  }
+
+  it('tail prints JSON lines, resumes after a cut exactly once, and exits 0 on SIGINT', async () => {
+    const url = await server();
+    const proxy = new TcpProxy(Number(new URL(url).port));
+    const purl = await proxy.listen();
+    cleanups.push(() => proxy.close());
+    for (let n = 1; n <= 3; n++) await publish(url, 'cli.tail', { data: { n } });
+    const t = track(
+      rill(['tail', 'cli.tail', 'cli.other.*', '--from', 'earliest'], undefined, {
+        RILL_URL: purl,
+      }),
+    );
+    await t.lines(3);
+    expect(proxy.cutAll()).toBeGreaterThan(0);
+    for (let n = 4; n <= 6; n++) await publish(url, 'cli.tail', { data: { n } });
+    await publish(url, 'cli.other.x', { type: 'hello', data: 'x' });
+    const lines = await t.lines(7);
+    const evs = lines.map(
+      (l) => JSON.parse(l) as { topic: string; seq: number; data: unknown; type?: string },
+    );
+    // Order is per topic; across topics a replay may interleave differently.
+    expect(evs.filter((e) => e.topic === 'cli.tail').map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    const other = evs.filter((e) => e.topic === 'cli.other.x');
+    expect(other).toHaveLength(1);
+    expect(other[0]).toMatchObject({ type: 'hello', data: 'x' });
+    t.proc.kill('SIGINT');
+    expect(await t.exited).toBe(0);
+    expect(t.stderr()).toContain('"state":"reconnecting"');
+  });
+
+  it('tail --format pretty aligns topics; a bad pattern exits 1 with the server code', async () => {
+    const url = await server();
+    await publish(url, 'a', { data: 1 });
+    await publish(url, 'bbbbbb', { type: 't.x', data: { v: 2 } });
+    const t = track(
+      rill(['tail', 'a', 'bbbbbb', '--from', 'earliest', '--format', 'pretty', '--url', url]),
+    );
+    const lines = await t.lines(2);
+    expect(lines[0]).toMatch(/^\d\d:\d\d:\d\d\.\d{3} a\s+#1 1$/);
+    expect(lines[1]).toMatch(/^\d\d:\d\d:\d\d\.\d{3} bbbbbb\s+#1 t\.x \{"v":2\}$/);
+    t.proc.kill('SIGINT');
+    expect(await t.exited).toBe(0);
+
+    const bad = track(rill(['tail', 'a.>.b', '--url', url]));
+    expect(await bad.exited).toBe(1);
+    expect(bad.stderr()).toContain('rill: invalid_pattern');
+  });
+
+  it('publish streams stdin NDJSON in batches and prints a summary', async () => {
+    const url = await server();
+    const input =
+      Array.from({ length: 1201 }, (_, i) => JSON.stringify({ type: 'n', data: { i } })).join(
+        '\n',
+      ) + '\n\n';
+    const r = track(rill(['publish', 'cli.pub', '--url', url, '--batch-size', '500'], input));
+    expect(await r.exited).toBe(0);
+    expect(r.stderr()).toMatch(/^published 1201 events to cli\.pub \(seq 1–1201\) in [\d.]+ s\n$/);
+    const page = (await (await fetch(`${url}/v1/topics/cli.pub`)).json()) as { lastSeq: number };
+    expect(page.lastSeq).toBe(1201);
+
+    const one = track(rill(['publish', 'cli.pub', '{"x":1}', '--type', 'single', '--url', url]));
+    expect(await one.exited).toBe(0);
+    expect(JSON.parse(one.stdout())).toMatchObject({
+      topic: 'cli.pub',
+      seq: 1202,
+      duplicate: false,
+    });
+  });
+
+  it('publish exits 1 with a clear message on a rejected event and stores nothing of its batch', async () => {
+    const url = await server();
+    const lines = [
+      JSON.stringify({ data: 1 }),
+      JSON.stringify({ data: 2 }),
+      JSON.stringify({ type: 'rill.reserved', data: 3 }),
+      JSON.stringify({ data: 4 }),
+    ];
+    const r = track(
+      rill(['publish', 'cli.bad', '--url', url, '--batch-size', '2'], lines.join('\n')),
+    );
+    expect(await r.exited).toBe(1);
+    expect(r.stderr()).toContain('lines 3–4 rejected (nothing of them stored): invalid_event');
+    expect(r.stderr()).toContain('(2 events before were stored)');
+    const info = (await (await fetch(`${url}/v1/topics/cli.bad`)).json()) as { lastSeq: number };
+    expect(info.lastSeq).toBe(2);
+
+    const notJson = track(rill(['publish', 'cli.bad', '--url', url], 'nope\n'));
+    expect(await notJson.exited).toBe(1);
+    expect(notJson.stderr()).toBe('rill: line 1: not JSON\n');
+  });
+});
