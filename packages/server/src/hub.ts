@@ -33,24 +33,44 @@ export class Channel {
   readonly waiters = new Set<() => void>();
   lastSeq = 0;
   epoch: string | null = null;
-  readonly ready: Promise<void>;
   private readonly unwatch: () => void;
+  private head: Promise<void>;
+  private headFailed = false;
 
   constructor(
     readonly topic: string,
-    engine: Engine,
+    private readonly engine: Engine,
   ) {
     // Watch first, then read the head: an event committed in between shows up in both, and the
     // subscribers drop the repeat; the other order could miss it.
     this.unwatch = engine.watch(topic, (events) => this.onEvents(events));
-    this.ready = engine.head(topic).then((head) => {
+    this.head = this.readHead();
+  }
+
+  /**
+   * Resolves once the head is known. A failed read (engine unreachable) is retried by the next
+   * caller rather than remembered, so the channel recovers with the engine.
+   */
+  get ready(): Promise<void> {
+    if (this.headFailed) {
+      this.headFailed = false;
+      this.head = this.readHead();
+    }
+    return this.head;
+  }
+
+  private readHead(): Promise<void> {
+    const p = this.engine.head(this.topic).then((head) => {
       if (head && (this.epoch === null || this.epoch === head.epoch)) {
         this.epoch = head.epoch;
         if (head.lastSeq > this.lastSeq) this.lastSeq = head.lastSeq;
       }
     });
     // A failing head read surfaces to every subscriber's step; don't let it go unhandled here.
-    this.ready.catch(() => undefined);
+    p.catch(() => {
+      this.headFailed = true;
+    });
+    return p;
   }
 
   private onEvents(events: readonly RillEvent[]): void {
