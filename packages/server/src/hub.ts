@@ -176,6 +176,14 @@ export class Hub {
       }
       for (const t of plain) sub.addTopic(t);
       if (sub.closed) throw new RillError('too_many_topics');
+      // Let every channel learn its head before the stream opens: a `now` start is then a point
+      // in the engine's order before anything the client does once it sees the stream open (with
+      // a shared engine, a publish on another node). Bounded, so an unreachable engine does not
+      // hold the stream back; the catch-up retries the head anyway.
+      await settleWithin(
+        [...sub.states.values()].map((st) => st.channel.ready),
+        HEAD_WAIT_MS,
+      );
     } catch (err) {
       this.unsubscribe(sub);
       throw err;
@@ -294,6 +302,23 @@ export class Hub {
     if (this.unwatchTopics) this.unwatchTopics();
     this.unwatchTopics = null;
   }
+}
+
+/** Longest a new subscription waits for its channels' heads before its stream opens, ms. */
+const HEAD_WAIT_MS = 2_000;
+
+/** Resolves when every promise settled, or after `ms`, whichever comes first; never rejects. */
+async function settleWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
+  if (promises.length === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.allSettled(promises),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 /** The literal segments before a pattern's first wildcard, as a listing prefix. */
