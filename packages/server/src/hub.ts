@@ -33,24 +33,44 @@ export class Channel {
   readonly waiters = new Set<() => void>();
   lastSeq = 0;
   epoch: string | null = null;
-  readonly ready: Promise<void>;
   private readonly unwatch: () => void;
+  private head: Promise<void>;
+  private headFailed = false;
 
   constructor(
     readonly topic: string,
-    engine: Engine,
+    private readonly engine: Engine,
   ) {
     // Watch first, then read the head: an event committed in between shows up in both, and the
     // subscribers drop the repeat; the other order could miss it.
     this.unwatch = engine.watch(topic, (events) => this.onEvents(events));
-    this.ready = engine.head(topic).then((head) => {
+    this.head = this.readHead();
+  }
+
+  /**
+   * Resolves once the head is known. A failed read (engine unreachable) is retried by the next
+   * caller rather than remembered, so the channel recovers with the engine.
+   */
+  get ready(): Promise<void> {
+    if (this.headFailed) {
+      this.headFailed = false;
+      this.head = this.readHead();
+    }
+    return this.head;
+  }
+
+  private readHead(): Promise<void> {
+    const p = this.engine.head(this.topic).then((head) => {
       if (head && (this.epoch === null || this.epoch === head.epoch)) {
         this.epoch = head.epoch;
         if (head.lastSeq > this.lastSeq) this.lastSeq = head.lastSeq;
       }
     });
     // A failing head read surfaces to every subscriber's step; don't let it go unhandled here.
-    this.ready.catch(() => undefined);
+    p.catch(() => {
+      this.headFailed = true;
+    });
+    return p;
   }
 
   private onEvents(events: readonly RillEvent[]): void {
@@ -156,6 +176,14 @@ export class Hub {
       }
       for (const t of plain) sub.addTopic(t);
       if (sub.closed) throw new RillError('too_many_topics');
+      // Let every channel learn its head before the stream opens: a `now` start is then a point
+      // in the engine's order before anything the client does once it sees the stream open (with
+      // a shared engine, a publish on another node). Bounded, so an unreachable engine does not
+      // hold the stream back; the catch-up retries the head anyway.
+      await settleWithin(
+        [...sub.states.values()].map((st) => st.channel.ready),
+        HEAD_WAIT_MS,
+      );
     } catch (err) {
       this.unsubscribe(sub);
       throw err;
@@ -277,6 +305,23 @@ export class Hub {
     if (this.unwatchTopics) this.unwatchTopics();
     this.unwatchTopics = null;
   }
+}
+
+/** Longest a new subscription waits for its channels' heads before its stream opens, ms. */
+const HEAD_WAIT_MS = 2_000;
+
+/** Resolves when every promise settled, or after `ms`, whichever comes first; never rejects. */
+async function settleWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
+  if (promises.length === 0) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.allSettled(promises),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+      timer.unref();
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 /** The literal segments before a pattern's first wildcard, as a listing prefix. */

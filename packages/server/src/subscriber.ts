@@ -22,6 +22,11 @@ export type StartSpec =
  */
 const WATERMARK_MARGIN_MS = 1000;
 
+/** First delay before a catch-up that failed on an unreachable engine is retried, ms. */
+const CATCH_UP_RETRY_MS = 100;
+/** Longest delay between catch-up retries while the engine stays unreachable, ms. */
+const CATCH_UP_RETRY_MAX_MS = 2_000;
+
 /**
  * One subscriber's position in one topic, and whether it is on the live path.
  *
@@ -75,6 +80,8 @@ export class Subscription {
   private pending: string[] = [];
   private pendingBytes = 0;
   private catchingUp = false;
+  /** Delay before the next catch-up attempt after the engine failed; 0 after a success. */
+  private retryMs = 0;
   closed = false;
   /** False once any reset notice was sent: the resume was not exact. */
   exact = true;
@@ -181,16 +188,24 @@ export class Subscription {
     this.catchUp().then(
       () => {
         this.catchingUp = false;
+        this.retryMs = 0;
         // A topic may have fallen behind after the loop's last look.
         if (!this.closed && [...this.states.values()].some((s) => !s.live)) this.kick();
       },
       (err: unknown) => {
         this.catchingUp = false;
-        this.fail(
+        const e =
           err instanceof RillError
             ? err
-            : new RillError('engine_unavailable', 'Reading the log failed', { cause: err }),
-        );
+            : new RillError('engine_unavailable', 'Reading the log failed', { cause: err });
+        if (e.code !== 'engine_unavailable' || this.closed) {
+          this.fail(e);
+          return;
+        }
+        // The engine is away (a broker restart): keep the stream open — heartbeats go on — and
+        // read again later; the log, not this process, holds what the subscriber is missing.
+        this.retryMs = Math.min(CATCH_UP_RETRY_MAX_MS, this.retryMs * 2 || CATCH_UP_RETRY_MS);
+        setTimeout(() => this.kick(), this.retryMs).unref();
       },
     );
   }

@@ -82,6 +82,7 @@ describe('shared engines behind the HTTP API: broker restart and wipe', () => {
       acked.set(0, first.seq!);
       const refused: { status: number; code?: string; retryAfter: string | null }[] = [];
       let restarted: Promise<void> | undefined;
+      let late: SseStream | undefined;
       for (let i = 1; i < TOTAL; i++) {
         if (i === 100) await redis.stop('SIGKILL');
         for (;;) {
@@ -91,6 +92,12 @@ describe('shared engines behind the HTTP API: broker restart and wipe', () => {
             break;
           }
           refused.push(r);
+          if (refused.length === 1) {
+            // A stream opened while the broker is down: its catch-up fails until the broker is
+            // back, and it must wait for it rather than end.
+            late = await openSse(`${url}/v1/topics/${topic}/stream?from=earliest`);
+            cleanups.push(() => late?.close());
+          }
           if (refused.length === 3) restarted = redis.start();
           if (restarted) await restarted;
         }
@@ -113,6 +120,11 @@ describe('shared engines behind the HTTP API: broker restart and wipe', () => {
       expect(eventSeqs(sse)).toEqual(Array.from({ length: TOTAL }, (_, i) => i + 1));
       const data = new Map(sse.events().map((e) => [e.seq, (e.data as { i: number }).i]));
       for (const [i, seq] of acked) expect(data.get(seq)).toBe(i);
+      expect(late).toBeDefined();
+      await late!.until(() => eventSeqs(late!).includes(lastSeq), 20_000);
+      expect(late!.res.closed).toBe(false);
+      expect(late!.frames.filter((f) => f.event === 'error' || f.event === 'reset')).toEqual([]);
+      expect(eventSeqs(late!)).toEqual(Array.from({ length: TOTAL }, (_, i) => i + 1));
     }, 60_000);
   }
 

@@ -118,5 +118,31 @@ for (const backend of backends) {
         expect(s.map((e) => e.data)).toEqual(log.slice(seqs[0]! - 1).map((e) => e.data));
       }
     }, 30_000);
+
+    it('a node that starts later knows the idempotency keys of the window', async () => {
+      const { engines, cleanup } = await backend.open(2);
+      cleanups.push(cleanup);
+      for (const e of engines) cleanups.push(() => e.close());
+      const [a, b] = engines as [Engine, Engine];
+      const t = 'shared.keys';
+      const first = await a.append(
+        t,
+        Array.from({ length: 30 }, (_, i) => ({ key: `k${i}`, data: String(i) })),
+      );
+      await a.append(t, [{ data: '"unkeyed"' }]);
+      // b appends to this topic for the first time: it must learn a's keys from the log.
+      const again = await b.append(t, [
+        { key: 'k7', data: '7' },
+        { key: 'k29', data: '29' },
+        { key: 'new', data: '"new"' },
+      ]);
+      expect(again.map((r) => [r.event.seq, r.duplicate])).toEqual([
+        [first[7]!.event.seq, true],
+        [first[29]!.event.seq, true],
+        [32, false],
+      ]);
+      const [back] = await a.append(t, [{ key: 'new', data: '"new"' }]);
+      expect([back?.event.seq, back?.duplicate]).toEqual([32, true]);
+    });
   });
 }

@@ -692,37 +692,57 @@ export class NatsEngine implements Engine, HealthCheck {
       );
     }
     log.lastMsg = last;
-    // Walk back from the newest message through the idempotency window.
-    const since = now - this.windowMs;
-    for (let seq = last; seq >= info.state.first_seq && seq > 0; seq--) {
-      const msg = await getMsg(jsm, log.stream, seq);
-      const b = msg === null ? null : parseBatch(msg);
-      if (b === null) continue;
-      if (seq === last) {
-        log.lastSeq = b.first + b.count - 1;
-        log.lastTime = b.time;
+    if (info.state.messages > 0) {
+      const [lastMsg, firstMsg] = await Promise.all([
+        getMsg(jsm, log.stream, last),
+        getMsg(jsm, log.stream, info.state.first_seq),
+      ]);
+      const lb = lastMsg === null ? null : parseBatch(lastMsg);
+      if (lb !== null) {
+        log.lastSeq = lb.first + lb.count - 1;
+        log.lastTime = lb.time;
       }
-      if (seq === info.state.first_seq || b.time + this.windowMs <= since) {
-        log.physFirst = b.first;
-        log.firstTime = b.time;
+      const fb = firstMsg === null ? null : parseBatch(firstMsg);
+      if (fb !== null) {
+        log.physFirst = fb.first;
+        log.firstTime = fb.time;
       }
-      if (b.time + this.windowMs <= now) break;
-      for (let i = b.events.length - 1; i >= 0; i--) {
-        const key = b.events[i]![1];
-        if (key !== null && !log.keys.has(key)) {
-          log.keys.set(key, { seq: b.first + i, time: b.time, exp: b.time + this.windowMs });
-        }
-      }
-    }
-    if (info.state.messages > 0 && log.firstTime === 0) {
-      const first = await getMsg(jsm, log.stream, info.state.first_seq);
-      const b = first === null ? null : parseBatch(first);
-      if (b !== null) {
-        log.physFirst = b.first;
-        log.firstTime = b.time;
-      }
+      // Keys of the window: only if its newest message is still inside it.
+      if (lb !== null && lb.time + this.windowMs > now) await this.loadKeys(log, last, now);
     }
     log.valid = true;
+  }
+
+  /**
+   * Reads the idempotency keys of the window with one ordered consumer from the window's start
+   * (stored time; a clock behind the server's only makes it read more), up to `last`.
+   */
+  private async loadKeys(log: Log, last: number, now: number): Promise<void> {
+    const since = Math.min(now, Date.now()) - this.windowMs - 1_000;
+    const consumer = await (this.js as JetStreamClient).consumers.get(log.stream, {
+      deliver_policy: DeliverPolicy.StartTime,
+      opt_start_time: new Date(Math.max(0, since)).toISOString(),
+    });
+    for (;;) {
+      const page = await consumer.fetch({ max_messages: 1_000, expires: 2_000 });
+      let seen = 0;
+      let count = 0;
+      for await (const m of page) {
+        count++;
+        seen = m.seq;
+        const b = parseJsMsg(m.headers, m.data, m.seq);
+        if (b !== null && b.time + this.windowMs > now) {
+          for (let i = 0; i < b.events.length; i++) {
+            const key = b.events[i]![1];
+            if (key === null) continue;
+            log.keys.delete(key);
+            log.keys.set(key, { seq: b.first + i, time: b.time, exp: b.time + this.windowMs });
+          }
+        }
+        if (m.seq >= last) break;
+      }
+      if (seen >= last || count === 0) return;
+    }
   }
 
   /** Reads the messages another node appended since this node's view. */
@@ -849,7 +869,11 @@ export class NatsEngine implements Engine, HealthCheck {
         const msg = await getMsg(jsm, log.stream, seq);
         const b = msg === null ? null : parseBatch(msg);
         if (b === null) continue;
-        if (b.time >= oldest) break;
+        if (b.time >= oldest) {
+          // Nothing older to drop before it: remember so the next append need not look again.
+          if (purgeBefore === 0) log.firstTime = b.time;
+          break;
+        }
         purgeBefore = seq + 1;
       }
     }
