@@ -1,4 +1,4 @@
-import type { RillEvent } from '../event.js';
+import type { EventInput, RillEvent } from '../event.js';
 import { RillError } from '../errors.js';
 import type { WatchListener } from './engine.js';
 
@@ -125,4 +125,24 @@ function call<T>(sub: Subscription<T>, value: T): void {
       throw err;
     });
   }
+}
+
+/** The stored event for `input` at `seq`: optional fields only when present. */
+export function makeEvent(
+  topic: string,
+  epoch: string,
+  seq: number,
+  time: number,
+  input: EventInput,
+): RillEvent {
+  const event: { -readonly [K in keyof RillEvent]: RillEvent[K] } = {
+    topic,
+    seq,
+    epoch,
+    time,
+    data: input.data,
+  };
+  if (input.type !== undefined) event.type = input.type;
+  if (input.key !== undefined) event.key = input.key;
+  return event;
 }

@@ -18,6 +18,7 @@ import {
   MAX_READ_LIMIT,
   clampLimit,
   closedError,
+  makeEvent,
 } from './common.js';
 import { newEpoch, resolveRetention, type TopicRetention } from './retention.js';
 
@@ -204,25 +205,6 @@ export class MemoryEngine implements Engine {
       trim(state, now);
     }
   }
-}
-
-function makeEvent(
-  topic: string,
-  epoch: string,
-  seq: number,
-  time: number,
-  input: EventInput,
-): RillEvent {
-  const event: { -readonly [K in keyof RillEvent]: RillEvent[K] } = {
-    topic,
-    seq,
-    epoch,
-    time,
-    data: input.data,
-  };
-  if (input.type !== undefined) event.type = input.type;
-  if (input.key !== undefined) event.key = input.key;
-  return event;
 }
 
 function firstSeq(state: TopicState): number {

@@ -21,6 +21,7 @@ import {
   MAX_READ_LIMIT,
   clampLimit,
   closedError,
+  makeEvent,
 } from './common.js';
 import { APPEND, SEQ_AT_TIME, TRIM } from './redis-scripts.js';
 import { newEpoch, resolveRetention, type TopicRetention } from './retention.js';
@@ -763,25 +764,6 @@ function parseMessage(message: string): Message | null {
     if (!Array.isArray(events) || events.length !== Number(to) - Number(from) + 1) events = null;
   }
   return { epoch, from: Number(from), to: Number(to), time: Number(time), events };
-}
-
-function makeEvent(
-  topic: string,
-  epoch: string,
-  seq: number,
-  time: number,
-  input: EventInput,
-): RillEvent {
-  const event: { -readonly [K in keyof RillEvent]: RillEvent[K] } = {
-    topic,
-    seq,
-    epoch,
-    time,
-    data: input.data,
-  };
-  if (input.type !== undefined) event.type = input.type;
-  if (input.key !== undefined) event.key = input.key;
-  return event;
 }
 
 function fromFields(topic: string, epoch: string, seq: number, fields: string[]): RillEvent {
