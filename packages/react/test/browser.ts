@@ -1,39 +1,16 @@
-import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../../server/test/helpers.js';
 
-export const CHROMIUM = '/usr/bin/chromium';
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
 let launching: Promise<Browser> | undefined;
 
-/**
- * Debian's Chromium through playwright-core (never a downloaded browser). Checked on use, so a
- * missing Chromium fails the tests that need it instead of skipping them.
- */
+/** Debian's Chromium, launched once for the file (fails, never skips, when it is missing). */
 export function getBrowser(): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(
-      `Chromium not found at ${CHROMIUM}: the browser tests need the Debian package "chromium" ` +
-        `(apt-get install chromium); they never download a browser.`,
-    );
-  }
-  launching ??= chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-    timeout: 30_000,
-  });
+  launching ??= launchChromium();
   return launching;
 }
 
