@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerBench } from './bench.js';
 import { registerServe } from './serve.js';
 
 /** `rill`: the command-line entry point. */
@@ -14,5 +15,6 @@ export async function main(argv: string[]): Promise<void> {
       process.exit(err.exitCode === 0 ? 0 : 2);
     });
   registerServe(program);
+  registerBench(program);
   await program.parseAsync(argv);
 }
