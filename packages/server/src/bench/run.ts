@@ -38,7 +38,10 @@ export interface BenchOptions {
   serverPids: number[];
   /** A step passes with zero loss and p99 under this (ms). */
   maxP99: number;
+  /** Stop after two failing steps in a row. */
   stopOnFail: boolean;
+  /** Seconds published at the first rate before the first step, not measured. */
+  warmup: number;
   /** Longest wait after a step for deliveries to settle, ms. */
   drainMs: number;
   topicPrefix?: string;
@@ -257,13 +260,39 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     await sleep(o.rates.length === 0 ? o.duration * 1000 : 500);
     const connectedSample = watch.poll();
 
+    const expectedSoFar = (): number =>
+      publisher.stats.perTopic.reduce((n, p, t) => n + p * subsOnTopic[t]!, 0);
+    /** Waits for every delivery owed so far (worker counts come every 250 ms), or a stall. */
+    const settle = async (): Promise<void> => {
+      const want = expectedSoFar();
+      const drainStart = performance.now();
+      let last = -1;
+      let lastChange = drainStart;
+      for (;;) {
+        await sleep(100);
+        const got = totals().delivered;
+        const now = performance.now();
+        if (got !== last) {
+          last = got;
+          lastChange = now;
+        }
+        if (got >= want && now - drainStart > 300) break;
+        if (now - lastChange > Math.min(1500, o.drainMs) || now - drainStart > o.drainMs) break;
+      }
+    };
+
     const steps: StepResult[] = [];
-    let deliveredBase = 0;
+    if (o.warmup > 0 && o.rates.length > 0) {
+      // JIT, lazy allocations and the connection burst's aftermath would land on the first step.
+      status = `warm-up ${o.warmup}s`;
+      await publisher.run(o.rates[0]!, o.warmup);
+      await settle();
+    }
+    let failures = 0;
     for (let i = 0; i < o.rates.length; i++) {
       const rate = o.rates[i]!;
       status = `step ${i + 1}/${o.rates.length} rate ${rate === 0 ? 'max' : fmtRate(rate)}/s`;
       for (const w of workers) await w.collect();
-      deliveredBase = totals().delivered;
       const perTopicBefore = [...publisher.stats.perTopic];
       const errorsBefore = publisher.stats.errors;
       const cpu0 = watch.mark();
@@ -277,21 +306,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         published += d;
         expected += d * subsOnTopic[t]!;
       });
-      // Wait for the deliveries to arrive (progress reports come every 250 ms), or stall.
-      const drainStart = performance.now();
-      let last = -1;
-      let lastChange = drainStart;
-      for (;;) {
-        await sleep(100);
-        const got = totals().delivered - deliveredBase;
-        const now = performance.now();
-        if (got !== last) {
-          last = got;
-          lastChange = now;
-        }
-        if (got >= expected && now - drainStart > 300) break;
-        if (now - lastChange > Math.min(1500, o.drainMs) || now - drainStart > o.drainMs) break;
-      }
+      await settle();
       const cpu1 = watch.poll();
       const hist = newHistogram();
       let delivered = 0;
@@ -336,7 +351,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       progress?.(
         `step ${i + 1}: offered ${rate === 0 ? 'max' : fmtRate(rate)}/s published ${fmtRate(publishedPerSec)}/s delivered ${fmtRate(step.deliveredPerSec)}/s loss ${step.loss} p99 ${latency.p99} ms ${step.ok ? 'ok' : 'FAIL'}`,
       );
-      if (!step.ok && o.stopOnFail) break;
+      // Two failing steps in a row end the ladder: one alone may be a noisy neighbour's doing.
+      failures = step.ok ? 0 : failures + 1;
+      if (failures >= 2 && o.stopOnFail) break;
     }
 
     let best: BenchResult['best'];

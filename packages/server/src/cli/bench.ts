@@ -24,6 +24,7 @@ interface BenchFlags {
   serverPid?: number[];
   maxP99: number;
   stopOnFail?: boolean;
+  warmup: number;
   drainMs: number;
   topicPrefix?: string;
   connectConcurrency: number;
@@ -117,7 +118,8 @@ export function registerBench(program: Command): void {
       pids,
     )
     .option('--max-p99 <ms>', 'a step passes with zero loss and p99 below this', num, 100)
-    .option('--stop-on-fail', 'stop at the first step that does not pass')
+    .option('--stop-on-fail', 'stop after two steps in a row that do not pass')
+    .option('--warmup <s>', 'seconds at the first rate before measuring', Number, 2)
     .option('--drain-ms <ms>', 'longest wait for deliveries after a step', int(100), 10_000)
     .option('--topic-prefix <p>', 'topic name prefix (default: random per run)')
     .option('--connect-concurrency <n>', 'connection attempts in flight per worker', int(1), 200)
@@ -166,6 +168,7 @@ async function bench(f: BenchFlags): Promise<number> {
     serverPids: f.serverPid ?? [],
     maxP99: f.maxP99,
     stopOnFail: f.stopOnFail ?? false,
+    warmup: f.warmup,
     drainMs: f.drainMs,
     ...(f.topicPrefix ? { topicPrefix: f.topicPrefix } : {}),
     connectConcurrency: f.connectConcurrency,
