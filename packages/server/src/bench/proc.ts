@@ -70,3 +70,16 @@ export class ProcWatch {
     if (this.timer) clearInterval(this.timer);
   }
 }
+
+/** Busy and total jiffies of the whole machine (all cores), from /proc/stat. */
+export function machineTicks(): { busy: number; total: number } | null {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = f.reduce((a, b) => a + b, 0);
+    const idle = (f[3] ?? 0) + (f[4] ?? 0);
+    return { busy: total - idle, total };
+  } catch {
+    return null;
+  }
+}

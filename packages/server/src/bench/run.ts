@@ -6,7 +6,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { decodeHistogram, newHistogram, summarize, type LatencySummary } from './histogram.js';
-import { ProcWatch } from './proc.js';
+import { ProcWatch, machineTicks } from './proc.js';
 import { Publisher, type PublishMode } from './publisher.js';
 import { paddingFor } from './scan.js';
 import type { ConnSpec, FromWorker, Progress, SubMode, ToWorker, WorkerSpec } from './worker.js';
@@ -67,6 +67,10 @@ export interface StepResult {
   serverCpuSeconds?: number;
   serverCpuPercent?: number;
   serverPeakRssKiB?: number;
+  /** Server CPU time per delivered event, µs: less noisy than latency on a shared machine. */
+  serverCpuMicrosPerDelivery?: number;
+  /** How busy the whole machine was (all cores, every process), %: how noisy the step was. */
+  machineBusyPercent?: number;
   /** Zero loss, no publish error, p99 under the limit, and the publisher kept the offered rate. */
   ok: boolean;
 }
@@ -296,6 +300,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       const perTopicBefore = [...publisher.stats.perTopic];
       const errorsBefore = publisher.stats.errors;
       const cpu0 = watch.mark();
+      const m0 = machineTicks();
       const start = performance.now();
       await publisher.run(rate, o.duration);
       const pubSeconds = (performance.now() - start) / 1000;
@@ -308,6 +313,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       });
       await settle();
       const cpu1 = watch.poll();
+      const m1 = machineTicks();
       const hist = newHistogram();
       let delivered = 0;
       for (const w of workers) {
@@ -332,6 +338,15 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         loss: expected - delivered,
         deliveredPerSec: Math.round(delivered / pubSeconds),
         latencyMs: latency,
+        ...(m0 && m1 && m1.total > m0.total
+          ? { machineBusyPercent: Math.round(((m1.busy - m0.busy) / (m1.total - m0.total)) * 100) }
+          : {}),
+        ...(cpu0 && cpu1 && delivered > 0
+          ? {
+              serverCpuMicrosPerDelivery:
+                Math.round(((cpu1.cpuSeconds - cpu0.cpuSeconds) / delivered) * 1e6 * 100) / 100,
+            }
+          : {}),
         ...(cpu0 && cpu1
           ? {
               serverCpuSeconds: Math.round((cpu1.cpuSeconds - cpu0.cpuSeconds) * 100) / 100,

@@ -2,7 +2,6 @@ import { cpus } from 'node:os';
 import type { Command } from 'commander';
 import { InvalidArgumentError, Option } from 'commander';
 import type { BenchOptions, BenchResult, BenchTarget, BenchTransport } from '../bench/run.js';
-import { runBench } from '../bench/run.js';
 import type { PublishMode } from '../bench/publisher.js';
 
 interface BenchFlags {
@@ -183,6 +182,8 @@ async function bench(f: BenchFlags): Promise<number> {
   };
   let result: BenchResult;
   try {
+    // Loaded on use so `rill serve` does not carry the generator.
+    const { runBench } = await import('../bench/run.js');
     result = await runBench(options);
   } catch (err) {
     process.stderr.write(`\nrill bench: ${(err as Error).message}\n`);
@@ -222,6 +223,8 @@ export function formatResult(r: BenchResult): string {
       'cpu s',
       'cpu %',
       'peak MiB',
+      'µs/deliv',
+      'machine %',
       '',
     ];
     const rows = r.steps.map((s) => [
@@ -237,6 +240,8 @@ export function formatResult(r: BenchResult): string {
       s.serverCpuSeconds === undefined ? '-' : String(s.serverCpuSeconds),
       s.serverCpuPercent === undefined ? '-' : String(s.serverCpuPercent),
       s.serverPeakRssKiB === undefined ? '-' : (s.serverPeakRssKiB / 1024).toFixed(1),
+      s.serverCpuMicrosPerDelivery === undefined ? '-' : String(s.serverCpuMicrosPerDelivery),
+      s.machineBusyPercent === undefined ? '-' : String(s.machineBusyPercent),
       s.ok ? 'ok' : s.publishErrors > 0 ? `FAIL (${s.publishErrors} publish errors)` : 'FAIL',
     ]);
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));

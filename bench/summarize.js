@@ -1,0 +1,87 @@
+// Prints the Markdown tables of docs/benchmarks.md from bench/results (or the folder given).
+//   node bench/summarize.js [results-dir]
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const dir = process.argv[2] ?? new URL('./results', import.meta.url).pathname;
+const load = (sub, name) => {
+  const p = join(dir, sub, name);
+  return existsSync(p) ? JSON.parse(readFileSync(p, 'utf8')) : null;
+};
+const k = (n) =>
+  n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} k` : `${n}`;
+const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : '–');
+const out = [];
+
+const families = {
+  sse: ['rill-sse', 'nchan-sse', 'express-sse'],
+  ws: ['rill-ws', 'nchan-ws', 'socketio'],
+};
+for (const n of [1000, 10000]) {
+  for (const [fam, targets] of Object.entries(families)) {
+    const rows = targets.map((t) => ({
+      t,
+      r: load('fanout', `${t}-${n}.json`),
+      q: load('fanout', `${t}-${n}-quartiles.json`),
+    }));
+    if (!rows.some((x) => x.r)) continue;
+    const rill = rows[0].r?.best?.deliveredPerSec;
+    out.push(`\n#### Fan-out, ${n} ${fam.toUpperCase()} subscribers, 1 topic\n`);
+    out.push(
+      '| target | highest passing deliveries/s | at events/s | p99 there | p50 / p99 at 25 % | at 50 % | at 75 % | server µs CPU / delivery | Rill ÷ target |',
+    );
+    out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+    for (const { t, r, q } of rows) {
+      if (!r) continue;
+      const best = r.best;
+      const bestStep = r.steps.find((s) => s.ok && s.rate === best?.rate);
+      const qs = (q?.steps ?? []).map(
+        (s) => `${s.latencyMs.p50} / ${s.latencyMs.p99} ms${s.loss ? ` (loss ${s.loss})` : ''}`,
+      );
+      out.push(
+        `| ${t} | ${best ? k(best.deliveredPerSec) : 'none passed'} | ${best?.rate ?? '–'} | ${best ? `${best.p99} ms` : '–'} | ${qs[0] ?? '–'} | ${qs[1] ?? '–'} | ${qs[2] ?? '–'} | ${bestStep?.serverCpuMicrosPerDelivery ?? '–'} | ${t.startsWith('rill') ? '1' : ratio(rill, best?.deliveredPerSec)} |`,
+      );
+    }
+  }
+}
+
+const idle = readdirSync(join(dir, 'idle'), { withFileTypes: true }).filter((d) =>
+  d.name.endsWith('.json'),
+);
+if (idle.length) {
+  out.push('\n#### Idle connections: server RSS per connection\n');
+  out.push(
+    '| target | connections | RSS before | RSS with all open | KiB per connection | Rill ÷ target (lower is better) |',
+  );
+  out.push('| --- | --- | --- | --- | --- | --- |');
+  const rs = Object.fromEntries(
+    idle.map((d) => [d.name.replace(/-\d+\.json$/, ''), load('idle', d.name)]),
+  );
+  for (const [t, r] of Object.entries(rs)) {
+    const s = r.server;
+    const rill = (t.endsWith('ws') || t === 'socketio' ? rs['rill-ws'] : rs['rill-sse'])?.server
+      ?.rssPerConnectionKiB;
+    out.push(
+      `| ${t} | ${r.connected}/${r.subscribers} | ${(s.rssBeforeKiB / 1024).toFixed(1)} MiB | ${(s.rssConnectedKiB / 1024).toFixed(1)} MiB | ${s.rssPerConnectionKiB} | ${t.startsWith('rill') ? '1' : ratio(rill, s.rssPerConnectionKiB)} |`,
+    );
+  }
+}
+
+const ing = existsSync(join(dir, 'ingest'))
+  ? readdirSync(join(dir, 'ingest')).filter((f) => f.endsWith('.json'))
+  : [];
+if (ing.length) {
+  out.push('\n#### Ingest (no subscribers)\n');
+  out.push('| target | mode | requests/s | events/s | errors | server CPU % |');
+  out.push('| --- | --- | --- | --- | --- | --- |');
+  for (const f of ing.sort()) {
+    const r = load('ingest', f);
+    const s = r.steps[0];
+    if (!s) continue;
+    const perReq = r.publish === 'batch' ? Number(f.match(/batch(\d+)/)?.[1] ?? 1) : 1;
+    out.push(
+      `| ${f.replace(/\.json$/, '')} | ${r.publish} | ${k(Math.round(s.publishedPerSec / perReq))} | ${k(s.publishedPerSec)} | ${s.publishErrors} | ${s.serverCpuPercent ?? '–'} |`,
+    );
+  }
+}
+console.log(out.join('\n'));
