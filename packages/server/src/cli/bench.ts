@@ -24,6 +24,7 @@ interface BenchFlags {
   maxP99: number;
   stopOnFail?: boolean;
   warmup: number;
+  stopP99: number;
   drainMs: number;
   topicPrefix?: string;
   connectConcurrency: number;
@@ -117,7 +118,11 @@ export function registerBench(program: Command): void {
       pids,
     )
     .option('--max-p99 <ms>', 'a step passes with zero loss and p99 below this', num, 100)
-    .option('--stop-on-fail', 'stop after two steps in a row that do not pass')
+    .option(
+      '--stop-on-fail',
+      'stop after two steps in a row with loss, publish errors, the rate not kept, or p99 over --stop-p99',
+    )
+    .option('--stop-p99 <ms>', 'p99 that counts as a hard failure for --stop-on-fail', num, 1000)
     .option('--warmup <s>', 'seconds at the first rate before measuring', Number, 2)
     .option('--drain-ms <ms>', 'longest wait for deliveries after a step', int(100), 10_000)
     .option('--topic-prefix <p>', 'topic name prefix (default: random per run)')
@@ -168,6 +173,7 @@ async function bench(f: BenchFlags): Promise<number> {
     maxP99: f.maxP99,
     stopOnFail: f.stopOnFail ?? false,
     warmup: f.warmup,
+    stopP99: f.stopP99,
     drainMs: f.drainMs,
     ...(f.topicPrefix ? { topicPrefix: f.topicPrefix } : {}),
     connectConcurrency: f.connectConcurrency,
@@ -258,5 +264,10 @@ export function formatResult(r: BenchResult): string {
       `best passing step: ${r.best.deliveredPerSec} deliveries/s at ${r.best.rate === 0 ? 'max' : r.best.rate} events/s (p99 ${r.best.p99} ms)`,
     );
   } else if (r.steps.length > 0) lines.push('no step passed');
+  if (r.capacity) {
+    lines.push(
+      `zero-loss capacity: ${r.capacity.deliveredPerSec} deliveries/s at ${r.capacity.rate === 0 ? 'max' : r.capacity.rate} events/s (p99 ${r.capacity.p99} ms)`,
+    );
+  }
   return lines.join('\n') + '\n';
 }
