@@ -22,6 +22,9 @@ export type RequestId = string | number;
  */
 const FRAME_END = '\u0000';
 
+/** An event with its last WebSocket frame and the prefix (sub id) it was built for. */
+type WsCached = RillEvent & { wsFrame?: string; wsPrefix?: string };
+
 export function wsResetFrame(sub: string, n: ResetNotice, cursor: string): string {
   return JSON.stringify({ op: 'reset', sub, ...n, cursor });
 }
@@ -172,9 +175,17 @@ export class WsSink implements Sink {
   }
 
   frameEvent(ev: RillEvent, id: string | null): string {
-    return id === null
-      ? `${this.eventPrefix}"event":${eventJson(ev)}}${FRAME_END}`
-      : `${this.eventPrefix}"cursor":"${id}","event":${eventJson(ev)}}${FRAME_END}`;
+    if (id !== null)
+      return `${this.eventPrefix}"cursor":"${id}","event":${eventJson(ev)}}${FRAME_END}`;
+    // Frame once: single-topic subscriptions share their frame whenever their sub ids match,
+    // which is the common case (`s1` on every connection holding one subscription), so a
+    // fan-out to N sockets builds it once instead of N times.
+    const c = ev as WsCached;
+    if (c.wsPrefix !== this.eventPrefix) {
+      c.wsFrame = `${this.eventPrefix}"event":${eventJson(ev)}}${FRAME_END}`;
+      c.wsPrefix = this.eventPrefix;
+    }
+    return c.wsFrame!;
   }
 
   frameReset(notice: ResetNotice, id: string): string {
