@@ -4,7 +4,9 @@
 #   bash bench/run.sh fanout [1000|10000]   fan-out, 1 topic, rate ladder, SSE and WebSocket
 #   bash bench/run.sh idle                  server RSS per idle connection at 15,000 connections
 #   bash bench/run.sh ingest                single POST req/s and batched NDJSON events/s (Rill: lmdb)
-#   bash bench/run.sh all                   the three above
+#   bash bench/run.sh catchup               one subscriber replaying 1,000,000 stored events (Rill)
+#   bash bench/run.sh storm                 5,000 SSE subscribers dropped, 500-event gap, resume
+#   bash bench/run.sh all                   all of the above
 #
 # LADDER=25,50,100 overrides the rate ladder (events/s), STEP_SECONDS the seconds per step.
 # PEERS="rill-sse rill-ws nchan-sse nchan-ws express-sse socketio" selects targets (default: all).
@@ -178,12 +180,34 @@ scenario_ingest() {
   done
 }
 
+scenario_catchup() {
+  log "catch-up: rill replays ${CATCHUP_EVENTS:-1000000} stored events"
+  start_server rill-sse
+  mkdir -p "$RESULTS/catchup"
+  node "$BENCH/catchup.js" http://127.0.0.1:8080 "${CATCHUP_EVENTS:-1000000}" | tee "$RESULTS/catchup/rill.json" >&2
+  stop_server
+}
+
+scenario_storm() {
+  local t
+  for t in rill-sse nchan-sse express-sse; do
+    [[ " $PEERS " == *" $t "* ]] || continue
+    log "reconnect storm: $t, 5000 subscribers, 500-event gap"
+    start_server "$t"
+    mkdir -p "$RESULTS/storm"
+    node "$BENCH/storm.js" "${t%-sse}" "${STORM_SUBSCRIBERS:-5000}" "${STORM_GAP:-500}" | tee "$RESULTS/storm/${t%-sse}.json" >&2 || true
+    stop_server
+  done
+}
+
 install_peers
 case "${1:-}" in
   fanout) shift; scenario_fanout "$@" ;;
   idle) shift; scenario_idle "$@" ;;
   ingest) scenario_ingest ;;
-  all) scenario_fanout; scenario_idle; scenario_ingest ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  catchup) scenario_catchup ;;
+  storm) scenario_storm ;;
+  all) scenario_fanout; scenario_idle; scenario_ingest; scenario_catchup; scenario_storm ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
 esac
 log "results in $RESULTS"
