@@ -54,6 +54,15 @@ await new Promise((resolve, reject) => {
       `GET /v1/topics/${topic}/stream?from=earliest HTTP/1.1\r\nHost: ${url.host}\r\nAccept: text/event-stream\r\n\r\n`,
     );
   });
+  let seen = -1;
+  const stall = setInterval(() => {
+    if (scanner.count === seen) {
+      sock.destroy();
+      reject(new Error(`stalled at ${scanner.count} of ${total} events (retention too small?)`));
+    }
+    seen = scanner.count;
+  }, 10_000);
+  sock.on('close', () => clearInterval(stall));
   sock.on('data', (chunk) => {
     scanner.push(chunk);
     if (scanner.count >= total) {

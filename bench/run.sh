@@ -182,7 +182,10 @@ scenario_ingest() {
 
 scenario_catchup() {
   log "catch-up: rill replays ${CATCHUP_EVENTS:-1000000} stored events"
+  # The default retention keeps 100,000 events per topic; this scenario needs them all.
+  export RILL_RETENTION__MAX_EVENTS=$(( ${CATCHUP_EVENTS:-1000000} * 2 ))
   start_server rill-sse
+  unset RILL_RETENTION__MAX_EVENTS
   mkdir -p "$RESULTS/catchup"
   node "$BENCH/catchup.js" http://127.0.0.1:8080 "${CATCHUP_EVENTS:-1000000}" | tee "$RESULTS/catchup/rill.json" >&2
   stop_server
