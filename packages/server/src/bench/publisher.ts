@@ -84,9 +84,10 @@ export class Publisher {
 
   /**
    * Publishes at `rate` events/s for `seconds` (as fast as possible with rate 0), then waits for
-   * every request in flight. Resolves with the events issued.
+   * every request in flight. Resolves with the events issued and the seconds it took to issue
+   * them: more than `seconds` only when `concurrency` requests in flight held the schedule back.
    */
-  async run(rate: number, seconds: number): Promise<number> {
+  async run(rate: number, seconds: number): Promise<{ issued: number; issueSeconds: number }> {
     const start = performance.now();
     const perReq = this.o.mode === 'batch' ? this.o.batch : 1;
     let issued = 0;
@@ -113,8 +114,9 @@ export class Publisher {
       };
       tick();
     });
+    const issueSeconds = (performance.now() - start) / 1000;
     while (this.inFlight > 0) await new Promise<void>((r) => this.drainWaiters.push(r));
-    return issued;
+    return { issued, issueSeconds };
   }
 
   close(): void {
