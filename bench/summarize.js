@@ -48,9 +48,9 @@ for (const n of [1000, 10000]) {
   }
 }
 
-const idle = readdirSync(join(dir, 'idle'), { withFileTypes: true }).filter((d) =>
-  d.name.endsWith('.json'),
-);
+const idle = existsSync(join(dir, 'idle'))
+  ? readdirSync(join(dir, 'idle'), { withFileTypes: true }).filter((d) => d.name.endsWith('.json'))
+  : [];
 if (idle.length) {
   out.push('\n#### Idle connections: server RSS per connection\n');
   out.push(
@@ -84,6 +84,30 @@ if (ing.length) {
     const perReq = r.publish === 'batch' ? Number(f.match(/batch(\d+)/)?.[1] ?? 1) : 1;
     out.push(
       `| ${f.replace(/\.json$/, '')} | ${r.publish} | ${k(Math.round(s.publishedPerSec / perReq))} | ${k(s.publishedPerSec)} | ${s.publishErrors} | ${s.serverCpuPercent ?? '–'} |`,
+    );
+  }
+}
+const catchup = load('catchup', 'rill.json');
+if (catchup) {
+  out.push('\n#### Catch-up (Rill, lmdb)\n');
+  out.push('| events | ingest (NDJSON batches of 1,000) | replay to one SSE subscriber |');
+  out.push('| --- | --- | --- |');
+  out.push(
+    `| ${k(catchup.events)} | ${k(catchup.ingestEventsPerSec)} events/s | ${k(catchup.replayEventsPerSec)} events/s (${catchup.replaySeconds} s) |`,
+  );
+}
+
+const storm = existsSync(join(dir, 'storm')) ? readdirSync(join(dir, 'storm')) : [];
+if (storm.length) {
+  out.push('\n#### Reconnect storm: 5,000 SSE subscribers, 500-event gap\n');
+  out.push(
+    '| target | reconnect burst | full recovery | recovered | reconnect attempts reset | gaps | duplicates |',
+  );
+  out.push('| --- | --- | --- | --- | --- | --- | --- |');
+  for (const f of storm.sort()) {
+    const r = load('storm', f);
+    out.push(
+      `| ${r.target} | ${r.reconnectSeconds} s | ${r.recoverySeconds === null ? 'never' : `${r.recoverySeconds} s`} | ${r.recovered}/${r.subscribers} | ${r.failedReconnects} | ${r.gaps} | ${r.duplicates} |`,
     );
   }
 }
