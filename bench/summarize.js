@@ -107,7 +107,7 @@ if (storm.length) {
   for (const f of storm.sort()) {
     const r = load('storm', f);
     out.push(
-      `| ${r.target} | ${r.reconnectSeconds} s | ${r.recoverySeconds === null ? 'never' : `${r.recoverySeconds} s`} | ${r.recovered}/${r.subscribers} | ${r.failedReconnects} | ${r.gaps} | ${r.duplicates} |`,
+      `| ${f.replace(/\.json$/, '')} | ${r.reconnectSeconds} s | ${r.recoverySeconds === null ? 'never' : `${r.recoverySeconds} s`} | ${r.recovered}/${r.subscribers} | ${r.failedReconnects} | ${r.gaps} | ${r.duplicates} |`,
     );
   }
 }
