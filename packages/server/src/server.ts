@@ -8,6 +8,9 @@ import { createEngine } from './engine/index.js';
 import { buildApp } from './http/app.js';
 import { Hub } from './hub.js';
 
+/** Pending connections the kernel may queue for accept (see listen()). */
+const LISTEN_BACKLOG = 4096;
+
 export interface RillServer {
   readonly config: RillConfig;
   readonly engine: Engine;
@@ -83,7 +86,10 @@ export async function createServer(
     app,
     log,
     async listen() {
-      await app.listen({ host: config.host, port: config.port });
+      // A reconnect storm (thousands of clients back at once) overflows Node's default accept
+      // backlog of 511: the kernel then resets connections the clients believed open
+      // (ECONNRESET in bench/storm.js). The kernel caps this at net.core.somaxconn.
+      await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;

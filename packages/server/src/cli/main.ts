@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerBench } from './bench.js';
 import { registerPublish } from './publish.js';
 import { registerServe } from './serve.js';
 import { registerTail } from './tail.js';
@@ -18,5 +19,6 @@ export async function main(argv: string[]): Promise<void> {
   registerServe(program);
   registerTail(program);
   registerPublish(program);
+  registerBench(program);
   await program.parseAsync(argv);
 }

@@ -22,6 +22,9 @@ export type RequestId = string | number;
  */
 const FRAME_END = '\u0000';
 
+/** An event with its last WebSocket frame and the prefix (sub id) it was built for. */
+type WsCached = RillEvent & { wsFrame?: string; wsPrefix?: string };
+
 export function wsResetFrame(sub: string, n: ResetNotice, cursor: string): string {
   return JSON.stringify({ op: 'reset', sub, ...n, cursor });
 }
@@ -40,6 +43,33 @@ export function wsErrorFrame(err: RillError, ref: { id?: RequestId; sub?: string
       ...err.details,
     },
   });
+}
+
+/** Buffers go out as text messages (they hold UTF-8 JSON). */
+const TEXT = { binary: false } as const;
+
+let lastChunk: string | null = null;
+let lastFrames: Buffer[] = [];
+
+/**
+ * A coalesced chunk as one UTF-8 Buffer per message. Frame once: the hub flushes every socket of a
+ * topic one after another with the same chunk (the same shared event frames), so a one-entry cache
+ * turns N encodings into one, and `ws` sends an unmasked Buffer without copying it: each socket
+ * gets only its own 2–10 byte header.
+ */
+function framesOf(chunk: string): Buffer[] {
+  if (chunk === lastChunk) return lastFrames;
+  const frames: Buffer[] = [];
+  let start = 0;
+  while (start < chunk.length) {
+    let end = chunk.indexOf(FRAME_END, start);
+    if (end === -1) end = chunk.length;
+    if (end > start) frames.push(Buffer.from(chunk.slice(start, end)));
+    start = end + 1;
+  }
+  lastChunk = chunk;
+  lastFrames = frames;
+  return frames;
 }
 
 /**
@@ -85,22 +115,14 @@ export class WsWriter {
   /** Sends each FRAME_END-terminated frame of `chunk` as its own message, in one socket write. */
   sendFrames(chunk: string): void {
     if (!this.isOpen) return;
+    const frames = framesOf(chunk);
     const socket = (this.ws as unknown as { _socket?: Socket })._socket;
     // ws corks per frame; an outer cork turns the whole batch into a single writev.
     socket?.cork();
     try {
-      let start = 0;
-      for (;;) {
-        let end = chunk.indexOf(FRAME_END, start);
-        if (end === -1) end = chunk.length;
-        const frame = chunk.slice(start, end);
-        start = end + 1;
-        if (start >= chunk.length) {
-          if (frame !== '') this.sendTracked(frame);
-          break;
-        }
-        if (frame !== '') this.ws.send(frame);
-      }
+      const last = frames.length - 1;
+      for (let i = 0; i < last; i++) this.ws.send(frames[i]!, TEXT);
+      if (last >= 0) this.sendTracked(frames[last]!);
     } finally {
       socket?.uncork();
     }
@@ -113,10 +135,10 @@ export class WsWriter {
     return new Promise((resolve) => this.waiters.push({ seq, resolve }));
   }
 
-  private sendTracked(text: string): void {
+  private sendTracked(data: string | Buffer): void {
     const seq = ++this.issued;
     // Called with an error too when the socket is gone; either way the bytes are no longer ours.
-    this.ws.send(text, () => {
+    this.ws.send(data, TEXT, () => {
       if (seq > this.completed) this.completed = seq;
       this.release(this.completed);
     });
@@ -172,9 +194,17 @@ export class WsSink implements Sink {
   }
 
   frameEvent(ev: RillEvent, id: string | null): string {
-    return id === null
-      ? `${this.eventPrefix}"event":${eventJson(ev)}}${FRAME_END}`
-      : `${this.eventPrefix}"cursor":"${id}","event":${eventJson(ev)}}${FRAME_END}`;
+    if (id !== null)
+      return `${this.eventPrefix}"cursor":"${id}","event":${eventJson(ev)}}${FRAME_END}`;
+    // Frame once: single-topic subscriptions share their frame whenever their sub ids match,
+    // which is the common case (`s1` on every connection holding one subscription), so a
+    // fan-out to N sockets builds it once instead of N times.
+    const c = ev as WsCached;
+    if (c.wsPrefix !== this.eventPrefix) {
+      c.wsFrame = `${this.eventPrefix}"event":${eventJson(ev)}}${FRAME_END}`;
+      c.wsPrefix = this.eventPrefix;
+    }
+    return c.wsFrame!;
   }
 
   frameReset(notice: ResetNotice, id: string): string {

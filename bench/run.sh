@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Rill vs peers, one command per scenario, same generator (`rill bench`) and settings for each.
+#
+#   bash bench/run.sh fanout [1000|10000]   fan-out, 1 topic, rate ladder, SSE and WebSocket
+#   bash bench/run.sh idle                  server RSS per idle connection at 15,000 connections
+#   bash bench/run.sh ingest                single POST req/s and batched NDJSON events/s (Rill: lmdb)
+#   bash bench/run.sh catchup               one subscriber replaying 1,000,000 stored events (Rill)
+#   bash bench/run.sh storm                 5,000 SSE subscribers dropped, 500-event gap, resume
+#   bash bench/run.sh all                   all of the above
+#
+# LADDER=25,50,100 overrides the rate ladder (events/s), STEP_SECONDS the seconds per step.
+# PEERS="rill-sse rill-ws nchan-sse nchan-ws express-sse socketio" selects targets (default: all).
+# Results: bench/results/<scenario>/<target>-<n>.json; summary: node bench/summarize.js.
+# Peers are installed here, never vendored: npm (express, socket.io) into bench/node_modules from
+# bench/package.json; Debian's nginx + libnginx-mod-nchan via apt-get when missing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/bench"
+RILL="node $ROOT/packages/server/bin/rill.js"
+RESULTS="${RESULTS:-$BENCH/results}"
+TMP="$(mktemp -d /tmp/rill-bench.XXXXXX)"
+PEERS="${PEERS:-rill-sse rill-ws nchan-sse nchan-ws express-sse socketio}"
+NCHAN_CONF="${NCHAN_CONF:-$ROOT/../shared/peers/nchan/nginx.conf}"
+[ -f "$NCHAN_CONF" ] || NCHAN_CONF="/work/shared/peers/nchan/nginx.conf"
+# Rill serves from one process; peers that have workers get the same count.
+WORKERS=1
+SERVER_PIDS=""
+SERVER_KILL=""
+
+log() { printf '\n=== %s\n' "$*" >&2; }
+
+install_peers() {
+  [ -d "$ROOT/packages/server/dist" ] || (cd "$ROOT" && npm run build >/dev/null)
+  if [ ! -d "$BENCH/node_modules/socket.io" ] || [ ! -d "$BENCH/node_modules/express" ]; then
+    (cd "$BENCH" && npm ci --no-audit --no-fund >/dev/null)
+  fi
+  if [ ! -f /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light libnginx-mod-nchan >/dev/null
+  fi
+}
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2
+  return 1
+}
+
+# start_server <target>: starts the server behind a target, sets SERVER_PIDS and TARGET_ARGS.
+start_server() {
+  case "$1" in
+    rill-*)
+      rm -rf "$TMP/rill-data"
+      $RILL serve --engine lmdb --data-dir "$TMP/rill-data" --port 8080 --log-level warn &
+      SERVER_PIDS=$!
+      SERVER_KILL=$!
+      wait_port 8080
+      TARGET_ARGS=(--target rill --url http://127.0.0.1:8080 --transport "${1#rill-}")
+      ;;
+    nchan-*)
+      mkdir -p "$TMP/nchan"
+      sed "s/^worker_processes .*/worker_processes $WORKERS;/" "$NCHAN_CONF" > "$TMP/nchan/nginx.conf"
+      nginx -c "$TMP/nchan/nginx.conf" -p "$TMP/nchan" -g "daemon on; pid $TMP/nchan/nginx.pid;" 2>/dev/null
+      wait_port 8090
+      local master
+      master="$(cat "$TMP/nchan/nginx.pid")"
+      SERVER_PIDS="$master,$(pgrep -P "$master" | paste -sd,)"
+      SERVER_KILL=""
+      local scheme=http
+      [ "$1" = nchan-ws ] && scheme=ws
+      TARGET_ARGS=(--target generic --sub-url "$scheme://127.0.0.1:8090/sub/{topic}" --pub-url "http://127.0.0.1:8090/pub/{topic}")
+      ;;
+    express-sse)
+      PORT=8091 node "$BENCH/peers/express-sse.js" >/dev/null &
+      SERVER_PIDS=$!
+      SERVER_KILL=$!
+      wait_port 8091
+      TARGET_ARGS=(--target generic --sub-url "http://127.0.0.1:8091/sub/{topic}" --pub-url "http://127.0.0.1:8091/pub/{topic}")
+      ;;
+    socketio)
+      PORT=8092 node "$BENCH/peers/socketio.js" >/dev/null &
+      SERVER_PIDS=$!
+      SERVER_KILL=$!
+      wait_port 8092
+      TARGET_ARGS=(--target socketio --url http://127.0.0.1:8092)
+      ;;
+    *) echo "unknown target $1" >&2; return 2 ;;
+  esac
+  sleep 0.5
+}
+
+stop_server() {
+  if [ -n "$SERVER_KILL" ]; then
+    kill "$SERVER_KILL" 2>/dev/null || true
+    wait "$SERVER_KILL" 2>/dev/null || true
+  elif [ -f "$TMP/nchan/nginx.pid" ]; then
+    nginx -c "$TMP/nchan/nginx.conf" -p "$TMP/nchan" -g "pid $TMP/nchan/nginx.pid;" -s quit 2>/dev/null || true
+    for _ in $(seq 1 50); do [ -f "$TMP/nchan/nginx.pid" ] || break; sleep 0.1; done
+  fi
+  SERVER_KILL=""
+  # Let the sockets of the last run leave TIME_WAIT's way before the next one connects.
+  sleep 2
+}
+
+cleanup() {
+  stop_server >/dev/null 2>&1 || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# bench <out.json> <args...>: runs the generator against the current server.
+bench() {
+  local out="$1"
+  shift
+  mkdir -p "$(dirname "$out")"
+  $RILL bench "${TARGET_ARGS[@]}" --server-pid "$SERVER_PIDS" --json "$@" > "$out" || true
+  node -e 'const r=require(process.argv[1]);for(const s of r.steps)console.error(`  ${s.rate}/s -> ${s.deliveredPerSec} deliveries/s loss ${s.loss} p99 ${s.latencyMs.p99} ms ${s.ok?"ok":"FAIL"}`);if(r.server)console.error(`  rss/conn ${r.server.rssPerConnectionKiB} KiB, connected ${r.connected}/${r.subscribers}`)' "$out" || true
+}
+
+supports_ws_publish() { [[ "$1" == rill-* ]]; }
+
+scenario_fanout() {
+  local sizes=("${@:-1000 10000}")
+  for n in ${sizes[*]}; do
+    local ladder
+    if [ -n "${LADDER:-}" ]; then
+      ladder="$LADDER"
+    elif [ "$n" -le 1000 ]; then
+      ladder="25,50,100,200,300,400,600,800,1000"
+    else
+      ladder="2,5,10,20,30,40,60,80,100"
+    fi
+    for t in $PEERS; do
+      log "fanout $n subscribers: $t"
+      start_server "$t"
+      bench "$RESULTS/fanout/$t-$n.json" -s "$n" -r "$ladder" -d "${STEP_SECONDS:-5}" --stop-on-fail \
+        --sample 4 --concurrency 32
+      # Latency at 25 / 50 / 75 % of the best passing rate (or of the zero-loss capacity).
+      local best
+      best="$(node -e 'const r=require(process.argv[1]);process.stdout.write(String(r.best?.rate??r.capacity?.rate??0))' "$RESULTS/fanout/$t-$n.json" 2>/dev/null || echo 0)"
+      if [ "$best" -gt 0 ]; then
+        local q
+        q="$(node -e 'const b=+process.argv[1];process.stdout.write([0.25,0.5,0.75].map(f=>Math.max(1,Math.round(b*f))).join(","))' "$best")"
+        bench "$RESULTS/fanout/$t-$n-quartiles.json" -s "$n" -r "$q" -d "${STEP_SECONDS:-5}" --sample 4 --concurrency 32
+      fi
+      stop_server
+    done
+  done
+}
+
+scenario_idle() {
+  local n="${1:-15000}"
+  for t in $PEERS; do
+    log "idle $n connections: $t"
+    start_server "$t"
+    bench "$RESULTS/idle/$t-$n.json" -s "$n" -d "${IDLE_SECONDS:-10}" -w 2
+    stop_server
+  done
+}
+
+scenario_ingest() {
+  local t
+  for t in rill-sse nchan-sse express-sse socketio; do
+    [[ " $PEERS " == *" $t "* ]] || continue
+    log "ingest: $t single-event POSTs"
+    start_server "$t"
+    bench "$RESULTS/ingest/${t%-sse}-single.json" -s 0 -r max -d "${STEP_SECONDS:-10}" --concurrency 64
+    if [[ "$t" == rill-* ]]; then
+      for b in 100 1000; do
+        log "ingest: rill NDJSON batches of $b"
+        bench "$RESULTS/ingest/rill-batch$b.json" -s 0 -r max -d "${STEP_SECONDS:-10}" --publish batch --batch "$b" --concurrency 8
+      done
+      log "ingest: rill WebSocket publishes"
+      bench "$RESULTS/ingest/rill-ws.json" -s 0 -r max -d "${STEP_SECONDS:-10}" --publish ws --concurrency 256
+    fi
+    stop_server
+  done
+}
+
+scenario_catchup() {
+  log "catch-up: rill replays ${CATCHUP_EVENTS:-1000000} stored events"
+  # The default retention keeps 100,000 events per topic; this scenario needs them all.
+  export RILL_RETENTION__MAX_EVENTS=$(( ${CATCHUP_EVENTS:-1000000} * 2 ))
+  start_server rill-sse
+  unset RILL_RETENTION__MAX_EVENTS
+  mkdir -p "$RESULTS/catchup"
+  node "$BENCH/catchup.js" http://127.0.0.1:8080 "${CATCHUP_EVENTS:-1000000}" | tee "$RESULTS/catchup/rill.json" >&2
+  stop_server
+}
+
+scenario_storm() {
+  local t
+  for t in rill-sse nchan-sse express-sse; do
+    [[ " $PEERS " == *" $t "* ]] || continue
+    log "reconnect storm: $t, 5000 subscribers, 500-event gap"
+    start_server "$t"
+    mkdir -p "$RESULTS/storm"
+    node "$BENCH/storm.js" "${t%-sse}" "${STORM_SUBSCRIBERS:-5000}" "${STORM_GAP:-500}" | tee "$RESULTS/storm/${t%-sse}.json" >&2 || true
+    stop_server
+  done
+}
+
+install_peers
+case "${1:-}" in
+  fanout) shift; scenario_fanout "$@" ;;
+  idle) shift; scenario_idle "$@" ;;
+  ingest) scenario_ingest ;;
+  catchup) scenario_catchup ;;
+  storm) scenario_storm ;;
+  all) scenario_fanout; scenario_idle; scenario_ingest; scenario_catchup; scenario_storm ;;
+  *) sed -n '2,16p' "$0"; exit 2 ;;
+esac
+log "results in $RESULTS"

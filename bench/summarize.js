@@ -1,0 +1,114 @@
+// Prints the Markdown tables of docs/benchmarks.md from bench/results (or the folder given).
+//   node bench/summarize.js [results-dir]
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const dir = process.argv[2] ?? new URL('./results', import.meta.url).pathname;
+const load = (sub, name) => {
+  const p = join(dir, sub, name);
+  return existsSync(p) ? JSON.parse(readFileSync(p, 'utf8')) : null;
+};
+const k = (n) =>
+  n >= 1e6 ? `${(n / 1e6).toFixed(2)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)} k` : `${n}`;
+const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : '–');
+const out = [];
+
+const families = {
+  sse: ['rill-sse', 'nchan-sse', 'express-sse'],
+  ws: ['rill-ws', 'nchan-ws', 'socketio'],
+};
+for (const n of [1000, 10000]) {
+  for (const [fam, targets] of Object.entries(families)) {
+    const rows = targets.map((t) => ({
+      t,
+      r: load('fanout', `${t}-${n}.json`),
+      q: load('fanout', `${t}-${n}-quartiles.json`),
+    }));
+    if (!rows.some((x) => x.r)) continue;
+    const rill = rows[0].r?.best?.deliveredPerSec;
+    const rillCap = rows[0].r?.capacity?.deliveredPerSec;
+    out.push(`\n#### Fan-out, ${n} ${fam.toUpperCase()} subscribers, 1 topic\n`);
+    out.push(
+      '| target | passing (p99 < 100 ms) deliveries/s | zero-loss capacity deliveries/s (p99 there) | p50 / p99 at 25 % | at 50 % | at 75 % | server µs CPU / delivery | Rill ÷ target, passing | Rill ÷ target, capacity |',
+    );
+    out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+    for (const { t, r, q } of rows) {
+      if (!r) continue;
+      const best = r.best;
+      const cap = r.capacity;
+      const capStep = r.steps.find((s) => s.sound && s.rate === cap?.rate);
+      const qs = (q?.steps ?? []).map(
+        (s) => `${s.latencyMs.p50} / ${s.latencyMs.p99} ms${s.loss ? ` (loss ${s.loss})` : ''}`,
+      );
+      const rillRow = t.startsWith('rill');
+      out.push(
+        `| ${t} | ${best ? `${k(best.deliveredPerSec)} (p99 ${best.p99} ms)` : 'none'} | ${cap ? `${k(cap.deliveredPerSec)} (${cap.p99} ms)` : 'none'} | ${qs[0] ?? '–'} | ${qs[1] ?? '–'} | ${qs[2] ?? '–'} | ${capStep?.serverCpuMicrosPerDelivery ?? '–'} | ${rillRow ? '1' : ratio(rill, best?.deliveredPerSec)} | ${rillRow ? '1' : ratio(rillCap, cap?.deliveredPerSec)} |`,
+      );
+    }
+  }
+}
+
+const idle = existsSync(join(dir, 'idle'))
+  ? readdirSync(join(dir, 'idle'), { withFileTypes: true }).filter((d) => d.name.endsWith('.json'))
+  : [];
+if (idle.length) {
+  out.push('\n#### Idle connections: server RSS per connection\n');
+  out.push(
+    '| target | connections | RSS before | RSS with all open | KiB per connection | Rill ÷ target (lower is better) |',
+  );
+  out.push('| --- | --- | --- | --- | --- | --- |');
+  const rs = Object.fromEntries(
+    idle.map((d) => [d.name.replace(/-\d+\.json$/, ''), load('idle', d.name)]),
+  );
+  for (const [t, r] of Object.entries(rs)) {
+    const s = r.server;
+    const rill = (t.endsWith('ws') || t === 'socketio' ? rs['rill-ws'] : rs['rill-sse'])?.server
+      ?.rssPerConnectionKiB;
+    out.push(
+      `| ${t} | ${r.connected}/${r.subscribers} | ${(s.rssBeforeKiB / 1024).toFixed(1)} MiB | ${(s.rssConnectedKiB / 1024).toFixed(1)} MiB | ${s.rssPerConnectionKiB} | ${t.startsWith('rill') ? '1' : ratio(rill, s.rssPerConnectionKiB)} |`,
+    );
+  }
+}
+
+const ing = existsSync(join(dir, 'ingest'))
+  ? readdirSync(join(dir, 'ingest')).filter((f) => f.endsWith('.json'))
+  : [];
+if (ing.length) {
+  out.push('\n#### Ingest (no subscribers)\n');
+  out.push('| target | mode | requests/s | events/s | errors | server CPU % |');
+  out.push('| --- | --- | --- | --- | --- | --- |');
+  for (const f of ing.sort()) {
+    const r = load('ingest', f);
+    const s = r.steps[0];
+    if (!s) continue;
+    const perReq = r.publish === 'batch' ? Number(f.match(/batch(\d+)/)?.[1] ?? 1) : 1;
+    out.push(
+      `| ${f.replace(/\.json$/, '')} | ${r.publish} | ${k(Math.round(s.publishedPerSec / perReq))} | ${k(s.publishedPerSec)} | ${s.publishErrors} | ${s.serverCpuPercent ?? '–'} |`,
+    );
+  }
+}
+const catchup = load('catchup', 'rill.json');
+if (catchup) {
+  out.push('\n#### Catch-up (Rill, lmdb)\n');
+  out.push('| events | ingest (NDJSON batches of 1,000) | replay to one SSE subscriber |');
+  out.push('| --- | --- | --- |');
+  out.push(
+    `| ${k(catchup.events)} | ${k(catchup.ingestEventsPerSec)} events/s | ${k(catchup.replayEventsPerSec)} events/s (${catchup.replaySeconds} s) |`,
+  );
+}
+
+const storm = existsSync(join(dir, 'storm')) ? readdirSync(join(dir, 'storm')) : [];
+if (storm.length) {
+  out.push('\n#### Reconnect storm: 5,000 SSE subscribers, 500-event gap\n');
+  out.push(
+    '| target | reconnect burst | full recovery | recovered | reconnect attempts reset | gaps | duplicates |',
+  );
+  out.push('| --- | --- | --- | --- | --- | --- | --- |');
+  for (const f of storm.sort()) {
+    const r = load('storm', f);
+    out.push(
+      `| ${f.replace(/\.json$/, '')} | ${r.reconnectSeconds} s | ${r.recoverySeconds === null ? 'never' : `${r.recoverySeconds} s`} | ${r.recovered}/${r.subscribers} | ${r.failedReconnects} | ${r.gaps} | ${r.duplicates} |`,
+    );
+  }
+}
+console.log(out.join('\n'));

@@ -1,0 +1,194 @@
+/**
+ * `rill bench` as users run it: the built bin against a real `rill serve` child over loopback,
+ * and against a deliberately lossy SSE peer, so the generator's counts, loss and latency figures
+ * cannot silently break. Plus the marker scanner it counts with, fed arbitrary chunk splits.
+ */
+import { spawn } from 'node:child_process';
+import http from 'node:http';
+import type net from 'node:net';
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { BenchResult } from '../src/bench/run.js';
+import { MarkerScanner, benchPayload } from '../src/bench/scan.js';
+import { BIN, spawnServer, type ChildServer } from './helpers.js';
+
+const servers: ChildServer[] = [];
+const closers: Array<() => Promise<void>> = [];
+
+afterEach(async () => {
+  for (const s of servers.splice(0)) {
+    if (s.proc.exitCode === null && s.proc.signalCode === null) {
+      s.proc.kill('SIGKILL');
+      await s.exited;
+    }
+  }
+  for (const c of closers.splice(0)) await c();
+});
+
+function runBench(args: string[]): Promise<{ code: number; result: BenchResult; err: string }> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, [BIN, 'bench', '--json', '-q', ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    proc.once('error', reject);
+    proc.once('exit', (code) => {
+      try {
+        resolve({ code: code ?? -1, result: JSON.parse(out) as BenchResult, err });
+      } catch {
+        reject(new Error(`rill bench exited ${code} without JSON:\n${out}\n${err}`));
+      }
+    });
+  });
+}
+
+describe('rill bench against rill serve', () => {
+  for (const [transport, publish] of [
+    ['sse', 'http'],
+    ['ws', 'ws'],
+    ['ndjson', 'batch'],
+  ] as const) {
+    it(`${transport} subscribers, ${publish} publisher: every event counted, latency recorded`, async () => {
+      const server = await spawnServer(['--engine', 'memory', '--port', '0']);
+      servers.push(server);
+      const { code, result, err } = await runBench([
+        '--url',
+        server.url,
+        '--transport',
+        transport,
+        '--publish',
+        publish,
+        '--batch',
+        '10',
+        '-s',
+        '30',
+        '--topics',
+        '3',
+        '-w',
+        '2',
+        '-r',
+        '200',
+        '-d',
+        '1',
+        '--server-pid',
+        String(server.proc.pid),
+        // This test checks counting, not speed: a busy CI machine must not fail it on latency.
+        '--max-p99',
+        '60000',
+      ]);
+      expect(err).toBe('');
+      expect(code).toBe(0);
+      expect(result.connected).toBe(30);
+      expect(result.workers).toBe(2);
+      const step = result.steps[0]!;
+      expect(step.published).toBeGreaterThanOrEqual(150);
+      // Each event goes to the 10 subscribers of its topic.
+      expect(step.expected).toBe(step.published * 10);
+      expect(step.delivered).toBe(step.expected);
+      expect(step.loss).toBe(0);
+      expect(step.latencyMs.samples).toBe(step.delivered);
+      expect(step.latencyMs.p50).toBeGreaterThan(0);
+      expect(step.latencyMs.max).toBeGreaterThanOrEqual(step.latencyMs.p99);
+      expect(step.serverCpuSeconds).toBeGreaterThan(0);
+      expect(step.serverPeakRssKiB).toBeGreaterThan(10_000);
+      expect(step.ok).toBe(true);
+    });
+  }
+});
+
+describe('rill bench against a lossy peer', () => {
+  it('reports the events a peer never delivered', async () => {
+    // A generic SSE peer that forwards only every other publish to its subscribers.
+    const subs = new Set<http.ServerResponse>();
+    let n = 0;
+    const peer = http.createServer((req, res) => {
+      if (req.method === 'GET') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.flushHeaders();
+        subs.add(res);
+        res.on('close', () => subs.delete(res));
+        return;
+      }
+      let body = '';
+      req.on('data', (d: Buffer) => (body += d.toString()));
+      req.on('end', () => {
+        if (n++ % 2 === 0) for (const s of subs) s.write(`data: ${body}\n\n`);
+        res.end();
+      });
+    });
+    const sockets = new Set<net.Socket>();
+    peer.on('connection', (s) => {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+    });
+    await new Promise<void>((r) => peer.listen(0, '127.0.0.1', r));
+    closers.push(
+      () =>
+        new Promise<void>((r) => {
+          for (const s of sockets) s.destroy();
+          peer.close(() => r());
+        }),
+    );
+    const base = `http://127.0.0.1:${(peer.address() as net.AddressInfo).port}`;
+    const { result } = await runBench([
+      '--target',
+      'generic',
+      '--sub-url',
+      `${base}/sub/{topic}`,
+      '--pub-url',
+      `${base}/pub/{topic}`,
+      '-s',
+      '5',
+      '-r',
+      '100',
+      '-d',
+      '1',
+      '--drain-ms',
+      '500',
+      '--warmup',
+      '0',
+    ]);
+    const step = result.steps[0]!;
+    expect(step.published).toBeGreaterThanOrEqual(80);
+    expect(step.delivered).toBe(Math.ceil(step.published / 2) * 5);
+    expect(step.loss).toBe(step.expected - step.delivered);
+    expect(step.loss).toBeGreaterThan(0);
+    expect(step.ok).toBe(false);
+    expect(result.best).toBeUndefined();
+  });
+});
+
+describe('MarkerScanner', () => {
+  it('counts every payload and samples latencies whatever the chunk boundaries', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 40 }),
+        fc.array(fc.integer({ min: 1, max: 60 }), { minLength: 1, maxLength: 50 }),
+        fc.integer({ min: 1, max: 5 }),
+        (events, cuts, sample) => {
+          let wire = '';
+          for (let i = 0; i < events; i++) {
+            wire += `id: t:e:${i}\ndata: {"topic":"t","data":${benchPayload(i, ',"p":"rb"')}}\n\n:\n\n`;
+          }
+          const bytes = Buffer.from(wire);
+          const lat: number[] = [];
+          const sc = new MarkerScanner(sample, (us) => lat.push(us));
+          let pos = 0;
+          let k = 0;
+          while (pos < bytes.length) {
+            const len = cuts[k++ % cuts.length]!;
+            sc.push(bytes.subarray(pos, pos + len));
+            pos += len;
+          }
+          expect(sc.count).toBe(events);
+          expect(lat.length).toBeGreaterThanOrEqual(Math.floor(events / sample) - 1);
+          expect(lat.length).toBeLessThanOrEqual(Math.ceil(events / sample));
+          for (const us of lat) expect(us).toBeLessThan(60_000_000);
+        },
+      ),
+    );
+  });
+});
