@@ -72,6 +72,47 @@ function framesOf(chunk: string): Buffer[] {
   return frames;
 }
 
+let lastWireChunk: string | null = null;
+let lastWire: Buffer = Buffer.alloc(0);
+
+/**
+ * A coalesced chunk as the bytes of its complete WebSocket text frames, headers included: a
+ * server's frames are unmasked, so without permessage-deflate they are the same bytes on every
+ * socket. Built once per chunk (one-entry cache, as above) and written to each socket as is.
+ */
+function wireOf(chunk: string): Buffer {
+  if (chunk === lastWireChunk) return lastWire;
+  const frames = framesOf(chunk);
+  let size = 0;
+  for (const f of frames) size += f.length + (f.length < 126 ? 2 : f.length < 65536 ? 4 : 10);
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const f of frames) {
+    out[at++] = 0x81; // FIN + text
+    if (f.length < 126) {
+      out[at++] = f.length;
+    } else if (f.length < 65536) {
+      out[at++] = 126;
+      out.writeUInt16BE(f.length, at);
+      at += 2;
+    } else {
+      out[at++] = 127;
+      out.writeBigUInt64BE(BigInt(f.length), at);
+      at += 8;
+    }
+    at += f.copy(out, at);
+  }
+  lastWireChunk = chunk;
+  lastWire = out;
+  return out;
+}
+
+/** The parts of ws's sender the raw fast path must see idle (ws 8 internals). */
+interface SenderState {
+  _state?: number;
+  _queue?: unknown[];
+}
+
 /**
  * The outbound side of one WebSocket, shared by the connection's replies and all its
  * subscriptions: one message per frame, one socket write per batch, and a drain signal.
@@ -115,8 +156,24 @@ export class WsWriter {
   /** Sends each FRAME_END-terminated frame of `chunk` as its own message, in one socket write. */
   sendFrames(chunk: string): void {
     if (!this.isOpen) return;
+    const inner = this.ws as unknown as { _socket?: Socket; _sender?: SenderState };
+    const socket = inner._socket;
+    const sender = inner._sender;
+    // Fast path, hand-written because it is the fan-out hot path: the shared frame bytes go to
+    // the socket in one write, with no per-message header or callback. Only while ws's sender
+    // is idle (state 0, nothing queued) and nothing is compressed, so ws's own frames can never
+    // interleave with these: ws writes synchronously from that state too.
+    if (
+      socket &&
+      sender?._state === 0 &&
+      sender._queue?.length === 0 &&
+      this.ws.extensions === ''
+    ) {
+      const seq = ++this.issued;
+      socket.write(wireOf(chunk), () => this.complete(seq));
+      return;
+    }
     const frames = framesOf(chunk);
-    const socket = (this.ws as unknown as { _socket?: Socket })._socket;
     // ws corks per frame; an outer cork turns the whole batch into a single writev.
     socket?.cork();
     try {
@@ -138,10 +195,12 @@ export class WsWriter {
   private sendTracked(data: string | Buffer): void {
     const seq = ++this.issued;
     // Called with an error too when the socket is gone; either way the bytes are no longer ours.
-    this.ws.send(data, TEXT, () => {
-      if (seq > this.completed) this.completed = seq;
-      this.release(this.completed);
-    });
+    this.ws.send(data, TEXT, () => this.complete(seq));
+  }
+
+  private complete(seq: number): void {
+    if (seq > this.completed) this.completed = seq;
+    this.release(this.completed);
   }
 
   private release(upTo: number): void {
