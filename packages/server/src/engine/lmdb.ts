@@ -9,7 +9,6 @@ import {
   type Engine,
   type EngineOptions,
   type ReadResult,
-  type RetentionConfig,
   type TopicHead,
   type WatchListener,
 } from './engine.js';
@@ -21,7 +20,7 @@ import {
   clampLimit,
   closedError,
 } from './common.js';
-import { newEpoch, resolveRetention, type TopicRetention } from './retention.js';
+import { newEpoch, RetentionResolver } from './retention.js';
 
 /** How often age retention and expired idempotency keys are swept by default, ms. */
 export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
@@ -34,8 +33,6 @@ export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
 const TRIM_BUDGET = 10_000;
 /** Most topics one sweep visits; the next sweep continues where it stopped. */
 const TOPICS_PER_SWEEP = 10_000;
-/** Retention rules resolved per topic are cached up to this many topics. */
-const RETENTION_CACHE_MAX = 10_000;
 
 /** Options of {@link LmdbEngine}. */
 export interface LmdbEngineOptions extends EngineOptions {
@@ -113,8 +110,7 @@ export class LmdbEngine implements Engine {
   private readonly keys: Database<KeyRecord, IdemKey>;
   private readonly expiry: Database<true, ExpiryKey>;
   private readonly feed = new Feed();
-  private readonly retention: RetentionConfig;
-  private readonly retentionCache = new Map<string, TopicRetention>();
+  private readonly retention: RetentionResolver;
   private readonly windowMs: number;
   private readonly now: () => number;
   private readonly waitForFlush: boolean;
@@ -129,7 +125,7 @@ export class LmdbEngine implements Engine {
   private closing: Promise<void> | undefined;
 
   constructor(options: LmdbEngineOptions) {
-    this.retention = options.retention ?? DEFAULT_RETENTION;
+    this.retention = new RetentionResolver(options.retention ?? DEFAULT_RETENTION);
     this.windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
     this.now = options.now ?? Date.now;
     this.waitForFlush = (options.durability ?? 'flush') === 'flush';
@@ -343,7 +339,7 @@ export class LmdbEngine implements Engine {
    * due). Only reads, so it works inside a write transaction or on a read snapshot.
    */
   private retainFrom(topic: string, meta: TopicRecord, now: number): number {
-    const { maxEvents, maxAgeMs } = this.retentionFor(topic);
+    const { maxEvents, maxAgeMs } = this.retention.for(topic);
     let cut = meta.firstSeq;
     if (maxEvents > 0) cut = Math.max(cut, meta.lastSeq - maxEvents + 1);
     if (maxAgeMs > 0 && cut <= meta.lastSeq) {
@@ -379,16 +375,6 @@ export class LmdbEngine implements Engine {
       else hi = mid;
     }
     return lo;
-  }
-
-  private retentionFor(topic: string): TopicRetention {
-    let r = this.retentionCache.get(topic);
-    if (r === undefined) {
-      if (this.retentionCache.size >= RETENTION_CACHE_MAX) this.retentionCache.clear();
-      r = resolveRetention(this.retention, topic);
-      this.retentionCache.set(topic, r);
-    }
-    return r;
   }
 
   /**

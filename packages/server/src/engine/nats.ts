@@ -33,7 +33,6 @@ import {
   type EngineOptions,
   type HealthCheck,
   type ReadResult,
-  type RetentionConfig,
   type TopicHead,
   type WatchListener,
 } from './engine.js';
@@ -44,8 +43,9 @@ import {
   MAX_READ_LIMIT,
   clampLimit,
   closedError,
+  makeEvent,
 } from './common.js';
-import { newEpoch, resolveRetention, type TopicRetention } from './retention.js';
+import { newEpoch, RetentionResolver } from './retention.js';
 
 /** Default NATS address. */
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
@@ -181,8 +181,7 @@ export class NatsEngine implements Engine, HealthCheck {
   private readonly prefix: string;
   private readonly url: string;
   private readonly feed = new Feed();
-  private readonly retention: RetentionConfig;
-  private readonly retentionCache = new Map<string, TopicRetention>();
+  private readonly retention: RetentionResolver;
   private readonly windowMs: number;
   private readonly now: () => number;
   private readonly connectWaitMs: number;
@@ -208,7 +207,7 @@ export class NatsEngine implements Engine, HealthCheck {
       );
     }
     this.url = options.url ?? DEFAULT_NATS_URL;
-    this.retention = options.retention ?? DEFAULT_RETENTION;
+    this.retention = new RetentionResolver(options.retention ?? DEFAULT_RETENTION);
     this.windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
     this.now = options.now ?? Date.now;
     this.connectWaitMs = options.connectWaitMs ?? DEFAULT_NATS_CONNECT_WAIT_MS;
@@ -495,16 +494,6 @@ export class NatsEngine implements Engine, HealthCheck {
     return `${this.prefix}.t.${topic}`;
   }
 
-  private retentionFor(topic: string): TopicRetention {
-    let r = this.retentionCache.get(topic);
-    if (r === undefined) {
-      if (this.retentionCache.size >= 10_000) this.retentionCache.clear();
-      r = resolveRetention(this.retention, topic);
-      this.retentionCache.set(topic, r);
-    }
-    return r;
-  }
-
   private async ensureStream(cfg: {
     name: string;
     subjects: string[];
@@ -584,7 +573,7 @@ export class NatsEngine implements Engine, HealthCheck {
 
   /** The first retained seq: what is physically kept, minus what the limits already hide. */
   private firstSeqOf(topic: string, physFirst: number, lastSeq: number, lastTime: number): number {
-    const r = this.retentionFor(topic);
+    const r = this.retention.for(topic);
     let first = physFirst;
     if (r.maxEvents > 0) first = Math.max(first, lastSeq - r.maxEvents + 1);
     // The newest message is never purged (it anchors lastSeq); expired, it is only hidden.
@@ -857,7 +846,7 @@ export class NatsEngine implements Engine, HealthCheck {
 
   /** Purges whole messages before the retained range. */
   private async trim(log: Log): Promise<void> {
-    const r = this.retentionFor(log.topic);
+    const r = this.retention.for(log.topic);
     const now = this.now();
     const jsm = await this.api();
     let purgeBefore = 0;
@@ -904,7 +893,7 @@ export class NatsEngine implements Engine, HealthCheck {
     const run = async (): Promise<void> => {
       for (const log of [...this.logs.values()]) {
         if (this.closed) return;
-        if (log.valid && !log.busy && this.retentionFor(log.topic).maxAgeMs > 0) {
+        if (log.valid && !log.busy && this.retention.for(log.topic).maxAgeMs > 0) {
           await this.trim(log);
         }
       }
@@ -1131,6 +1120,7 @@ function parseDescription(d: string | undefined): { epoch: string; created: numb
   return m === null ? null : { epoch: m[1]!, created: Number(m[2]) };
 }
 
+/** A stored `[type, key, data]` triple as the event at `seq`. */
 function toEvent(
   topic: string,
   epoch: string,
@@ -1138,14 +1128,8 @@ function toEvent(
   time: number,
   [type, key, data]: [string | null, string | null, string],
 ): RillEvent {
-  const event: { -readonly [K in keyof RillEvent]: RillEvent[K] } = {
-    topic,
-    seq,
-    epoch,
-    time,
-    data,
-  };
-  if (type !== null) event.type = type;
-  if (key !== null) event.key = key;
-  return event;
+  const input: EventInput = { data };
+  if (type !== null) input.type = type;
+  if (key !== null) input.key = key;
+  return makeEvent(topic, epoch, seq, time, input);
 }

@@ -10,7 +10,6 @@ import {
   type EngineOptions,
   type HealthCheck,
   type ReadResult,
-  type RetentionConfig,
   type TopicHead,
   type WatchListener,
 } from './engine.js';
@@ -24,7 +23,7 @@ import {
   makeEvent,
 } from './common.js';
 import { APPEND, SEQ_AT_TIME, TRIM } from './redis-scripts.js';
-import { newEpoch, resolveRetention, type TopicRetention } from './retention.js';
+import { newEpoch, RetentionResolver } from './retention.js';
 
 /** Default Redis address. */
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
@@ -138,8 +137,7 @@ export class RedisEngine implements Engine, HealthCheck {
   private readonly sub: Redis;
   private readonly prefix: string;
   private readonly feed = new Feed();
-  private readonly retention: RetentionConfig;
-  private readonly retentionCache = new Map<string, TopicRetention>();
+  private readonly retention: RetentionResolver;
   private readonly windowMs: number;
   private readonly now: () => number;
   private readonly connectWaitMs: number;
@@ -168,7 +166,7 @@ export class RedisEngine implements Engine, HealthCheck {
         `Invalid redis key prefix ${JSON.stringify(this.prefix)}: use 1-64 characters of [A-Za-z0-9_.:-]`,
       );
     }
-    this.retention = options.retention ?? DEFAULT_RETENTION;
+    this.retention = new RetentionResolver(options.retention ?? DEFAULT_RETENTION);
     this.windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
     this.now = options.now ?? Date.now;
     this.connectWaitMs = options.connectWaitMs ?? DEFAULT_CONNECT_WAIT_MS;
@@ -253,7 +251,7 @@ export class RedisEngine implements Engine, HealthCheck {
     }
     if (inputs.length === 0) return [];
     const k = this.keys(topic);
-    const r = this.retentionFor(topic);
+    const r = this.retention.for(topic);
     const now = this.now();
     const done = this.run(() =>
       this.cmd.rillAppend(
@@ -451,16 +449,6 @@ export class RedisEngine implements Engine, HealthCheck {
 
   private channelOf(topic: string): string {
     return `${this.prefix}:e:${topic}`;
-  }
-
-  private retentionFor(topic: string): TopicRetention {
-    let r = this.retentionCache.get(topic);
-    if (r === undefined) {
-      if (this.retentionCache.size >= 10_000) this.retentionCache.clear();
-      r = resolveRetention(this.retention, topic);
-      this.retentionCache.set(topic, r);
-    }
-    return r;
   }
 
   // ---- live feed ----
@@ -717,7 +705,7 @@ export class RedisEngine implements Engine, HealthCheck {
       const now = String(this.now());
       await Promise.all(
         names.map((t) => {
-          const r = this.retentionFor(t);
+          const r = this.retention.for(t);
           if (r.maxAgeMs <= 0) return null;
           const k = this.keys(t);
           return this.cmd.rillTrim(k.meta, k.stream, now, String(r.maxEvents), String(r.maxAgeMs));

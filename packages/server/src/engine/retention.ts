@@ -24,6 +24,29 @@ export function resolveRetention(config: RetentionConfig, topic: string): TopicR
   return { maxEvents: config.maxEvents, maxAgeMs: config.maxAgeMs };
 }
 
+/** Most topics whose resolved limits a {@link RetentionResolver} remembers before starting over. */
+const RESOLVED_MAX = 10_000;
+
+/**
+ * {@link resolveRetention} with a bounded cache: engines ask on every append, and matching every
+ * rule's pattern each time would cost more than the lookup.
+ */
+export class RetentionResolver {
+  private readonly cache = new Map<string, TopicRetention>();
+
+  constructor(readonly config: RetentionConfig) {}
+
+  for(topic: string): TopicRetention {
+    let r = this.cache.get(topic);
+    if (r === undefined) {
+      if (this.cache.size >= RESOLVED_MAX) this.cache.clear();
+      r = resolveRetention(this.config, topic);
+      this.cache.set(topic, r);
+    }
+    return r;
+  }
+}
+
 /** Length of an epoch, in characters. */
 export const EPOCH_LENGTH = 12;
 
