@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { freePort, systemBinary, tempDir } from './helpers.js';
+import { freePort } from './helpers.js';
+import { OwnServer } from './own-server.js';
 
 /** The shared NATS of this machine (never restarted by tests). */
 export const SHARED_NATS_URL = process.env.RILL_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
@@ -30,10 +30,10 @@ export async function dropStreams(url: string, prefix: string): Promise<void> {
  * A private `nats-server -js` on a free port with file storage in a temp directory: for tests
  * that kill and restart it. Stopped by its own pid.
  */
-export class OwnNats {
-  proc: ChildProcess | undefined;
-  readonly dir = tempDir('rill-nats-');
-  constructor(readonly port: number) {}
+export class OwnNats extends OwnServer {
+  constructor(port: number) {
+    super('nats-server', port);
+  }
 
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;
@@ -45,29 +45,11 @@ export class OwnNats {
     return n;
   }
 
-  async start(): Promise<void> {
-    const proc = spawn(
-      systemBinary('nats-server'),
-      ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.dir.path],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    this.proc = proc;
-    let out = '';
-    proc.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-    proc.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-    const failed = new Promise<never>((_, reject) =>
-      proc.once('error', (e) => reject(new Error(`cannot start nats-server: ${e.message}`))),
-    );
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      if (await Promise.race([this.ready(out), failed])) return;
-      if (proc.exitCode !== null) throw new Error(`nats-server exited: ${out}`);
-      if (Date.now() > deadline) throw new Error(`nats-server did not start: ${out}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+  protected args(): string[] {
+    return ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.dir.path];
   }
 
-  private async ready(log: string): Promise<boolean> {
+  protected async probe(log: string): Promise<boolean> {
     if (!log.includes('Server is ready')) return false;
     return new Promise((resolve) => {
       const s = net.connect(this.port, '127.0.0.1', () => {
@@ -76,19 +58,5 @@ export class OwnNats {
       });
       s.on('error', () => resolve(false));
     });
-  }
-
-  async stop(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-    const proc = this.proc;
-    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-    proc.kill(signal);
-    await exited;
-    this.proc = undefined;
-  }
-
-  async destroy(): Promise<void> {
-    await this.stop();
-    this.dir.remove();
   }
 }
