@@ -6,30 +6,54 @@ import { openSse, startServer, type SseStream } from './helpers.js';
 import { OwnNats } from './nats-helpers.js';
 import { OwnRedis } from './redis-helpers.js';
 
-/** A private broker this test may kill, and the server config that uses it. */
+/** A private broker this test may kill, the server config that uses it, and how to wipe a topic. */
 interface Broker {
   start(): Promise<void>;
   stop(signal?: NodeJS.Signals): Promise<void>;
   destroy(): Promise<void>;
   config: RillConfigInput;
+  /** Removes the topic's log behind the server's back (FLUSHALL, a deleted stream). */
+  wipe(topic: string): Promise<void>;
+  /** What `wipe` does, for the test name. */
+  wipeName: string;
 }
 
-const brokers: { name: string; create: () => Promise<Broker> }[] = [
+const brokers: { name: string; create: (prefix: string) => Promise<Broker> }[] = [
   {
     name: 'redis (appendonly yes, appendfsync always)',
-    async create() {
+    async create(prefix) {
       const r = await OwnRedis.create();
       return Object.assign(r, {
-        config: { engine: 'redis', redis: { url: r.url, prefix: 'http' } } as RillConfigInput,
+        config: { engine: 'redis', redis: { url: r.url, prefix } } as RillConfigInput,
+        wipeName: 'FLUSHALL',
+        async wipe() {
+          const admin = await r.client();
+          try {
+            await admin.flushall();
+          } finally {
+            admin.disconnect();
+          }
+        },
       });
     },
   },
   {
     name: 'nats (JetStream file storage)',
-    async create() {
+    async create(prefix) {
       const n = await OwnNats.create();
       return Object.assign(n, {
-        config: { engine: 'nats', nats: { url: n.url, prefix: 'http' } } as RillConfigInput,
+        config: { engine: 'nats', nats: { url: n.url, prefix } } as RillConfigInput,
+        wipeName: "deleting the topic's JetStream stream",
+        async wipe(topic: string) {
+          const nc = await connect({ servers: n.url });
+          try {
+            // The engine's stream name: `<prefix>_T_<topic>` with `.` written `~d`.
+            const jsm = await jetstreamManager(nc);
+            await jsm.streams.delete(`${prefix}_T_${topic.replaceAll('.', '~d')}`);
+          } finally {
+            await nc.close();
+          }
+        },
       });
     },
   },
@@ -66,7 +90,7 @@ describe('shared engines behind the HTTP API: broker restart and wipe', () => {
 
   for (const b of brokers) {
     it(`answers 503 engine_unavailable with Retry-After while the broker is down, keeps streams open, and delivers every acknowledged event exactly once after a SIGKILL and restart: ${b.name}`, async () => {
-      const redis = await b.create();
+      const redis = await b.create('http');
       cleanups.push(() => redis.destroy());
       const { url, close } = await startServer(redis.config);
       cleanups.push(close);
@@ -128,82 +152,41 @@ describe('shared engines behind the HTTP API: broker restart and wipe', () => {
     }, 60_000);
   }
 
-  it('tells subscribers of the epoch change after FLUSHALL instead of replaying silently', async () => {
-    const redis = await OwnRedis.create();
-    cleanups.push(() => redis.destroy());
-    const { url, close } = await startServer({
-      engine: 'redis',
-      redis: { url: redis.url, prefix: 'wipe' },
-    });
-    cleanups.push(close);
-    const topic = 'wiped.t';
-    for (let i = 0; i < 3; i++) expect((await post(url, topic, i)).status).toBe(201);
-    const sse = await openSse(`${url}/v1/topics/${topic}/stream?from=earliest`);
-    cleanups.push(() => sse.close());
-    await sse.until(() => eventSeqs(sse).includes(3));
-    const oldEpoch = (sse.events()[0]!.id as string).split(':').at(-2);
+  for (const { name, create } of brokers) {
+    it(`${name}: tells subscribers of the epoch change instead of replaying silently`, async () => {
+      const broker = await create('wipe');
+      cleanups.push(() => broker.destroy());
+      const { url, close } = await startServer(broker.config);
+      cleanups.push(close);
+      const topic = 'wiped.t';
+      for (let i = 0; i < 3; i++) expect((await post(url, topic, i)).status).toBe(201);
+      const sse = await openSse(`${url}/v1/topics/${topic}/stream?from=earliest`);
+      cleanups.push(() => sse.close());
+      await sse.until(() => eventSeqs(sse).includes(3));
+      const oldEpoch = (sse.events()[0]!.id as string).split(':').at(-2);
 
-    const admin = await redis.client();
-    cleanups.push(() => admin.disconnect());
-    await admin.flushall();
-    for (let i = 10; i < 12; i++) expect((await post(url, topic, i)).status).toBe(201);
-    await sse.until((frames) => frames.filter((f) => f.event !== 'reset').length >= 5);
+      await broker.wipe(topic);
+      for (let i = 10; i < 12; i++) expect((await post(url, topic, i)).status).toBe(201);
+      await sse.until((frames) => frames.filter((f) => f.event !== 'reset').length >= 5);
 
-    const reset = sse.frames.find((f) => f.event === 'reset');
-    expect(reset).toBeDefined();
-    const notice = JSON.parse(reset!.data!) as {
-      reason: string;
-      epoch: string;
-      cursorEpoch: string;
-    };
-    expect(notice.reason).toBe('epoch');
-    expect(notice.cursorEpoch).toBe(oldEpoch);
-    expect(notice.epoch).not.toBe(oldEpoch);
-    // After the notice: the new log from its start, seq 1 and 2, and nothing of the old one again.
-    const after = sse.frames.slice(sse.frames.indexOf(reset!) + 1);
-    expect(after.map((f) => JSON.parse(f.data!) as { seq: number; data: { i: number } })).toEqual([
-      expect.objectContaining({ seq: 1, data: { i: 10 } }),
-      expect.objectContaining({ seq: 2, data: { i: 11 } }),
-    ]);
-    expect(sse.res.closed).toBe(false);
-  }, 30_000);
-
-  it("tells subscribers of the epoch change after the topic's JetStream stream was deleted", async () => {
-    const nats = await OwnNats.create();
-    cleanups.push(() => nats.destroy());
-    const { url, close } = await startServer({
-      engine: 'nats',
-      nats: { url: nats.url, prefix: 'wipe' },
-    });
-    cleanups.push(close);
-    const topic = 'wiped.t';
-    for (let i = 0; i < 3; i++) expect((await post(url, topic, i)).status).toBe(201);
-    const sse = await openSse(`${url}/v1/topics/${topic}/stream?from=earliest`);
-    cleanups.push(() => sse.close());
-    await sse.until(() => eventSeqs(sse).includes(3));
-    const oldEpoch = (sse.events()[0]!.id as string).split(':').at(-2);
-
-    const nc = await connect({ servers: nats.url });
-    cleanups.push(() => nc.close());
-    const jsm = await jetstreamManager(nc);
-    await jsm.streams.delete('wipe_T_wiped~dt');
-    for (let i = 10; i < 12; i++) expect((await post(url, topic, i)).status).toBe(201);
-    await sse.until((frames) => frames.filter((f) => f.event !== 'reset').length >= 5);
-
-    const reset = sse.frames.find((f) => f.event === 'reset');
-    expect(reset).toBeDefined();
-    const notice = JSON.parse(reset!.data!) as {
-      reason: string;
-      epoch: string;
-      cursorEpoch: string;
-    };
-    expect(notice).toMatchObject({ reason: 'epoch', cursorEpoch: oldEpoch });
-    expect(notice.epoch).not.toBe(oldEpoch);
-    const after = sse.frames.slice(sse.frames.indexOf(reset!) + 1);
-    expect(after.map((f) => JSON.parse(f.data!) as { seq: number; data: { i: number } })).toEqual([
-      expect.objectContaining({ seq: 1, data: { i: 10 } }),
-      expect.objectContaining({ seq: 2, data: { i: 11 } }),
-    ]);
-    expect(sse.res.closed).toBe(false);
-  }, 30_000);
+      const reset = sse.frames.find((f) => f.event === 'reset');
+      expect(reset, `a reset notice after ${broker.wipeName}`).toBeDefined();
+      const notice = JSON.parse(reset!.data!) as {
+        reason: string;
+        epoch: string;
+        cursorEpoch: string;
+      };
+      expect(notice).toMatchObject({ reason: 'epoch', cursorEpoch: oldEpoch });
+      expect(notice.epoch).not.toBe(oldEpoch);
+      // After the notice: the new log from its start, seq 1 and 2, and nothing of the old one again.
+      const after = sse.frames.slice(sse.frames.indexOf(reset!) + 1);
+      expect(after.map((f) => JSON.parse(f.data!) as { seq: number; data: { i: number } })).toEqual(
+        [
+          expect.objectContaining({ seq: 1, data: { i: 10 } }),
+          expect.objectContaining({ seq: 2, data: { i: 11 } }),
+        ],
+      );
+      expect(sse.res.closed).toBe(false);
+    }, 30_000);
+  }
 });
