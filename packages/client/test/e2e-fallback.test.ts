@@ -3,43 +3,18 @@
  * corporate proxies do) so no byte of them ever arrives. In `auto` mode the SDK notices the silent
  * stream, falls back to long-polling `/v1/events`, and still delivers every event once, in order.
  */
-import http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { publish, startServer } from '../../server/test/helpers.js';
 import { createClient, type StateChange } from '../src/index.js';
+import { httpProxy } from './proxy.js';
 
-async function bufferingProxy(
-  target: string,
-): Promise<{ url: string; paths: string[]; close: () => Promise<void> }> {
-  const paths: string[] = [];
-  const server = http.createServer((req, res) => {
-    paths.push(req.url ?? '');
-    const up = http.request(
-      `${target}${req.url}`,
-      { method: req.method, headers: req.headers },
-      (upRes) => {
-        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-        if ((upRes.headers['content-type'] ?? '').includes('text/event-stream')) {
-          const held: Buffer[] = [];
-          upRes.on('data', (c: Buffer) => held.push(c));
-          upRes.on('end', () => res.end(Buffer.concat(held)));
-        } else upRes.pipe(res);
-      },
-    );
-    req.pipe(up);
-    up.on('error', () => res.destroy());
-    res.on('close', () => up.destroy());
+/** Holds every event-stream answer until it ends, as a buffering proxy does. */
+function bufferingProxy(target: string): ReturnType<typeof httpProxy> {
+  return httpProxy(target, (upRes, res) => {
+    const held: Buffer[] = [];
+    upRes.on('data', (c: Buffer) => held.push(c));
+    upRes.on('end', () => res.end(Buffer.concat(held)));
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
-    paths,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
 }
 
 describe('auto transport', () => {

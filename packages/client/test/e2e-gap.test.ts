@@ -4,10 +4,10 @@
  * sent because the proxy rewrites nothing there: SSE only). The SDK sees the seq jump, reads the
  * missing event from `GET /v1/topics/{t}/events?after=`, and delivers every event once, in order.
  */
-import http from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startServer } from '../../server/test/helpers.js';
 import { createClient, type RillNotice } from '../src/index.js';
+import { httpProxy } from './proxy.js';
 
 const TOPIC = 'sdk.gap';
 
@@ -16,50 +16,23 @@ async function droppingProxy(
   target: string,
   drop: (frame: string) => boolean,
 ): Promise<{ url: string; paths: string[]; dropped: string[]; close: () => Promise<void> }> {
-  const paths: string[] = [];
   const dropped: string[] = [];
-  const server = http.createServer((req, res) => {
-    paths.push(req.url ?? '');
-    const up = http.request(
-      `${target}${req.url}`,
-      { method: req.method, headers: req.headers },
-      (upRes) => {
-        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-        if (!(upRes.headers['content-type'] ?? '').includes('text/event-stream')) {
-          upRes.pipe(res);
-          return;
-        }
-        let buf = '';
-        upRes.setEncoding('utf8');
-        upRes.on('data', (chunk: string) => {
-          buf += chunk;
-          let i: number;
-          while ((i = buf.indexOf('\n\n')) !== -1) {
-            const frame = buf.slice(0, i + 2);
-            buf = buf.slice(i + 2);
-            if (drop(frame)) dropped.push(frame);
-            else res.write(frame);
-          }
-        });
-        upRes.on('end', () => res.end());
-      },
-    );
-    req.pipe(up);
-    up.on('error', () => res.destroy());
-    res.on('close', () => up.destroy());
+  const proxy = await httpProxy(target, (upRes, res) => {
+    let buf = '';
+    upRes.setEncoding('utf8');
+    upRes.on('data', (chunk: string) => {
+      buf += chunk;
+      let i: number;
+      while ((i = buf.indexOf('\n\n')) !== -1) {
+        const frame = buf.slice(0, i + 2);
+        buf = buf.slice(i + 2);
+        if (drop(frame)) dropped.push(frame);
+        else res.write(frame);
+      }
+    });
+    upRes.on('end', () => res.end());
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as { port: number }).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    paths,
-    dropped,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
+  return { ...proxy, dropped };
 }
 
 describe('gap detection and filling against a real server', () => {

@@ -1,3 +1,4 @@
+import http from 'node:http';
 import net from 'node:net';
 
 /**
@@ -117,4 +118,42 @@ export class TcpProxy {
     this.cutAll();
     await new Promise<void>((r) => this.server.close(() => r()));
   }
+}
+
+/**
+ * An HTTP proxy in front of `target` that forwards every request and answer as is, except the
+ * body of `text/event-stream` answers, which `onEventStream` writes to the client as it likes
+ * (buffered, frames dropped …). `paths` lists the request paths it saw.
+ */
+export async function httpProxy(
+  target: string,
+  onEventStream: (upstream: http.IncomingMessage, res: http.ServerResponse) => void,
+): Promise<{ url: string; paths: string[]; close: () => Promise<void> }> {
+  const paths: string[] = [];
+  const server = http.createServer((req, res) => {
+    paths.push(req.url ?? '');
+    const up = http.request(
+      `${target}${req.url}`,
+      { method: req.method, headers: req.headers },
+      (upRes) => {
+        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        if ((upRes.headers['content-type'] ?? '').includes('text/event-stream')) {
+          onEventStream(upRes, res);
+        } else upRes.pipe(res);
+      },
+    );
+    req.pipe(up);
+    up.on('error', () => res.destroy());
+    res.on('close', () => up.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
+    paths,
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
 }
