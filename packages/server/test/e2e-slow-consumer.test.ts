@@ -6,8 +6,8 @@
  */
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import { afterEach, describe, expect, it } from 'vitest';
-import { spawnServer, tempDir, type ChildServer } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { spawnServer, tempDir, useCleanups } from './helpers.js';
 
 const TOTAL = 200_000;
 const BATCH = 1000;
@@ -180,20 +180,7 @@ class Reader {
   }
 }
 
-let child: ChildServer | undefined;
-let dir: ReturnType<typeof tempDir> | undefined;
-const readers: Reader[] = [];
-
-afterEach(async () => {
-  for (const r of readers.splice(0)) r.req.destroy();
-  if (child && child.proc.exitCode === null && child.proc.signalCode === null) {
-    child.proc.kill('SIGKILL');
-    await child.exited;
-  }
-  child = undefined;
-  dir?.remove();
-  dir = undefined;
-});
+const { cleanups, track } = useCleanups();
 
 async function postBatch(base: string, from: number, count: number): Promise<number> {
   const body = JSON.stringify(
@@ -215,19 +202,22 @@ async function postBatch(base: string, from: number, count: number): Promise<num
 
 describe('a subscriber that stops reading (lmdb engine, child process)', () => {
   it('keeps server memory bounded while 200,000 events pass it by, then delivers all of them in order from the log', async () => {
-    dir = tempDir('rill-slow-');
-    child = await spawnServer(['--engine', 'lmdb', '--data-dir', dir.path, '--port', '0'], {
-      RILL_RETENTION__MAX_EVENTS: '500000',
-      RILL_LIMITS__MAX_SUBSCRIBER_BUFFER_BYTES: String(SUB_LIMIT),
-    });
+    const dir = tempDir('rill-slow-');
+    cleanups.push(() => dir.remove());
+    const child = track(
+      await spawnServer(['--engine', 'lmdb', '--data-dir', dir.path, '--port', '0'], {
+        RILL_RETENTION__MAX_EVENTS: '500000',
+        RILL_LIMITS__MAX_SUBSCRIBER_BUFFER_BYTES: String(SUB_LIMIT),
+      }),
+    );
     const pid = child.proc.pid!;
     const serverPort = Number(new URL(child.url).port);
     const streamUrl = `${child.url}/v1/topics/${TOPIC}/stream?from=earliest`;
 
     const slow = await Reader.open(streamUrl, true);
-    readers.push(slow);
+    cleanups.push(() => void slow.req.destroy());
     const fast = await Reader.open(streamUrl, false);
-    readers.push(fast);
+    cleanups.push(() => void fast.req.destroy());
     const slowPort = slow.req.socket!.localPort!;
 
     const base = rssAnon(pid);

@@ -1,25 +1,19 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { freePort, publish, spawnServer, tempDir, type ChildServer } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import {
+  freePort,
+  publish,
+  spawnServer,
+  tempDir,
+  useCleanups,
+  type ChildServer,
+} from './helpers.js';
 import { WsClient, wsUrl } from './ws-helpers.js';
 
-let child: ChildServer | undefined;
-let dir: ReturnType<typeof tempDir> | undefined;
-const clients: WsClient[] = [];
-
-afterEach(async () => {
-  for (const c of clients.splice(0)) c.terminate();
-  if (child && child.proc.exitCode === null && child.proc.signalCode === null) {
-    child.proc.kill('SIGKILL');
-    await child.exited;
-  }
-  child = undefined;
-  dir?.remove();
-  dir = undefined;
-});
+const { cleanups, track } = useCleanups();
 
 async function open(url: string): Promise<WsClient> {
   const c = await WsClient.open(wsUrl(url));
-  clients.push(c);
+  cleanups.push(() => c.terminate());
   return c;
 }
 
@@ -29,9 +23,10 @@ function serve(port: number, path: string): Promise<ChildServer> {
 
 describe('WebSocket resume across a server restart', () => {
   it('continues from the last cursor with nothing lost or repeated', async () => {
-    dir = tempDir();
+    const dir = tempDir();
+    cleanups.push(() => dir.remove());
     const port = await freePort();
-    child = await serve(port, dir.path);
+    const child = track(await serve(port, dir.path));
     const url = child.url;
 
     const reader = await open(url);
@@ -52,7 +47,7 @@ describe('WebSocket resume across a server restart', () => {
     expect((await writer.closed).code).toBe(4001);
     expect(await child.exited).toBe(0);
 
-    child = await serve(port, dir.path);
+    track(await serve(port, dir.path));
     // Published while the subscriber is away, including a topic its pattern will match.
     for (let i = 30; i < 50; i++) {
       const topic = i < 45 ? topics[i % 3]! : 'rs.c.new';

@@ -7,8 +7,8 @@
 import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
-import { afterEach, describe, expect, it } from 'vitest';
-import { spawnServer, tempDir, type ChildServer } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { spawnServer, tempDir, useCleanups } from './helpers.js';
 import { wsUrl } from './ws-helpers.js';
 
 const TOTAL = 200_000;
@@ -109,34 +109,27 @@ class Counter {
   }
 }
 
-let child: ChildServer | undefined;
-let dir: ReturnType<typeof tempDir> | undefined;
-const sockets: WebSocket[] = [];
-
-afterEach(async () => {
-  for (const ws of sockets.splice(0)) ws.terminate();
-  if (child && child.proc.exitCode === null && child.proc.signalCode === null) {
-    child.proc.kill('SIGKILL');
-    await child.exited;
-  }
-  child = undefined;
-  dir?.remove();
-  dir = undefined;
-});
+const { cleanups, track } = useCleanups();
 
 describe('WebSocket slow consumer', () => {
   it('keeps server memory bounded and delivers everything in order once the client reads', async () => {
-    dir = tempDir();
-    child = await spawnServer(['--engine', 'lmdb', '--data-dir', dir.path, '--port', '0'], {
-      RILL_RETENTION__MAX_EVENTS: String(TOTAL * 2),
-      // The paused client cannot answer pings; this test is about backpressure, not liveness.
-      RILL_WS__PING_INTERVAL: '10m',
-      RILL_WS__PING_TIMEOUT: '10m',
-    });
+    const dir = tempDir();
+    cleanups.push(() => dir.remove());
+    const child = track(
+      await spawnServer(['--engine', 'lmdb', '--data-dir', dir.path, '--port', '0'], {
+        RILL_RETENTION__MAX_EVENTS: String(TOTAL * 2),
+        // The paused client cannot answer pings; this test is about backpressure, not liveness.
+        RILL_WS__PING_INTERVAL: '10m',
+        RILL_WS__PING_TIMEOUT: '10m',
+      }),
+    );
     const pid = child.proc.pid!;
     const slow = await Counter.open(child.url);
     const fast = await Counter.open(child.url);
-    sockets.push(slow.ws, fast.ws);
+    cleanups.push(
+      () => slow.ws.terminate(),
+      () => fast.ws.terminate(),
+    );
     // Stop reading: the kernel buffers fill, then the server's socket backlog.
     (slow.ws as unknown as { _socket: Socket })._socket.pause();
 
