@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
 import http from 'node:http';
+import net from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium, openSse, publish, startServer } from './helpers.js';
+import { launchChromium, openSse, publish, startServer, waitFor } from './helpers.js';
 
 let url: string;
 let close: () => Promise<void>;
@@ -114,6 +115,71 @@ describe('NDJSON', () => {
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as { seq: number; data: number });
     expect(evs.map((e) => e.data)).toEqual([1, 2]);
+  });
+});
+
+/**
+ * Parses an HTTP/1.1 response with a chunked body strictly: every chunk size line must be hex,
+ * every chunk must end with CRLF. Returns the status line, the decoded body so far and the bytes
+ * after the last complete chunk.
+ */
+function parseChunked(raw: Buffer): { status: string; body: string; rest: number } {
+  const headEnd = raw.indexOf('\r\n\r\n');
+  if (headEnd === -1) return { status: '', body: '', rest: raw.length };
+  const head = raw.subarray(0, headEnd).toString('latin1');
+  expect(head).toMatch(/\r\ntransfer-encoding: chunked/i);
+  let at = headEnd + 4;
+  const parts: Buffer[] = [];
+  for (;;) {
+    const eol = raw.indexOf('\r\n', at);
+    if (eol === -1) break;
+    const sizeText = raw.subarray(at, eol).toString('latin1');
+    expect(sizeText).toMatch(/^[0-9a-f]+$/);
+    const size = parseInt(sizeText, 16);
+    if (raw.length < eol + 2 + size + 2) break;
+    parts.push(raw.subarray(eol + 2, eol + 2 + size));
+    expect(raw.subarray(eol + 2 + size, eol + 4 + size).toString('latin1')).toBe('\r\n');
+    at = eol + 4 + size;
+  }
+  return {
+    status: head.slice(0, head.indexOf('\r\n')),
+    body: Buffer.concat(parts).toString(),
+    rest: raw.length - at,
+  };
+}
+
+describe('chunked stream framing', () => {
+  it('frames every write as a valid chunk, also for a stream pipelined behind another request', async () => {
+    const topic = 'pipe.a';
+    await publish(url, topic, [{ data: 'before' }]);
+    const { port, hostname } = new URL(url);
+    const sock = net.connect(Number(port), hostname);
+    let raw = Buffer.alloc(0);
+    sock.on('data', (d: Buffer) => (raw = Buffer.concat([raw, d])));
+    await new Promise<void>((resolve) => sock.once('connect', resolve));
+    // Two requests in one write: the stream's response waits behind the health check's.
+    sock.write(
+      `GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n` +
+        `GET /v1/topics/${topic}/stream?from=earliest HTTP/1.1\r\nHost: x\r\naccept: text/event-stream\r\n\r\n`,
+    );
+    const second = (): ReturnType<typeof parseChunked> => {
+      const i = raw.indexOf('HTTP/1.1 200', raw.indexOf('{"status":"ok"}'));
+      return i === -1 ? { status: '', body: '', rest: 0 } : parseChunked(raw.subarray(i));
+    };
+    await waitFor(() => second().body.includes('"before"'));
+    // Several events one by one and as a batch: single and coalesced writes.
+    await publish(url, topic, [{ data: 'one' }]);
+    await publish(url, topic, [{ data: 'two ü' }, { data: 'three' }]);
+    await waitFor(() => second().body.includes('"three"'));
+    sock.destroy();
+    const { status, body, rest } = second();
+    expect(status).toBe('HTTP/1.1 200 OK');
+    expect(rest).toBe(0);
+    const data = body
+      .split('\n')
+      .filter((l) => l.startsWith('data: '))
+      .map((l) => (JSON.parse(l.slice(6)) as { data: string }).data);
+    expect(data).toEqual(['before', 'one', 'two ü', 'three']);
   });
 });
 
