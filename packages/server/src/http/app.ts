@@ -12,6 +12,7 @@ import { publishRoutes } from './publish.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
 import { wsRoutes } from './ws.js';
+import { lazyChildLoggerFactory } from './lazy-logger.js';
 
 /** What every route needs. */
 export interface AppContext {
@@ -48,6 +49,7 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
     loggerInstance: logger,
     // No per-request lines: they would carry URLs, and URLs may carry tokens and cursors.
     logController: new LogController({ disableRequestLogging: true }),
+    childLoggerFactory: lazyChildLoggerFactory as never,
     bodyLimit: ctx.config.limits.maxBodyBytes,
     // Topic names may be 200 characters; Fastify's default caps params at 100.
     routerOptions: { maxParamLength: 256, ignoreTrailingSlash: true },

@@ -109,6 +109,11 @@ export function parseTopicsParam(raw: string | string[] | undefined, max: number
 
 export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { limits } = ctx.config;
+  // Shared by every stream: an idle connection should hold as little of its own as possible.
+  const sse = sseFraming(ctx.config.sse.retry);
+  const ndjson = ndjsonFraming();
+  const plain = { gzip: false };
+  const gzip = { gzip: true };
 
   async function serve(
     req: FastifyRequest<{ Querystring: StreamQuery }>,
@@ -125,8 +130,8 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     const format = streamFormat(req.query.format, req.headers.accept);
     const sink = new HttpStreamSink(
       reply.raw,
-      format === 'sse' ? sseFraming(ctx.config.sse.retry) : ndjsonFraming(),
-      { gzip: ctx.config.http.compression && acceptsGzip(req.headers['accept-encoding']) },
+      format === 'sse' ? sse : ndjson,
+      ctx.config.http.compression && acceptsGzip(req.headers['accept-encoding']) ? gzip : plain,
     );
     reply.hijack();
     let sub: Subscription | undefined;

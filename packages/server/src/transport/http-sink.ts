@@ -95,6 +95,13 @@ export class HttpStreamSink implements Sink {
     this.res.writeHead(200, headers);
     if (this.framing.preamble) this.send(this.framing.preamble);
     else this.res.flushHeaders();
+    // Node keeps the header block it sent for the response's whole life, as a rope of a few dozen
+    // small strings (one per concatenation, ~0.8 KiB); a long-lived idle stream is mostly such
+    // leftovers, so keep one flat copy instead. Node only tests it for presence from now on.
+    const state = this.res as unknown as { _header?: string | null };
+    if (typeof state._header === 'string') {
+      state._header = Buffer.from(state._header, 'latin1').toString('latin1');
+    }
   }
 
   /**
