@@ -136,7 +136,7 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     reply.hijack();
     let sub: Subscription | undefined;
     let gone = false;
-    reply.raw.on('close', () => {
+    sink.onClose(() => {
       gone = true;
       if (sub) ctx.hub.unsubscribe(sub);
     });

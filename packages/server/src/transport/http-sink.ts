@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { constants as zlibConstants, createGzip, type Gzip } from 'node:zlib';
 import type { RillError } from '../errors.js';
@@ -45,17 +46,99 @@ function wireOf(chunk: string): Buffer {
   return out;
 }
 
-/** The parts of Node's ServerResponse the raw fast path must check (node:http internals). */
+/** The terminating chunk of a chunked body. */
+const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
+
+/** The parts of Node's HTTP server state the detach step reads and changes (node:http internals). */
 interface ResponseState {
   chunkedEncoding?: boolean;
   _headerSent?: boolean;
   outputSize?: number;
+  detachSocket?(socket: Socket): void;
+}
+interface ParserState {
+  incoming?: unknown;
+}
+type ServerSocket = Socket & { parser?: ParserState | null; _httpMessage?: unknown };
+
+/** Node's own parser release (the one an HTTP upgrade uses): unconsume, untrack, pool or free. */
+const freeParser = (
+  createRequire(import.meta.url)('_http_common') as {
+    freeParser?: (parser: unknown, req: unknown, socket: unknown) => void;
+  }
+).freeParser;
+
+/**
+ * The listeners node:http's server puts on a connection's socket (`connectionListenerInternal`),
+ * by function name: bound per-connection handlers and shared ones. All must be found, or the
+ * connection is left to node:http.
+ */
+const SERVER_LISTENERS: Record<string, readonly string[]> = {
+  data: ['bound socketOnData'],
+  end: ['bound socketOnEnd'],
+  close: ['bound socketOnClose'],
+  drain: ['bound socketOnDrain'],
+  error: ['socketOnError'],
+  timeout: ['socketOnTimeout'],
+  resume: ['onSocketResume'],
+  pause: ['onSocketPause'],
+};
+
+/** Methods node:http overrides on a server socket; deleting the own property restores them. */
+const SOCKET_OVERRIDES = ['on', 'addListener', 'prependListener', 'setEncoding'] as const;
+
+/**
+ * Takes a streaming response's connection away from node:http, as an HTTP upgrade does: once the
+ * headers are out, a stream that lasts as long as its connection needs none of the request
+ * parser, the request and response objects or the per-connection server state, and an idle
+ * stream is mostly those (about half of its memory). Returns false, leaving everything as it was,
+ * unless the response is the connection's only message with its headers sent, chunked, and nothing
+ * queued, and node:http's listeners are exactly the expected ones.
+ */
+function detachFromHttp(res: ServerResponse): Socket | null {
+  const socket = res.socket as ServerSocket | null;
+  const state = res as unknown as ResponseState;
+  if (
+    freeParser === undefined ||
+    typeof state.detachSocket !== 'function' ||
+    socket === null ||
+    socket._httpMessage !== res ||
+    state.chunkedEncoding !== true ||
+    state._headerSent !== true ||
+    state.outputSize !== 0 ||
+    res.writableEnded ||
+    socket.destroyed ||
+    // A pipelined request parsed after this one still needs the parser and its response.
+    socket.parser?.incoming !== res.req
+  ) {
+    return null;
+  }
+  const found: Array<[string, (...args: unknown[]) => void]> = [];
+  for (const [event, names] of Object.entries(SERVER_LISTENERS)) {
+    const fns = (socket.listeners(event) as Array<(...args: unknown[]) => void>).filter((fn) =>
+      names.includes(fn.name),
+    );
+    if (fns.length !== 1) return null;
+    found.push([event, fns[0]!]);
+  }
+  for (const [event, fn] of found) socket.removeListener(event, fn);
+  for (const m of SOCKET_OVERRIDES) {
+    if (Object.prototype.hasOwnProperty.call(socket, m)) delete (socket as never)[m];
+  }
+  state.detachSocket(socket);
+  freeParser(socket.parser, res.req, socket);
+  socket.setTimeout(0);
+  return socket;
 }
 
 /**
  * A hub sink over a streaming HTTP response (SSE, NDJSON). Headers go out on `open()` or with the
  * first bytes, so a subscription that fails while it is being set up can still answer with a
  * plain JSON error and status.
+ *
+ * Once open, an uncompressed stream's connection is detached from node:http (see
+ * {@link detachFromHttp}) and the sink writes the chunked body straight to the socket. When that
+ * is not possible (a pipelined request behind it, HTTP/1.0), it goes on through the response.
  *
  * With gzip, every write is followed by a sync flush: the hub already writes once per tick, so
  * compression costs no latency, and heartbeats reach the client through the compressor.
@@ -64,21 +147,46 @@ export class HttpStreamSink implements Sink {
   private opened = false;
   private ended = false;
   private gz: Gzip | null = null;
+  /** The response, until the connection is detached from it. */
+  private res: ServerResponse | null;
+  /** The connection, once detached: the chunked body is written to it directly. */
+  private socket: Socket | null = null;
+  private gone: (() => void) | null = null;
 
   constructor(
-    private readonly res: ServerResponse,
+    res: ServerResponse,
     private readonly framing: Framing,
     private readonly options: HttpSinkOptions,
-  ) {}
+  ) {
+    this.res = res;
+  }
 
   get headersSent(): boolean {
     return this.opened;
   }
 
+  /** True once the connection is detached from node:http (for tests and metrics). */
+  get detached(): boolean {
+    return this.socket !== null;
+  }
+
+  /** Calls `fn` once when the client goes away or the stream has ended. */
+  onClose(fn: () => void): void {
+    let called = false;
+    this.gone = () => {
+      if (called) return;
+      called = true;
+      fn();
+    };
+    this.res?.once('close', this.gone);
+    this.socket?.once('close', this.gone);
+  }
+
   open(): void {
     if (this.opened) return;
     this.opened = true;
-    this.res.socket?.setNoDelay(true);
+    const res = this.res!;
+    res.socket?.setNoDelay(true);
     const headers: Record<string, string> = {
       'content-type': this.framing.contentType,
       'cache-control': 'no-cache',
@@ -90,48 +198,35 @@ export class HttpStreamSink implements Sink {
     if (this.options.gzip) {
       headers['content-encoding'] = 'gzip';
       this.gz = createGzip({ flush: zlibConstants.Z_SYNC_FLUSH });
-      this.gz.pipe(this.res);
+      this.gz.pipe(res);
     }
-    this.res.writeHead(200, headers);
+    res.writeHead(200, headers);
     if (this.framing.preamble) this.send(this.framing.preamble);
-    else this.res.flushHeaders();
-    // Node keeps the header block it sent for the response's whole life, as a rope of a few dozen
-    // small strings (one per concatenation, ~0.8 KiB); a long-lived idle stream is mostly such
-    // leftovers, so keep one flat copy instead. Node only tests it for presence from now on.
-    const state = this.res as unknown as { _header?: string | null };
-    if (typeof state._header === 'string') {
-      state._header = Buffer.from(state._header, 'latin1').toString('latin1');
-    }
+    else res.flushHeaders();
+    if (this.gz === null) this.detach(res);
   }
 
-  /**
-   * The response's socket when bytes may go to it directly: headers sent, chunked encoding,
-   * nothing queued in the response, and the response is the socket's current message (not one
-   * waiting behind an earlier pipelined response).
-   */
-  private rawSocket(): Socket | null {
-    const res = this.res;
-    const socket = res.socket as (Socket & { _httpMessage?: unknown }) | null;
-    const state = res as unknown as ResponseState;
-    if (
-      socket === null ||
-      socket._httpMessage !== res ||
-      state.chunkedEncoding !== true ||
-      state._headerSent !== true ||
-      state.outputSize !== 0 ||
-      res.writableEnded
-    ) {
-      return null;
-    }
-    return socket;
+  private detach(res: ServerResponse): void {
+    const socket = detachFromHttp(res);
+    if (socket === null) return;
+    this.socket = socket;
+    this.res = null;
+    // The client has nothing more to say on this connection: anything it sends is dropped, its
+    // end of the connection ends ours, and an error closes it (every path ends in 'close').
+    socket.on('data', () => undefined);
+    socket.on('end', () => socket.end());
+    socket.on('error', () => socket.destroy());
+    if (this.gone) socket.once('close', this.gone);
+    socket.resume();
   }
 
   private send(chunk: string): void {
-    if (this.gz) {
+    if (this.socket) this.socket.write(wireOf(chunk));
+    else if (this.gz) {
       this.gz.write(chunk);
       this.gz.flush(zlibConstants.Z_SYNC_FLUSH);
     } else {
-      this.res.write(chunk);
+      this.res!.write(chunk);
     }
   }
 
@@ -143,46 +238,37 @@ export class HttpStreamSink implements Sink {
     return this.framing.reset(n, id);
   }
 
+  /**
+   * Hand-written fast path, because it is the fan-out hot path: on a detached connection each
+   * socket gets one write of bytes built once per chunk (see wireOf), where `res.write` costs a
+   * size computation, a UTF-8 encoding, a cork with a nextTick and a four-part writev per socket.
+   */
   write(chunk: string): void {
     if (this.ended) return;
     if (!this.opened) this.open();
-    if (!this.gz) {
-      // Fast path, hand-written because it is the fan-out hot path: `res.write` costs a size
-      // computation, a UTF-8 encoding, a cork with a nextTick and a four-part writev per socket;
-      // here each socket gets one write of bytes built once per chunk (see wireOf). The framing
-      // is the same chunked encoding `res` would produce, so `res.end()` still ends it properly.
-      const socket = this.rawSocket();
-      if (socket !== null) {
-        socket.write(wireOf(chunk));
-        return;
-      }
-    }
     this.send(chunk);
   }
 
   bufferedBytes(): number {
+    if (this.socket) return this.socket.writableLength;
     return (
-      this.res.writableLength + (this.gz ? this.gz.writableLength + this.gz.readableLength : 0)
+      this.res!.writableLength + (this.gz ? this.gz.writableLength + this.gz.readableLength : 0)
     );
   }
 
   waitDrain(): Promise<void> {
-    if (this.ended || this.res.destroyed) return Promise.resolve();
+    const target = this.socket ?? this.res!;
+    if (this.ended || target.destroyed) return Promise.resolve();
     const gz = this.gz;
-    // Raw writes (see write) leave the response unaware of the socket's backlog, so the
-    // socket's own drain counts too.
-    const socket = this.res.socket;
     return new Promise((resolve) => {
       const done = (): void => {
-        this.res.off('drain', done);
-        this.res.off('close', done);
-        socket?.off('drain', done);
+        target.off('drain', done);
+        target.off('close', done);
         gz?.off('drain', done);
         resolve();
       };
-      this.res.on('drain', done);
-      this.res.on('close', done);
-      socket?.on('drain', done);
+      target.on('drain', done);
+      target.on('close', done);
       gz?.on('drain', done);
     });
   }
@@ -194,16 +280,23 @@ export class HttpStreamSink implements Sink {
   end(error?: RillError): void {
     if (this.ended) return;
     this.ended = true;
+    const tail = error ? this.framing.error(error) : '';
+    if (this.socket) {
+      // The body ends properly (last chunk), then the connection: it belongs to no HTTP server.
+      if (tail) this.socket.write(wireOf(tail));
+      this.socket.end(LAST_CHUNK);
+      return;
+    }
+    const res = this.res!;
     if (!this.opened) {
       const status = error?.status ?? 200;
       const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8' };
       if (error?.retryable && status === 503) headers['retry-after'] = '1';
-      this.res.writeHead(status, headers);
-      this.res.end(error ? JSON.stringify(error.toJSON()) : '');
+      res.writeHead(status, headers);
+      res.end(error ? JSON.stringify(error.toJSON()) : '');
       return;
     }
-    const tail = error ? this.framing.error(error) : '';
     if (this.gz) this.gz.end(tail);
-    else this.res.end(tail);
+    else res.end(tail);
   }
 }
