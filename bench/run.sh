@@ -6,8 +6,11 @@
 #   bash bench/run.sh ingest                single POST req/s and batched NDJSON events/s (Rill: lmdb)
 #   bash bench/run.sh catchup               one subscriber replaying 1,000,000 stored events (Rill)
 #   bash bench/run.sh storm                 5,000 SSE subscribers dropped, 500-event gap, resume
+#   bash bench/run.sh manytopics            10,000 subscribers each on its own topic + a shared one
 #   bash bench/run.sh all                   all of the above
 #
+# Ports: RILL_PORT (8080), NCHAN_PORT (8090), EXPRESS_PORT (8091), SOCKETIO_PORT (8092); the
+# storm scenario (bench/storm.js) always uses the defaults.
 # LADDER=25,50,100 overrides the rate ladder (events/s), STEP_SECONDS the seconds per step.
 # PEERS="rill-sse rill-ws nchan-sse nchan-ws express-sse socketio" selects targets (default: all).
 # Results: bench/results/<scenario>/<target>-<n>.json; summary: node bench/summarize.js.
@@ -27,6 +30,13 @@ NCHAN_CONF="${NCHAN_CONF:-$ROOT/../shared/peers/nchan/nginx.conf}"
 WORKERS=1
 SERVER_PIDS=""
 SERVER_KILL=""
+RILL_PORT="${RILL_PORT:-8080}"
+NCHAN_PORT="${NCHAN_PORT:-8090}"
+EXPRESS_PORT="${EXPRESS_PORT:-8091}"
+SOCKETIO_PORT="${SOCKETIO_PORT:-8092}"
+# The generic peers' subscribe path: {topic}, or {topics} (comma-separated) for the many-topics
+# scenario, where each connection subscribes to its own topic and a shared one.
+SUB_TOPICS="{topic}"
 
 log() { printf '\n=== %s\n' "$*" >&2; }
 
@@ -54,38 +64,45 @@ start_server() {
   case "$1" in
     rill-*)
       rm -rf "$TMP/rill-data"
-      $RILL serve --engine lmdb --data-dir "$TMP/rill-data" --port 8080 --log-level warn &
+      $RILL serve --engine lmdb --data-dir "$TMP/rill-data" --port "$RILL_PORT" --log-level warn &
       SERVER_PIDS=$!
       SERVER_KILL=$!
-      wait_port 8080
-      TARGET_ARGS=(--target rill --url http://127.0.0.1:8080 --transport "${1#rill-}")
+      wait_port "$RILL_PORT"
+      TARGET_ARGS=(--target rill --url "http://127.0.0.1:$RILL_PORT" --transport "${1#rill-}")
       ;;
     nchan-*)
       mkdir -p "$TMP/nchan"
-      sed "s/^worker_processes .*/worker_processes $WORKERS;/" "$NCHAN_CONF" > "$TMP/nchan/nginx.conf"
+      # The shared config with this run's worker count and port, plus a multiplexed subscriber
+      # location: /msub/a,b is one connection subscribed to channels a and b (Nchan's
+      # nchan_channel_id_split_delimiter), for the many-topics scenario; /sub/ is unchanged.
+      sed -e "s/^worker_processes .*/worker_processes $WORKERS;/" \
+        -e "s/127\.0\.0\.1:8090/127.0.0.1:$NCHAN_PORT/" \
+        -e '/^ *listen /a\    location ~ ^/msub/(.+)$ { nchan_subscriber; nchan_channel_id $1; nchan_channel_id_split_delimiter ","; nchan_subscriber_first_message newest; }' \
+        "$NCHAN_CONF" > "$TMP/nchan/nginx.conf"
       nginx -c "$TMP/nchan/nginx.conf" -p "$TMP/nchan" -g "daemon on; pid $TMP/nchan/nginx.pid;" 2>/dev/null
-      wait_port 8090
+      wait_port "$NCHAN_PORT"
       local master
       master="$(cat "$TMP/nchan/nginx.pid")"
       SERVER_PIDS="$master,$(pgrep -P "$master" | paste -sd,)"
       SERVER_KILL=""
-      local scheme=http
+      local scheme=http sub=sub
       [ "$1" = nchan-ws ] && scheme=ws
-      TARGET_ARGS=(--target generic --sub-url "$scheme://127.0.0.1:8090/sub/{topic}" --pub-url "http://127.0.0.1:8090/pub/{topic}")
+      [ "$SUB_TOPICS" = "{topics}" ] && sub=msub
+      TARGET_ARGS=(--target generic --sub-url "$scheme://127.0.0.1:$NCHAN_PORT/$sub/$SUB_TOPICS" --pub-url "http://127.0.0.1:$NCHAN_PORT/pub/{topic}")
       ;;
     express-sse)
-      PORT=8091 node "$BENCH/peers/express-sse.js" >/dev/null &
+      PORT="$EXPRESS_PORT" node "$BENCH/peers/express-sse.js" >/dev/null &
       SERVER_PIDS=$!
       SERVER_KILL=$!
-      wait_port 8091
-      TARGET_ARGS=(--target generic --sub-url "http://127.0.0.1:8091/sub/{topic}" --pub-url "http://127.0.0.1:8091/pub/{topic}")
+      wait_port "$EXPRESS_PORT"
+      TARGET_ARGS=(--target generic --sub-url "http://127.0.0.1:$EXPRESS_PORT/sub/$SUB_TOPICS" --pub-url "http://127.0.0.1:$EXPRESS_PORT/pub/{topic}")
       ;;
     socketio)
-      PORT=8092 node "$BENCH/peers/socketio.js" >/dev/null &
+      PORT="$SOCKETIO_PORT" node "$BENCH/peers/socketio.js" >/dev/null &
       SERVER_PIDS=$!
       SERVER_KILL=$!
-      wait_port 8092
-      TARGET_ARGS=(--target socketio --url http://127.0.0.1:8092)
+      wait_port "$SOCKETIO_PORT"
+      TARGET_ARGS=(--target socketio --url "http://127.0.0.1:$SOCKETIO_PORT")
       ;;
     *) echo "unknown target $1" >&2; return 2 ;;
   esac
@@ -187,7 +204,7 @@ scenario_catchup() {
   start_server rill-sse
   unset RILL_RETENTION__MAX_EVENTS
   mkdir -p "$RESULTS/catchup"
-  node "$BENCH/catchup.js" http://127.0.0.1:8080 "${CATCHUP_EVENTS:-1000000}" | tee "$RESULTS/catchup/rill.json" >&2
+  node "$BENCH/catchup.js" "http://127.0.0.1:$RILL_PORT" "${CATCHUP_EVENTS:-1000000}" | tee "$RESULTS/catchup/rill.json" >&2
   stop_server
 }
 
@@ -203,6 +220,31 @@ scenario_storm() {
   done
 }
 
+# Many topics: N subscribers (2 workers), each on its own topic and on one shared topic over the
+# same connection; the own topics get LADDER events/s in total, round-robin (1 event/s per topic at
+# 10,000/s), and the shared topic SHARED_RATE events/s in every step (× N deliveries). Publishers:
+# single-event HTTP POSTs, the one method every target has, from PUBLISHERS processes. Rill targets
+# run a second time publishing over its WebSocket (<target>-wspub.json) unless WSPUB=0.
+scenario_manytopics() {
+  local n="${MANYTOPICS_SUBSCRIBERS:-10000}" ladder="${LADDER:-2500,5000,10000}" t
+  local args=(-s "$n" --topics "$n" --shared-rate "${SHARED_RATE:-1}" -w 2
+    --publishers "${PUBLISHERS:-2}" -r "$ladder" -d "${STEP_SECONDS:-5}")
+  SUB_TOPICS="{topics}"
+  for t in $PEERS; do
+    log "many topics: $t, $n subscribers on own + shared topic, $ladder events/s + ${SHARED_RATE:-1}/s shared"
+    start_server "$t"
+    bench "$RESULTS/manytopics/$t.json" "${args[@]}" --concurrency 64
+    stop_server
+    if supports_ws_publish "$t" && [ "${WSPUB:-1}" = 1 ]; then
+      log "many topics: $t, publishing over Rill's WebSocket"
+      start_server "$t"
+      bench "$RESULTS/manytopics/$t-wspub.json" "${args[@]}" --publish ws --concurrency 256
+      stop_server
+    fi
+  done
+  SUB_TOPICS="{topic}"
+}
+
 install_peers
 case "${1:-}" in
   fanout) shift; scenario_fanout "$@" ;;
@@ -210,7 +252,8 @@ case "${1:-}" in
   ingest) scenario_ingest ;;
   catchup) scenario_catchup ;;
   storm) scenario_storm ;;
-  all) scenario_fanout; scenario_idle; scenario_ingest; scenario_catchup; scenario_storm ;;
-  *) sed -n '2,16p' "$0"; exit 2 ;;
+  manytopics) scenario_manytopics ;;
+  all) scenario_fanout; scenario_idle; scenario_ingest; scenario_catchup; scenario_storm; scenario_manytopics ;;
+  *) sed -n '2,19p' "$0"; exit 2 ;;
 esac
 log "results in $RESULTS"

@@ -111,4 +111,33 @@ if (storm.length) {
     );
   }
 }
+const many = existsSync(join(dir, 'manytopics'))
+  ? readdirSync(join(dir, 'manytopics')).filter((f) => f.endsWith('.json'))
+  : [];
+if (many.length) {
+  const rs = Object.fromEntries(many.map((f) => [f.replace(/\.json$/, ''), load('manytopics', f)]));
+  const any = Object.values(rs)[0];
+  out.push(
+    `\n#### Many topics: ${any.subscribers} subscribers, each on its own topic + 1 shared topic (${any.sharedRate} events/s)\n`,
+  );
+  out.push(
+    'Row per target at the highest offered rate it ran; "highest sound" is the step with the most deliveries/s at zero loss with the offered rate kept.\n',
+  );
+  out.push(
+    '| target | publish | offered/s (own + shared) | published/s | deliveries/s | loss | p50 / p99 | server µs CPU / delivery | server CPU % | highest sound step | Rill ÷ target, deliveries/s | target ÷ Rill, µs CPU / delivery |',
+  );
+  out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  const top = (r) => r?.steps.reduce((a, s) => (!a || s.rate >= a.rate ? s : a), undefined);
+  for (const [t, r] of Object.entries(rs).sort()) {
+    const s = top(r);
+    if (!s) continue;
+    // Peers are compared with the Rill run of the same family, publishing over HTTP like them.
+    const rill = top(rs[t.endsWith('-ws') || t.startsWith('socketio') ? 'rill-ws' : 'rill-sse']);
+    const isRill = t.startsWith('rill');
+    const cap = r.capacity;
+    out.push(
+      `| ${t} | ${r.publish} × ${r.publishers} | ${k(s.rate)} + ${r.sharedRate} | ${k(s.publishedPerSec)} | ${k(s.deliveredPerSec)} | ${s.loss} | ${s.latencyMs.p50} / ${s.latencyMs.p99} ms | ${s.serverCpuMicrosPerDelivery ?? '–'} | ${s.serverCpuPercent ?? '–'} | ${cap ? `${k(cap.deliveredPerSec)} at ${k(cap.rate)}/s (p99 ${cap.p99} ms)` : 'none'} | ${isRill ? '–' : ratio(rill?.deliveredPerSec, s.deliveredPerSec)} | ${isRill ? '–' : ratio(s.serverCpuMicrosPerDelivery, rill?.serverCpuMicrosPerDelivery)} |`,
+    );
+  }
+}
 console.log(out.join('\n'));

@@ -13,12 +13,15 @@ app.get('/sub/:topic', (req, res) => {
   res.setHeader('Cache-Control', 'no-cache');
   res.setHeader('Connection', 'keep-alive');
   res.flushHeaders();
-  const topic = req.params.topic;
-  let set = streams.get(topic);
-  if (!set) streams.set(topic, (set = new Set()));
-  set.add(res);
+  // Several topics, comma-separated, on one stream (the many-topics scenario).
+  const sets = req.params.topic.split(',').map((topic) => {
+    let set = streams.get(topic);
+    if (!set) streams.set(topic, (set = new Set()));
+    set.add(res);
+    return set;
+  });
   req.on('close', () => {
-    set.delete(res);
+    for (const set of sets) set.delete(res);
     res.end();
   });
 });

@@ -1,6 +1,7 @@
-// Socket.IO peer: each client joins the room named by its `topic` handshake query; a POST to
-// /pub/:topic emits the parsed body to that room. Production settings from the Socket.IO docs:
-// WebSocket transport only, no per-message deflate, no HTTP long-polling fallback.
+// Socket.IO peer: each client joins the rooms named by its `topic` handshake query (one, or several
+// comma-separated); a POST to /pub/:topic emits the parsed body to that room. Production settings
+// from the Socket.IO docs: WebSocket transport only, no per-message deflate, no HTTP long-polling
+// fallback.
 import http from 'node:http';
 import { Server } from 'socket.io';
 
@@ -26,6 +27,6 @@ const io = new Server(server, {
 });
 io.on('connection', (socket) => {
   const topic = socket.handshake.query.topic;
-  if (typeof topic === 'string') void socket.join(topic);
+  if (typeof topic === 'string') void socket.join(topic.split(','));
 });
 server.listen(port, '127.0.0.1', () => console.log(`socket.io listening on ${port}`));

@@ -99,6 +99,66 @@ describe('rill bench against rill serve', () => {
   }
 });
 
+describe('rill bench, many topics: own topic + a shared topic per connection', () => {
+  for (const [transport, topics, publish] of [
+    ['sse', 20, 'http'],
+    // Uneven subscribers per topic (3 on topics 0–5, 2 on topic 6), so a publisher process's
+    // counts added to the wrong topic would change the expected deliveries.
+    ['ws', 7, 'ws'],
+  ] as const) {
+    it(`${transport}, ${topics} own topics, 2 publisher processes: exact per-topic loss accounting`, async () => {
+      const server = await spawnServer(['--engine', 'memory', '--port', '0']);
+      servers.push(server);
+      const subscribers = 20;
+      const { code, result, err } = await runBench([
+        '--url',
+        server.url,
+        '--transport',
+        transport,
+        '--publish',
+        publish,
+        '-s',
+        String(subscribers),
+        '--topics',
+        String(topics),
+        '--shared-rate',
+        '10',
+        '--publishers',
+        '2',
+        '-r',
+        '100',
+        '-d',
+        '1',
+        '--warmup',
+        '0',
+        '--max-p99',
+        '60000',
+      ]);
+      expect(err).toBe('');
+      expect(code).toBe(0);
+      expect(result.connected).toBe(subscribers);
+      expect(result.sharedRate).toBe(10);
+      expect(result.publishers).toBe(2);
+      const step = result.steps[0]!;
+      const shared = step.sharedPublished!;
+      const own = step.published - shared;
+      expect(own).toBeGreaterThanOrEqual(95);
+      expect(shared).toBeGreaterThanOrEqual(9);
+      // Own-topic events reach one topic's subscribers, shared ones every connection.
+      const perTopic = Array.from({ length: topics }, (_, t) =>
+        Math.ceil((subscribers - t) / topics),
+      );
+      if (topics === subscribers) expect(step.expected).toBe(own + shared * subscribers);
+      expect(step.expected).toBeGreaterThanOrEqual(own * Math.min(...perTopic) + shared * 20);
+      expect(step.expected).toBeLessThanOrEqual(own * Math.max(...perTopic) + shared * 20);
+      // Every connection got its own topic's events and the shared ones, nothing more.
+      expect(step.delivered).toBe(step.expected);
+      expect(step.loss).toBe(0);
+      expect(step.publishErrors).toBe(0);
+    });
+  }
+});
+
 describe('rill bench against a lossy peer', () => {
   it('reports the events a peer never delivered', async () => {
     // A generic SSE peer that forwards only every other publish to its subscribers.

@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { decodeHistogram, newHistogram, summarize, type LatencySummary } from './histogram.js';
 import { ProcWatch, machineTicks } from './proc.js';
-import { Publisher, type PublishMode } from './publisher.js';
+import type { PublishMode } from './publisher.js';
+import { buildPool } from './pubpool.js';
 import { paddingFor } from './scan.js';
 import type { ConnSpec, FromWorker, Progress, SubMode, ToWorker, WorkerSpec } from './worker.js';
 
@@ -18,7 +19,11 @@ export interface BenchOptions {
   target: BenchTarget;
   /** Rill or Socket.IO peer base URL. */
   url: string;
-  /** generic: subscribe URL template with `{topic}` (http(s) for a stream, ws(s) for WebSocket). */
+  /**
+   * generic: subscribe URL template (http(s) for a stream, ws(s) for WebSocket) with `{topic}`
+   * (the connection's own topic), `{shared}` (the shared topic) or `{topics}` (all of the
+   * connection's topics, comma-separated).
+   */
   subUrl?: string;
   /** generic and socketio: publish URL template with `{topic}` (the payload is POSTed as is). */
   pubUrl?: string;
@@ -26,6 +31,13 @@ export interface BenchOptions {
   publish: PublishMode;
   subscribers: number;
   topics: number;
+  /**
+   * With a number: every connection also subscribes to one shared topic, published at this many
+   * events/s in every step (and in the warm-up) besides the step's rate on the other topics.
+   */
+  sharedRate?: number;
+  /** Publisher processes the step's rate and the topics are split over (1: in this process). */
+  publishers: number;
   /** Offered rate per step, events/s; 0 = as fast as the publisher's concurrency allows. */
   rates: number[];
   /** Seconds per step; with no rates, how long the idle connections are held. */
@@ -52,10 +64,13 @@ export interface BenchOptions {
 }
 
 export interface StepResult {
-  /** Offered events/s (0 = unthrottled). */
+  /** Offered events/s on the subscribers' own topics (0 = unthrottled). */
   rate: number;
   seconds: number;
+  /** Events acknowledged, every topic. */
   published: number;
+  /** Of which on the shared topic (with a shared topic). */
+  sharedPublished?: number;
   publishErrors: number;
   publishFirstError?: string;
   publishedPerSec: number;
@@ -85,7 +100,10 @@ export interface BenchResult {
   publish: PublishMode;
   subscribers: number;
   topics: number;
+  /** Events/s on the shared topic every connection also subscribes to, if any. */
+  sharedRate?: number;
   workers: number;
+  publishers: number;
   payloadBytes: number;
   connected: number;
   connectFailed: number;
@@ -117,20 +135,36 @@ interface WorkerHandle {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** The subscriber connection for a topic, per target and transport. */
-export function connFor(o: BenchOptions, topic: string): { mode: SubMode; conn: ConnSpec } {
+/**
+ * The subscriber connection for a topic (and the shared topic, when there is one: both on the same
+ * connection), per target and transport.
+ */
+export function connFor(
+  o: BenchOptions,
+  topic: string,
+  shared?: string,
+): { mode: SubMode; conn: ConnSpec } {
   const base = o.url.replace(/\/$/, '');
   const wsBase = base.replace(/^http/, 'ws');
-  const enc = encodeURIComponent(topic);
+  const all = shared === undefined ? [topic] : [topic, shared];
+  const list = all.map(encodeURIComponent).join(',');
   if (o.target === 'socketio') {
+    // The peer joins each comma-separated room of its `topic` handshake query.
     return {
       mode: 'socketio',
-      conn: { url: `${wsBase}/socket.io/?EIO=4&transport=websocket&topic=${enc}` },
+      conn: { url: `${wsBase}/socket.io/?EIO=4&transport=websocket&topic=${list}` },
     };
   }
   if (o.target === 'generic') {
     if (!o.subUrl) throw new Error('--sub-url is required with --target generic');
-    const url = o.subUrl.replaceAll('{topic}', enc);
+    const t = o.subUrl;
+    if (shared !== undefined && !t.includes('{topics}') && !t.includes('{shared}')) {
+      throw new Error('--sub-url needs {topics} or {shared} with a shared topic');
+    }
+    const url = t
+      .replaceAll('{topics}', list)
+      .replaceAll('{topic}', encodeURIComponent(topic))
+      .replaceAll('{shared}', encodeURIComponent(shared ?? ''));
     return { mode: /^wss?:/.test(url) ? 'ws' : 'http', conn: { url } };
   }
   if (o.transport === 'ws') {
@@ -138,12 +172,18 @@ export function connFor(o: BenchOptions, topic: string): { mode: SubMode; conn: 
       mode: 'ws',
       conn: {
         url: `${wsBase}/v1/ws`,
-        hello: JSON.stringify({ op: 'subscribe', id: 1, topics: [topic] }),
+        hello: JSON.stringify({ op: 'subscribe', id: 1, topics: all }),
       },
     };
   }
-  const q = o.transport === 'ndjson' ? '?format=ndjson' : '';
-  return { mode: 'http', conn: { url: `${base}/v1/topics/${enc}/stream${q}` } };
+  const q = o.transport === 'ndjson' ? 'format=ndjson' : '';
+  if (shared === undefined) {
+    return {
+      mode: 'http',
+      conn: { url: `${base}/v1/topics/${encodeURIComponent(topic)}/stream${q ? `?${q}` : ''}` },
+    };
+  }
+  return { mode: 'http', conn: { url: `${base}/v1/stream?topics=${list}${q ? `&${q}` : ''}` } };
 }
 
 function startWorker(spec: WorkerSpec): WorkerHandle {
@@ -190,13 +230,16 @@ function fmtRate(n: number): string {
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const prefix = o.topicPrefix ?? `bench-${randomBytes(4).toString('hex')}`;
   const topics = Array.from({ length: o.topics }, (_, i) => `${prefix}.${i}`);
+  const shared = o.sharedRate === undefined ? undefined : `${prefix}.shared`;
+  // Subscribers per topic, indexed like the publishers' per-topic counts: the shared topic last.
   const subsOnTopic = topics.map(() => 0);
+  if (shared !== undefined) subsOnTopic.push(o.subscribers);
   const shares: ConnSpec[][] = Array.from({ length: o.workers }, () => []);
   let mode: SubMode = 'http';
   for (let i = 0; i < o.subscribers; i++) {
     const t = i % topics.length;
     subsOnTopic[t]!++;
-    const c = connFor(o, topics[t]!);
+    const c = connFor(o, topics[t]!, shared);
     mode = c.mode;
     shares[i % o.workers]!.push(c.conn);
   }
@@ -248,14 +291,18 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   }, 1000);
   ticker.unref();
 
-  const publisher = new Publisher({
-    mode: o.target === 'rill' ? o.publish : 'raw',
-    url: o.target === 'rill' ? o.url : (o.pubUrl ?? `${o.url.replace(/\/$/, '')}/pub/{topic}`),
+  const publisher = buildPool(
+    {
+      mode: o.target === 'rill' ? o.publish : 'raw',
+      url: o.target === 'rill' ? o.url : (o.pubUrl ?? `${o.url.replace(/\/$/, '')}/pub/{topic}`),
+      batch: o.batch,
+      concurrency: o.concurrency,
+      padding: paddingFor(o.payloadBytes),
+    },
     topics,
-    batch: o.batch,
-    concurrency: o.concurrency,
-    padding: paddingFor(o.payloadBytes),
-  });
+    o.publishers,
+    shared === undefined ? undefined : { topic: shared, rate: o.sharedRate! },
+  );
 
   try {
     const ready = await Promise.all(workers.map((w) => w.ready));
@@ -270,7 +317,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     const connectedSample = watch.poll();
 
     const expectedSoFar = (): number =>
-      publisher.stats.perTopic.reduce((n, p, t) => n + p * subsOnTopic[t]!, 0);
+      publisher.perTopic().reduce((n, p, t) => n + p * subsOnTopic[t]!, 0);
     /** Waits for every delivery owed so far (worker counts come every 250 ms), or a stall. */
     const settle = async (): Promise<void> => {
       const want = expectedSoFar();
@@ -302,8 +349,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       const rate = o.rates[i]!;
       status = `step ${i + 1}/${o.rates.length} rate ${rate === 0 ? 'max' : fmtRate(rate)}/s`;
       for (const w of workers) await w.collect();
-      const perTopicBefore = [...publisher.stats.perTopic];
-      const errorsBefore = publisher.stats.errors;
+      const perTopicBefore = publisher.perTopic();
+      const errorsBefore = publisher.errors;
       const cpu0 = watch.mark();
       const m0 = machineTicks();
       const start = performance.now();
@@ -312,11 +359,14 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       const { issueSeconds: pubSeconds } = await publisher.run(rate, o.duration);
       let expected = 0;
       let published = 0;
-      publisher.stats.perTopic.forEach((n, t) => {
+      const perTopicAfter = publisher.perTopic();
+      perTopicAfter.forEach((n, t) => {
         const d = n - perTopicBefore[t]!;
         published += d;
         expected += d * subsOnTopic[t]!;
       });
+      const sharedPublished =
+        shared === undefined ? 0 : perTopicAfter[topics.length]! - perTopicBefore[topics.length]!;
       await settle();
       const cpu1 = watch.poll();
       const m1 = machineTicks();
@@ -328,18 +378,18 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
         hist.add(decodeHistogram(c.histogram));
       }
       const latency = summarize(hist);
-      const errors = publisher.stats.errors - errorsBefore;
+      const errors = publisher.errors - errorsBefore;
       const publishedPerSec = published / pubSeconds;
+      const offered = rate + (o.sharedRate ?? 0);
       const sound =
-        expected === delivered && errors === 0 && (rate === 0 || publishedPerSec >= rate * 0.95);
+        expected === delivered && errors === 0 && (rate === 0 || publishedPerSec >= offered * 0.95);
       const step: StepResult = {
         rate,
         seconds: Math.round(pubSeconds * 100) / 100,
         published,
+        ...(shared === undefined ? {} : { sharedPublished }),
         publishErrors: errors,
-        ...(errors > 0 && publisher.stats.firstError
-          ? { publishFirstError: publisher.stats.firstError }
-          : {}),
+        ...(errors > 0 && publisher.firstError ? { publishFirstError: publisher.firstError } : {}),
         publishedPerSec: Math.round(publishedPerSec),
         expected,
         delivered,
@@ -394,7 +444,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       publish: o.target === 'rill' ? o.publish : 'raw',
       subscribers: o.subscribers,
       topics: o.topics,
+      ...(o.sharedRate === undefined ? {} : { sharedRate: o.sharedRate }),
       workers: workers.length,
+      publishers: o.publishers,
       payloadBytes: o.payloadBytes,
       connected,
       connectFailed,

@@ -13,6 +13,8 @@ interface BenchFlags {
   publish: PublishMode;
   subscribers: number;
   topics: number;
+  sharedRate?: number;
+  publishers: number;
   rate?: number[];
   duration: number;
   batch: number;
@@ -41,6 +43,12 @@ function int(min: number) {
     if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`an integer >= ${min}`);
     return n;
   };
+}
+
+function nonNegative(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('a number >= 0');
+  return n;
 }
 
 function num(v: string): number {
@@ -79,7 +87,7 @@ export function registerBench(program: Command): void {
     )
     .option(
       '--sub-url <template>',
-      'generic: subscribe URL with {topic} (http: stream, ws: WebSocket)',
+      'generic: subscribe URL with {topic}, and {shared} or {topics} (comma-separated) with --shared-rate (http: stream, ws: WebSocket)',
     )
     .option('--pub-url <template>', 'generic/socketio: URL with {topic} the payload is POSTed to')
     .addOption(
@@ -98,13 +106,24 @@ export function registerBench(program: Command): void {
     .option('-s, --subscribers <n>', 'subscriber connections', int(0), 100)
     .option('--topics <n>', 'topics; subscriber i listens to topic i mod n', int(1), 1)
     .option(
+      '--shared-rate <n>',
+      'every subscriber also listens to one shared topic, published at n events/s besides --rate',
+      nonNegative,
+    )
+    .option(
+      '--publishers <n>',
+      'publisher processes; topics and rate are split over them (1: in this process)',
+      int(1),
+      1,
+    )
+    .option(
       '-r, --rate <list>',
       'offered events/s per step: 500,1k,2k or max (none: idle hold)',
       parseRates,
     )
     .option('-d, --duration <s>', 'seconds per step (idle: hold time)', num, 10)
     .option('--batch <n>', 'events per request with --publish batch', int(1), 100)
-    .option('--concurrency <n>', 'publish requests in flight at most', int(1), 16)
+    .option('--concurrency <n>', 'publish requests in flight at most, per publisher', int(1), 16)
     .option('--payload-bytes <n>', 'approximate payload size', int(16), 100)
     .option('--sample <n>', 'record the latency of one event in n per connection', int(1), 1)
     .option(
@@ -162,6 +181,8 @@ async function bench(f: BenchFlags): Promise<number> {
     publish: f.publish,
     subscribers: f.subscribers,
     topics: f.topics,
+    ...(f.sharedRate === undefined ? {} : { sharedRate: f.sharedRate }),
+    publishers: f.publishers,
     rates: f.rate ?? [],
     duration: f.duration,
     batch: f.batch,
@@ -204,8 +225,9 @@ async function bench(f: BenchFlags): Promise<number> {
 /** The human-readable report: a header and one table row per step. */
 export function formatResult(r: BenchResult): string {
   const lines: string[] = [];
+  const sharedNote = r.sharedRate === undefined ? '' : ` + 1 shared (${r.sharedRate}/s)`;
   lines.push(
-    `target ${r.target} ${r.url} | ${r.subscribers} ${r.transport} subscribers on ${r.topics} topic(s) in ${r.workers} worker(s) | publish ${r.publish} | payload ~${r.payloadBytes} B`,
+    `target ${r.target} ${r.url} | ${r.subscribers} ${r.transport} subscribers on ${r.topics} topic(s)${sharedNote} in ${r.workers} worker(s) | publish ${r.publish} from ${r.publishers} process(es) | payload ~${r.payloadBytes} B`,
   );
   lines.push(
     `connected ${r.connected}/${r.subscribers} in ${r.connectSeconds}s${r.connectFailed ? `, ${r.connectFailed} failed (${r.connectError ?? ''})` : ''}${r.dropped ? `, ${r.dropped} dropped during the run` : ''}`,
