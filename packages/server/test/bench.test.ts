@@ -94,7 +94,12 @@ describe('rill bench against rill serve', () => {
       expect(step.latencyMs.max).toBeGreaterThanOrEqual(step.latencyMs.p99);
       expect(step.serverCpuSeconds).toBeGreaterThan(0);
       expect(step.serverPeakRssKiB).toBeGreaterThan(10_000);
-      expect(step.ok).toBe(true);
+      // Whether the publisher kept the offered rate depends on how busy the machine is; the
+      // verdicts must follow from the figures either way.
+      // (publishedPerSec is rounded: only clear cases either side of 95 % of 200/s are checked.)
+      if (step.publishedPerSec >= 191) expect(step.sound).toBe(true);
+      if (step.publishedPerSec < 189) expect(step.sound).toBe(false);
+      expect(step.ok).toBe(step.sound);
     });
   }
 });

@@ -3,13 +3,16 @@ import http from 'node:http';
 import net from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RillServer } from '../src/server.js';
+import type { HttpStreamSink } from '../src/transport/http-sink.js';
 import { launchChromium, openSse, publish, startServer, waitFor } from './helpers.js';
 
 let url: string;
 let close: () => Promise<void>;
+let server: RillServer;
 
 beforeAll(async () => {
-  ({ url, close } = await startServer({
+  ({ url, close, server } = await startServer({
     sse: { heartbeat: 150 },
     http: { compression: true },
   }));
@@ -180,6 +183,68 @@ describe('chunked stream framing', () => {
       .filter((l) => l.startsWith('data: '))
       .map((l) => (JSON.parse(l.slice(6)) as { data: string }).data);
     expect(data).toEqual(['before', 'one', 'two ü', 'three']);
+  });
+});
+
+describe('detached streams', () => {
+  /** The hub's stream sinks of `topic` (white-box: whether each connection left node:http). */
+  const sinksOf = (topic: string): HttpStreamSink[] =>
+    [
+      ...(server.hub as unknown as { subs: Set<{ sink: unknown; states: Map<string, unknown> }> })
+        .subs,
+    ]
+      .filter((s) => s.states.has(topic))
+      .map((s) => s.sink as HttpStreamSink);
+
+  /** A raw connection holding one SSE stream of `topic`; resolves once its headers arrived. */
+  async function rawStream(topic: string): Promise<{ sock: net.Socket; text: () => string }> {
+    const { port, hostname } = new URL(url);
+    const sock = net.connect(Number(port), hostname);
+    let raw = '';
+    sock.on('data', (d: Buffer) => (raw += d.toString()));
+    sock.write(
+      `GET /v1/topics/${topic}/stream HTTP/1.1\r\nHost: x\r\naccept: text/event-stream\r\n\r\n`,
+    );
+    await waitFor(() => raw.includes('\r\n\r\n'));
+    return { sock, text: () => raw };
+  }
+
+  it('leave node:http once open, keep streaming, and end when the client goes', async () => {
+    const a = await rawStream('det.a');
+    const b = await rawStream('det.a');
+    await waitFor(() => sinksOf('det.a').length === 2);
+    expect(sinksOf('det.a').map((k) => k.detached)).toEqual([true, true]);
+    // Anything a client sends on a streaming connection is ignored; the stream goes on.
+    a.sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    await publish(url, 'det.a', [{ data: 'x1' }]);
+    await waitFor(() => a.text().includes('"x1"') && b.text().includes('"x1"'));
+    expect(a.text()).not.toContain('"status":"ok"');
+    // A client that closes its side (FIN) and one that resets: both subscriptions go away.
+    const aClosed = new Promise<void>((r) => a.sock.once('close', () => r()));
+    a.sock.end();
+    await aClosed;
+    b.sock.destroy();
+    await waitFor(() => sinksOf('det.a').length === 0);
+  });
+
+  it('end with the error frame and the last chunk, then close the connection', async () => {
+    const { server: own, url: ownUrl, close: closeOwn } = await startServer({});
+    const { port, hostname } = new URL(ownUrl);
+    const sock = net.connect(Number(port), hostname);
+    let raw = Buffer.alloc(0);
+    sock.on('data', (d: Buffer) => (raw = Buffer.concat([raw, d])));
+    const closed = new Promise<void>((r) => sock.once('close', () => r()));
+    sock.write(
+      'GET /v1/topics/det.b/stream HTTP/1.1\r\nHost: x\r\naccept: text/event-stream\r\n\r\n',
+    );
+    await waitFor(() => own.hub.size === 1);
+    await closeOwn();
+    await closed;
+    const { body, rest } = parseChunked(raw);
+    expect(rest).toBe(0);
+    expect(raw.subarray(raw.length - 5).toString('latin1')).toBe('0\r\n\r\n');
+    expect(body).toContain('event: error');
+    expect(body).toContain('"code":"shutting_down"');
   });
 });
 
