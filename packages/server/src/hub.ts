@@ -122,6 +122,9 @@ export class Hub {
   private unwatchTopics: (() => void) | null = null;
   private dirty: Subscription[] = [];
   private flushScheduled = false;
+  /** When the last flush ended and how long it took (flush pacing, see markDirty). */
+  private lastFlushEnd = 0;
+  private lastFlushMs = 0;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private readonly heartbeatMs: number;
 
@@ -273,9 +276,6 @@ export class Hub {
       else setTimeout(this.flushAll, Math.min(wait, MAX_FLUSH_DELAY_MS));
     }
   }
-
-  private lastFlushEnd = 0;
-  private lastFlushMs = 0;
 
   private readonly flushAll = (): void => {
     this.flushScheduled = false;
