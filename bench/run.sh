@@ -12,10 +12,12 @@
 # Ports: RILL_PORT (8080), NCHAN_PORT (8090), EXPRESS_PORT (8091), SOCKETIO_PORT (8092); the
 # storm scenario (bench/storm.js) always uses the defaults.
 # LADDER=25,50,100 overrides the rate ladder (events/s), STEP_SECONDS the seconds per step.
-# PEERS="rill-sse rill-ws nchan-sse nchan-ws express-sse socketio" selects targets (default: all).
+# PEERS="rill-sse rill-ws nchan-sse nchan-ws pushpin-sse pushpin-ws express-sse socketio" selects
+# targets (default: all). PUSHPIN_PORT (8093), PUSHPIN_PUBLISH_PORT (8094) and
+# PUSHPIN_BACKEND_PORT (8095) move Pushpin off its default ports.
 # Results: bench/results/<scenario>/<target>-<n>.json; summary: node bench/summarize.js.
 # Peers are installed here, never vendored: npm (express, socket.io) into bench/node_modules from
-# bench/package.json; Debian's nginx + libnginx-mod-nchan via apt-get when missing.
+# bench/package.json; Debian's nginx + libnginx-mod-nchan and pushpin via apt-get when missing.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,11 +25,14 @@ BENCH="$ROOT/bench"
 RILL="node $ROOT/packages/server/bin/rill.js"
 RESULTS="${RESULTS:-$BENCH/results}"
 TMP="$(mktemp -d /tmp/rill-bench.XXXXXX)"
-PEERS="${PEERS:-rill-sse rill-ws nchan-sse nchan-ws express-sse socketio}"
+PEERS="${PEERS:-rill-sse rill-ws nchan-sse nchan-ws pushpin-sse pushpin-ws express-sse socketio}"
 NCHAN_CONF="${NCHAN_CONF:-$ROOT/../shared/peers/nchan/nginx.conf}"
 [ -f "$NCHAN_CONF" ] || NCHAN_CONF="/work/shared/peers/nchan/nginx.conf"
 # Rill serves from one process; peers that have workers get the same count.
 WORKERS=1
+PUSHPIN_PORT="${PUSHPIN_PORT:-8093}"
+PUSHPIN_PUBLISH_PORT="${PUSHPIN_PUBLISH_PORT:-8094}"
+PUSHPIN_BACKEND_PORT="${PUSHPIN_BACKEND_PORT:-8095}"
 SERVER_PIDS=""
 SERVER_KILL=""
 RILL_PORT="${RILL_PORT:-8080}"
@@ -47,6 +52,9 @@ install_peers() {
   fi
   if [ ! -f /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light libnginx-mod-nchan >/dev/null
+  fi
+  if [[ " $PEERS " == *" pushpin-"* ]] && ! command -v pushpin >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pushpin >/dev/null
   fi
 }
 
@@ -97,6 +105,16 @@ start_server() {
       wait_port "$EXPRESS_PORT"
       TARGET_ARGS=(--target generic --sub-url "http://127.0.0.1:$EXPRESS_PORT/sub/$SUB_TOPICS" --pub-url "http://127.0.0.1:$EXPRESS_PORT/pub/{topic}")
       ;;
+    pushpin-*)
+      start_pushpin
+      local scheme=http
+      [ "$1" = pushpin-ws ] && scheme=ws
+      # Publishes go straight to the backend, as a GRIP app's own events do. Each new subscriber
+      # is a request from Pushpin's proxy through zurl to the backend; with the generator's 200
+      # connection attempts in flight, Pushpin's queue to zurl overflows and it answers some with
+      # 502 (zhttp "unavailable"), so these targets connect with 50 in flight per worker.
+      TARGET_ARGS=(--target generic --sub-url "$scheme://127.0.0.1:$PUSHPIN_PORT/sub/$SUB_TOPICS" --pub-url "http://127.0.0.1:$PUSHPIN_BACKEND_PORT/pub/{topic}" --connect-concurrency 50)
+      ;;
     socketio)
       PORT="$SOCKETIO_PORT" node "$BENCH/peers/socketio.js" >/dev/null &
       SERVER_PIDS=$!
@@ -109,10 +127,59 @@ start_server() {
   sleep 0.5
 }
 
+# Pushpin's runner with a config of its own in $TMP (not /etc): the Debian package's pushpin.conf
+# with its own ports and IPC paths (so that it never meets a system Pushpin), zurl started by the
+# runner (Debian's config expects a system zurl), log level 1 (warnings), message_rate=0 (the
+# default 2,500 throttles every HTTP-stream delivery through a rate limiter: ~10 k deliveries/s),
+# condure with one worker thread, and the GRIP backend (bench/peers/pushpin-backend.js) as the
+# only route. docs/benchmarks.md says why.
+start_pushpin() {
+  local d="$TMP/pushpin"
+  # The package's pristine default config (the same text as its /etc/pushpin/pushpin.conf).
+  local PUSHPIN_BASE_CONF=/usr/share/pushpin/pushpin.conf.condure
+  [ -f "$PUSHPIN_BASE_CONF" ] || PUSHPIN_BASE_CONF=/etc/pushpin/pushpin.conf
+  rm -rf "$d" && mkdir -p "$d/run" "$d/log"
+  # The runner has no setting for condure's --workers (default 2); a wrapper passes 1.
+  printf '#!/bin/sh\nexec condure --workers=%s "$@"\n' "$WORKERS" > "$d/condure"
+  chmod +x "$d/condure"
+  echo "* 127.0.0.1:$PUSHPIN_BACKEND_PORT,over_http" > "$d/routes"
+  sed -e "s|^rundir=.*|rundir=$d/run|" -e "s|^ipc_prefix=.*|ipc_prefix=rillbench-|" \
+    -e "s|^services=.*|services=condure,zurl,pushpin-proxy,pushpin-handler|" \
+    -e "s|^http_port=.*|http_port=$PUSHPIN_PORT|" -e "s|^logdir=.*|logdir=$d/log|" \
+    -e "s|^log_level=.*|log_level=1|" -e "s|^condure_bin=.*|condure_bin=$d/condure|" \
+    -e "s|^push_in_spec=.*|push_in_spec=ipc://{rundir}/{ipc_prefix}push-in|" \
+    -e "s|^push_in_sub_specs=.*|push_in_sub_specs=ipc://{rundir}/{ipc_prefix}push-in-sub|" \
+    -e "s|^push_in_http_port=.*|push_in_http_port=$PUSHPIN_PUBLISH_PORT|" \
+    -e "s|^command_spec=.*|command_spec=ipc://{rundir}/{ipc_prefix}command|" \
+    -e "s|^message_rate=.*|message_rate=0|" \
+    -e "s|^\[proxy\]$|&\nzurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in\nzurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream\nzurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out|" \
+    "$PUSHPIN_BASE_CONF" > "$d/pushpin.conf"
+  PORT="$PUSHPIN_BACKEND_PORT" PUSHPIN_PUBLISH_URL="http://127.0.0.1:$PUSHPIN_PUBLISH_PORT/publish/" \
+    node "$BENCH/peers/pushpin-backend.js" >/dev/null &
+  local backend=$!
+  pushpin --config "$d/pushpin.conf" >"$d/log/runner.log" 2>&1 &
+  local runner=$!
+  SERVER_KILL="$runner $backend"
+  wait_port "$PUSHPIN_BACKEND_PORT"
+  wait_port "$PUSHPIN_PORT"
+  wait_port "$PUSHPIN_PUBLISH_PORT"
+  # The runner's children: condure, zurl, pushpin-proxy, pushpin-handler.
+  for _ in $(seq 1 50); do [ "$(pgrep -P "$runner" | wc -l)" -ge 4 ] && break; sleep 0.1; done
+  # Ready when a plain request goes all the way through condure, the proxy and zurl to the backend.
+  for _ in $(seq 1 100); do
+    node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' \
+      "http://127.0.0.1:$PUSHPIN_PORT/ready" && break
+    sleep 0.1
+  done
+  SERVER_PIDS="$runner,$(pgrep -P "$runner" | paste -sd,),$backend"
+}
+
 stop_server() {
   if [ -n "$SERVER_KILL" ]; then
-    kill "$SERVER_KILL" 2>/dev/null || true
-    wait "$SERVER_KILL" 2>/dev/null || true
+    # shellcheck disable=SC2086 # a list of pids
+    kill $SERVER_KILL 2>/dev/null || true
+    # shellcheck disable=SC2086
+    wait $SERVER_KILL 2>/dev/null || true
   elif [ -f "$TMP/nchan/nginx.pid" ]; then
     nginx -c "$TMP/nchan/nginx.conf" -p "$TMP/nchan" -g "pid $TMP/nchan/nginx.pid;" -s quit 2>/dev/null || true
     for _ in $(seq 1 50); do [ -f "$TMP/nchan/nginx.pid" ] || break; sleep 0.1; done
@@ -180,7 +247,7 @@ scenario_idle() {
 
 scenario_ingest() {
   local t
-  for t in rill-sse nchan-sse express-sse socketio; do
+  for t in rill-sse nchan-sse pushpin-sse express-sse socketio; do
     [[ " $PEERS " == *" $t "* ]] || continue
     log "ingest: $t single-event POSTs"
     start_server "$t"
@@ -210,12 +277,12 @@ scenario_catchup() {
 
 scenario_storm() {
   local t
-  for t in rill-sse nchan-sse express-sse; do
+  for t in rill-sse nchan-sse pushpin-sse express-sse; do
     [[ " $PEERS " == *" $t "* ]] || continue
     log "reconnect storm: $t, 5000 subscribers, 500-event gap"
     start_server "$t"
     mkdir -p "$RESULTS/storm"
-    node "$BENCH/storm.js" "${t%-sse}" "${STORM_SUBSCRIBERS:-5000}" "${STORM_GAP:-500}" | tee "$RESULTS/storm/${t%-sse}.json" >&2 || true
+    PUSHPIN_PORT="$PUSHPIN_PORT" PUSHPIN_BACKEND_PORT="$PUSHPIN_BACKEND_PORT" node "$BENCH/storm.js" "${t%-sse}" "${STORM_SUBSCRIBERS:-5000}" "${STORM_GAP:-500}" | tee "$RESULTS/storm/${t%-sse}.json" >&2 || true
     stop_server
   done
 }
@@ -254,6 +321,6 @@ case "${1:-}" in
   storm) scenario_storm ;;
   manytopics) scenario_manytopics ;;
   all) scenario_fanout; scenario_idle; scenario_ingest; scenario_catchup; scenario_storm; scenario_manytopics ;;
-  *) sed -n '2,19p' "$0"; exit 2 ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
 log "results in $RESULTS"

@@ -1,6 +1,6 @@
 // Reconnect storm: N SSE subscribers (default 5,000) on one topic are dropped at once, G events
 // (default 500) are published while they are away, and all reconnect at once with Last-Event-ID.
-//   node bench/storm.js <rill|nchan|express|URL-templates> [subscribers] [gap]
+//   node bench/storm.js <rill|nchan|pushpin|express|URL-templates> [subscribers] [gap]
 // Reports the time from the reconnect burst until every subscriber has every event, and the gaps
 // and duplicates seen (from the payload's publish counter `n`, so any peer can be checked).
 import http from 'node:http';
@@ -17,6 +17,16 @@ const targets = {
     sub: (t) => `http://127.0.0.1:8090/sub/${t}`,
     pub: (t) => `http://127.0.0.1:8090/pub/${t}`,
     wrap: (p) => p,
+  },
+  // Pushpin holds the streams; the GRIP backend (bench/peers/pushpin-backend.js) publishes. No
+  // resume: the backend sends no ids and keeps no history, so the gap is lost like Express's.
+  pushpin: {
+    sub: (t) => `http://127.0.0.1:${process.env.PUSHPIN_PORT ?? 8093}/sub/${t}`,
+    pub: (t) => `http://127.0.0.1:${process.env.PUSHPIN_BACKEND_PORT ?? 8095}/pub/${t}`,
+    wrap: (p) => p,
+    // Each new stream is a request through Pushpin's proxy and zurl to the backend; 200 at once
+    // overflow its queue to zurl (502), see bench/run.sh.
+    openConcurrency: 50,
   },
   express: {
     sub: (t) => `http://127.0.0.1:8091/sub/${t}`,
@@ -125,7 +135,7 @@ const until = async (pred, ms) => {
 };
 
 const list = Array.from({ length: subs }, () => new Sub());
-await all(list, (s) => s.open(), 200);
+await all(list, (s) => s.open(), target.openConcurrency ?? 200);
 for (let i = 0; i < WARM; i++) await publish();
 if (!(await until(() => list.every((s) => s.lastN === WARM), 30_000)))
   throw new Error('warm-up events did not arrive');

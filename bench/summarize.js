@@ -14,8 +14,8 @@ const ratio = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : '–');
 const out = [];
 
 const families = {
-  sse: ['rill-sse', 'nchan-sse', 'express-sse'],
-  ws: ['rill-ws', 'nchan-ws', 'socketio'],
+  sse: ['rill-sse', 'nchan-sse', 'pushpin-sse', 'express-sse'],
+  ws: ['rill-ws', 'nchan-ws', 'pushpin-ws', 'socketio'],
 };
 for (const n of [1000, 10000]) {
   for (const [fam, targets] of Object.entries(families)) {
