@@ -55,16 +55,27 @@ interface TopicRecord {
   lastTime: number;
 }
 
-/** An event as stored: the topic, seq and epoch live in the key and the topic record. */
-interface EventRecord {
+/**
+ * One append's events as stored, under the key `[topic, seq of its first event]`: one record per
+ * append rather than per event, so a batch costs one put (and, once retention drops it, one
+ * remove) and a replay reads a page of events in a few records. All of an append's events share
+ * its time. The topic, seqs and epoch live in the key and the topic record.
+ */
+interface BlockRecord {
   /** time */
   t: number;
-  /** type */
-  y?: string;
-  /** idempotency key */
-  k?: string;
-  /** data, JSON text */
-  d: string;
+  /** data of each event, JSON text */
+  d: string[];
+  /** type of each event (null when untyped); absent when none is typed */
+  y?: (string | null)[];
+  /** idempotency key of each event (null when none); absent when none has one */
+  k?: (string | null)[];
+}
+
+/** A block and the seq of its first event. */
+interface Located {
+  start: number;
+  block: BlockRecord;
 }
 
 interface KeyRecord {
@@ -74,7 +85,8 @@ interface KeyRecord {
   exp: number;
 }
 
-type EventKey = [topic: string, seq: number];
+/** `[topic, seq of the block's first event]` */
+type BlockKey = [topic: string, seq: number];
 type IdemKey = [topic: string, key: string];
 type ExpiryKey = [exp: number, topic: string, key: string];
 
@@ -106,7 +118,7 @@ export class LmdbEngine implements Engine {
 
   private readonly root: RootDatabase;
   private readonly topics: Database<TopicRecord, string>;
-  private readonly events: Database<EventRecord, EventKey>;
+  private readonly blocks: Database<BlockRecord, BlockKey>;
   private readonly keys: Database<KeyRecord, IdemKey>;
   private readonly expiry: Database<true, ExpiryKey>;
   private readonly feed = new Feed();
@@ -136,7 +148,18 @@ export class LmdbEngine implements Engine {
       throw new RillError('engine_unavailable', why, { cause: err });
     }
     this.topics = this.root.openDB<TopicRecord, string>('topics', {});
-    this.events = this.root.openDB<EventRecord, EventKey>('events', {});
+    // Before blocks, each event was its own record in a database named `events`; such a directory
+    // is refused rather than read as empty.
+    for (const name of this.root.getKeys({ limit: 64 })) {
+      if (name === 'events') {
+        void this.root.close();
+        throw new RillError(
+          'engine_unavailable',
+          `The lmdb database at ${options.path} was written by an older Rill (one record per event), which this version does not read; move it away or delete it`,
+        );
+      }
+    }
+    this.blocks = this.root.openDB<BlockRecord, BlockKey>('blocks', {});
     this.keys = this.root.openDB<KeyRecord, IdemKey>('keys', {});
     this.expiry = this.root.openDB<true, ExpiryKey>('key-expiry', {});
     this.timer = setInterval(
@@ -200,13 +223,17 @@ export class LmdbEngine implements Engine {
     if (!(from >= meta.firstSeq)) from = meta.firstSeq;
     const events: RillEvent[] = [];
     if (n === 0 || from > meta.lastSeq) return { events, head };
-    // Reads are synchronous, so the range and the topic record come from the same snapshot.
-    for (const { key, value } of this.events.getRange({
-      start: [topic, from],
+    // Reads are synchronous, so the blocks and the topic record come from the same snapshot.
+    const first = this.blockAt(topic, from);
+    for (const { key, value } of this.blocks.getRange({
+      start: [topic, first?.start ?? from],
       end: [topic, meta.lastSeq + 1],
-      limit: n,
     })) {
-      events.push(toEvent(topic, meta.epoch, key[1], value));
+      const start = key[1];
+      for (let i = Math.max(0, from - start); i < value.d.length; i++) {
+        events.push(blockEvent(topic, meta.epoch, start, value, i));
+        if (events.length === n) return { events, head };
+      }
     }
     return { events, head };
   }
@@ -286,34 +313,46 @@ export class LmdbEngine implements Engine {
     const time = Math.max(now, meta.lastTime);
     const results: AppendResult[] = [];
     const fresh: RillEvent[] = [];
+    const start = meta.lastSeq + 1;
+    const block: BlockRecord = { t: time, d: [] };
     for (const input of inputs) {
       let previous: KeyRecord | undefined;
       if (input.key !== undefined) {
         previous = this.keys.get([topic, input.key]);
         if (previous !== undefined && previous.exp > now) {
+          const seq = previous.seq;
           results.push({
-            event: this.original(topic, meta.epoch, previous, input),
+            // A key repeated within this batch points into the block being built.
+            event:
+              seq >= start
+                ? (fresh[seq - start] as RillEvent)
+                : this.original(topic, meta.epoch, previous, input),
             duplicate: true,
           });
           continue;
         }
       }
       const seq = ++meta.lastSeq;
-      const record: EventRecord = { t: time, d: input.data };
-      if (input.type !== undefined) record.y = input.type;
-      if (input.key !== undefined) record.k = input.key;
-      this.events.putSync([topic, seq], record);
+      const i = block.d.length;
+      block.d.push(input.data);
+      if (input.type !== undefined)
+        (block.y ??= new Array<string | null>(i).fill(null))[i] = input.type;
+      else if (block.y !== undefined) block.y.push(null);
       if (input.key !== undefined) {
+        (block.k ??= new Array<string | null>(i).fill(null))[i] = input.key;
         const exp = time + this.windowMs;
         if (previous !== undefined) this.expiry.removeSync([previous.exp, topic, input.key]);
         this.keys.putSync([topic, input.key], { seq, time, exp });
         this.expiry.putSync([exp, topic, input.key], true);
-      }
-      const event = toEvent(topic, meta.epoch, seq, record);
+      } else if (block.k !== undefined) block.k.push(null);
+      const event = blockEvent(topic, meta.epoch, start, block, i);
       fresh.push(event);
       results.push({ event, duplicate: false });
     }
-    if (fresh.length > 0) meta.lastTime = time;
+    if (fresh.length > 0) {
+      meta.lastTime = time;
+      this.blocks.putSync([topic, start], block);
+    }
     const trimmed = this.trim(topic, meta, now, fresh.length + TRIM_BUDGET);
     if (existing === undefined || fresh.length > 0 || trimmed) this.topics.putSync(topic, meta);
     return {
@@ -324,14 +363,28 @@ export class LmdbEngine implements Engine {
 
   /** The event a still-valid idempotency key points to. */
   private original(topic: string, epoch: string, key: KeyRecord, input: EventInput): RillEvent {
-    const record = this.events.get([topic, key.seq]);
-    if (record !== undefined) return toEvent(topic, epoch, key.seq, record);
+    const found = this.blockAt(topic, key.seq);
+    if (found !== undefined)
+      return blockEvent(topic, epoch, found.start, found.block, key.seq - found.start);
     // Retention already dropped the original: a retry carries the same event, so its own fields
     // stand in for the stored ones.
-    const fallback: EventRecord = { t: key.time, d: input.data };
-    if (input.type !== undefined) fallback.y = input.type;
-    if (input.key !== undefined) fallback.k = input.key;
-    return toEvent(topic, epoch, key.seq, fallback);
+    const fallback: BlockRecord = { t: key.time, d: [input.data] };
+    if (input.type !== undefined) fallback.y = [input.type];
+    if (input.key !== undefined) fallback.k = [input.key];
+    return blockEvent(topic, epoch, key.seq, fallback, 0);
+  }
+
+  /** The block holding `topic`'s event `seq`, if it is still stored. */
+  private blockAt(topic: string, seq: number): Located | undefined {
+    for (const { key, value } of this.blocks.getRange({
+      start: [topic, seq],
+      end: [topic, 0],
+      reverse: true,
+      limit: 1,
+    })) {
+      if (seq < key[1] + value.d.length) return { start: key[1], block: value };
+    }
+    return undefined;
   }
 
   /**
@@ -344,8 +397,8 @@ export class LmdbEngine implements Engine {
     if (maxEvents > 0) cut = Math.max(cut, meta.lastSeq - maxEvents + 1);
     if (maxAgeMs > 0 && cut <= meta.lastSeq) {
       const oldest = now - maxAgeMs;
-      const first = this.events.get([topic, cut]);
-      if (first !== undefined && first.t < oldest) {
+      const first = this.blockAt(topic, cut);
+      if (first !== undefined && first.block.t < oldest) {
         cut = Math.max(cut, this.firstSeqAtTime(topic, meta, oldest));
       }
     }
@@ -359,7 +412,14 @@ export class LmdbEngine implements Engine {
   private trim(topic: string, meta: TopicRecord, now: number, budget: number): boolean {
     const cut = Math.min(this.retainFrom(topic, meta, now), meta.firstSeq + budget);
     if (cut <= meta.firstSeq) return false;
-    for (let seq = meta.firstSeq; seq < cut; seq++) this.events.removeSync([topic, seq]);
+    // Blocks wholly before `cut` go; the one `cut` falls in stays, its events before `cut` unread.
+    const starts: number[] = [];
+    for (const key of this.blocks.getKeys({ start: [topic, 0], end: [topic, cut + 1] })) {
+      starts.push(key[1]);
+    }
+    const keepLast = cut <= meta.lastSeq;
+    const drop = keepLast ? starts.length - 1 : starts.length;
+    for (let i = 0; i < drop; i++) this.blocks.removeSync([topic, starts[i] as number]);
     meta.firstSeq = cut;
     return true;
   }
@@ -370,8 +430,8 @@ export class LmdbEngine implements Engine {
     let hi = meta.lastSeq + 1;
     while (lo < hi) {
       const mid = Math.floor((lo + hi) / 2);
-      const record = this.events.get([topic, mid]);
-      if (record !== undefined && record.t < ms) lo = mid + 1;
+      const found = this.blockAt(topic, mid);
+      if (found !== undefined && found.block.t < ms) lo = mid + 1;
       else hi = mid;
     }
     return lo;
@@ -478,16 +538,25 @@ export class LmdbEngine implements Engine {
   }
 }
 
-function toEvent(topic: string, epoch: string, seq: number, record: EventRecord): RillEvent {
+/** Event `i` of a block that starts at `start`. */
+function blockEvent(
+  topic: string,
+  epoch: string,
+  start: number,
+  block: BlockRecord,
+  i: number,
+): RillEvent {
   const event: { -readonly [K in keyof RillEvent]: RillEvent[K] } = {
     topic,
-    seq,
+    seq: start + i,
     epoch,
-    time: record.t,
-    data: record.d,
+    time: block.t,
+    data: block.d[i] as string,
   };
-  if (record.y !== undefined) event.type = record.y;
-  if (record.k !== undefined) event.key = record.k;
+  const type = block.y?.[i];
+  if (type != null) event.type = type;
+  const key = block.k?.[i];
+  if (key != null) event.key = key;
   return event;
 }
 
