@@ -145,6 +145,26 @@ describe('lmdb engine on disk', () => {
     engines.splice(engines.indexOf(engine), 1);
   }
 
+  it('stores data with line breaks (JSON text from the engine API) unchanged', async () => {
+    const path = await tempDir();
+    dirs.push(path);
+    const first = await openAt(path);
+    const data = ['{"n":1}', '{\n  "n": 2\n}', '[\r\n3]', '"\\n"'];
+    await first.append(
+      'lines',
+      data.map((d) => ({ data: d })),
+    );
+    await first.append('lines', [{ data: '{"n":5}' }, { data: '{"n":6}' }]);
+    await first.close();
+    const second = await openAt(path);
+    expect((await readAll(second, 'lines')).map((e) => e.data)).toEqual([
+      ...data,
+      '{"n":5}',
+      '{"n":6}',
+    ]);
+    expect((await second.read('lines', 2, 2)).events.map((e) => e.data)).toEqual(data.slice(2));
+  });
+
   it('refuses a directory written in the older one-record-per-event format', async () => {
     const path = await tempDir();
     dirs.push(path);

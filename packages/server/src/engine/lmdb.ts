@@ -64,8 +64,14 @@ interface TopicRecord {
 interface BlockRecord {
   /** time */
   t: number;
-  /** data of each event, JSON text */
-  d: string[];
+  /** number of events */
+  n: number;
+  /**
+   * The events' data (JSON text) joined with `\n`: one string to encode and decode instead of one
+   * per event. An array instead when some data has a line break (JSON text from the engine API
+   * that was not produced by the publish path's serializer).
+   */
+  d: string | string[];
   /** type of each event (null when untyped); absent when none is typed */
   y?: (string | null)[];
   /** idempotency key of each event (null when none); absent when none has one */
@@ -230,8 +236,9 @@ export class LmdbEngine implements Engine {
       end: [topic, meta.lastSeq + 1],
     })) {
       const start = key[1];
-      for (let i = Math.max(0, from - start); i < value.d.length; i++) {
-        events.push(blockEvent(topic, meta.epoch, start, value, i));
+      const data = blockData(value);
+      for (let i = Math.max(0, from - start); i < value.n; i++) {
+        events.push(blockEvent(topic, meta.epoch, start, value, data, i));
         if (events.length === n) return { events, head };
       }
     }
@@ -314,7 +321,9 @@ export class LmdbEngine implements Engine {
     const results: AppendResult[] = [];
     const fresh: RillEvent[] = [];
     const start = meta.lastSeq + 1;
-    const block: BlockRecord = { t: time, d: [] };
+    const data: string[] = [];
+    let joinable = true;
+    const block: BlockRecord = { t: time, n: 0, d: data };
     for (const input of inputs) {
       let previous: KeyRecord | undefined;
       if (input.key !== undefined) {
@@ -333,8 +342,9 @@ export class LmdbEngine implements Engine {
         }
       }
       const seq = ++meta.lastSeq;
-      const i = block.d.length;
-      block.d.push(input.data);
+      const i = block.n++;
+      data.push(input.data);
+      if (joinable && input.data.includes('\n')) joinable = false;
       if (input.type !== undefined)
         (block.y ??= new Array<string | null>(i).fill(null))[i] = input.type;
       else if (block.y !== undefined) block.y.push(null);
@@ -345,12 +355,13 @@ export class LmdbEngine implements Engine {
         this.keys.putSync([topic, input.key], { seq, time, exp });
         this.expiry.putSync([exp, topic, input.key], true);
       } else if (block.k !== undefined) block.k.push(null);
-      const event = blockEvent(topic, meta.epoch, start, block, i);
+      const event = blockEvent(topic, meta.epoch, start, block, data, i);
       fresh.push(event);
       results.push({ event, duplicate: false });
     }
     if (fresh.length > 0) {
       meta.lastTime = time;
+      if (joinable) block.d = data.join('\n');
       this.blocks.putSync([topic, start], block);
     }
     const trimmed = this.trim(topic, meta, now, fresh.length + TRIM_BUDGET);
@@ -364,14 +375,16 @@ export class LmdbEngine implements Engine {
   /** The event a still-valid idempotency key points to. */
   private original(topic: string, epoch: string, key: KeyRecord, input: EventInput): RillEvent {
     const found = this.blockAt(topic, key.seq);
-    if (found !== undefined)
-      return blockEvent(topic, epoch, found.start, found.block, key.seq - found.start);
+    if (found !== undefined) {
+      const { start, block } = found;
+      return blockEvent(topic, epoch, start, block, blockData(block), key.seq - start);
+    }
     // Retention already dropped the original: a retry carries the same event, so its own fields
     // stand in for the stored ones.
-    const fallback: BlockRecord = { t: key.time, d: [input.data] };
+    const fallback: BlockRecord = { t: key.time, n: 1, d: [input.data] };
     if (input.type !== undefined) fallback.y = [input.type];
     if (input.key !== undefined) fallback.k = [input.key];
-    return blockEvent(topic, epoch, key.seq, fallback, 0);
+    return blockEvent(topic, epoch, key.seq, fallback, [input.data], 0);
   }
 
   /** The block holding `topic`'s event `seq`, if it is still stored. */
@@ -382,7 +395,7 @@ export class LmdbEngine implements Engine {
       reverse: true,
       limit: 1,
     })) {
-      if (seq < key[1] + value.d.length) return { start: key[1], block: value };
+      if (seq < key[1] + value.n) return { start: key[1], block: value };
     }
     return undefined;
   }
@@ -538,12 +551,18 @@ export class LmdbEngine implements Engine {
   }
 }
 
+/** The data of each event of a block. */
+function blockData(block: BlockRecord): readonly string[] {
+  return typeof block.d === 'string' ? block.d.split('\n') : block.d;
+}
+
 /** Event `i` of a block that starts at `start`. */
 function blockEvent(
   topic: string,
   epoch: string,
   start: number,
   block: BlockRecord,
+  data: readonly string[],
   i: number,
 ): RillEvent {
   const event: { -readonly [K in keyof RillEvent]: RillEvent[K] } = {
@@ -551,7 +570,7 @@ function blockEvent(
     seq: start + i,
     epoch,
     time: block.t,
-    data: block.d[i] as string,
+    data: data[i] as string,
   };
   const type = block.y?.[i];
   if (type != null) event.type = type;
