@@ -53,6 +53,14 @@ interface TopicRecord {
   lastSeq: number;
   created: number;
   lastTime: number;
+  /**
+   * The first stored block: the seq it starts at, its number of events (0 when no block is
+   * stored) and its time, the time of the first retained event. Kept here so that retention
+   * finds what to drop, and whether anything is old enough, without a cursor per append.
+   */
+  fb: number;
+  fn: number;
+  ft: number;
 }
 
 /**
@@ -230,9 +238,9 @@ export class LmdbEngine implements Engine {
     const events: RillEvent[] = [];
     if (n === 0 || from > meta.lastSeq) return { events, head };
     // Reads are synchronous, so the blocks and the topic record come from the same snapshot.
-    const first = this.blockAt(topic, from);
+    const first = from < meta.fb + meta.fn ? meta.fb : this.blockAt(topic, from)?.start;
     for (const { key, value } of this.blocks.getRange({
-      start: [topic, first?.start ?? from],
+      start: [topic, first ?? from],
       end: [topic, meta.lastSeq + 1],
     })) {
       const start = key[1];
@@ -316,6 +324,9 @@ export class LmdbEngine implements Engine {
       lastSeq: 0,
       created: now,
       lastTime: 0,
+      fb: 1,
+      fn: 0,
+      ft: 0,
     };
     const time = Math.max(now, meta.lastTime);
     const results: AppendResult[] = [];
@@ -363,6 +374,11 @@ export class LmdbEngine implements Engine {
       meta.lastTime = time;
       if (joinable) block.d = data.join('\n');
       this.blocks.putSync([topic, start], block);
+      if (meta.fn === 0) {
+        meta.fb = start;
+        meta.fn = block.n;
+        meta.ft = time;
+      }
     }
     const trimmed = this.trim(topic, meta, now, fresh.length + TRIM_BUDGET);
     if (existing === undefined || fresh.length > 0 || trimmed) this.topics.putSync(topic, meta);
@@ -408,10 +424,11 @@ export class LmdbEngine implements Engine {
     const { maxEvents, maxAgeMs } = this.retention.for(topic);
     let cut = meta.firstSeq;
     if (maxEvents > 0) cut = Math.max(cut, meta.lastSeq - maxEvents + 1);
-    if (maxAgeMs > 0 && cut <= meta.lastSeq) {
+    // Time never decreases, so nothing is too old while the first stored block is not.
+    if (maxAgeMs > 0 && cut <= meta.lastSeq && meta.fn > 0 && meta.ft < now - maxAgeMs) {
       const oldest = now - maxAgeMs;
-      const first = this.blockAt(topic, cut);
-      if (first !== undefined && first.block.t < oldest) {
+      const t = cut < meta.fb + meta.fn ? meta.ft : this.blockAt(topic, cut)?.block.t;
+      if (t !== undefined && t < oldest) {
         cut = Math.max(cut, this.firstSeqAtTime(topic, meta, oldest));
       }
     }
@@ -426,13 +443,18 @@ export class LmdbEngine implements Engine {
     const cut = Math.min(this.retainFrom(topic, meta, now), meta.firstSeq + budget);
     if (cut <= meta.firstSeq) return false;
     // Blocks wholly before `cut` go; the one `cut` falls in stays, its events before `cut` unread.
-    const starts: number[] = [];
-    for (const key of this.blocks.getKeys({ start: [topic, 0], end: [topic, cut + 1] })) {
-      starts.push(key[1]);
+    while (meta.fn > 0 && meta.fb + meta.fn <= cut) {
+      this.blocks.removeSync([topic, meta.fb]);
+      meta.fb += meta.fn;
+      meta.fn = 0;
+      if (meta.fb > meta.lastSeq) break;
+      const next = this.blocks.get([topic, meta.fb]);
+      if (next === undefined) {
+        throw new RillError('engine_unavailable', `The lmdb database misses events of ${topic}`);
+      }
+      meta.fn = next.n;
+      meta.ft = next.t;
     }
-    const keepLast = cut <= meta.lastSeq;
-    const drop = keepLast ? starts.length - 1 : starts.length;
-    for (let i = 0; i < drop; i++) this.blocks.removeSync([topic, starts[i] as number]);
     meta.firstSeq = cut;
     return true;
   }
