@@ -31,6 +31,12 @@ export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
  * of stalling every writer behind one huge transaction.
  */
 const TRIM_BUDGET = 10_000;
+/**
+ * An append's events go into blocks of about this much data (characters): large enough that a
+ * batch costs a few puts rather than one per event, small enough that one value stays far below
+ * the sizes for which lmdb and its encoder allocate (and hold) a buffer of their own.
+ */
+const BLOCK_BYTES = 32 * 1024;
 /** Most topics one sweep visits; the next sweep continues where it stopped. */
 const TOPICS_PER_SWEEP = 10_000;
 
@@ -331,10 +337,21 @@ export class LmdbEngine implements Engine {
     const time = Math.max(now, meta.lastTime);
     const results: AppendResult[] = [];
     const fresh: RillEvent[] = [];
-    const start = meta.lastSeq + 1;
-    const data: string[] = [];
+    const first = meta.lastSeq + 1;
+    let start = first;
+    let data: string[] = [];
+    let bytes = 0;
     let joinable = true;
-    const block: BlockRecord = { t: time, n: 0, d: data };
+    let block: BlockRecord = { t: time, n: 0, d: data };
+    const store = (): void => {
+      if (joinable) block.d = data.join('\n');
+      this.blocks.putSync([topic, start], block);
+      if (meta.fn === 0) {
+        meta.fb = start;
+        meta.fn = block.n;
+        meta.ft = time;
+      }
+    };
     for (const input of inputs) {
       let previous: KeyRecord | undefined;
       if (input.key !== undefined) {
@@ -342,19 +359,28 @@ export class LmdbEngine implements Engine {
         if (previous !== undefined && previous.exp > now) {
           const seq = previous.seq;
           results.push({
-            // A key repeated within this batch points into the block being built.
+            // A key repeated within this batch points to an event of this append.
             event:
-              seq >= start
-                ? (fresh[seq - start] as RillEvent)
+              seq >= first
+                ? (fresh[seq - first] as RillEvent)
                 : this.original(topic, meta.epoch, previous, input),
             duplicate: true,
           });
           continue;
         }
       }
+      if (bytes >= BLOCK_BYTES) {
+        store();
+        start = meta.lastSeq + 1;
+        data = [];
+        bytes = 0;
+        joinable = true;
+        block = { t: time, n: 0, d: data };
+      }
       const seq = ++meta.lastSeq;
       const i = block.n++;
       data.push(input.data);
+      bytes += input.data.length;
       if (joinable && input.data.includes('\n')) joinable = false;
       if (input.type !== undefined)
         (block.y ??= new Array<string | null>(i).fill(null))[i] = input.type;
@@ -370,15 +396,9 @@ export class LmdbEngine implements Engine {
       fresh.push(event);
       results.push({ event, duplicate: false });
     }
-    if (fresh.length > 0) {
+    if (block.n > 0) {
       meta.lastTime = time;
-      if (joinable) block.d = data.join('\n');
-      this.blocks.putSync([topic, start], block);
-      if (meta.fn === 0) {
-        meta.fb = start;
-        meta.fn = block.n;
-        meta.ft = time;
-      }
+      store();
     }
     const trimmed = this.trim(topic, meta, now, fresh.length + TRIM_BUDGET);
     if (existing === undefined || fresh.length > 0 || trimmed) this.topics.putSync(topic, meta);
