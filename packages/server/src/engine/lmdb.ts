@@ -70,10 +70,11 @@ interface TopicRecord {
 }
 
 /**
- * One append's events as stored, under the key `[topic, seq of its first event]`: one record per
- * append rather than per event, so a batch costs one put (and, once retention drops it, one
- * remove) and a replay reads a page of events in a few records. All of an append's events share
- * its time. The topic, seqs and epoch live in the key and the topic record.
+ * Consecutive events of one append as stored, under the key `[topic, seq of its first event]`:
+ * an append is split into blocks of up to about {@link BLOCK_BYTES} of data rather than one record
+ * per event, so a batch costs a few puts (and, once retention drops them, a few removes) and a
+ * replay reads a page of events in a few records. All of an append's events share its time. The
+ * topic, seqs and epoch live in the key and the topic record.
  */
 interface BlockRecord {
   /** time */
