@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { open } from 'lmdb';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RillEvent } from '../src/event.js';
 import { LmdbEngine } from '../src/engine/lmdb.js';
@@ -143,6 +144,40 @@ describe('lmdb engine on disk', () => {
     await engine.close();
     engines.splice(engines.indexOf(engine), 1);
   }
+
+  it('stores data with line breaks (JSON text from the engine API) unchanged', async () => {
+    const path = await tempDir();
+    dirs.push(path);
+    const first = await openAt(path);
+    const data = ['{"n":1}', '{\n  "n": 2\n}', '[\r\n3]', '"\\n"'];
+    await first.append(
+      'lines',
+      data.map((d) => ({ data: d })),
+    );
+    await first.append('lines', [{ data: '{"n":5}' }, { data: '{"n":6}' }]);
+    await first.close();
+    const second = await openAt(path);
+    expect((await readAll(second, 'lines')).map((e) => e.data)).toEqual([
+      ...data,
+      '{"n":5}',
+      '{"n":6}',
+    ]);
+    expect((await second.read('lines', 2, 2)).events.map((e) => e.data)).toEqual(data.slice(2));
+  });
+
+  it('refuses a directory written in the older one-record-per-event format', async () => {
+    const path = await tempDir();
+    dirs.push(path);
+    const old = open({ path, maxDbs: 8 });
+    await old.openDB('events', {}).put(['orders', 1], { t: 1, d: '{"n":1}' });
+    await old.close();
+    expect(() => new LmdbEngine({ path })).toThrow(
+      expect.objectContaining({
+        code: 'engine_unavailable',
+        message: expect.stringMatching(/older Rill/),
+      }),
+    );
+  });
 
   it('loses no acknowledged event when the process is SIGKILLed mid-stream', async () => {
     expect(existsSync(BUILT), `${BUILT} missing: build first (npx tsc -b packages/server)`).toBe(

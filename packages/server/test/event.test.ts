@@ -10,6 +10,7 @@ import {
   eventJson,
   isReservedType,
   parseEventInput,
+  rawDataText,
   type RillEvent,
 } from '../src/event.js';
 
@@ -327,6 +328,45 @@ describe('parseEventInput: invalid input', () => {
 function makeEvent(fields: Omit<RillEvent, 'json'>): RillEvent {
   return { ...fields };
 }
+
+describe('rawDataText', () => {
+  it('returns the exact text of data for compact objects', () => {
+    expect(rawDataText('{"data":{"a":[1,"x\\"}",null]}}')).toBe('{"a":[1,"x\\"}",null]}');
+    expect(rawDataText('{"type":"t","data":"a,b}","key":"k"}')).toBe('"a,b}"');
+    expect(rawDataText('{"key":"k\\\\","data":-1.5e3}')).toBe('-1.5e3');
+    expect(rawDataText('{"data":true}')).toBe('true');
+    expect(rawDataText('{"data":"\\\\"}')).toBe('"\\\\"');
+  });
+
+  it('declines whitespace outside strings, escaped names, duplicate or missing data', () => {
+    expect(rawDataText('{"data": 1}')).toBeUndefined();
+    expect(rawDataText('{"data":{"a": 1}}')).toBeUndefined();
+    expect(rawDataText('{"data":1,"data":2}')).toBeUndefined();
+    expect(rawDataText('{"d\\u0061ta":1}')).toBeUndefined();
+    expect(rawDataText('{"type":"t"}')).toBeUndefined();
+    expect(rawDataText('{}')).toBeUndefined();
+  });
+
+  it('agrees with JSON.parse on any compact event line (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.jsonValue(),
+        fc.option(fc.string(), { nil: undefined }),
+        fc.boolean(),
+        (data, type, typeFirst) => {
+          const obj = typeFirst ? { type, data } : { data, type };
+          const line = JSON.stringify(obj);
+          const text = rawDataText(line);
+          expect(text).toBeDefined();
+          expect(JSON.parse(text as string)).toEqual(JSON.parse(line).data);
+          // Whitespace anywhere outside strings makes it decline rather than keep the spacing.
+          const spaced = JSON.stringify(obj, null, 1);
+          if (spaced.includes('\n')) expect(rawDataText(spaced)).toBeUndefined();
+        },
+      ),
+    );
+  });
+});
 
 describe('eventId', () => {
   it('is topic:epoch:seq', () => {

@@ -31,6 +31,12 @@ export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
  * of stalling every writer behind one huge transaction.
  */
 const TRIM_BUDGET = 10_000;
+/**
+ * An append's events go into blocks of about this much data (characters): large enough that a
+ * batch costs a few puts rather than one per event, small enough that one value stays far below
+ * the sizes for which lmdb and its encoder allocate (and hold) a buffer of their own.
+ */
+const BLOCK_BYTES = 32 * 1024;
 /** Most topics one sweep visits; the next sweep continues where it stopped. */
 const TOPICS_PER_SWEEP = 10_000;
 
@@ -53,18 +59,44 @@ interface TopicRecord {
   lastSeq: number;
   created: number;
   lastTime: number;
+  /**
+   * The first stored block: the seq it starts at, its number of events (0 when no block is
+   * stored) and its time, the time of the first retained event. Kept here so that retention
+   * finds what to drop, and whether anything is old enough, without a cursor per append.
+   */
+  fb: number;
+  fn: number;
+  ft: number;
 }
 
-/** An event as stored: the topic, seq and epoch live in the key and the topic record. */
-interface EventRecord {
+/**
+ * Consecutive events of one append as stored, under the key `[topic, seq of its first event]`:
+ * an append is split into blocks of up to about {@link BLOCK_BYTES} of data rather than one record
+ * per event, so a batch costs a few puts (and, once retention drops them, a few removes) and a
+ * replay reads a page of events in a few records. All of an append's events share its time. The
+ * topic, seqs and epoch live in the key and the topic record.
+ */
+interface BlockRecord {
   /** time */
   t: number;
-  /** type */
-  y?: string;
-  /** idempotency key */
-  k?: string;
-  /** data, JSON text */
-  d: string;
+  /** number of events */
+  n: number;
+  /**
+   * The events' data (JSON text) joined with `\n`: one string to encode and decode instead of one
+   * per event. An array instead when some data has a line break (JSON text from the engine API
+   * that was not produced by the publish path's serializer).
+   */
+  d: string | string[];
+  /** type of each event (null when untyped); absent when none is typed */
+  y?: (string | null)[];
+  /** idempotency key of each event (null when none); absent when none has one */
+  k?: (string | null)[];
+}
+
+/** A block and the seq of its first event. */
+interface Located {
+  start: number;
+  block: BlockRecord;
 }
 
 interface KeyRecord {
@@ -74,7 +106,8 @@ interface KeyRecord {
   exp: number;
 }
 
-type EventKey = [topic: string, seq: number];
+/** `[topic, seq of the block's first event]` */
+type BlockKey = [topic: string, seq: number];
 type IdemKey = [topic: string, key: string];
 type ExpiryKey = [exp: number, topic: string, key: string];
 
@@ -106,7 +139,7 @@ export class LmdbEngine implements Engine {
 
   private readonly root: RootDatabase;
   private readonly topics: Database<TopicRecord, string>;
-  private readonly events: Database<EventRecord, EventKey>;
+  private readonly blocks: Database<BlockRecord, BlockKey>;
   private readonly keys: Database<KeyRecord, IdemKey>;
   private readonly expiry: Database<true, ExpiryKey>;
   private readonly feed = new Feed();
@@ -136,7 +169,18 @@ export class LmdbEngine implements Engine {
       throw new RillError('engine_unavailable', why, { cause: err });
     }
     this.topics = this.root.openDB<TopicRecord, string>('topics', {});
-    this.events = this.root.openDB<EventRecord, EventKey>('events', {});
+    // Before blocks, each event was its own record in a database named `events`; such a directory
+    // is refused rather than read as empty.
+    for (const name of this.root.getKeys({ limit: 64 })) {
+      if (name === 'events') {
+        void this.root.close();
+        throw new RillError(
+          'engine_unavailable',
+          `The lmdb database at ${options.path} was written by an older Rill (one record per event), which this version does not read; move it away or delete it`,
+        );
+      }
+    }
+    this.blocks = this.root.openDB<BlockRecord, BlockKey>('blocks', {});
     this.keys = this.root.openDB<KeyRecord, IdemKey>('keys', {});
     this.expiry = this.root.openDB<true, ExpiryKey>('key-expiry', {});
     this.timer = setInterval(
@@ -200,13 +244,18 @@ export class LmdbEngine implements Engine {
     if (!(from >= meta.firstSeq)) from = meta.firstSeq;
     const events: RillEvent[] = [];
     if (n === 0 || from > meta.lastSeq) return { events, head };
-    // Reads are synchronous, so the range and the topic record come from the same snapshot.
-    for (const { key, value } of this.events.getRange({
-      start: [topic, from],
+    // Reads are synchronous, so the blocks and the topic record come from the same snapshot.
+    const first = from < meta.fb + meta.fn ? meta.fb : this.blockAt(topic, from)?.start;
+    for (const { key, value } of this.blocks.getRange({
+      start: [topic, first ?? from],
       end: [topic, meta.lastSeq + 1],
-      limit: n,
     })) {
-      events.push(toEvent(topic, meta.epoch, key[1], value));
+      const start = key[1];
+      const data = blockData(value);
+      for (let i = Math.max(0, from - start); i < value.n; i++) {
+        events.push(blockEvent(topic, meta.epoch, start, value, data, i));
+        if (events.length === n) return { events, head };
+      }
     }
     return { events, head };
   }
@@ -282,38 +331,76 @@ export class LmdbEngine implements Engine {
       lastSeq: 0,
       created: now,
       lastTime: 0,
+      fb: 1,
+      fn: 0,
+      ft: 0,
     };
     const time = Math.max(now, meta.lastTime);
     const results: AppendResult[] = [];
     const fresh: RillEvent[] = [];
+    const first = meta.lastSeq + 1;
+    let start = first;
+    let data: string[] = [];
+    let bytes = 0;
+    let joinable = true;
+    let block: BlockRecord = { t: time, n: 0, d: data };
+    const store = (): void => {
+      if (joinable) block.d = data.join('\n');
+      this.blocks.putSync([topic, start], block);
+      if (meta.fn === 0) {
+        meta.fb = start;
+        meta.fn = block.n;
+        meta.ft = time;
+      }
+    };
     for (const input of inputs) {
       let previous: KeyRecord | undefined;
       if (input.key !== undefined) {
         previous = this.keys.get([topic, input.key]);
         if (previous !== undefined && previous.exp > now) {
+          const seq = previous.seq;
           results.push({
-            event: this.original(topic, meta.epoch, previous, input),
+            // A key repeated within this batch points to an event of this append.
+            event:
+              seq >= first
+                ? (fresh[seq - first] as RillEvent)
+                : this.original(topic, meta.epoch, previous, input),
             duplicate: true,
           });
           continue;
         }
       }
+      if (bytes >= BLOCK_BYTES) {
+        store();
+        start = meta.lastSeq + 1;
+        data = [];
+        bytes = 0;
+        joinable = true;
+        block = { t: time, n: 0, d: data };
+      }
       const seq = ++meta.lastSeq;
-      const record: EventRecord = { t: time, d: input.data };
-      if (input.type !== undefined) record.y = input.type;
-      if (input.key !== undefined) record.k = input.key;
-      this.events.putSync([topic, seq], record);
+      const i = block.n++;
+      data.push(input.data);
+      bytes += input.data.length;
+      if (joinable && input.data.includes('\n')) joinable = false;
+      if (input.type !== undefined)
+        (block.y ??= new Array<string | null>(i).fill(null))[i] = input.type;
+      else if (block.y !== undefined) block.y.push(null);
       if (input.key !== undefined) {
+        (block.k ??= new Array<string | null>(i).fill(null))[i] = input.key;
         const exp = time + this.windowMs;
         if (previous !== undefined) this.expiry.removeSync([previous.exp, topic, input.key]);
         this.keys.putSync([topic, input.key], { seq, time, exp });
         this.expiry.putSync([exp, topic, input.key], true);
-      }
-      const event = toEvent(topic, meta.epoch, seq, record);
+      } else if (block.k !== undefined) block.k.push(null);
+      const event = blockEvent(topic, meta.epoch, start, block, data, i);
       fresh.push(event);
       results.push({ event, duplicate: false });
     }
-    if (fresh.length > 0) meta.lastTime = time;
+    if (block.n > 0) {
+      meta.lastTime = time;
+      store();
+    }
     const trimmed = this.trim(topic, meta, now, fresh.length + TRIM_BUDGET);
     if (existing === undefined || fresh.length > 0 || trimmed) this.topics.putSync(topic, meta);
     return {
@@ -324,14 +411,30 @@ export class LmdbEngine implements Engine {
 
   /** The event a still-valid idempotency key points to. */
   private original(topic: string, epoch: string, key: KeyRecord, input: EventInput): RillEvent {
-    const record = this.events.get([topic, key.seq]);
-    if (record !== undefined) return toEvent(topic, epoch, key.seq, record);
+    const found = this.blockAt(topic, key.seq);
+    if (found !== undefined) {
+      const { start, block } = found;
+      return blockEvent(topic, epoch, start, block, blockData(block), key.seq - start);
+    }
     // Retention already dropped the original: a retry carries the same event, so its own fields
     // stand in for the stored ones.
-    const fallback: EventRecord = { t: key.time, d: input.data };
-    if (input.type !== undefined) fallback.y = input.type;
-    if (input.key !== undefined) fallback.k = input.key;
-    return toEvent(topic, epoch, key.seq, fallback);
+    const fallback: BlockRecord = { t: key.time, n: 1, d: [input.data] };
+    if (input.type !== undefined) fallback.y = [input.type];
+    if (input.key !== undefined) fallback.k = [input.key];
+    return blockEvent(topic, epoch, key.seq, fallback, [input.data], 0);
+  }
+
+  /** The block holding `topic`'s event `seq`, if it is still stored. */
+  private blockAt(topic: string, seq: number): Located | undefined {
+    for (const { key, value } of this.blocks.getRange({
+      start: [topic, seq],
+      end: [topic, 0],
+      reverse: true,
+      limit: 1,
+    })) {
+      if (seq < key[1] + value.n) return { start: key[1], block: value };
+    }
+    return undefined;
   }
 
   /**
@@ -342,10 +445,11 @@ export class LmdbEngine implements Engine {
     const { maxEvents, maxAgeMs } = this.retention.for(topic);
     let cut = meta.firstSeq;
     if (maxEvents > 0) cut = Math.max(cut, meta.lastSeq - maxEvents + 1);
-    if (maxAgeMs > 0 && cut <= meta.lastSeq) {
+    // Time never decreases, so nothing is too old while the first stored block is not.
+    if (maxAgeMs > 0 && cut <= meta.lastSeq && meta.fn > 0 && meta.ft < now - maxAgeMs) {
       const oldest = now - maxAgeMs;
-      const first = this.events.get([topic, cut]);
-      if (first !== undefined && first.t < oldest) {
+      const t = cut < meta.fb + meta.fn ? meta.ft : this.blockAt(topic, cut)?.block.t;
+      if (t !== undefined && t < oldest) {
         cut = Math.max(cut, this.firstSeqAtTime(topic, meta, oldest));
       }
     }
@@ -359,7 +463,19 @@ export class LmdbEngine implements Engine {
   private trim(topic: string, meta: TopicRecord, now: number, budget: number): boolean {
     const cut = Math.min(this.retainFrom(topic, meta, now), meta.firstSeq + budget);
     if (cut <= meta.firstSeq) return false;
-    for (let seq = meta.firstSeq; seq < cut; seq++) this.events.removeSync([topic, seq]);
+    // Blocks wholly before `cut` go; the one `cut` falls in stays, its events before `cut` unread.
+    while (meta.fn > 0 && meta.fb + meta.fn <= cut) {
+      this.blocks.removeSync([topic, meta.fb]);
+      meta.fb += meta.fn;
+      meta.fn = 0;
+      if (meta.fb > meta.lastSeq) break;
+      const next = this.blocks.get([topic, meta.fb]);
+      if (next === undefined) {
+        throw new RillError('engine_unavailable', `The lmdb database misses events of ${topic}`);
+      }
+      meta.fn = next.n;
+      meta.ft = next.t;
+    }
     meta.firstSeq = cut;
     return true;
   }
@@ -370,8 +486,8 @@ export class LmdbEngine implements Engine {
     let hi = meta.lastSeq + 1;
     while (lo < hi) {
       const mid = Math.floor((lo + hi) / 2);
-      const record = this.events.get([topic, mid]);
-      if (record !== undefined && record.t < ms) lo = mid + 1;
+      const found = this.blockAt(topic, mid);
+      if (found !== undefined && found.block.t < ms) lo = mid + 1;
       else hi = mid;
     }
     return lo;
@@ -478,16 +594,31 @@ export class LmdbEngine implements Engine {
   }
 }
 
-function toEvent(topic: string, epoch: string, seq: number, record: EventRecord): RillEvent {
+/** The data of each event of a block. */
+function blockData(block: BlockRecord): readonly string[] {
+  return typeof block.d === 'string' ? block.d.split('\n') : block.d;
+}
+
+/** Event `i` of a block that starts at `start`. */
+function blockEvent(
+  topic: string,
+  epoch: string,
+  start: number,
+  block: BlockRecord,
+  data: readonly string[],
+  i: number,
+): RillEvent {
   const event: { -readonly [K in keyof RillEvent]: RillEvent[K] } = {
     topic,
-    seq,
+    seq: start + i,
     epoch,
-    time: record.t,
-    data: record.d,
+    time: block.t,
+    data: data[i] as string,
   };
-  if (record.y !== undefined) event.type = record.y;
-  if (record.k !== undefined) event.key = record.k;
+  const type = block.y?.[i];
+  if (type != null) event.type = type;
+  const key = block.k?.[i];
+  if (key != null) event.key = key;
   return event;
 }
 

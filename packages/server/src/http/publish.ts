@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { RillError } from '../errors.js';
 import type { EventInput } from '../event.js';
-import { eventId, parseEventInput } from '../event.js';
+import { eventId, parseEventInput, rawDataText } from '../event.js';
 import { assertTopic } from '../topic.js';
 import type { AppContext } from './app.js';
 
@@ -24,7 +24,7 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
     { schema: { params: topicParams } },
     async (req, reply) => {
       const topic = assertTopic(req.params.topic);
-      const raws = bodyToEvents(req.body, req.headers['content-type']);
+      const { raws, lines } = bodyToEvents(req.body, req.headers['content-type']);
       if (raws.length === 0) throw new RillError('invalid_event', 'No events in the request');
       if (raws.length > limits.maxBatchEvents) {
         throw new RillError(
@@ -34,7 +34,12 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
         );
       }
       const inputs: EventInput[] = raws.map((r, i) =>
-        parseEventInput(r, limits.maxEventBytes, raws.length > 1 ? i : undefined),
+        parseEventInput(
+          r,
+          limits.maxEventBytes,
+          raws.length > 1 ? i : undefined,
+          lines === undefined ? undefined : rawDataText(lines[i]!),
+        ),
       );
       const headerKey = req.headers['idempotency-key'];
       if (headerKey !== undefined) {
@@ -71,23 +76,29 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
   );
 }
 
-function bodyToEvents(body: unknown, contentType: string | undefined): unknown[] {
+/** The raw events of a body and, for NDJSON, the line each came from. */
+function bodyToEvents(
+  body: unknown,
+  contentType: string | undefined,
+): { raws: unknown[]; lines?: string[] } {
   if (contentType?.toLowerCase().startsWith('application/x-ndjson')) {
     const out: unknown[] = [];
+    const texts: string[] = [];
     const lines = String(body).split('\n');
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i]!.trim();
       if (line === '') continue;
       try {
         out.push(JSON.parse(line));
+        texts.push(line);
       } catch {
         throw new RillError('invalid_json', `Line ${i + 1} is not valid JSON`, {
           details: { line: i + 1 },
         });
       }
     }
-    return out;
+    return { raws: out, lines: texts };
   }
   if (body === undefined) throw new RillError('invalid_json', 'Empty body');
-  return Array.isArray(body) ? body : [body];
+  return { raws: Array.isArray(body) ? body : [body] };
 }
