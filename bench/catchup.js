@@ -2,7 +2,8 @@
 //   node bench/catchup.js [url] [events]
 // Publishes N events in NDJSON batches of 1,000 to a fresh topic, then opens one SSE stream with
 // from=earliest and times how long the stream takes to deliver them all (events counted with the
-// generator's marker scanner, the same as `rill bench`). The peers keep no such history (Nchan's
+// generator's marker scanner, the same as `rill bench`), twice: the first replay on a cold
+// server, the second once its replay path is warm. The peers keep no such history (Nchan's
 // buffer here holds 1,000 messages; Socket.IO and the Express route none), so this is Rill alone.
 import http from 'node:http';
 import net from 'node:net';
@@ -46,42 +47,52 @@ await Promise.all(inflight);
 const ingestS = (performance.now() - t0) / 1000;
 agent.destroy();
 
-const scanner = new MarkerScanner(1_000_000_000, () => undefined);
-const t1 = performance.now();
-await new Promise((resolve, reject) => {
-  const sock = net.connect(Number(url.port || 80), url.hostname, () => {
-    sock.write(
-      `GET /v1/topics/${topic}/stream?from=earliest HTTP/1.1\r\nHost: ${url.host}\r\nAccept: text/event-stream\r\n\r\n`,
+/** One subscriber replays the whole topic; resolves with the seconds it took. */
+async function replay() {
+  const scanner = new MarkerScanner(1_000_000_000, () => undefined);
+  const t1 = performance.now();
+  await new Promise((resolve, reject) => {
+    const sock = net.connect(Number(url.port || 80), url.hostname, () => {
+      sock.write(
+        `GET /v1/topics/${topic}/stream?from=earliest HTTP/1.1\r\nHost: ${url.host}\r\nAccept: text/event-stream\r\n\r\n`,
+      );
+    });
+    let seen = -1;
+    const stall = setInterval(() => {
+      if (scanner.count === seen) {
+        sock.destroy();
+        reject(new Error(`stalled at ${scanner.count} of ${total} events (retention too small?)`));
+      }
+      seen = scanner.count;
+    }, 10_000);
+    sock.on('close', () => clearInterval(stall));
+    sock.on('data', (chunk) => {
+      scanner.push(chunk);
+      if (scanner.count >= total) {
+        sock.destroy();
+        resolve();
+      }
+    });
+    sock.on('error', reject);
+    sock.on('close', () =>
+      scanner.count >= total ? resolve() : reject(new Error(`closed at ${scanner.count}`)),
     );
   });
-  let seen = -1;
-  const stall = setInterval(() => {
-    if (scanner.count === seen) {
-      sock.destroy();
-      reject(new Error(`stalled at ${scanner.count} of ${total} events (retention too small?)`));
-    }
-    seen = scanner.count;
-  }, 10_000);
-  sock.on('close', () => clearInterval(stall));
-  sock.on('data', (chunk) => {
-    scanner.push(chunk);
-    if (scanner.count >= total) {
-      sock.destroy();
-      resolve();
-    }
-  });
-  sock.on('error', reject);
-  sock.on('close', () =>
-    scanner.count >= total ? resolve() : reject(new Error(`closed at ${scanner.count}`)),
-  );
-});
-const replayS = (performance.now() - t1) / 1000;
+  return { seconds: (performance.now() - t1) / 1000, received: scanner.count };
+}
+
+// The first replay runs right after the ingest, on a server whose replay path has never run
+// (code not yet optimized by V8); the second is the steady state. Both are reported.
+const first = await replay();
+const second = await replay();
 const result = {
   events: total,
   ingestSeconds: +ingestS.toFixed(2),
   ingestEventsPerSec: Math.round(total / ingestS),
-  replaySeconds: +replayS.toFixed(2),
-  replayEventsPerSec: Math.round(total / replayS),
-  received: scanner.count,
+  replaySeconds: +first.seconds.toFixed(2),
+  replayEventsPerSec: Math.round(total / first.seconds),
+  secondReplaySeconds: +second.seconds.toFixed(2),
+  secondReplayEventsPerSec: Math.round(total / second.seconds),
+  received: Math.min(first.received, second.received),
 };
 console.log(JSON.stringify(result));

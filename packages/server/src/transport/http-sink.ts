@@ -46,6 +46,14 @@ function wireOf(chunk: string): Buffer {
   return out;
 }
 
+/**
+ * Largest chunk (in UTF-16 units) sent as shared bytes from {@link wireOf}. A larger one (a replay
+ * page, a burst) goes out as a string: Node encodes it into memory it frees as soon as the kernel
+ * has the bytes, whereas a Buffer per large chunk is only freed by a later garbage collection, and
+ * a few hundred MiB passing through in such Buffers would show as that much more resident memory.
+ */
+const SHARED_CHUNK_MAX = 16 * 1024;
+
 /** The terminating chunk of a chunked body. */
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
@@ -221,8 +229,10 @@ export class HttpStreamSink implements Sink {
   }
 
   private send(chunk: string): void {
-    if (this.socket) this.socket.write(wireOf(chunk));
-    else if (this.gz) {
+    if (this.socket) {
+      if (chunk.length <= SHARED_CHUNK_MAX) this.socket.write(wireOf(chunk));
+      else this.socket.write(`${Buffer.byteLength(chunk).toString(16)}\r\n${chunk}\r\n`);
+    } else if (this.gz) {
       this.gz.write(chunk);
       this.gz.flush(zlibConstants.Z_SYNC_FLUSH);
     } else {
