@@ -24,6 +24,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/bench"
 RILL="node $ROOT/packages/server/bin/rill.js"
 RESULTS="${RESULTS:-$BENCH/results}"
+# Absolute, so that the node one-liners below can require() result files.
+mkdir -p "$RESULTS" && RESULTS="$(cd "$RESULTS" && pwd)"
 TMP="$(mktemp -d /tmp/rill-bench.XXXXXX)"
 PEERS="${PEERS:-rill-sse rill-ws nchan-sse nchan-ws pushpin-sse pushpin-ws express-sse socketio}"
 NCHAN_CONF="${NCHAN_CONF:-$ROOT/../shared/peers/nchan/nginx.conf}"
