@@ -9,7 +9,7 @@ import type net from 'node:net';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BenchResult } from '../src/bench/run.js';
-import { MarkerScanner, benchPayload } from '../src/bench/scan.js';
+import { MarkerScanner, benchPayload, dechunker } from '../src/bench/scan.js';
 import { BIN, spawnServer, type ChildServer } from './helpers.js';
 
 const servers: ChildServer[] = [];
@@ -255,5 +255,59 @@ describe('MarkerScanner', () => {
         },
       ),
     );
+  });
+});
+
+describe('dechunker', () => {
+  it('gives back the body of any chunking, cut anywhere, even events split over chunks', () => {
+    fc.assert(
+      fc.property(
+        fc.string({ unit: 'grapheme', minLength: 1, maxLength: 300 }),
+        fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 20 }),
+        fc.array(fc.integer({ min: 1, max: 30 }), { minLength: 1, maxLength: 20 }),
+        (text, chunkSizes, cuts) => {
+          const body = Buffer.from(text);
+          // Encode with the given chunk sizes (a server may split anywhere, Pushpin does).
+          const parts: Buffer[] = [];
+          let at = 0;
+          for (let k = 0; at < body.length; k++) {
+            const n = Math.min(chunkSizes[k % chunkSizes.length]!, body.length - at);
+            parts.push(Buffer.from(`${n.toString(16)}\r\n`), body.subarray(at, at + n));
+            parts.push(Buffer.from('\r\n'));
+            at += n;
+          }
+          parts.push(Buffer.from('0\r\n\r\n'));
+          const wire = Buffer.concat(parts);
+          const got: Buffer[] = [];
+          const feed = dechunker((b) => got.push(Buffer.from(b)));
+          // Deliver it in reads of other sizes.
+          let pos = 0;
+          for (let k = 0; pos < wire.length; k++) {
+            const n = cuts[k % cuts.length]!;
+            feed(wire.subarray(pos, pos + n));
+            pos += n;
+          }
+          expect(Buffer.concat(got).equals(body)).toBe(true);
+        },
+      ),
+    );
+  });
+
+  it('lets the scanner read a timestamp cut by a chunk boundary', () => {
+    const payload = Buffer.from(`data: ${benchPayload(1, '')}\n\n`);
+    const cut = payload.indexOf('"rb":') + 8; // inside the digits
+    const wire = Buffer.concat([
+      Buffer.from(`${cut.toString(16)}\r\n`),
+      payload.subarray(0, cut),
+      Buffer.from(`\r\n${(payload.length - cut).toString(16)}\r\n`),
+      payload.subarray(cut),
+      Buffer.from('\r\n'),
+    ]);
+    const lat: number[] = [];
+    const sc = new MarkerScanner(1, (us) => lat.push(us));
+    dechunker((b) => sc.push(b))(wire);
+    expect(sc.count).toBe(1);
+    expect(lat).toHaveLength(1);
+    expect(lat[0]).toBeLessThan(60_000_000);
   });
 });

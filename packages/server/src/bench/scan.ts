@@ -92,3 +92,58 @@ export class MarkerScanner {
     }
   }
 }
+
+/**
+ * A chunked-transfer-encoding decoder that hands on the data bytes of each chunk (as subarrays,
+ * no copies except for a size line split across reads). Hand-written: it runs on every byte the
+ * generator receives.
+ */
+export function dechunker(out: (b: Buffer) => void): (b: Buffer) => void {
+  /** Data bytes left in the current chunk; -1 while reading a size line. */
+  let left = -1;
+  /** CRLF bytes still to skip after a chunk's data. */
+  let trail = 0;
+  let line = '';
+  return (b: Buffer): void => {
+    let i = 0;
+    while (i < b.length) {
+      if (trail > 0) {
+        const n = Math.min(trail, b.length - i);
+        trail -= n;
+        i += n;
+        continue;
+      }
+      if (left > 0) {
+        const n = Math.min(left, b.length - i);
+        out(b.subarray(i, i + n));
+        left -= n;
+        i += n;
+        if (left === 0) {
+          trail = 2;
+          left = -1;
+        }
+        continue;
+      }
+      const eol = b.indexOf(0x0a, i);
+      if (eol === -1) {
+        line += b.toString('latin1', i);
+        if (line.length > 1024) throw new Error('chunk size line too long');
+        return;
+      }
+      line += b.toString('latin1', i, eol);
+      i = eol + 1;
+      const sizeLine = line.trim();
+      line = '';
+      // The blank line that ends the body after the last chunk.
+      if (sizeLine === '') continue;
+      const size = parseInt(sizeLine, 16);
+      if (!Number.isFinite(size)) throw new Error('bad chunk size line');
+      if (size === 0) {
+        left = -1;
+        trail = 0;
+        continue;
+      }
+      left = size;
+    }
+  };
+}

@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { WebSocket } from 'ws';
 import { encodeHistogram, newHistogram } from './histogram.js';
-import { MarkerScanner } from './scan.js';
+import { MarkerScanner, dechunker } from './scan.js';
 
 /** How a worker's connections subscribe and what they receive. */
 export type SubMode =
@@ -98,12 +98,13 @@ function run(): void {
     if (spec.mode === 'http') {
       // A bare TCP socket and a hand-written GET instead of http.get: the HTTP client's parser
       // and stream per connection cost as much CPU as the server being measured. Only the status
-      // line is parsed; after the headers, chunked-encoding size lines pass through the scanner
-      // harmlessly (servers write each event within one chunk, so a marker is never split by one).
+      // line and Transfer-Encoding are read; a chunked body goes through a small de-chunker, so
+      // a server that splits an event over two chunks (Pushpin does) cannot cut a timestamp.
       const u = new URL(c.url);
       const sock = net.connect(Number(u.port || 80), u.hostname);
       closers.push(() => sock.destroy());
       let head: Buffer | null = Buffer.alloc(0);
+      let body: (b: Buffer) => void = (b) => scanner.push(b);
       sock.setNoDelay(true);
       sock.on('connect', () => {
         let req = `GET ${u.pathname}${u.search} HTTP/1.1\r\nHost: ${u.host}\r\n`;
@@ -112,7 +113,7 @@ function run(): void {
       });
       sock.on('data', (chunk: Buffer) => {
         if (head === null) {
-          scanner.push(chunk);
+          body(chunk);
           return;
         }
         head = Buffer.concat([head, chunk]);
@@ -121,16 +122,20 @@ function run(): void {
           if (head.length > 16384) sock.destroy(new Error('response headers too large'));
           return;
         }
-        const status = head.subarray(0, head.indexOf('\r\n')).toString('latin1');
+        const headText = head.subarray(0, end).toString('latin1');
+        const status = headText.slice(0, headText.indexOf('\r\n'));
         const rest = head.subarray(end + 4);
         head = null;
+        if (/\r\ntransfer-encoding:[^\r]*chunked/i.test(headText)) {
+          body = dechunker((b) => scanner.push(b));
+        }
         if (!/^HTTP\/1\.[01] 200 /.test(status)) {
           ready(false, `${status} from ${c.url}`);
           sock.destroy();
           return;
         }
         ready(true);
-        if (rest.length > 0) scanner.push(rest);
+        if (rest.length > 0) body(rest);
       });
       sock.on('close', lost);
       sock.on('error', (err) => ready(false, err.message));
