@@ -54,6 +54,8 @@ function wireOf(chunk: string): Buffer {
  */
 const SHARED_CHUNK_MAX = 16 * 1024;
 
+const CRLF = Buffer.from('\r\n', 'latin1');
+
 /** The terminating chunk of a chunked body. */
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
@@ -231,7 +233,16 @@ export class HttpStreamSink implements Sink {
   private send(chunk: string): void {
     if (this.socket) {
       if (chunk.length <= SHARED_CHUNK_MAX) this.socket.write(wireOf(chunk));
-      else this.socket.write(`${Buffer.byteLength(chunk).toString(16)}\r\n${chunk}\r\n`);
+      else {
+        // Three writes in one writev: concatenating the size line would make Node flatten
+        // (copy) the whole chunk before encoding it.
+        const socket = this.socket;
+        socket.cork();
+        socket.write(`${Buffer.byteLength(chunk).toString(16)}\r\n`, 'latin1');
+        socket.write(chunk);
+        socket.write(CRLF);
+        socket.uncork();
+      }
     } else if (this.gz) {
       this.gz.write(chunk);
       this.gz.flush(zlibConstants.Z_SYNC_FLUSH);

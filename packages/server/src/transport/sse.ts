@@ -25,11 +25,21 @@ export function sseData(text: string): string {
 
 type Cached = RillEvent & { sse?: string; sseBody?: string };
 
-/** Everything after the `id:` line of an event's frame; cached on the event. */
+/**
+ * Everything after the `id:` line of an event's frame; cached on the event. Of the event JSON's
+ * parts only `data` can hold a raw line break (topic and id exclude them by grammar, type and key
+ * are JSON strings with control characters escaped), so only `data` is searched: the whole JSON
+ * is not scanned (nor flattened) per event on the replay path.
+ */
 function body(ev: Cached): string {
   let b = ev.sseBody;
   if (b === undefined) {
-    b = (ev.type === undefined ? '' : `event: ${ev.type}\n`) + sseData(eventJson(ev)) + '\n';
+    const d = ev.data;
+    const data =
+      d.indexOf('\n') === -1 && d.indexOf('\r') === -1
+        ? `data: ${eventJson(ev)}\n`
+        : sseData(eventJson(ev));
+    b = (ev.type === undefined ? '' : `event: ${ev.type}\n`) + data + '\n';
     ev.sseBody = b;
   }
   return b;
