@@ -228,7 +228,7 @@ function fmtRate(n: number): string {
 
 /** Runs one bench: connect, step through the rates, report. */
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
-  const prefix = o.topicPrefix ?? `bench-${randomBytes(4).toString('hex')}`;
+  const prefix = o.topicPrefix || `bench-${randomBytes(4).toString('hex')}`;
   const topics = Array.from({ length: o.topics }, (_, i) => `${prefix}.${i}`);
   const shared = o.sharedRate === undefined ? undefined : `${prefix}.shared`;
   // Subscribers per topic, indexed like the publishers' per-topic counts: the shared topic last.
@@ -294,7 +294,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const publisher = buildPool(
     {
       mode: o.target === 'rill' ? o.publish : 'raw',
-      url: o.target === 'rill' ? o.url : (o.pubUrl ?? `${o.url.replace(/\/$/, '')}/pub/{topic}`),
+      url: o.target === 'rill' ? o.url : o.pubUrl || `${o.url.replace(/\/$/, '')}/pub/{topic}`,
       batch: o.batch,
       concurrency: o.concurrency,
       padding: paddingFor(o.payloadBytes),

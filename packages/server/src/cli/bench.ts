@@ -1,38 +1,20 @@
 import { cpus } from 'node:os';
 import type { Command } from 'commander';
 import { InvalidArgumentError, Option } from 'commander';
-import type { BenchOptions, BenchResult, BenchTarget, BenchTransport } from '../bench/run.js';
-import type { PublishMode } from '../bench/publisher.js';
+import type { BenchOptions, BenchResult } from '../bench/run.js';
 
-interface BenchFlags {
-  url: string;
-  target: BenchTarget;
-  subUrl?: string;
-  pubUrl?: string;
-  transport: BenchTransport;
-  publish: PublishMode;
-  subscribers: number;
-  topics: number;
-  sharedRate?: number;
-  publishers: number;
+/** Commander's parsed flags: the run's options, with the CLI's own names and switches. */
+type BenchFlags = Omit<
+  BenchOptions,
+  'rates' | 'workers' | 'serverPids' | 'stopOnFail' | 'onProgress'
+> & {
   rate?: number[];
-  duration: number;
-  batch: number;
-  concurrency: number;
-  payloadBytes: number;
-  sample: number;
   workers?: number;
   serverPid?: number[];
-  maxP99: number;
   stopOnFail?: boolean;
-  warmup: number;
-  stopP99: number;
-  drainMs: number;
-  topicPrefix?: string;
-  connectConcurrency: number;
   json?: boolean;
   quiet?: boolean;
-}
+};
 
 /** Most connections one worker holds: this machine allows 20,000 open files per process. */
 export const MAX_CONNECTIONS_PER_WORKER = 15_000;
@@ -172,33 +154,15 @@ async function bench(f: BenchFlags): Promise<number> {
     return 2;
   }
   const tty = process.stderr.isTTY;
+  // The rest of the flags are the run's options under the same names (`json` is ignored there).
+  const { rate, serverPid, stopOnFail, quiet, ...shared } = f;
   const options: BenchOptions = {
-    target: f.target,
-    url: f.url,
-    ...(f.subUrl ? { subUrl: f.subUrl } : {}),
-    ...(f.pubUrl ? { pubUrl: f.pubUrl } : {}),
-    transport: f.transport,
-    publish: f.publish,
-    subscribers: f.subscribers,
-    topics: f.topics,
-    ...(f.sharedRate === undefined ? {} : { sharedRate: f.sharedRate }),
-    publishers: f.publishers,
-    rates: f.rate ?? [],
-    duration: f.duration,
-    batch: f.batch,
-    concurrency: f.concurrency,
-    payloadBytes: f.payloadBytes,
-    sample: f.sample,
+    ...shared,
+    rates: rate ?? [],
     workers,
-    serverPids: f.serverPid ?? [],
-    maxP99: f.maxP99,
-    stopOnFail: f.stopOnFail ?? false,
-    warmup: f.warmup,
-    stopP99: f.stopP99,
-    drainMs: f.drainMs,
-    ...(f.topicPrefix ? { topicPrefix: f.topicPrefix } : {}),
-    connectConcurrency: f.connectConcurrency,
-    ...(f.quiet
+    serverPids: serverPid ?? [],
+    stopOnFail: stopOnFail ?? false,
+    ...(quiet
       ? {}
       : {
           onProgress: (line: string) => {
