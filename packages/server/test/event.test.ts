@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeCursor } from '../src/cursor.js';
+import { sseEventFrame } from '../src/transport/sse.js';
 import { RillError } from '../src/errors.js';
 import {
   DEFAULT_MAX_EVENT_BYTES,
@@ -474,5 +475,45 @@ describe('eventJson', () => {
       ),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('SSE event frames', () => {
+  const ev = (data: string, type?: string): RillEvent => ({
+    topic: 'orders',
+    seq: 7,
+    epoch: 'k3J9x2abQ1mZ',
+    time: 1795333328079,
+    data,
+    ...(type === undefined ? {} : { type }),
+  });
+  /** The event JSON a client reassembles from the frame's `data:` lines (WHATWG rules). */
+  const reassembled = (frame: string): string =>
+    frame
+      .split('\n')
+      .filter((l) => l.startsWith('data: '))
+      .map((l) => l.slice(6))
+      .join('\n');
+
+  it('carries one-line data on one data line, typed or not', () => {
+    for (const e of [ev('{"a":1}'), ev('[1,2]', 'order.created')]) {
+      const frame = sseEventFrame(e, null);
+      expect(frame.split('\n').filter((l) => l.startsWith('data: '))).toHaveLength(1);
+      expect(JSON.parse(reassembled(frame))).toEqual(JSON.parse(eventJson(e)));
+      expect(frame.endsWith('\n\n')).toBe(true);
+    }
+  });
+
+  it('splits data with raw line breaks (possible through the engine API) over data lines', () => {
+    for (const data of ['{\n  "a": 1\n}', '{"a":\r\n1}', '[1,\r2]']) {
+      const e = ev(data);
+      const frame = sseEventFrame(e, 'orders:x:7');
+      // No line of the frame may be anything but a field: a raw line break would end the event.
+      const lines = frame.split(/\r\n|\r|\n/);
+      expect(lines.slice(0, -2).every((l) => /^(id|event|data): /.test(l))).toBe(true);
+      expect(JSON.parse(reassembled(frame.replace(/\r\n|\r/g, '\n')))).toEqual(
+        JSON.parse(eventJson(e)),
+      );
+    }
   });
 });
