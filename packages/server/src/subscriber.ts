@@ -63,6 +63,11 @@ export interface SubscribeOptions {
   replayBatch?: number;
   /** Called each time every topic has caught up and is on the live path. */
   onCaughtUp?: () => void;
+  /**
+   * Called when reading the log failed because the engine is unreachable (the subscription keeps
+   * retrying by itself). A long-poll answers 503 instead of an empty page.
+   */
+  onEngineError?: (err: RillError) => void;
 }
 
 let touchCounter = 0;
@@ -86,6 +91,8 @@ export class Subscription {
   /** False once any reset notice was sent: the resume was not exact. */
   exact = true;
   lastWrite = Date.now();
+  /** When the subscription started: the floor of a `now` start no head has been read for. */
+  private readonly startedAt = Date.now();
   private readonly engine: Engine;
 
   constructor(
@@ -204,6 +211,8 @@ export class Subscription {
         }
         // The engine is away (a broker restart): keep the stream open — heartbeats go on — and
         // read again later; the log, not this process, holds what the subscriber is missing.
+        this.options.onEngineError?.(e);
+        if (this.closed) return;
         this.retryMs = Math.min(CATCH_UP_RETRY_MAX_MS, this.retryMs * 2 || CATCH_UP_RETRY_MS);
         setTimeout(() => this.kick(), this.retryMs).unref();
       },
@@ -375,40 +384,66 @@ export class Subscription {
   }
 
   /**
-   * The multi-topic cursor as of now: every topic with a known epoch, the most recently advanced
-   * first when there are more than the cursor may list, and a watermark for the rest.
+   * The multi-topic cursor as of now: every topic with a known position, the most recently
+   * advanced first when there are more than the cursor may list, and a watermark for the rest.
+   *
+   * Invariant: resuming from it never skips an event this subscription has not handed over. A
+   * topic whose start is not resolved yet (its head not read) is listed by its start when that is
+   * a position, and otherwise pulls the watermark down to where its start lies (`earliest` to 0),
+   * so a cursor taken early — a long-poll answering with one topic's page before the others were
+   * read — claims nothing about them.
    */
   cursorFor(time: number): string {
     const max = this.hub.limits.maxCursorTopics;
+    let watermark = this.isPatternSub ? time - WATERMARK_MARGIN_MS : Infinity;
+    const parts: string[] = [];
     let states = [...this.states.values()];
-    let watermark: number | undefined;
-    let unlisted = this.isPatternSub;
     if (states.length > max) {
-      states.sort((a, b) => b.touched - a.touched);
+      // Keep the topics only a listing can place (no event handed over, so no time to resume
+      // from), then the most recently advanced; the rest resume from the oldest time among them.
+      states.sort((a, b) => needsListing(b) - needsListing(a) || b.touched - a.touched);
       for (let i = max; i < states.length; i++) {
-        const t = states[i]!.lastTime;
-        if (t > 0 && (watermark === undefined || t < watermark)) watermark = t;
+        const st = states[i]!;
+        const floor = st.lastTime > 0 ? st.lastTime : this.startFloor(st);
+        if (floor < watermark) watermark = floor;
       }
       states = states.slice(0, max);
-      unlisted = true;
     }
-    const parts: string[] = [];
     for (const st of states) {
-      if (st.epoch === null || !st.resolved) unlisted = true;
-      else parts.push(encodePosition(st.topic, st.epoch, st.pos));
+      const p = listedPosition(st);
+      if (p) parts.push(encodePosition(st.topic, p.epoch, p.seq));
+      else {
+        const floor = this.startFloor(st);
+        if (floor < watermark) watermark = floor;
+      }
     }
-    if (unlisted) {
-      const w = time - WATERMARK_MARGIN_MS;
-      parts.push(`@${Math.max(0, watermark === undefined ? w : Math.min(w, watermark))}`);
-    }
+    if (watermark !== Infinity) parts.push(`@${Math.max(0, Math.floor(watermark))}`);
     return parts.join(',');
+  }
+
+  /**
+   * The earliest event time a topic without a listed position may still owe the client: where
+   * its start lies, or — a topic that did not exist when it was resolved — where it was resolved.
+   */
+  private startFloor(st: TopicState): number {
+    const s = st.start;
+    switch (s.kind) {
+      case 'time':
+        return s.time;
+      case 'now':
+        return this.startedAt - WATERMARK_MARGIN_MS;
+      default:
+        // earliest, after, or a cursor position in a log that no longer exists: from the start.
+        return 0;
+    }
   }
 
   /** The current cursor of the subscription (for the WebSocket `subscribed` reply and tests). */
   cursor(): string {
     if (this.single) {
       const st = this.states.values().next().value;
-      if (st && st.epoch !== null) return encodePosition(st.topic, st.epoch, st.pos);
+      const p = st && listedPosition(st);
+      if (p) return encodePosition(st.topic, p.epoch, p.seq);
     }
     return this.cursorFor(Date.now());
   }
@@ -433,4 +468,18 @@ export class Subscription {
       this.hub.releaseChannel(st.channel);
     }
   }
+}
+
+/**
+ * The position a cursor can list for a topic: where it stands once resolved in a known log, or
+ * the cursor it starts from before that; null when only a time can place it.
+ */
+function listedPosition(st: TopicState): { epoch: string; seq: number } | null {
+  if (st.resolved) return st.epoch === null ? null : { epoch: st.epoch, seq: st.pos };
+  return st.start.kind === 'cursor' ? { epoch: st.start.epoch, seq: st.start.seq } : null;
+}
+
+/** 1 when a topic can only be placed by listing it (nothing handed over yet, a position start). */
+function needsListing(st: TopicState): number {
+  return st.lastTime === 0 && listedPosition(st) !== null ? 1 : 0;
 }

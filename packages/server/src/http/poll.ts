@@ -92,6 +92,13 @@ class CollectSink implements Sink {
     this.closed();
     this.done(error ? { error } : { events: '', cursor: this.sub?.cursor() ?? '' });
   }
+
+  /** Answers with an error instead of the page collected so far (its cursor is not given out). */
+  fail(error: RillError): void {
+    if (!this.sub || this.sub.closed) return;
+    this.hub.unsubscribe(this.sub);
+    this.end(error);
+  }
 }
 
 /** One long-poll over a subscription: resolves with a page of events and the cursor after them. */
@@ -117,10 +124,15 @@ async function pollOnce(
     start: opts.start,
     ...(opts.cursor ? { cursor: opts.cursor } : {}),
     replayBatch: opts.limit,
+    // `wait=0` answers once every topic has been read up to its head, never before: an answer
+    // taken while the engine is still being read would be a page of nothing.
     onCaughtUp: opts.waitMs === 0 ? finish : undefined,
+    // An engine that cannot be read gives 503 (the client retries with the same cursor), never
+    // an empty page.
+    onEngineError: (e) => sink.fail(e),
   });
   if (opts.waitMs === 0 && sub.states.size === 0) finish();
-  const timer = setTimeout(finish, opts.waitMs);
+  const timer = opts.waitMs > 0 ? setTimeout(finish, opts.waitMs) : undefined;
   opts.signal.addEventListener('abort', finish, { once: true });
   try {
     const r = await result;
