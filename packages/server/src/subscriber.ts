@@ -393,15 +393,16 @@ export class Subscription {
    * so a cursor taken early — a long-poll answering with one topic's page before the others were
    * read — claims nothing about them.
    */
-  cursorFor(time: number): string {
-    const max = this.hub.limits.maxCursorTopics;
+  cursorFor(time: number, maxLength?: number): string {
     let watermark = this.isPatternSub ? time - WATERMARK_MARGIN_MS : Infinity;
     const parts: string[] = [];
     let states = [...this.states.values()];
+    const max =
+      maxLength === undefined ? this.hub.limits.maxCursorTopics : fitting(states, maxLength);
     if (states.length > max) {
       // Keep the topics only a listing can place (no event handed over, so no time to resume
       // from), then the most recently advanced; the rest resume from the oldest time among them.
-      states.sort((a, b) => needsListing(b) - needsListing(a) || b.touched - a.touched);
+      states.sort(byListingPriority);
       for (let i = max; i < states.length; i++) {
         const st = states[i]!;
         const floor = st.lastTime > 0 ? st.lastTime : this.startFloor(st);
@@ -438,14 +439,19 @@ export class Subscription {
     }
   }
 
-  /** The current cursor of the subscription (for the WebSocket `subscribed` reply and tests). */
-  cursor(): string {
+  /**
+   * The current cursor of the subscription (the WebSocket `subscribed` reply, a long-poll page).
+   * `maxLength` lists every topic that fits in that many characters instead of `maxCursorTopics`:
+   * a cursor sent once per response, not with every event, should resume exactly wherever it can
+   * (a long-poll resuming topics by time gets their last events again on every page).
+   */
+  cursor(maxLength?: number): string {
     if (this.single) {
       const st = this.states.values().next().value;
       const p = st && listedPosition(st);
       if (p) return encodePosition(st.topic, p.epoch, p.seq);
     }
-    return this.cursorFor(Date.now());
+    return this.cursorFor(Date.now(), maxLength);
   }
 
   /** Ends the subscription with an error the client sees. */
@@ -477,6 +483,34 @@ export class Subscription {
 function listedPosition(st: TopicState): { epoch: string; seq: number } | null {
   if (st.resolved) return st.epoch === null ? null : { epoch: st.epoch, seq: st.pos };
   return st.start.kind === 'cursor' ? { epoch: st.start.epoch, seq: st.start.seq } : null;
+}
+
+/** Topics only a listing can place first, then the most recently advanced. */
+function byListingPriority(a: TopicState, b: TopicState): number {
+  return needsListing(b) - needsListing(a) || b.touched - a.touched;
+}
+
+/** Room kept in a length-bounded cursor for the watermark part (`,@` and 13 digits). */
+const WATERMARK_CHARS = 16;
+
+/** How many of `states`, listed in priority order, fit in a cursor of `maxLength` characters. */
+function fitting(states: TopicState[], maxLength: number): number {
+  const lengths = (list: TopicState[]): number[] =>
+    list.map((st) => {
+      const p = listedPosition(st);
+      return p ? encodePosition(st.topic, p.epoch, p.seq).length + 1 : 0;
+    });
+  let total = WATERMARK_CHARS;
+  for (const n of lengths(states)) total += n;
+  if (total <= maxLength) return states.length;
+  let n = 0;
+  total = WATERMARK_CHARS;
+  for (const len of lengths([...states].sort(byListingPriority))) {
+    if (total + len > maxLength) break;
+    total += len;
+    n++;
+  }
+  return n;
 }
 
 /** 1 when a topic can only be placed by listing it (nothing handed over yet, a position start). */

@@ -40,6 +40,7 @@ class CollectSink implements Sink {
     private readonly limit: number,
     private readonly done: (r: { events: string; cursor: string } | { error: RillError }) => void,
     private readonly hub: Hub,
+    private readonly maxCursorLength: number,
   ) {}
 
   attached(sub: Subscription): void {
@@ -59,7 +60,7 @@ class CollectSink implements Sink {
 
   write(chunk: string): void {
     const sub = this.sub!;
-    const cursor = sub.cursor();
+    const cursor = sub.cursor(this.maxCursorLength);
     this.hub.unsubscribe(sub);
     this.closed();
     this.done({ events: chunk.endsWith(',') ? chunk.slice(0, -1) : chunk, cursor });
@@ -71,7 +72,7 @@ class CollectSink implements Sink {
     if (!sub || sub.closed) return;
     sub.flush();
     if (sub.closed) return;
-    const cursor = sub.cursor();
+    const cursor = sub.cursor(this.maxCursorLength);
     this.hub.unsubscribe(sub);
     this.closed();
     this.done({ events: '', cursor });
@@ -90,7 +91,9 @@ class CollectSink implements Sink {
 
   end(error?: RillError): void {
     this.closed();
-    this.done(error ? { error } : { events: '', cursor: this.sub?.cursor() ?? '' });
+    this.done(
+      error ? { error } : { events: '', cursor: this.sub?.cursor(this.maxCursorLength) ?? '' },
+    );
   }
 
   /** Answers with an error instead of the page collected so far (its cursor is not given out). */
@@ -110,6 +113,8 @@ async function pollOnce(
     cursor: Cursor | undefined;
     limit: number;
     waitMs: number;
+    /** Longest cursor the next request may carry: the page's cursor lists what fits in it. */
+    maxCursorLength: number;
     signal: AbortSignal;
   },
 ): Promise<{ events: string; cursor: string; resets: string[] }> {
@@ -117,7 +122,7 @@ async function pollOnce(
   const result = new Promise<{ events: string; cursor: string } | { error: RillError }>(
     (r) => (settle = r),
   );
-  const sink = new CollectSink(opts.limit, (r) => settle(r), hub);
+  const sink = new CollectSink(opts.limit, (r) => settle(r), hub, opts.maxCursorLength);
   const finish = (): void => sink.finish();
   const sub = await hub.subscribe(sink, {
     patterns: opts.patterns,
@@ -174,6 +179,7 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
         cursor,
         limit,
         waitMs,
+        maxCursorLength: limits.maxCursorLength,
         signal: ac.signal,
       });
       return reply
