@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { publish, startServer } from '../../server/test/helpers.js';
 import { createClient, type StateChange } from '../src/index.js';
 import { httpProxy } from './proxy.js';
+import { dropStreams, SHARED_NATS_URL, uniqueNatsPrefix } from '../../server/test/nats-helpers.js';
 
 /** Holds every event-stream answer until it ends, as a buffering proxy does. */
 function bufferingProxy(target: string): ReturnType<typeof httpProxy> {
@@ -53,5 +54,47 @@ describe('auto transport', () => {
     expect(states.find((s) => s.error?.code === 'stream_blocked')).toBeDefined();
     // The proxy holds the stream's head too: SSE never opened, long-poll did.
     expect(states.filter((s) => s.state === 'open').map((s) => s.transport)).toEqual(['poll']);
+  });
+});
+
+describe('poll transport', () => {
+  const cleanups: Array<() => unknown> = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  // The NATS engine answers its first reads slowest: a first page must still wait for them, and
+  // a page of one topic must not carry the others past events never handed over.
+  it('delivers a multi-topic backlog whole over the nats engine: 5 orders, then 1,000 numbers', async () => {
+    const prefix = uniqueNatsPrefix();
+    cleanups.push(() => dropStreams(SHARED_NATS_URL, prefix));
+    const srv = await startServer({ engine: 'nats', nats: { url: SHARED_NATS_URL, prefix } });
+    cleanups.push(srv.close);
+    await publish(
+      srv.url,
+      'orders',
+      [1, 2, 3, 4, 5].map((n) => ({ data: n })),
+    );
+    await publish(
+      srv.url,
+      'numbers',
+      Array.from({ length: 1000 }, (_, i) => ({ data: i + 1 })),
+    );
+    // Age the backlog past the server's one-second watermark margin, as any real backlog is:
+    // a cursor that wrongly covered `orders` by time would then skip them.
+    await new Promise((r) => setTimeout(r, 1100));
+    const client = createClient({ url: srv.url, transport: 'poll' });
+    cleanups.push(() => client.close());
+    const got = new Map<string, number[]>([
+      ['orders', []],
+      ['numbers', []],
+    ]);
+    let n = 0;
+    for await (const ev of client.subscribe<number>(['numbers', 'orders'], { from: 'earliest' })) {
+      got.get(ev.topic)!.push(ev.seq);
+      if (++n === 1005) break;
+    }
+    expect(got.get('orders')).toEqual([1, 2, 3, 4, 5]);
+    expect(got.get('numbers')).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
   });
 });
