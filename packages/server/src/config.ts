@@ -4,7 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_MAX_CURSOR_LENGTH, DEFAULT_MAX_CURSOR_TOPICS } from './cursor.js';
 import { DEFAULT_IDEMPOTENCY_WINDOW_MS, DEFAULT_RETENTION } from './engine/engine.js';
-import { DEFAULT_MAX_EVENT_BYTES } from './event.js';
+import { DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_JSON_DEPTH } from './event.js';
 import { isValidPattern } from './topic.js';
 
 /**
@@ -111,6 +111,8 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** Largest event: data JSON + type + key. */
       maxEventBytes: bytes.default(DEFAULT_MAX_EVENT_BYTES),
+      /** Deepest nesting of arrays and objects in an event's data. */
+      maxJsonDepth: z.number().int().min(1).max(1000).default(DEFAULT_MAX_JSON_DEPTH),
       /** Most events in one publish request. */
       maxBatchEvents: z.number().int().min(1).default(10_000),
       /** Largest publish request body. */
