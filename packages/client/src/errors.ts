@@ -140,6 +140,7 @@ export function networkError(err: unknown, signal?: AbortSignal, url?: string): 
   if (err instanceof RillError) return err;
   if (signal?.aborted) return rillError('aborted', 'Aborted', { cause: err });
   const cause = networkCause(err);
-  const message = url === undefined ? `Connection failed: ${cause}` : `Cannot reach ${url}: ${cause}`;
+  const message =
+    url === undefined ? `Connection failed: ${cause}` : `Cannot reach ${url}: ${cause}`;
   return rillError('connection_failed', message, { retryable: true, cause: err });
 }

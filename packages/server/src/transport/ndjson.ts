@@ -20,7 +20,6 @@ import { errorPayload } from './sse.js';
 
 type Cached = RillEvent & { ndjson?: string; ndjsonBody?: string };
 
-// eslint-disable-next-line no-control-regex
 const BREAK_RE = /[\r\n\u0085\u2028\u2029]/;
 
 /** The event JSON without its opening brace, on one line; cached on the event. */
