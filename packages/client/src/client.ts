@@ -44,6 +44,17 @@ export interface PublishOptions {
   /** Idempotency key; default a random one, reused by every retry of this call. */
   key?: string;
   signal?: AbortSignal;
+  /** Called before each retry: the error that caused it, the attempt that failed, the wait in ms. */
+  onRetry?: (retry: PublishRetry) => void;
+}
+
+/** What {@link PublishOptions.onRetry} is told. */
+export interface PublishRetry {
+  error: RillError;
+  /** 1 for the first attempt. */
+  attempt: number;
+  /** Ms until the next attempt. */
+  delay: number;
 }
 
 /** A key unique enough to dedupe retries: 128 random bits (works outside secure contexts too). */
@@ -145,7 +156,10 @@ export class RillClient {
   ): Promise<PublishResult> {
     const ev: EventInput<T> = { data, key: options.key ?? newKey() };
     if (options.type !== undefined) ev.type = options.type;
-    const [r] = await this.publishBatch(topic, [ev], { signal: options.signal });
+    const [r] = await this.publishBatch(topic, [ev], {
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onRetry ? { onRetry: options.onRetry } : {}),
+    });
     return r!;
   }
 
@@ -156,7 +170,7 @@ export class RillClient {
   async publishBatch<T = unknown>(
     topic: string,
     events: Array<EventInput<T>>,
-    options: { signal?: AbortSignal } = {},
+    options: Pick<PublishOptions, 'signal' | 'onRetry'> = {},
   ): Promise<PublishResult[]> {
     const base = newKey();
     const body = JSON.stringify(events.map((e, i) => ({ ...e, key: e.key ?? `${base}-${i}` })));
@@ -183,10 +197,12 @@ export class RillClient {
         floor = Number(res.headers.get('retry-after')) * 1000 || 0;
         err = await fromResponse(res);
       } catch (e) {
-        err = networkError(e, options.signal);
+        err = networkError(e, options.signal, this.url);
       }
       if (!err.retryable || attempt >= retries) throw err;
-      await sleep(backoff.next(floor), options.signal);
+      const delay = backoff.next(floor);
+      options.onRetry?.({ error: err, attempt: attempt + 1, delay });
+      await sleep(delay, options.signal);
     }
   }
 
@@ -212,7 +228,7 @@ export class RillClient {
         signal: options.signal,
       });
     } catch (e) {
-      throw networkError(e, options.signal);
+      throw networkError(e, options.signal, this.url);
     }
     if (!res.ok) throw await fromResponse(res);
     return (await res.json()) as Awaited<ReturnType<RillClient['history']>> as never;

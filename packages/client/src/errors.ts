@@ -117,12 +117,30 @@ export async function fromResponse(res: Response): Promise<RillError> {
   return fromBody(body, res.status);
 }
 
-/** Wraps whatever `fetch` threw. */
-export function networkError(err: unknown, signal?: AbortSignal): RillError {
+/**
+ * The system error under a failed `fetch` (`ECONNREFUSED`, `ENOTFOUND`, ...): `fetch failed` alone
+ * says nothing. Undici puts it in `cause`, an AggregateError when every address of a name failed.
+ */
+export function networkCause(err: unknown): string {
+  let e: unknown = err;
+  let message = String((err as Error)?.message ?? err);
+  for (let i = 0; i < 5 && e !== null && typeof e === 'object'; i++) {
+    const x = e as { code?: unknown; message?: unknown; cause?: unknown; errors?: unknown[] };
+    if (typeof x.code === 'string' && /^E[A-Z]+$/.test(x.code)) return x.code;
+    if (i > 0 && typeof x.message === 'string' && x.message !== '') {
+      message = `${message}: ${x.message}`;
+    }
+    e = x.cause ?? (Array.isArray(x.errors) ? x.errors[0] : undefined);
+  }
+  return message;
+}
+
+/** Wraps whatever `fetch` threw; `url`, when given, is named in the message. */
+export function networkError(err: unknown, signal?: AbortSignal, url?: string): RillError {
   if (err instanceof RillError) return err;
   if (signal?.aborted) return rillError('aborted', 'Aborted', { cause: err });
-  return rillError('connection_failed', `Connection failed: ${(err as Error)?.message ?? err}`, {
-    retryable: true,
-    cause: err,
-  });
+  const cause = networkCause(err);
+  const message =
+    url === undefined ? `Connection failed: ${cause}` : `Cannot reach ${url}: ${cause}`;
+  return rillError('connection_failed', message, { retryable: true, cause: err });
 }

@@ -4,7 +4,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_MAX_CURSOR_LENGTH, DEFAULT_MAX_CURSOR_TOPICS } from './cursor.js';
 import { DEFAULT_IDEMPOTENCY_WINDOW_MS, DEFAULT_RETENTION } from './engine/engine.js';
-import { DEFAULT_MAX_EVENT_BYTES } from './event.js';
+import { DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_JSON_DEPTH } from './event.js';
 import { isValidPattern } from './topic.js';
 
 /**
@@ -111,6 +111,8 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** Largest event: data JSON + type + key. */
       maxEventBytes: bytes.default(DEFAULT_MAX_EVENT_BYTES),
+      /** Deepest nesting of arrays and objects in an event's data. */
+      maxJsonDepth: z.number().int().min(1).max(1000).default(DEFAULT_MAX_JSON_DEPTH),
       /** Most events in one publish request. */
       maxBatchEvents: z.number().int().min(1).default(10_000),
       /** Largest publish request body. */
@@ -191,11 +193,89 @@ export function resolveConfig(input: unknown): RillConfig {
       if (i.code === 'unrecognized_keys') {
         return `${key === '(root)' ? '' : key + ': '}unknown key(s) ${i.keys.map((k) => JSON.stringify(k)).join(', ')}`;
       }
-      return `${key}: ${i.message}`;
+      const path = i.path.map(String);
+      const form = i.code === 'custom' ? undefined : expectedForm(path);
+      const got = valueAt(input, path);
+      const shown = got === undefined ? '' : ` (got ${JSON.stringify(got)?.slice(0, 60)})`;
+      const why = form
+        ? `must be ${form}`
+        : i.code === 'too_small'
+          ? `must be at least ${String(i.minimum)}`
+          : i.code === 'too_big'
+            ? `must be at most ${String(i.maximum)}`
+            : i.message;
+      return `${key}${sourcesOf(path)}: ${why}${shown}`;
     });
     throw new ConfigError(`Invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   return r.data;
+}
+
+/** Command-line flags of `rill serve` that set a config key. */
+const FLAGS: Record<string, string> = {
+  host: '--host',
+  port: '--port',
+  engine: '--engine',
+  dataDir: '--data-dir',
+  'redis.url': '--redis-url',
+  'nats.url': '--nats-url',
+  demo: '--demo',
+  insecure: '--insecure',
+  logLevel: '--log-level',
+};
+
+/** ` (--port, RILL_PORT)`: where a key can be set besides a config file. */
+function sourcesOf(path: string[]): string {
+  if (path.length === 0 || path.some((p) => /^\d+$/.test(p))) return '';
+  const key = path.join('.');
+  const env =
+    Object.keys(ENV_FLAT).find((e) => ENV_FLAT[e] === key) ??
+    `RILL_${path.map((p) => p.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()).join('__')}`;
+  return ` (${FLAGS[key] ? `${FLAGS[key]}, ` : ''}${env})`;
+}
+
+/** What the schema takes at `path`, in words ("an integer from 0 to 65535"), when it can tell. */
+function expectedForm(path: string[]): string | undefined {
+  let s = ConfigSchema as unknown as z.ZodType;
+  const unwrap = (t: z.ZodType): z.ZodType => {
+    for (;;) {
+      const def = t._zod.def as { type: string; innerType?: z.ZodType };
+      if (['default', 'prefault', 'optional', 'nullable'].includes(def.type) && def.innerType) {
+        t = def.innerType;
+      } else {
+        return t;
+      }
+    }
+  };
+  for (const seg of path) {
+    s = unwrap(s);
+    if (s instanceof z.ZodObject) s = s.shape[seg] as z.ZodType;
+    else if (s instanceof z.ZodArray) s = s.element as z.ZodType;
+    else return undefined;
+    if (s === undefined) return undefined;
+  }
+  s = unwrap(s);
+  if (s instanceof z.ZodNumber) {
+    const what = s.isInt ? 'an integer' : 'a number';
+    const min = Number.isFinite(s.minValue) && s.minValue !== Number.MIN_SAFE_INTEGER;
+    const max = Number.isFinite(s.maxValue) && s.maxValue !== Number.MAX_SAFE_INTEGER;
+    if (min && max) return `${what} from ${s.minValue} to ${s.maxValue}`;
+    if (min) return `${what} of at least ${s.minValue}`;
+    if (max) return `${what} of at most ${s.maxValue}`;
+    return what;
+  }
+  if (s instanceof z.ZodEnum) return `one of ${s.options.join(', ')}`;
+  if (s instanceof z.ZodBoolean) return 'true or false';
+  return undefined;
+}
+
+function valueAt(input: unknown, path: string[]): unknown {
+  let v = input;
+  for (const p of path) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[p];
+  }
+  return v;
 }
 
 /** Reads a JSON or YAML config file (by extension; YAML otherwise, which also reads JSON). */

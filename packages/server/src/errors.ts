@@ -60,6 +60,12 @@ export const ERRORS = {
     close: 4520,
     message: 'Unsupported WebSocket version',
   },
+  json_too_deep: {
+    status: 400,
+    retryable: false,
+    close: 4521,
+    message: 'JSON nested too deeply',
+  },
   topic_not_found: { status: 404, retryable: false, close: 4507, message: 'Unknown topic' },
   not_found: { status: 404, retryable: false, close: 4508, message: 'Not found' },
   method_not_allowed: {

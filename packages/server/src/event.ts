@@ -7,6 +7,19 @@ export const DEFAULT_MAX_EVENT_BYTES = 64 * 1024;
 export const MAX_TYPE_LENGTH = 200;
 /** Longest idempotency `key`, in characters. */
 export const MAX_KEY_LENGTH = 256;
+/**
+ * Deepest nesting of arrays and objects in an event's `data` by default (`1` is depth 0, `{}` and
+ * `[]` depth 1). Every transport wraps `data` in at most two more levels (the event object, and a
+ * long-poll or history page around it), so 64 keeps every delivered document within Ruby's default
+ * parser limit (100) and serde_json's (128), far below where recursive encoders run out of stack.
+ */
+export const DEFAULT_MAX_JSON_DEPTH = 64;
+
+/** The limits {@link parseEventInput} enforces (`config.limits` has them). */
+export interface EventLimits {
+  maxEventBytes: number;
+  maxJsonDepth: number;
+}
 
 /**
  * Event types a publisher may not use: the server's own SSE control frames (`error`, `reset`) and
@@ -42,23 +55,99 @@ export interface RillEvent {
   json?: string;
 }
 
-// C0 controls, DEL and the Unicode line/paragraph separators: none may reach an SSE field or a log.
+// C0 controls, DEL, C1 controls (NEL among them) and the Unicode line/paragraph separators: none
+// may reach an SSE field, an NDJSON line or a log.
 // eslint-disable-next-line no-control-regex
-const CONTROL_RE = /[\u0000-\u001f\u007f\u2028\u2029]/;
+const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
-const LINE_SEP_RE = /[\u2028\u2029]/;
+/** A UTF-16 surrogate not part of a pair: a `u` regex reads a pair as one code point. */
+const LONE_SURROGATE_RE = /\p{Cs}/u;
+
+/** Characters valid in JSON strings that some line splitters take for line ends. */
+const LINE_SEP_RE = /[\u0085\u2028\u2029]/;
+const LINE_SEP_ALL_RE = /[\u0085\u2028\u2029]/g;
+
+/** `\u0085`, `\u2028` and `\u2029` in JSON text escaped; the JSON value is unchanged. */
+export function escapeLineSeparators(json: string): string {
+  return LINE_SEP_RE.test(json)
+    ? json.replace(LINE_SEP_ALL_RE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+    : json;
+}
 
 /**
- * Validates one raw event object from a request body and returns its normalized form.
+ * Checks a parsed JSON value before it is stored, whatever path it came by (HTTP JSON, NDJSON,
+ * WebSocket): arrays and objects nested at most `maxDepth` deep (`json_too_deep`), no string or
+ * member name with a lone surrogate (not representable in UTF-8; `invalid_event`), and no member
+ * that pollutes prototypes when a client merges the object: `__proto__`, or `constructor` holding
+ * a `prototype` (the members Fastify's JSON parser refuses; `invalid_event`). Iterative, so no
+ * depth can exhaust the stack.
+ */
+export function checkJsonValue(value: unknown, maxDepth: number, where = ''): void {
+  if (typeof value !== 'object' || value === null) {
+    if (typeof value === 'string') checkString(value, 'a string', where);
+    return;
+  }
+  const stack: Array<{ v: object; depth: number }> = [{ v: value, depth: 1 }];
+  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
+    const { v, depth } = item;
+    if (depth > maxDepth) {
+      throw new RillError(
+        'json_too_deep',
+        `Event data is nested more than ${maxDepth} levels deep${where}`,
+        { details: { limit: maxDepth } },
+      );
+    }
+    if (Array.isArray(v)) {
+      for (const x of v as unknown[]) {
+        if (typeof x === 'object' && x !== null) stack.push({ v: x, depth: depth + 1 });
+        else if (typeof x === 'string') checkString(x, 'a string', where);
+      }
+      continue;
+    }
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      const x = o[k];
+      if (
+        k === '__proto__' ||
+        (k === 'constructor' &&
+          typeof x === 'object' &&
+          x !== null &&
+          Object.prototype.hasOwnProperty.call(x, 'prototype'))
+      ) {
+        throw new RillError(
+          'invalid_event',
+          `Event data must not have a ${k === '__proto__' ? '"__proto__"' : '"constructor.prototype"'} member${where}`,
+        );
+      }
+      checkString(k, 'a member name', where);
+      if (typeof x === 'object' && x !== null) stack.push({ v: x, depth: depth + 1 });
+      else if (typeof x === 'string') checkString(x, 'a string', where);
+    }
+  }
+}
+
+function checkString(s: string, what: string, where: string): void {
+  if (LONE_SURROGATE_RE.test(s)) {
+    throw new RillError(
+      'invalid_event',
+      `Event data has ${what} with a lone surrogate (not valid Unicode)${where}`,
+    );
+  }
+}
+
+/**
+ * Validates one raw event object (parsed JSON) and returns its normalized form. Every publish path
+ * (HTTP JSON, NDJSON, WebSocket) goes through here, so one event gets one verdict everywhere.
  * `dataText`, when given, is the publisher's own JSON text of `raw.data` (see {@link rawDataText}),
  * kept instead of serializing `raw.data` again.
  */
 export function parseEventInput(
   raw: unknown,
-  maxEventBytes: number,
+  limits: EventLimits,
   index?: number,
   dataText?: string,
 ): EventInput {
+  const { maxEventBytes } = limits;
   const where = index === undefined ? '' : ` (event ${index})`;
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     throw new RillError(
@@ -78,13 +167,12 @@ export function parseEventInput(
   if (!('data' in obj) || obj.data === undefined) {
     throw new RillError('invalid_event', `Event has no "data" field${where}`);
   }
-  let data = dataText ?? JSON.stringify(obj.data);
-  // Valid JSON either way, but some line splitters treat U+2028/U+2029 as line ends.
-  if (LINE_SEP_RE.test(data))
-    data = data.replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
-  const out: EventInput = { data };
+  const out: EventInput = { data: '' };
   if (obj.type !== undefined) out.type = checkLabel('type', obj.type, MAX_TYPE_LENGTH, where);
   if (obj.key !== undefined) out.key = checkLabel('key', obj.key, MAX_KEY_LENGTH, where);
+  checkJsonValue(obj.data, limits.maxJsonDepth, where);
+  // Valid JSON either way, but some line splitters treat U+0085/U+2028/U+2029 as line ends.
+  out.data = escapeLineSeparators(dataText ?? JSON.stringify(obj.data));
   if (out.type !== undefined && isReservedType(out.type)) {
     throw new RillError(
       'invalid_event',
@@ -111,7 +199,13 @@ function checkLabel(name: string, v: unknown, max: number, where: string): strin
   if (CONTROL_RE.test(v)) {
     throw new RillError(
       'invalid_event',
-      `Event ${name} must not contain control characters (CR, LF, NUL, ...)${where}`,
+      `Event ${name} must not contain control characters (CR, LF, NUL, NEL, U+2028, ...)${where}`,
+    );
+  }
+  if (LONE_SURROGATE_RE.test(v)) {
+    throw new RillError(
+      'invalid_event',
+      `Event ${name} must not contain a lone surrogate (not valid Unicode)${where}`,
     );
   }
   return v;

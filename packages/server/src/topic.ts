@@ -24,6 +24,23 @@ export function assertTopic(name: string): string {
   return name;
 }
 
+const PREFIX_RE = /^[A-Za-z0-9_.~-]*$/;
+
+/**
+ * A topic-name prefix or a topic name to list after (`GET /v1/topics?prefix=&after=`): at most
+ * {@link MAX_TOPIC_LENGTH} characters of the topic alphabet, or `invalid_parameter`. Nothing longer
+ * or outside the alphabet can match a topic, and an engine need not take it as a key.
+ */
+export function assertTopicPrefix(value: string, name: string): string {
+  if (value.length > MAX_TOPIC_LENGTH || !PREFIX_RE.test(value)) {
+    throw new RillError(
+      'invalid_parameter',
+      `${name} must be at most ${MAX_TOPIC_LENGTH} characters of [A-Za-z0-9_.~-]`,
+    );
+  }
+  return value;
+}
+
 /** True when `p` contains a wildcard segment (`*` or `>`). */
 export function isPattern(p: string): boolean {
   return p.split('.').some((s) => s === '*' || s === '>');

@@ -47,7 +47,7 @@ const cases: Case[] = [
     path: P,
     body: '{"__proto__":{"x":1},"data":1}',
     status: 400,
-    code: 'invalid_json',
+    code: 'invalid_event',
   },
   {
     name: 'NDJSON bad line',

@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TcpProxy } from '../../client/test/proxy.js';
-import { BIN, publish, startServer } from './helpers.js';
+import { BIN, freePort, publish, startServer, waitFor } from './helpers.js';
 
 interface Run {
   proc: ChildProcess;
@@ -19,8 +19,13 @@ interface Run {
   lines: (n: number) => Promise<string[]>;
 }
 
-function rill(args: string[], input?: string, env: NodeJS.ProcessEnv = {}): Run {
-  const proc = spawn(process.execPath, [BIN, ...args], {
+function rill(
+  args: string[],
+  input?: string,
+  env: NodeJS.ProcessEnv = {},
+  command: string[] = [process.execPath, BIN, ...args],
+): Run {
+  const proc = spawn(command[0]!, command.slice(1), {
     env: { ...process.env, NO_COLOR: '1', ...env },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
@@ -167,4 +172,71 @@ describe('rill tail / rill publish', () => {
     expect(await notJson.exited).toBe(1);
     expect(notJson.stderr()).toBe('rill: line 1: not JSON\n');
   });
+
+  /** Runs the bin under a pseudo-terminal (`script`), so stdout and stderr are TTYs. */
+  function rillTty(args: string[]): Run {
+    const cmd = [process.execPath, BIN, ...args].map((a) => `'${a}'`).join(' ');
+    return rill([], undefined, {}, ['/usr/bin/script', '-qfec', cmd, '/dev/null']);
+  }
+
+  /** Resolves once `text()` matches `re` (fails after 20 s, showing the text). */
+  async function until(text: () => string, re: RegExp): Promise<void> {
+    await waitFor(() => re.test(text()), 20_000).catch(() => {
+      throw new Error(`no ${re} in:\n${text()}`);
+    });
+  }
+
+  it('publish to a server that is down names the URL and the cause, and the retries on a TTY', async () => {
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const tty = track(rillTty(['publish', 'cli.down', '1', '--url', dead]));
+    await until(
+      tty.stdout,
+      new RegExp(`rill: Cannot reach ${dead}: ECONNREFUSED, retrying in \\d+(\\.\\d)?m?s`),
+    );
+    tty.proc.kill('SIGKILL');
+
+    const r = track(rill(['publish', 'cli.down', '1', '--url', dead]));
+    expect(await r.exited).toBe(1);
+    // Not a terminal: no retry chatter, one line saying what failed.
+    expect(r.stderr()).toBe(
+      `rill: Cannot reach ${dead}: ECONNREFUSED (gave up after 6 attempts)\n`,
+    );
+  }, 60_000);
+
+  it('tail to a server that is down says it is reconnecting and why; once per state when piped', async () => {
+    const port = await freePort();
+    const dead = `http://127.0.0.1:${port}`;
+    const tty = track(rillTty(['tail', 'cli.down', '--url', dead]));
+    await until(
+      tty.stdout,
+      new RegExp(`~ ${dead}: Connection failed: ECONNREFUSED, reconnecting in \\d`),
+    );
+    tty.proc.kill('SIGKILL');
+
+    const r = track(rill(['tail', 'cli.down', '--url', dead]));
+    await until(r.stderr, /"state":"connecting"/);
+    // The server comes up on that port: the tail connects and says so, one line.
+    const s = await startServer({ port });
+    cleanups.push(s.close);
+    await until(r.stderr, /"state":"open"/);
+    await publish(s.url, 'cli.down', { data: 7 });
+    expect(JSON.parse((await r.lines(1))[0]!)).toMatchObject({ topic: 'cli.down', data: 7 });
+    const states = r
+      .stderr()
+      .split('\n')
+      .filter(Boolean)
+      .map(
+        (l) => JSON.parse(l) as { state: string; url: string; error?: string; message?: string },
+      );
+    expect(states[0]).toMatchObject({
+      state: 'connecting',
+      url: dead,
+      error: 'connection_failed',
+      message: 'Connection failed: ECONNREFUSED',
+    });
+    // However many attempts it took: one line for the refused state, one for open.
+    expect(states.map((x) => x.state)).toEqual(['connecting', 'open']);
+    r.proc.kill('SIGINT');
+    expect(await r.exited).toBe(0);
+  }, 60_000);
 });

@@ -214,7 +214,29 @@ describe('rill serve: validation exits 2 and names the problem', () => {
     const r = await runCli(['serve', '--engine', 'memory'], { RILL_PORT: 'notaport' });
     expect(r.listened).toBe(false);
     expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/^\s*port: /m);
+    expect(r.stderr).toMatch(
+      /^\s*port \(--port, RILL_PORT\): must be an integer from 0 to 65535 \(got "notaport"\)$/m,
+    );
+  });
+
+  it('says what a flag, a variable or a file key takes, in words, with what it got', async () => {
+    const r = await runCli(['serve', '--engine', 'memory', '--port', 'abc']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(
+      'rill: Invalid configuration:\n  port (--port, RILL_PORT): must be an integer from 0 to 65535 (got "abc")\n',
+    );
+    const yaml = file('bad-values.yaml', 'engine: memory\nlimits:\n  maxBatchEvents: 0\n');
+    const r2 = await runCli(['serve', '--config', yaml, '--port', String(await freePort())], {
+      RILL_DEMO: 'yes',
+      RILL_WS__PING_INTERVAL: '5',
+    });
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toContain(
+      'limits.maxBatchEvents (RILL_LIMITS__MAX_BATCH_EVENTS): must be an integer of at least 1 (got 0)',
+    );
+    expect(r2.stderr).toContain('demo (--demo, RILL_DEMO): must be true or false (got "yes")');
+    expect(r2.stderr).toContain('ws.pingInterval (RILL_WS__PING_INTERVAL): must be at least 100');
+    expect(r2.stderr).not.toMatch(/Invalid input|expected number/);
   });
 
   it('rejects an unknown RILL_ variable', async () => {

@@ -5,6 +5,7 @@ import { sseEventFrame } from '../src/transport/sse.js';
 import { RillError } from '../src/errors.js';
 import {
   DEFAULT_MAX_EVENT_BYTES,
+  DEFAULT_MAX_JSON_DEPTH,
   MAX_KEY_LENGTH,
   MAX_TYPE_LENGTH,
   eventId,
@@ -12,6 +13,7 @@ import {
   isReservedType,
   parseEventInput,
   rawDataText,
+  type EventLimits,
   type RillEvent,
 } from '../src/event.js';
 
@@ -33,6 +35,10 @@ function expectRillError(fn: () => unknown, code: string): RillError {
 }
 
 const MAX = DEFAULT_MAX_EVENT_BYTES;
+const lim = (maxEventBytes: number): EventLimits => ({
+  maxEventBytes,
+  maxJsonDepth: DEFAULT_MAX_JSON_DEPTH,
+});
 
 // ---------------------------------------------------------------------------------------------
 // Arbitraries
@@ -142,7 +148,7 @@ describe('parseEventInput: valid input', () => {
     ['empty object', {}],
     ['nested', { a: [1, { b: null }], c: 'd' }],
   ])('accepts data %s', (_label, data) => {
-    const out = parseEventInput({ data }, MAX);
+    const out = parseEventInput({ data }, lim(MAX));
     // JSON text of the value, with U+2028/U+2029 escaped so no line splitter breaks it.
     expect(out.data).toBe(
       JSON.stringify(data)
@@ -156,12 +162,12 @@ describe('parseEventInput: valid input', () => {
   });
 
   it('keeps data JSON text free of raw newlines', () => {
-    const out = parseEventInput({ data: 'a\nb\rc' }, MAX);
+    const out = parseEventInput({ data: 'a\nb\rc' }, lim(MAX));
     expect(out.data).toBe('"a\\nb\\rc"');
   });
 
   it('keeps type and key', () => {
-    expect(parseEventInput({ type: 'order.created', key: 'k-1', data: 1 }, MAX)).toEqual({
+    expect(parseEventInput({ type: 'order.created', key: 'k-1', data: 1 }, lim(MAX))).toEqual({
       type: 'order.created',
       key: 'k-1',
       data: '1',
@@ -169,7 +175,7 @@ describe('parseEventInput: valid input', () => {
   });
 
   it('treats an undefined type or key as absent', () => {
-    const out = parseEventInput({ type: undefined, key: undefined, data: 1 }, MAX);
+    const out = parseEventInput({ type: undefined, key: undefined, data: 1 }, lim(MAX));
     expect(out).toEqual({ data: '1' });
   });
 
@@ -182,7 +188,7 @@ describe('parseEventInput: valid input', () => {
     ['type "rill"', { type: 'rill', data: 1 }],
     ['type "errors"', { type: 'errors', data: 1 }],
   ])('accepts %s', (_label, raw) => {
-    const out = parseEventInput(raw, MAX);
+    const out = parseEventInput(raw, lim(MAX));
     expect(out.type).toBe(raw.type);
     expect(out.key).toBe(raw.key);
   });
@@ -254,7 +260,7 @@ describe('parseEventInput: invalid input', () => {
   ];
 
   it.each(bad)('rejects %s', (_label, raw, code) => {
-    const err = expectRillError(() => parseEventInput(raw, MAX), code);
+    const err = expectRillError(() => parseEventInput(raw, lim(MAX)), code);
     if (code === 'event_too_large') {
       expect(err.status).toBe(413);
       expect(err.details).toEqual({ limit: MAX });
@@ -264,31 +270,34 @@ describe('parseEventInput: invalid input', () => {
   });
 
   it('names the event index in the message when given one', () => {
-    const err = expectRillError(() => parseEventInput({}, MAX, 3), 'invalid_event');
+    const err = expectRillError(() => parseEventInput({}, lim(MAX), 3), 'invalid_event');
     expect(err.message).toContain('event 3');
-    const err2 = expectRillError(() => parseEventInput({}, MAX), 'invalid_event');
+    const err2 = expectRillError(() => parseEventInput({}, lim(MAX)), 'invalid_event');
     expect(err2.message).not.toMatch(/event \d/);
   });
 
   it('measures data in UTF-8 bytes of its JSON text, up to and including the limit', () => {
     // '"abc"' is 5 bytes.
-    expect(parseEventInput({ data: 'abc' }, 5).data).toBe('"abc"');
-    expectRillError(() => parseEventInput({ data: 'abc' }, 4), 'event_too_large');
+    expect(parseEventInput({ data: 'abc' }, lim(5)).data).toBe('"abc"');
+    expectRillError(() => parseEventInput({ data: 'abc' }, lim(4)), 'event_too_large');
     // '"é"' is 4 bytes in UTF-8 (3 UTF-16 units).
-    expect(parseEventInput({ data: 'é' }, 4).data).toBe('"é"');
-    expectRillError(() => parseEventInput({ data: 'é' }, 3), 'event_too_large');
+    expect(parseEventInput({ data: 'é' }, lim(4)).data).toBe('"é"');
+    expectRillError(() => parseEventInput({ data: 'é' }, lim(3)), 'event_too_large');
     // '"\n"' is 4 bytes once escaped.
-    expect(parseEventInput({ data: '\n' }, 4).data).toBe('"\\n"');
-    expectRillError(() => parseEventInput({ data: '\n' }, 3), 'event_too_large');
+    expect(parseEventInput({ data: '\n' }, lim(4)).data).toBe('"\\n"');
+    expectRillError(() => parseEventInput({ data: '\n' }, lim(3)), 'event_too_large');
   });
 
   it('counts type and key toward the size limit', () => {
-    expect(parseEventInput({ data: 1 }, 10).data).toBe('1');
+    expect(parseEventInput({ data: 1 }, lim(10)).data).toBe('1');
     expectRillError(
-      () => parseEventInput({ type: 't'.repeat(20), data: 1 }, 10),
+      () => parseEventInput({ type: 't'.repeat(20), data: 1 }, lim(10)),
       'event_too_large',
     );
-    expectRillError(() => parseEventInput({ key: 'k'.repeat(20), data: 1 }, 10), 'event_too_large');
+    expectRillError(
+      () => parseEventInput({ key: 'k'.repeat(20), data: 1 }, lim(10)),
+      'event_too_large',
+    );
   });
 
   it('property: any value either parses or throws invalid_event / event_too_large', () => {
@@ -307,7 +316,7 @@ describe('parseEventInput: invalid input', () => {
     fc.assert(
       fc.property(rawArb, fc.integer({ min: 1, max: 200 }), (raw, max) => {
         try {
-          const out = parseEventInput(raw, max);
+          const out = parseEventInput(raw, lim(max));
           expect(typeof out.data).toBe('string');
           expect(JSON.parse(out.data)).toEqual(
             JSON.parse(JSON.stringify((raw as { data: unknown }).data)),
@@ -447,7 +456,7 @@ describe('eventJson', () => {
           const raw: Record<string, unknown> = { data: value };
           if (type !== undefined) raw.type = type;
           if (key !== undefined) raw.key = key;
-          const input = parseEventInput(raw, Number.MAX_SAFE_INTEGER);
+          const input = parseEventInput(raw, lim(Number.MAX_SAFE_INTEGER));
           expect(input.type).toBe(type);
           expect(input.key).toBe(key);
 

@@ -286,7 +286,7 @@ describe('WebSocket protocol', () => {
       [
         'data nested too deeply',
         `{"op":"publish","id":"e23","topic":"p5.x","data":${'['.repeat(200_000)}${']'.repeat(200_000)}}`,
-        'invalid_event',
+        'json_too_deep',
         'e23',
       ],
     ];

@@ -1,7 +1,13 @@
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
-import { createClient, RillError, type EventInput, type PublishResult } from '@rill/client';
-import { DEFAULT_URL, urlOption } from './tail.js';
+import {
+  createClient,
+  RillError,
+  type EventInput,
+  type PublishResult,
+  type PublishRetry,
+} from '@rill/client';
+import { DEFAULT_URL, formatDelay, urlOption } from './tail.js';
 
 interface PublishFlags {
   url?: string;
@@ -61,6 +67,19 @@ async function publish(
     err instanceof RillError
       ? `${err.code}: ${err.message}`
       : String((err as Error)?.message ?? err);
+  // A server that cannot be reached is not a rejection: say where and why, and that it gave up.
+  const failure = (err: unknown): string =>
+    err instanceof RillError && err.code === 'connection_failed'
+      ? `${err.message} (gave up after ${retries} attempts)`
+      : `rejected: ${describe(err)}`;
+  // Retries take seconds: on a terminal, say what is happening meanwhile.
+  let retries = 1;
+  const onRetry = (r: PublishRetry): void => {
+    retries = r.attempt + 1;
+    if (!process.stderr.isTTY) return;
+    const why = r.error.code === 'connection_failed' ? r.error.message : describe(r.error);
+    process.stderr.write(`rill: ${why}, retrying in ${formatDelay(r.delay)}\n`);
+  };
 
   if (json !== undefined) {
     let data: unknown;
@@ -73,11 +92,12 @@ async function publish(
       const r = await client.publish(topic, data, {
         ...(flags.type !== undefined ? { type: flags.type } : {}),
         ...(flags.key !== undefined ? { key: flags.key } : {}),
+        onRetry,
       });
       process.stdout.write(`${JSON.stringify(r)}\n`);
       return 0;
     } catch (err) {
-      return fail(`rejected: ${describe(err)}`);
+      return fail(failure(err));
     }
   }
 
@@ -104,10 +124,12 @@ async function publish(
     if (batch.length === 0) return;
     let results: PublishResult[];
     try {
-      results = await client.publishBatch(topic, batch);
+      results = await client.publishBatch(topic, batch, { onRetry });
     } catch (err) {
       throw new InputError(
-        `lines ${batchStart}–${lineNo} rejected (nothing of them stored): ${describe(err)}`,
+        err instanceof RillError && err.code === 'connection_failed'
+          ? `lines ${batchStart}–${lineNo} not sent: ${failure(err)}`
+          : `lines ${batchStart}–${lineNo} rejected (nothing of them stored): ${describe(err)}`,
       );
     }
     first ??= results[0];

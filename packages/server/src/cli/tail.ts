@@ -23,6 +23,11 @@ interface TailFlags {
   transport?: TransportName;
 }
 
+/** `1s`, `1.5s`, `250ms`. */
+export function formatDelay(ms: number): string {
+  return ms >= 1000 ? `${Math.round(ms / 100) / 10}s` : `${Math.round(ms)}ms`;
+}
+
 export function urlOption(): Option {
   return new Option('--url <url>', `server URL (default ${DEFAULT_URL}, env RILL_URL)`);
 }
@@ -104,18 +109,37 @@ async function tail(topics: string[], flags: TailFlags): Promise<number> {
     return 2;
   }
   const client = createClient({ url, transport: flags.transport ?? 'auto', WebSocket });
+  /** Whether the terminal was last told of a problem (then it is told when it is over). */
+  let troubled = false;
+  let lastState = '';
   const sub = client.subscribe(topics, {
     ...(from !== undefined ? { from } : {}),
     ...(flags.since !== undefined ? { since: flags.since } : {}),
     notices: true,
     onState: (s: StateChange) => {
-      if (s.state === 'reconnecting' || (s.state === 'connecting' && s.error)) {
-        const why = s.error ? `${s.error.message}; ` : '';
+      // Not a terminal: one JSON line per state change. A terminal: what is wrong and what next.
+      if (!errTty) {
+        // Retries in the same state for the same reason are one state, not a line each.
+        const key = `${s.state} ${s.error?.code ?? ''}`;
+        if (key === lastState) return;
+        lastState = key;
         process.stderr.write(
-          errTty
-            ? styleText('dim', `~ ${why}reconnecting in ${s.delay} ms\n`)
-            : `${JSON.stringify({ state: s.state, delay: s.delay, error: s.error?.code })}\n`,
+          `${JSON.stringify({
+            state: s.state,
+            url,
+            transport: s.transport,
+            ...(s.delay !== undefined ? { delay: s.delay, attempt: s.attempt } : {}),
+            ...(s.error ? { error: s.error.code, message: s.error.message } : {}),
+          })}\n`,
         );
+      } else if (s.state === 'reconnecting' || (s.state === 'connecting' && s.error)) {
+        const why = s.error ? `${s.error.message}, ` : '';
+        const delay = s.delay === undefined ? '' : ` in ${formatDelay(s.delay)}`;
+        process.stderr.write(styleText('dim', `~ ${url}: ${why}reconnecting${delay}\n`));
+        troubled = true;
+      } else if (s.state === 'open' && troubled) {
+        process.stderr.write(styleText('dim', `~ connected to ${url} (${s.transport})\n`));
+        troubled = false;
       }
     },
   });

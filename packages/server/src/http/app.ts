@@ -8,7 +8,8 @@ import { RillError } from '../errors.js';
 import type { Hub } from '../hub.js';
 import { demoPage } from './demo-page.js';
 import { pollRoutes } from './poll.js';
-import { publishRoutes } from './publish.js';
+import { decodeUtf8Body, parseJsonBody, publishRoutes } from './publish.js';
+import { queryError } from './query.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
 import { wsRoutes } from './ws.js';
@@ -70,12 +71,36 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
     void reply.code(431).type('application/json; charset=utf-8').send(e.toJSON());
   });
 
-  // Publish takes JSON or NDJSON only; anything else is a 415, not a string event.
-  app.removeContentTypeParser('text/plain');
+  // Every query parameter but the list ones takes one value: repeated, it is refused here for
+  // every route, before a handler could read an array where it expects a string.
+  app.addHook('onRequest', (req, _reply, done) => done(queryError(req.query) ?? undefined));
+
+  // Publish takes JSON or NDJSON only; anything else is a 415, not a string event. Both bodies
+  // must be valid UTF-8 (never decoded with U+FFFD in place of bad bytes); JSON is parsed by
+  // plain JSON.parse and every event then checked by the one event validator (parseEventInput).
+  app.removeContentTypeParser(['text/plain', 'application/json']);
+  const bodyLimit = ctx.config.limits.maxBodyBytes;
+  app.addContentTypeParser(
+    'application/json',
+    { parseAs: 'buffer', bodyLimit },
+    (_req, body, done) => {
+      try {
+        done(null, parseJsonBody(body as Buffer));
+      } catch (err) {
+        done(err as Error);
+      }
+    },
+  );
   app.addContentTypeParser(
     'application/x-ndjson',
-    { parseAs: 'string', bodyLimit: ctx.config.limits.maxBodyBytes },
-    (_req, body, done) => done(null, body),
+    { parseAs: 'buffer', bodyLimit },
+    (_req, body, done) => {
+      try {
+        done(null, decodeUtf8Body(body as Buffer));
+      } catch (err) {
+        done(err as Error);
+      }
+    },
   );
 
   app.setErrorHandler((err, req, reply) => {

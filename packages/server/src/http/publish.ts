@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { FastifyInstance } from 'fastify';
 import { RillError } from '../errors.js';
 import type { EventInput } from '../event.js';
@@ -36,7 +37,7 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
       const inputs: EventInput[] = raws.map((r, i) =>
         parseEventInput(
           r,
-          limits.maxEventBytes,
+          limits,
           raws.length > 1 ? i : undefined,
           lines === undefined ? undefined : rawDataText(lines[i]!),
         ),
@@ -51,7 +52,7 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
         }
         const first = inputs[0]!;
         if (first.key === undefined) {
-          first.key = parseEventInput({ key: headerKey, data: null }, limits.maxEventBytes).key;
+          first.key = parseEventInput({ key: headerKey, data: null }, limits).key;
         } else if (first.key !== headerKey) {
           throw new RillError('invalid_event', 'Idempotency-Key header and event key differ');
         }
@@ -74,6 +75,24 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
       return reply.code(201).type('application/json; charset=utf-8').send(out);
     },
   );
+}
+
+/** A publish body as text: valid UTF-8 (a leading BOM dropped), or `invalid_json`. */
+export function decodeUtf8Body(body: Buffer): string {
+  if (!isUtf8(body)) throw new RillError('invalid_json', 'Body is not valid UTF-8');
+  const text = body.toString('utf8');
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/** An `application/json` publish body, parsed. */
+export function parseJsonBody(body: Buffer): unknown {
+  const text = decodeUtf8Body(body);
+  if (text.trim() === '') throw new RillError('invalid_json', 'Empty body');
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new RillError('invalid_json', (err as Error).message);
+  }
 }
 
 /** The raw events of a body and, for NDJSON, the line each came from. */

@@ -3,7 +3,7 @@ import { decodeCursor } from '../cursor.js';
 import type { Engine, TopicHead } from '../engine/engine.js';
 import { RillError } from '../errors.js';
 import { eventJson } from '../event.js';
-import { assertTopic } from '../topic.js';
+import { assertTopic, assertTopicPrefix } from '../topic.js';
 import type { AppContext } from './app.js';
 import { parseLimit, parseWait } from './poll.js';
 
@@ -53,8 +53,8 @@ export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
     async (req, reply) => {
       const limit = parseLimit(req.query.limit, 100, 1000);
       const opts: { prefix?: string; after?: string; limit: number } = { limit };
-      if (req.query.prefix) opts.prefix = req.query.prefix;
-      if (req.query.after) opts.after = req.query.after;
+      if (req.query.prefix) opts.prefix = assertTopicPrefix(req.query.prefix, 'prefix');
+      if (req.query.after) opts.after = assertTopicPrefix(req.query.after, 'after');
       const heads = await engine.listTopics(opts);
       const now = Date.now();
       const items = await Promise.all(heads.map((h) => topicInfo(engine, h, now)));

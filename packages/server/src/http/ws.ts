@@ -645,15 +645,7 @@ class WsSession {
     if (m.type !== undefined) raw.type = m.type;
     if (m.key !== undefined) raw.key = m.key;
     if ('data' in m) raw.data = m.data;
-    let input: EventInput;
-    try {
-      input = parseEventInput(raw, this.ctx.config.limits.maxEventBytes);
-    } catch (err) {
-      // JSON.stringify overflows the stack on data nested hundreds of thousands deep.
-      if (err instanceof RangeError)
-        throw new RillError('invalid_event', 'Event data is nested too deeply');
-      throw err;
-    }
+    const input: EventInput = parseEventInput(raw, this.ctx.config.limits);
     if (this.ctx.state.closing) throw new RillError('shutting_down');
     this.begin();
     this.ctx.engine

@@ -1,6 +1,6 @@
 import type { RillError } from '../errors.js';
 import type { RillEvent } from '../event.js';
-import { eventId, eventJson } from '../event.js';
+import { escapeLineSeparators, eventId, eventJson } from '../event.js';
 import type { ResetNotice } from '../sink.js';
 import type { Framing } from './http-sink.js';
 import { errorPayload } from './sse.js';
@@ -13,17 +13,33 @@ import { errorPayload } from './sse.js';
  * - `{"reset":{…},"cursor":"…"}` for a reset notice, `{"error":{…}}` before the server ends the
  *   stream on purpose, and an empty line as heartbeat.
  *
- * Event JSON never holds a raw line break, and U+2028/U+2029 are escaped at publish, so every
- * event stays on one line for any line splitter.
+ * Every event stays on one line for any line splitter: U+0085, U+2028 and U+2029 are escaped at
+ * publish, and again here (with raw CR/LF, JSON whitespace only an in-process engine append can
+ * leave in `data`, turned into spaces) for events that did not come through a publish route.
  */
 
-type Cached = RillEvent & { ndjson?: string };
+type Cached = RillEvent & { ndjson?: string; ndjsonBody?: string };
+
+const BREAK_RE = /[\r\n\u0085\u2028\u2029]/;
+
+/** The event JSON without its opening brace, on one line; cached on the event. */
+function body(ev: Cached): string {
+  let b = ev.ndjsonBody;
+  if (b === undefined) {
+    b = eventJson(ev).slice(1);
+    if (BREAK_RE.test(ev.data) || BREAK_RE.test(ev.type ?? '') || BREAK_RE.test(ev.key ?? '')) {
+      b = escapeLineSeparators(b.replace(/[\r\n]/g, ' '));
+    }
+    ev.ndjsonBody = b;
+  }
+  return b;
+}
 
 export function ndjsonEventLine(ev: Cached, id: string | null): string {
-  if (id !== null) return `{"cursor":"${id}",${eventJson(ev).slice(1)}\n`;
+  if (id !== null) return `{"cursor":"${id}",${body(ev)}\n`;
   let line = ev.ndjson;
   if (line === undefined) {
-    line = `{"cursor":"${eventId(ev)}",${eventJson(ev).slice(1)}\n`;
+    line = `{"cursor":"${eventId(ev)}",${body(ev)}\n`;
     ev.ndjson = line;
   }
   return line;
