@@ -123,7 +123,7 @@ describe('Host check (DNS rebinding)', () => {
       expect(JSON.parse(r.body)).toEqual({
         error: {
           code: 'host_not_allowed',
-          message: `Host rebind.example:${port} is not served here`,
+          message: `Host rebind.example:${port} is not served here (see http.allowedHosts)`,
         },
       });
     }
@@ -262,7 +262,10 @@ describe('Host check (DNS rebinding)', () => {
       expect(result).toEqual({
         pub: 421,
         pubBody: {
-          error: { code: 'host_not_allowed', message: `Host rebind.test:${p} is not served here` },
+          error: {
+            code: 'host_not_allowed',
+            message: `Host rebind.test:${p} is not served here (see http.allowedHosts)`,
+          },
         },
         read: 421,
         ws: 'closed 1006',
@@ -329,6 +332,12 @@ describe('request timeouts', () => {
     );
     expect(r.answers.map((a) => [a.status, code(a)])).toEqual([[408, 'request_timeout']]);
     expect(r.ms).toBeGreaterThanOrEqual(250);
+    expect(r.ms).toBeLessThan(2000);
+  });
+
+  it('answers a connection that sends nothing with 408 after http.headersTimeout', async () => {
+    const r = await exchange(url, () => undefined);
+    expect(r.answers.map((a) => [a.status, code(a)])).toEqual([[408, 'request_timeout']]);
     expect(r.ms).toBeLessThan(2000);
   });
 
@@ -470,17 +479,19 @@ describe('upgrades other than WebSocket, and HEAD on streams', () => {
     expect(await history(url, 'curl')).toEqual([1]);
   });
 
-  it('serves h2c requests with bodies, chunked or not, and keeps the connection', async () => {
+  it('serves h2c requests with bodies, chunked or not, in order after earlier ones, and keeps the connection', async () => {
     const chunked = '{"data":2}';
     const r = await exchange(url, (s) =>
       s.write(
-        `POST /v1/topics/h2c/events HTTP/1.1\r\nHost: 127.0.0.1\r\n${h2c}Content-Type: application/json\r\nContent-Length: 10\r\n\r\n{"data":1}` +
+        `POST /v1/topics/h2c/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{"data":0}` +
+          `POST /v1/topics/h2c/events HTTP/1.1\r\nHost: 127.0.0.1\r\n${h2c}Content-Type: application/json\r\nContent-Length: 10\r\n\r\n{"data":1}` +
           `POST /v1/topics/h2c/events HTTP/1.1\r\nHost: 127.0.0.1\r\n${h2c}Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n${chunked.length.toString(16)}\r\n${chunked}\r\n0\r\n\r\n` +
           `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n${h2c}Connection: close\r\n\r\n`,
       ),
     );
-    expect(r.answers.map((a) => a.status)).toEqual([201, 201, 200]);
-    expect(await history(url, 'h2c')).toEqual([1, 2]);
+    expect(r.answers.map((a) => a.status)).toEqual([201, 201, 201, 200]);
+    expect(r.answers.slice(0, 3).map((a) => JSON.parse(a.body).events[0].seq)).toEqual([1, 2, 3]);
+    expect(await history(url, 'h2c')).toEqual([1, 2, 3]);
   });
 
   it('checks an h2c request like any other (Host, body limits, routes)', async () => {

@@ -6,7 +6,7 @@ import type { Engine } from '../engine/engine.js';
 import { hasHealthCheck } from '../engine/engine.js';
 import { RillError } from '../errors.js';
 import type { Hub } from '../hub.js';
-import { clientErrorHandler, trackConnections } from './connection.js';
+import { clientErrorHandler } from './connection.js';
 import { demoPage } from './demo-page.js';
 import { HostPolicy } from './host.js';
 import { pollRoutes } from './poll.js';
@@ -79,7 +79,6 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
     },
     clientErrorHandler: clientErrorHandler(logger, http.maxHeaderSize),
   }) as unknown as FastifyInstance;
-  trackConnections(app.server);
 
   // First of all: is this a Host the server answers for (DNS rebinding)?
   const hosts = new HostPolicy(http.allowedHosts, ctx.config.host);

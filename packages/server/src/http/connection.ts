@@ -6,52 +6,24 @@ import type { FastifyBaseLogger } from 'fastify';
 import { RillError } from '../errors.js';
 
 /**
- * Per-connection bookkeeping for the two cases where node:http hands a connection back to us
- * while requests on it may still be answering: a malformed request after good ones (`clientError`),
- * and an upgrade other than WebSocket that is to be served as plain HTTP.
+ * What node:http knows of a connection (internals, as in transport/http-sink.ts): the response
+ * being written (the next pipelined one is assigned as it finishes; none when all are answered),
+ * and the parser with the latest request parsed.
  */
-interface ConnectionState {
-  /** Responses not yet closed. */
-  open: Set<ServerResponse>;
-  /** The latest request parsed on this connection. */
-  last: IncomingMessage | null;
-  /** Run once `open` drops to 0. */
-  idle: (() => void) | null;
-  /** A client error is being answered: further ones are ignored. */
-  failing: boolean;
-}
-
-const STATE = Symbol('rill.connection');
-type TrackedSocket = Duplex & { [STATE]?: ConnectionState };
-
-function stateOf(socket: Duplex): ConnectionState {
-  const s = socket as TrackedSocket;
-  return (s[STATE] ??= { open: new Set(), last: null, idle: null, failing: false });
-}
+type HttpSocket = Duplex & {
+  _httpMessage?: ServerResponse | null;
+  parser?: { incoming?: IncomingMessage | null } | null;
+};
 
 /** Runs `fn` once every response to the requests parsed so far on `socket` has closed. */
 function whenIdle(socket: Duplex, fn: () => void): void {
-  const st = stateOf(socket);
-  if (st.open.size === 0) fn();
-  else st.idle = fn;
+  const res = (socket as HttpSocket)._httpMessage;
+  if (res === undefined || res === null) fn();
+  else res.once('close', () => whenIdle(socket, fn));
 }
 
-/** Tracks each connection's open responses (node:http's `request` event; one listener each). */
-export function trackConnections(server: Server): void {
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    const st = stateOf(req.socket);
-    st.open.add(res);
-    st.last = req;
-    res.once('close', () => {
-      st.open.delete(res);
-      if (st.open.size === 0 && st.idle !== null) {
-        const fn = st.idle;
-        st.idle = null;
-        fn();
-      }
-    });
-  });
-}
+/** Connections whose client error is being answered: further ones are ignored. */
+const failing = new WeakSet<Duplex>();
 
 /** How long a peer that does not read our last answer may keep its connection. */
 const LINGER_MS = 2000;
@@ -116,18 +88,17 @@ export function clientErrorHandler(
   maxHeaderSize: number,
 ): (err: NodeJS.ErrnoException, socket: Duplex) => void {
   return (err, socket) => {
-    if (err.code === 'ECONNRESET' || socket.destroyed) return;
-    const st = stateOf(socket);
-    if (st.failing) return;
-    st.failing = true;
+    if (err.code === 'ECONNRESET' || socket.destroyed || failing.has(socket)) return;
+    failing.add(socket);
     const { error, status } = clientErrorToRill(err, maxHeaderSize);
     log.debug({ code: err.code }, 'client error');
     const answer = (): void => answerAndClose(socket, error, status ? { status } : {});
     // A timeout, or a body cut short by bad framing, leaves a request that will never complete:
     // nothing to wait for. A response already under way cannot be followed by an error answer.
-    const waitable = error.code !== 'request_timeout' && st.last?.complete !== false;
+    const http = socket as HttpSocket;
+    const waitable = error.code !== 'request_timeout' && http.parser?.incoming?.complete !== false;
     if (waitable) whenIdle(socket, answer);
-    else if ([...st.open].some((res) => res.headersSent)) socket.destroy();
+    else if (http._httpMessage?.headersSent) socket.destroy();
     else answer();
   };
 }

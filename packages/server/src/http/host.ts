@@ -15,6 +15,8 @@ export class HostPolicy {
   private readonly any: boolean;
   private readonly names: Set<string>;
   private readonly domains: string[];
+  /** The last Host allowed: nearly every request carries the same one. */
+  private lastAllowed: string | undefined;
 
   constructor(allowed: readonly string[], boundHost: string) {
     this.any = allowed.includes('*');
@@ -37,10 +39,16 @@ export class HostPolicy {
       if (httpVersion === '1.0') return null;
       return new RillError('invalid_parameter', 'An HTTP/1.1 request needs a Host header');
     }
-    if (this.any) return null;
+    if (this.any || host === this.lastAllowed) return null;
     const name = hostName(host);
-    if (name !== null && this.allows(name)) return null;
-    return new RillError('host_not_allowed', `Host ${host.slice(0, 200)} is not served here`);
+    if (name !== null && this.allows(name)) {
+      this.lastAllowed = host;
+      return null;
+    }
+    return new RillError(
+      'host_not_allowed',
+      `Host ${host.slice(0, 200)} is not served here (see http.allowedHosts)`,
+    );
   }
 
   private allows(name: string): boolean {
