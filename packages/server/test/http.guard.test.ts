@@ -167,7 +167,7 @@ describe('Host check (DNS rebinding)', () => {
     const noHost = await exchange(url, (s) =>
       s.write('GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n'),
     );
-    expect(noHost.answers.map((a) => [a.status, code(a)])).toEqual([[400, 'invalid_parameter']]);
+    expect(noHost.answers.map((a) => [a.status, code(a)])).toEqual([[400, 'bad_request']]);
   });
 
   it('refuses a WebSocket handshake for another name before its Origin is compared with Host', async () => {

@@ -37,7 +37,7 @@ export class HostPolicy {
   check(host: string | undefined, httpVersion: string): RillError | null {
     if (host === undefined || host === '') {
       if (httpVersion === '1.0') return null;
-      return new RillError('invalid_parameter', 'An HTTP/1.1 request needs a Host header');
+      return new RillError('bad_request', 'An HTTP/1.1 request needs a Host header');
     }
     if (this.any || host === this.lastAllowed) return null;
     const name = hostName(host);
