@@ -17,6 +17,7 @@ type HttpSocket = Duplex & {
 
 /** Runs `fn` once every response to the requests parsed so far on `socket` has closed. */
 function whenIdle(socket: Duplex, fn: () => void): void {
+  if (socket.destroyed) return;
   const res = (socket as HttpSocket)._httpMessage;
   if (res === undefined || res === null) fn();
   else res.once('close', () => whenIdle(socket, fn));
@@ -118,6 +119,12 @@ export function serveAsHttp(
   socket: Duplex,
   head: Buffer,
 ): void {
+  // node:http took its listeners off with the parser: until it has the socket back, an error
+  // (a reset while earlier answers are written) is ours to handle.
+  const onError = (): void => {
+    socket.destroy();
+  };
+  socket.on('error', onError);
   socket.pause();
   const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
   const raw = req.rawHeaders;
@@ -126,7 +133,7 @@ export function serveAsHttp(
   }
   const rebuilt = Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
   whenIdle(socket, () => {
-    if (socket.destroyed) return;
+    socket.off('error', onError);
     socket.unshift(head.length > 0 ? Buffer.concat([rebuilt, head]) : rebuilt);
     server.emit('connection', socket as Socket);
     socket.resume();
