@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { DEFAULT_MAX_CURSOR_LENGTH, DEFAULT_MAX_CURSOR_TOPICS } from './cursor.js';
 import { DEFAULT_IDEMPOTENCY_WINDOW_MS, DEFAULT_RETENTION } from './engine/engine.js';
 import { DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_JSON_DEPTH } from './event.js';
+import { isHostPattern } from './http/host.js';
 import { isValidPattern } from './topic.js';
 
 /**
@@ -143,13 +144,39 @@ export const ConfigSchema = z.strictObject({
       /** Most request headers; Node's `maxHeadersCount`. */
       maxHeadersCount: z.number().int().min(8).default(100),
       /**
-       * Origins allowed to open streams and WebSockets from a browser: exact origins such as
-       * `https://app.example.com`, or `*`. Requests without an `Origin` header (non-browser
-       * clients) and same-origin requests are always allowed.
+       * Origins whose pages may open a WebSocket here: exact origins such as
+       * `https://app.example.com`, or `*`. Handshakes without an `Origin` header (non-browser
+       * clients) and same-origin ones are always allowed. Not CORS: no `Access-Control-*` headers
+       * are sent, so other origins' pages cannot read HTTP responses.
        */
       allowedOrigins: z.array(z.string().min(1)).default([]),
+      /**
+       * `Host` names served besides `localhost`, IP addresses and the bound `host`: names
+       * (`rill.example.com`), `.example.com` for a domain and its subdomains, or `*` for any (a
+       * proxy in front checks it). Other names get 421 `host_not_allowed` (DNS rebinding).
+       */
+      allowedHosts: z
+        .preprocess(
+          (v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()) : v),
+          z.array(
+            z.string().refine(isHostPattern, {
+              message: 'expected a host name such as "rill.example.com", ".example.com" or "*"',
+            }),
+          ),
+        )
+        .default([]),
+      /** Longest time to receive a whole request, head and body (0 = none). Not the response. */
+      requestTimeout: duration.default(60_000),
+      /** Longest time to receive a request head (0 = none); at most `requestTimeout`. */
+      headersTimeout: duration.default(10_000),
+      /** How long an idle keep-alive connection stays open; above any proxy's upstream idle time. */
+      keepAliveTimeout: duration.default(72_000),
       /** gzip SSE and NDJSON streams for clients that accept it (flushed per write batch). */
       compression: z.boolean().default(false),
+    })
+    .refine((h) => h.requestTimeout === 0 || h.headersTimeout <= h.requestTimeout, {
+      message: 'headersTimeout must not exceed requestTimeout',
+      path: ['headersTimeout'],
     })
     .prefault({}),
   ws: z

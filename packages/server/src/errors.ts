@@ -66,6 +66,13 @@ export const ERRORS = {
     close: 4521,
     message: 'JSON nested too deeply',
   },
+  host_not_allowed: {
+    status: 421,
+    retryable: false,
+    close: 4522,
+    message: 'Host not served here',
+  },
+  bad_request: { status: 400, retryable: false, close: 4523, message: 'Malformed HTTP request' },
   topic_not_found: { status: 404, retryable: false, close: 4507, message: 'Unknown topic' },
   not_found: { status: 404, retryable: false, close: 4508, message: 'Not found' },
   method_not_allowed: {
@@ -116,6 +123,12 @@ export const ERRORS = {
     retryable: true,
     close: 4003,
     message: 'No pong within the ping timeout',
+  },
+  request_timeout: {
+    status: 408,
+    retryable: true,
+    close: 4004,
+    message: 'The request was not received in time',
   },
   internal: { status: 500, retryable: true, close: 4002, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;

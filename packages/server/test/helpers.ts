@@ -246,7 +246,7 @@ export const CHROMIUM = '/usr/bin/chromium';
  * the (closed) network. Throws a clear message when the package is missing: browser tests fail,
  * never skip, without it.
  */
-export async function launchChromium(): Promise<Browser> {
+export async function launchChromium(extraArgs: string[] = []): Promise<Browser> {
   if (!existsSync(CHROMIUM)) {
     throw new Error(
       `Chromium not found at ${CHROMIUM}: the browser tests need the Debian package "chromium" ` +
@@ -264,6 +264,7 @@ export async function launchChromium(): Promise<Browser> {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      ...extraArgs,
     ],
     timeout: 30_000,
   });

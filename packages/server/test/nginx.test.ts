@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import {
   freePort,
+  launchChromium,
   openSse,
   publish,
   REPO,
@@ -106,6 +107,8 @@ describe('two rill nodes (redis engine) behind nginx with the documented config'
         await spawnServer(['--engine', 'redis', '--port', '0', '--redis-url', SHARED_REDIS_URL], {
           RILL_REDIS__PREFIX: prefix,
           RILL_SSE__HEARTBEAT: '1s',
+          // The name browsers use below, as docs/operations.md says to configure.
+          RILL_HTTP__ALLOWED_HOSTS: 'rill.test',
         }),
       );
     }
@@ -163,6 +166,47 @@ describe('two rill nodes (redis engine) behind nginx with the documented config'
     await subscribed;
     expect(got.find((m) => m.op === 'ack')).toMatchObject({ seq: 2 });
     await sse.until(() => sse.events().length === 2, 5_000);
+
+    // A browser: a page loaded through nginx (a name and a non-default port, as in production)
+    // opens an EventSource and a WebSocket through it. The WebSocket's same-origin check needs the
+    // Host with its port, which nginx passes only as the recipe says.
+    const browser = await launchChromium(['--host-resolver-rules=MAP rill.test 127.0.0.1']);
+    stops.push(() => browser.close());
+    const page = await browser.newPage();
+    const origin = `http://rill.test:${new URL(nginx.url).port}`;
+    await page.goto(`${origin}/`);
+    const seen = await page.evaluate(async (t) => {
+      const viaSse = new Promise<number[]>((resolve, reject) => {
+        const es = new EventSource(`/v1/topics/${t}/stream?from=earliest`);
+        const seqs: number[] = [];
+        es.onmessage = (e) => {
+          seqs.push((JSON.parse(e.data as string) as { seq: number }).seq);
+          if (seqs.length === 2) {
+            es.close();
+            resolve(seqs);
+          }
+        };
+        es.onerror = () => reject(new Error('EventSource failed'));
+      });
+      const viaWs = new Promise<number[]>((resolve, reject) => {
+        // globalThis: this file imports another WebSocket (ws), which the test runner would substitute.
+        const ws = new globalThis.WebSocket(`ws://${location.host}/v1/ws`, 'rill.v1');
+        const seqs: number[] = [];
+        ws.onopen = () =>
+          ws.send(JSON.stringify({ op: 'subscribe', id: 1, topics: [t], from: 'earliest' }));
+        ws.onmessage = (e) => {
+          const m = JSON.parse(e.data as string) as { op: string; event?: { seq: number } };
+          if (m.op === 'event') seqs.push(m.event!.seq);
+          if (seqs.length === 2) {
+            ws.close();
+            resolve(seqs);
+          }
+        };
+        ws.onclose = (e) => reject(new Error(`WebSocket closed ${e.code}`));
+      });
+      return { sse: await viaSse, ws: await viaWs };
+    }, topic);
+    expect(seen).toEqual({ sse: [1, 2], ws: [1, 2] });
 
     // One node dies: publishes go to the survivor, and an SSE client reconnecting through nginx
     // with its Last-Event-ID resumes there, missing nothing published meanwhile.

@@ -162,8 +162,8 @@ describe('chunked stream framing', () => {
     await new Promise<void>((resolve) => sock.once('connect', resolve));
     // Two requests in one write: the stream's response waits behind the health check's.
     sock.write(
-      `GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n` +
-        `GET /v1/topics/${topic}/stream?from=earliest HTTP/1.1\r\nHost: x\r\naccept: text/event-stream\r\n\r\n`,
+      `GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n` +
+        `GET /v1/topics/${topic}/stream?from=earliest HTTP/1.1\r\nHost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n`,
     );
     const second = (): ReturnType<typeof parseChunked> => {
       const i = raw.indexOf('HTTP/1.1 200', raw.indexOf('{"status":"ok"}'));
@@ -203,7 +203,7 @@ describe('detached streams', () => {
     let raw = '';
     sock.on('data', (d: Buffer) => (raw += d.toString()));
     sock.write(
-      `GET /v1/topics/${topic}/stream HTTP/1.1\r\nHost: x\r\naccept: text/event-stream\r\n\r\n`,
+      `GET /v1/topics/${topic}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n`,
     );
     await waitFor(() => raw.includes('\r\n\r\n'));
     return { sock, text: () => raw };
@@ -215,7 +215,7 @@ describe('detached streams', () => {
     await waitFor(() => sinksOf('det.a').length === 2);
     expect(sinksOf('det.a').map((k) => k.detached)).toEqual([true, true]);
     // Anything a client sends on a streaming connection is ignored; the stream goes on.
-    a.sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    a.sock.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
     await publish(url, 'det.a', [{ data: 'x1' }]);
     await waitFor(() => a.text().includes('"x1"') && b.text().includes('"x1"'));
     expect(a.text()).not.toContain('"status":"ok"');
@@ -235,7 +235,7 @@ describe('detached streams', () => {
     sock.on('data', (d: Buffer) => (raw = Buffer.concat([raw, d])));
     const closed = new Promise<void>((r) => sock.once('close', () => r()));
     sock.write(
-      'GET /v1/topics/det.b/stream HTTP/1.1\r\nHost: x\r\naccept: text/event-stream\r\n\r\n',
+      'GET /v1/topics/det.b/stream HTTP/1.1\r\nHost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n',
     );
     await waitFor(() => own.hub.size === 1);
     await closeOwn();

@@ -6,7 +6,9 @@ import type { Engine } from '../engine/engine.js';
 import { hasHealthCheck } from '../engine/engine.js';
 import { RillError } from '../errors.js';
 import type { Hub } from '../hub.js';
+import { clientErrorHandler } from './connection.js';
 import { demoPage } from './demo-page.js';
+import { HostPolicy } from './host.js';
 import { pollRoutes } from './poll.js';
 import { decodeUtf8Body, parseJsonBody, publishRoutes } from './publish.js';
 import { queryError } from './query.js';
@@ -45,7 +47,15 @@ export function toRillError(err: unknown): RillError {
   return new RillError('internal', 'Internal error', { cause: err });
 }
 
+/** Every quarter of the shorter timeout, between 0.1 s and 1 s. */
+function checkingInterval(...timeouts: number[]): number {
+  const set = timeouts.filter((t) => t > 0);
+  if (set.length === 0) return 30_000;
+  return Math.min(1000, Math.max(100, Math.floor(Math.min(...set) / 4)));
+}
+
 export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
+  const http = ctx.config.http;
   const app = Fastify({
     loggerInstance: logger,
     // No per-request lines: they would carry URLs, and URLs may carry tokens and cursors.
@@ -55,13 +65,33 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
     // Topic names may be 200 characters; Fastify's default caps params at 100.
     routerOptions: { maxParamLength: 256, ignoreTrailingSlash: true },
     return503OnClosing: true,
-    // Node answers a larger request head with 431.
-    http: { maxHeaderSize: ctx.config.http.maxHeaderSize },
+    // Receiving a request (head and body) is bounded; answering it is not: streams last.
+    requestTimeout: http.requestTimeout,
+    keepAliveTimeout: http.keepAliveTimeout,
+    http: {
+      // Node answers a larger request head with 431.
+      maxHeaderSize: http.maxHeaderSize,
+      headersTimeout: http.headersTimeout,
+      requestTimeout: http.requestTimeout,
+      // How often the two timeouts are checked (Node's default, 30 s, would add up to that much).
+      connectionsCheckingInterval: checkingInterval(http.headersTimeout, http.requestTimeout),
+      // A missing Host is checked with the others, below, for a catalogue answer.
+      requireHostHeader: false,
+    },
+    clientErrorHandler: clientErrorHandler(logger, http.maxHeaderSize),
   }) as unknown as FastifyInstance;
+
+  // First of all: is this a Host the server answers for (DNS rebinding)?
+  const hosts = new HostPolicy(http.allowedHosts, ctx.config.host);
+  app.addHook('onRequest', (req, reply, done) => {
+    const e = hosts.check(req.headers.host, req.raw.httpVersion);
+    if (e === null) return done();
+    void reply.code(e.status).type('application/json; charset=utf-8').send(e.toJSON());
+  });
 
   // Node silently drops the headers past maxHeadersCount; keeping one more than allowed makes
   // "too many" visible, and such requests get a 431 (upgrades: in ws.ts).
-  const maxHeaders = ctx.config.http.maxHeadersCount;
+  const maxHeaders = http.maxHeadersCount;
   app.server.maxHeadersCount = maxHeaders + 1;
   app.addHook('onRequest', (req, reply, done) => {
     if (req.raw.rawHeaders.length / 2 <= maxHeaders) return done();

@@ -4,7 +4,7 @@ import { decodeCursor } from '../cursor.js';
 import { RillError } from '../errors.js';
 import type { StartSpec, Subscription } from '../subscriber.js';
 import { assertPattern, assertTopic } from '../topic.js';
-import { HttpStreamSink } from '../transport/http-sink.js';
+import { HttpStreamSink, streamHeaders } from '../transport/http-sink.js';
 import { ndjsonFraming } from '../transport/ndjson.js';
 import { sseFraming } from '../transport/sse.js';
 import type { AppContext } from './app.js';
@@ -128,11 +128,18 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       limits.maxCursorLength,
     );
     const format = streamFormat(req.query.format, req.headers.accept);
-    const sink = new HttpStreamSink(
-      reply.raw,
-      format === 'sse' ? sse : ndjson,
-      ctx.config.http.compression && acceptsGzip(req.headers['accept-encoding']) ? gzip : plain,
-    );
+    const framing = format === 'sse' ? sse : ndjson;
+    const encoding =
+      ctx.config.http.compression && acceptsGzip(req.headers['accept-encoding']) ? gzip : plain;
+    // HEAD: the stream's headers, at once; no subscription (it would never end).
+    if (req.method === 'HEAD') {
+      reply.hijack();
+      const headers = streamHeaders(framing, encoding.gzip);
+      delete headers.connection;
+      reply.raw.writeHead(200, headers).end();
+      return;
+    }
+    const sink = new HttpStreamSink(reply.raw, framing, encoding);
     reply.hijack();
     let sub: Subscription | undefined;
     let gone = false;

@@ -1,6 +1,4 @@
-import type { IncomingMessage, Server } from 'node:http';
-import { ServerResponse, STATUS_CODES } from 'node:http';
-import type { Socket } from 'node:net';
+import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import type { RawData, ServerOptions } from 'ws';
@@ -16,6 +14,8 @@ import { assertTopic, isPattern } from '../topic.js';
 import type { RequestId } from '../transport/ws.js';
 import { WsSink, WsWriter, wsErrorFrame } from '../transport/ws.js';
 import type { AppContext } from './app.js';
+import { answerAndClose, serveAsHttp } from './connection.js';
+import { HostPolicy } from './host.js';
 import { parseResumeCursor, parseStart, parseTopicsParam } from './stream.js';
 
 /** Where the WebSocket endpoint lives. */
@@ -50,10 +50,12 @@ const FIELDS: Record<string, ReadonlySet<string>> = {
 };
 
 /**
- * Whether a browser page from `origin` may open a stream or a WebSocket here: no `Origin` (not a
- * browser), the same host as the request's `Host`, an origin listed in `allowed`, or `*` there.
- * This is what stops cross-site WebSocket hijacking: browsers send cookies with a WebSocket
- * handshake from any page, and the same-origin policy does not apply to WebSockets.
+ * Whether a browser page from `origin` may open a WebSocket here: no `Origin` (not a browser), the
+ * same host and port as the request's `Host`, an origin listed in `allowed`, or `*` there. This is
+ * what stops cross-site WebSocket hijacking: browsers send cookies with a WebSocket handshake from
+ * any page, and the same-origin policy does not apply to WebSockets. "Same as `Host`" is only
+ * meaningful for a `Host` this server answers for: a page on a rebound name has an `Origin` equal
+ * to its `Host`, so callers check the `Host` first ({@link HostPolicy}).
  */
 export function isOriginAllowed(
   origin: string | undefined,
@@ -84,33 +86,8 @@ function offeredProtocols(header: string | undefined): string[] {
     .filter((p) => p !== '');
 }
 
-/**
- * Answers an upgrade request with an HTTP error and the catalogue's JSON body, then closes the
- * connection: nothing else is ever read from it.
- */
-function rejectUpgrade(
-  socket: Duplex,
-  err: RillError,
-  options: { status?: number; headers?: Record<string, string> } = {},
-): void {
-  const status = options.status ?? err.status;
-  const body = JSON.stringify(err.toJSON());
-  const lines = [
-    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`,
-    'Connection: close',
-    'Content-Type: application/json; charset=utf-8',
-    `Content-Length: ${Buffer.byteLength(body)}`,
-    ...Object.entries(options.headers ?? {}).map(([k, v]) => `${k}: ${v}`),
-  ];
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
-  socket.once('finish', () => socket.destroy());
-  socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
-  // A peer that does not read the answer must not hold the socket open.
-  setTimeout(() => socket.destroy(), 2000).unref();
-}
+/** Refuses a handshake: an HTTP answer with the catalogue's body, then the connection closes. */
+const rejectUpgrade = answerAndClose;
 
 /**
  * The WebSocket endpoint (`GET /v1/ws`, subprotocol `rill.v1`, docs/protocol.md § WebSocket) on the
@@ -150,13 +127,14 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext): void {
     rejectUpgrade(socket, new RillError('invalid_parameter', err.message));
   });
 
+  const hosts = new HostPolicy(ctx.config.http.allowedHosts, ctx.config.host);
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.on('error', () => socket.destroy());
-    if (!isWebSocketUpgrade(req) && (req.method === 'GET' || req.method === 'HEAD')) {
-      serveAsHttp(app.server, req, socket);
+    if (!isWebSocketUpgrade(req)) {
+      serveAsHttp(app.server, req, socket, head);
       return;
     }
-    const err = checkHandshake(req, ctx);
+    socket.on('error', () => socket.destroy());
+    const err = checkHandshake(req, ctx, hosts);
     if (err) {
       rejectUpgrade(socket, err.error, err);
       return;
@@ -205,31 +183,17 @@ function isWebSocketUpgrade(req: IncomingMessage): boolean {
 }
 
 /**
- * Answers a request that offered some other upgrade (`Upgrade: h2c` from `curl --http2`) as plain
- * HTTP, which RFC 9110 §7.8 allows. Node hands every request with `Upgrade` to the `upgrade`
- * listener once there is one, so without this such clients would fail on every route. Only bodiless
- * methods: the request's parser is gone, so a body could not be read. The connection closes after
- * the answer, for the same reason.
- */
-function serveAsHttp(server: Server, req: IncomingMessage, socket: Duplex): void {
-  const res = new ServerResponse(req);
-  res.shouldKeepAlive = false;
-  res.assignSocket(socket as Socket);
-  res.once('finish', () => {
-    res.detachSocket(socket as Socket);
-    socket.end();
-  });
-  server.emit('request', req, res);
-}
-
-/**
- * Why a handshake is refused, or null when it may proceed to ws. Reached by `Upgrade: websocket`
- * requests and by other upgrades with a body-carrying method.
+ * Why a `Upgrade: websocket` handshake is refused, or null when it may proceed to ws. The `Host`
+ * comes first: the same-origin rule of the `Origin` check compares with it, so it must be a name
+ * this server answers for, not a rebound attacker's name.
  */
 function checkHandshake(
   req: IncomingMessage,
   ctx: AppContext,
+  hosts: HostPolicy,
 ): { error: RillError; status?: number; headers?: Record<string, string> } | null {
+  const hostError = hosts.check(req.headers.host, req.httpVersion);
+  if (hostError) return { error: hostError };
   const path = (req.url ?? '').split('?')[0] ?? '';
   if (path !== WS_PATH && path !== `${WS_PATH}/`) {
     return { error: new RillError('not_found', `No WebSocket endpoint at ${path.slice(0, 200)}`) };

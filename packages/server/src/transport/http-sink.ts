@@ -59,6 +59,20 @@ const CRLF = Buffer.from('\r\n', 'latin1');
 /** The terminating chunk of a chunked body. */
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
+/** The response headers of a stream (also what `HEAD` on a stream route answers). */
+export function streamHeaders(framing: Framing, gzip: boolean): Record<string, string> {
+  const headers: Record<string, string> = {
+    'content-type': framing.contentType,
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    // nginx (and others honouring it) would otherwise buffer the stream.
+    'x-accel-buffering': 'no',
+    vary: 'accept-encoding',
+  };
+  if (gzip) headers['content-encoding'] = 'gzip';
+  return headers;
+}
+
 /** The parts of Node's HTTP server state the detach step reads and changes (node:http internals). */
 interface ResponseState {
   chunkedEncoding?: boolean;
@@ -197,16 +211,8 @@ export class HttpStreamSink implements Sink {
     this.opened = true;
     const res = this.res!;
     res.socket?.setNoDelay(true);
-    const headers: Record<string, string> = {
-      'content-type': this.framing.contentType,
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      // nginx (and others honouring it) would otherwise buffer the stream.
-      'x-accel-buffering': 'no',
-      vary: 'accept-encoding',
-    };
+    const headers = streamHeaders(this.framing, this.options.gzip);
     if (this.options.gzip) {
-      headers['content-encoding'] = 'gzip';
       this.gz = createGzip({ flush: zlibConstants.Z_SYNC_FLUSH });
       this.gz.pipe(res);
     }

@@ -1,0 +1,141 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { FastifyBaseLogger } from 'fastify';
+import { RillError } from '../errors.js';
+
+/**
+ * What node:http knows of a connection (internals, as in transport/http-sink.ts): the response
+ * being written (the next pipelined one is assigned as it finishes; none when all are answered),
+ * and the parser with the latest request parsed.
+ */
+type HttpSocket = Duplex & {
+  _httpMessage?: ServerResponse | null;
+  parser?: { incoming?: IncomingMessage | null } | null;
+};
+
+/** Runs `fn` once every response to the requests parsed so far on `socket` has closed. */
+function whenIdle(socket: Duplex, fn: () => void): void {
+  if (socket.destroyed) return;
+  const res = (socket as HttpSocket)._httpMessage;
+  if (res === undefined || res === null) fn();
+  else res.once('close', () => whenIdle(socket, fn));
+}
+
+/** Connections whose client error is being answered: further ones are ignored. */
+const failing = new WeakSet<Duplex>();
+
+/** How long a peer that does not read our last answer may keep its connection. */
+const LINGER_MS = 2000;
+
+/** Writes a complete HTTP error answer with the catalogue's body and closes the connection. */
+export function answerAndClose(
+  socket: Duplex,
+  err: RillError,
+  options: { status?: number; headers?: Record<string, string> } = {},
+): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = options.status ?? err.status;
+  const body = JSON.stringify(err.toJSON());
+  const lines = [
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`,
+    'Connection: close',
+    'Content-Type: application/json; charset=utf-8',
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    ...Object.entries(options.headers ?? {}).map(([k, v]) => `${k}: ${v}`),
+  ];
+  socket.once('finish', () => socket.destroy());
+  socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
+  setTimeout(() => socket.destroy(), LINGER_MS).unref();
+}
+
+/** The catalogue error (and HTTP status) for an error node:http's parser or timers reported. */
+function clientErrorToRill(
+  err: NodeJS.ErrnoException,
+  maxHeaderSize: number,
+): { error: RillError; status?: number } {
+  switch (err.code) {
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return { error: new RillError('request_timeout') };
+    case 'HPE_HEADER_OVERFLOW':
+      return {
+        status: 431,
+        error: new RillError(
+          'invalid_parameter',
+          `Request head larger than ${maxHeaderSize} bytes`,
+          {
+            details: { limit: maxHeaderSize },
+          },
+        ),
+      };
+    default:
+      return { error: new RillError('bad_request') };
+  }
+}
+
+/**
+ * node:http's `clientError`: a request it could not parse, or one not received within
+ * `http.headersTimeout` / `http.requestTimeout`. Answers with the catalogue's body and closes.
+ * Requests parsed before the bad bytes on the same connection (a publish followed by garbage in
+ * the same packet) are answered first: they may already be stored, and a client that saw only the
+ * error would retry them. Whatever the client sends meanwhile is dropped.
+ */
+export function clientErrorHandler(
+  log: FastifyBaseLogger,
+  maxHeaderSize: number,
+): (err: NodeJS.ErrnoException, socket: Duplex) => void {
+  return (err, socket) => {
+    if (err.code === 'ECONNRESET' || socket.destroyed || failing.has(socket)) return;
+    failing.add(socket);
+    const { error, status } = clientErrorToRill(err, maxHeaderSize);
+    log.debug({ code: err.code }, 'client error');
+    const answer = (): void => answerAndClose(socket, error, status ? { status } : {});
+    // A timeout, or a body cut short by bad framing, leaves a request that will never complete:
+    // nothing to wait for. A response already under way cannot be followed by an error answer.
+    const http = socket as HttpSocket;
+    const waitable = error.code !== 'request_timeout' && http.parser?.incoming?.complete !== false;
+    if (waitable) whenIdle(socket, answer);
+    else if (http._httpMessage?.headersSent) socket.destroy();
+    else answer();
+  };
+}
+
+/**
+ * Serves a request that offered an upgrade other than WebSocket (`Upgrade: h2c`, as
+ * `curl --http2` sends) as plain HTTP, which RFC 9110 §7.8 allows: node:http hands every such
+ * request to the `upgrade` listener, parser released. The request head is rebuilt without its
+ * `Upgrade` header and put back in front of the unread bytes (the body, further requests), and
+ * the connection is given to node:http again, which parses it as any other: bodies, keep-alive and
+ * every check of the routes apply. Waits first for earlier requests on the connection to be
+ * answered, so answers are never interleaved.
+ */
+export function serveAsHttp(
+  server: Server,
+  req: IncomingMessage,
+  socket: Duplex,
+  head: Buffer,
+): void {
+  // node:http took its listeners off with the parser: until it has the socket back, an error
+  // (a reset while earlier answers are written) is ours to handle.
+  const onError = (): void => {
+    socket.destroy();
+  };
+  socket.on('error', onError);
+  socket.pause();
+  const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== 'upgrade') lines.push(`${raw[i]}: ${raw[i + 1]}`);
+  }
+  const rebuilt = Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1');
+  whenIdle(socket, () => {
+    socket.off('error', onError);
+    socket.unshift(head.length > 0 ? Buffer.concat([rebuilt, head]) : rebuilt);
+    server.emit('connection', socket as Socket);
+    socket.resume();
+  });
+}
