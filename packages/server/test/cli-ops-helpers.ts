@@ -4,7 +4,7 @@ import { BIN } from './helpers.js';
 /** One pino line of a child's log. */
 export interface LogLine {
   level: number;
-  msg: string;
+  msg?: string;
   [k: string]: unknown;
 }
 
