@@ -111,6 +111,12 @@ export const ERRORS = {
     close: 4003,
     message: 'No pong within the ping timeout',
   },
+  too_many_connections: {
+    status: 503,
+    retryable: true,
+    close: 4004,
+    message: 'This server holds as many streams as it can; retry later or on another node',
+  },
   internal: { status: 500, retryable: true, close: 4002, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -8,6 +8,7 @@ import { isLoopback, resolveConfig } from './config.js';
 import type { Engine } from './engine/engine.js';
 import { createEngine } from './engine/index.js';
 import { buildApp } from './http/app.js';
+import { ConnectionBudget } from './http/capacity.js';
 import { Hub } from './hub.js';
 
 /** Pending connections the kernel may queue for accept (see listen()). */
@@ -72,7 +73,8 @@ export async function createServer(
     heartbeatMs: config.sse.heartbeat,
   });
   const state = { closing: false };
-  const app = buildApp({ config, engine, hub, state }, log);
+  const budget = new ConnectionBudget(log);
+  const app = buildApp({ config, engine, hub, state, budget }, log);
   const connections = trackConnections(app);
   // Streams never end on their own: end them first, or closing the listener would wait forever.
   app.addHook('preClose', (done) => {
@@ -94,6 +96,7 @@ export async function createServer(
       // A reconnect storm (thousands of clients back at once) overflows Node's default accept
       // backlog of 511: the kernel then resets connections the clients believed open
       // (ECONNRESET in bench/storm.js). The kernel caps this at net.core.somaxconn.
+      budget.attach(app.server);
       await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
@@ -105,6 +108,7 @@ export async function createServer(
         try {
           await app.close();
         } finally {
+          budget.close();
           await engine.close();
         }
       })();

@@ -6,6 +6,7 @@ import type { Engine } from '../engine/engine.js';
 import { hasHealthCheck } from '../engine/engine.js';
 import { RillError } from '../errors.js';
 import type { Hub } from '../hub.js';
+import type { ConnectionBudget } from './capacity.js';
 import { demoPage } from './demo-page.js';
 import { pollRoutes } from './poll.js';
 import { publishRoutes } from './publish.js';
@@ -21,6 +22,8 @@ export interface AppContext {
   hub: Hub;
   /** Set once shutdown begins: new streams are refused, readiness fails. */
   state: { closing: boolean };
+  /** Refuses new streams once connections near the open-files limit. */
+  budget?: ConnectionBudget;
 }
 
 const FASTIFY_TO_RILL: Record<string, RillError['code']> = {
@@ -91,8 +94,10 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
     return reply.code(404).send(e.toJSON());
   });
 
+  // A 503 is a state logged where it arises (engine down, shutdown, connection budget), not once
+  // per request.
   app.addHook('onResponse', (req, reply, done) => {
-    if (reply.statusCode >= 500) {
+    if (reply.statusCode >= 500 && reply.statusCode !== 503) {
       req.log.warn({ method: req.method, route: req.routeOptions.url, status: reply.statusCode });
     }
     done();
