@@ -47,6 +47,24 @@ export function toRillError(err: unknown): RillError {
   return new RillError('internal', 'Internal error', { cause: err });
 }
 
+/** What `GET /` answers without the demo: the endpoints, for a human or a script finding its way. */
+export const API_INDEX = {
+  name: 'rill',
+  endpoints: {
+    publish: 'POST /v1/topics/{topic}/events',
+    read: 'GET /v1/topics/{topic}/events',
+    topic: 'GET /v1/topics/{topic}',
+    topics: 'GET /v1/topics',
+    stream: 'GET /v1/topics/{topic}/stream',
+    streamMany: 'GET /v1/stream?topics={topic|pattern},…',
+    longPoll: 'GET /v1/events?topics={topic|pattern},…',
+    webSocket: 'GET /v1/ws',
+    health: 'GET /healthz',
+    ready: 'GET /readyz',
+  },
+  docs: 'docs/protocol.md in the Rill repository',
+} as const;
+
 export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
   const app = Fastify({
     loggerInstance: logger,
@@ -118,7 +136,12 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
     }
     return { status: 'ready', engine: ctx.engine.name, subscribers: ctx.hub.size };
   });
-  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(demoPage));
+  // The demo page comes with the demo feed (--demo); otherwise `/` lists the API.
+  if (ctx.config.demo) {
+    app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(demoPage));
+  } else {
+    app.get('/', async () => API_INDEX);
+  }
 
   publishRoutes(app, ctx);
   topicRoutes(app, ctx);
