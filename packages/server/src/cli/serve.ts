@@ -155,7 +155,15 @@ async function serve(flags: ServeFlags): Promise<number> {
     );
   }
 
-  return new Promise<number>((resolveExit) => {
+  return new Promise<number>((resolve) => {
+    // The process exits right after: let the log reach stdout first, all of it and in order.
+    const resolveExit = (code: number): void => {
+      const late = setTimeout(() => resolve(code), 1_000);
+      log.flush(() => {
+        clearTimeout(late);
+        resolve(code);
+      });
+    };
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) {
