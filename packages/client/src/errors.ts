@@ -63,7 +63,7 @@ function classFor(code: string, status: number | undefined): Ctor {
     return ConnectionError;
   if (code === 'aborted') return AbortError;
   if (status !== undefined && status >= 500) return UnavailableError;
-  if (/^(engine_unavailable|shutting_down|internal|ping_timeout)$/.test(code))
+  if (/^(engine_unavailable|shutting_down|internal|ping_timeout|too_many_connections)$/.test(code))
     return UnavailableError;
   return InvalidRequestError;
 }

@@ -130,6 +130,12 @@ export const ERRORS = {
     close: 4004,
     message: 'The request was not received in time',
   },
+  too_many_connections: {
+    status: 503,
+    retryable: true,
+    close: 4005,
+    message: 'This server holds as many streams as it can; retry later or on another node',
+  },
   internal: { status: 500, retryable: true, close: 4002, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -1,3 +1,5 @@
+import type { Socket } from 'node:net';
+import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
@@ -6,6 +8,7 @@ import { isLoopback, resolveConfig } from './config.js';
 import type { Engine } from './engine/engine.js';
 import { createEngine } from './engine/index.js';
 import { buildApp } from './http/app.js';
+import { ConnectionBudget } from './http/capacity.js';
 import { Hub } from './hub.js';
 
 /** Pending connections the kernel may queue for accept (see listen()). */
@@ -59,7 +62,7 @@ export async function createServer(
         `unless told otherwise. Use --host 127.0.0.1, or --insecure to expose it unauthenticated.`,
     );
   }
-  const engine = options.engine ?? createEngine(config);
+  const engine = options.engine ?? createEngine(config, log);
   const hub = new Hub(engine, {
     limits: {
       maxSubscriberBufferBytes: config.limits.maxSubscriberBufferBytes,
@@ -70,12 +73,16 @@ export async function createServer(
     heartbeatMs: config.sse.heartbeat,
   });
   const state = { closing: false };
-  const app = buildApp({ config, engine, hub, state }, log);
+  const budget = new ConnectionBudget(log);
+  const app = buildApp({ config, engine, hub, state, budget }, log);
+  const connections = trackConnections(app);
   // Streams never end on their own: end them first, or closing the listener would wait forever.
   app.addHook('preClose', (done) => {
     state.closing = true;
     hub.close();
     done();
+    // By now the listener is closed and node:http has closed its idle keep-alive connections.
+    setImmediate(() => connections.closeUnused());
   });
 
   let closing: Promise<void> | null = null;
@@ -89,6 +96,7 @@ export async function createServer(
       // A reconnect storm (thousands of clients back at once) overflows Node's default accept
       // backlog of 511: the kernel then resets connections the clients believed open
       // (ECONNRESET in bench/storm.js). The kernel caps this at net.core.somaxconn.
+      budget.attach(app.server);
       await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
@@ -100,10 +108,45 @@ export async function createServer(
         try {
           await app.close();
         } finally {
+          budget.close();
           await engine.close();
         }
       })();
       return closing;
+    },
+  };
+}
+
+/** What node:http keeps on a connection it serves (node:http internals, see transport/http-sink). */
+type HttpSocket = Socket & { parser?: unknown; _httpMessage?: ServerResponse | null };
+
+/**
+ * The server's connections, so that shutdown can close the ones with no request in flight.
+ * node:http's own `closeIdleConnections()` (which `server.close()` runs) leaves open a connection
+ * that has not sent a complete request head, such as one opened ahead of use, and the listener's
+ * close then waits for it until the client gives up; it also leaves a keep-alive connection open
+ * after its last response.
+ */
+function trackConnections(app: FastifyInstance): { closeUnused(): void } {
+  const sockets = new Set<HttpSocket>();
+  app.server.on('connection', (socket: HttpSocket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  return {
+    closeUnused() {
+      for (const socket of sockets) {
+        // No parser: the connection is a WebSocket or a detached stream, ended by the hub.
+        if (!socket.parser || socket.destroyed) continue;
+        const res = socket._httpMessage;
+        if (!res) {
+          socket.destroy();
+          continue;
+        }
+        // A request in flight: let it finish, then close its connection.
+        if (!res.headersSent) res.shouldKeepAlive = false;
+        res.once('finish', () => socket.end());
+      }
     },
   };
 }

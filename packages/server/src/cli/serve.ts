@@ -10,6 +10,9 @@ import {
   readConfigFile,
   resolveConfig,
 } from '../config.js';
+import type { Logger } from 'pino';
+import type { Engine } from '../engine/engine.js';
+import { redactUrl } from '../redact.js';
 import { createServer } from '../server.js';
 
 interface ServeFlags {
@@ -80,7 +83,9 @@ export function registerServe(program: Command): void {
     .option('--insecure', 'allow a non-loopback --host without authentication')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
     .action(async (flags: ServeFlags) => {
-      process.exitCode = await serve(flags);
+      // Exit at once: once shut down, nothing left running (a broker client still retrying, a
+      // timer) may keep the process alive.
+      process.exit(await serve(flags));
     });
 }
 
@@ -121,8 +126,8 @@ async function serve(flags: ServeFlags): Promise<number> {
       url,
       engine: config.engine,
       dataDir: config.engine === 'lmdb' ? config.dataDir : undefined,
-      redis: config.engine === 'redis' ? withoutPassword(config.redis.url) : undefined,
-      nats: config.engine === 'nats' ? withoutPassword(config.nats.url) : undefined,
+      redis: config.engine === 'redis' ? redactUrl(config.redis.url) : undefined,
+      nats: config.engine === 'nats' ? redactUrl(config.nats.url) : undefined,
     },
     `Rill listening on ${url}`,
   );
@@ -150,7 +155,15 @@ async function serve(flags: ServeFlags): Promise<number> {
     );
   }
 
-  return new Promise<number>((resolveExit) => {
+  return new Promise<number>((resolve) => {
+    // The process exits right after: let the log reach stdout first, all of it and in order.
+    const resolveExit = (code: number): void => {
+      const late = setTimeout(() => resolve(code), 1_000);
+      log.flush(() => {
+        clearTimeout(late);
+        resolve(code);
+      });
+    };
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) {
@@ -162,15 +175,17 @@ async function serve(flags: ServeFlags): Promise<number> {
       if (demoTimer) clearInterval(demoTimer);
       const force = setTimeout(() => {
         log.error('shutdown timed out; exiting');
-        process.exit(EXIT.runtime);
+        // Whatever is still open, the engine is closed (lmdb syncs and releases its files).
+        void closeEngine(server.engine, log).finally(() => resolveExit(EXIT.runtime));
       }, config.shutdownTimeout);
-      force.unref();
       server.close().then(
         () => {
+          clearTimeout(force);
           log.info('stopped');
           resolveExit(EXIT.ok);
         },
         (err: unknown) => {
+          clearTimeout(force);
           log.error({ err }, 'error during shutdown');
           resolveExit(EXIT.runtime);
         },
@@ -181,7 +196,21 @@ async function serve(flags: ServeFlags): Promise<number> {
   });
 }
 
-/** A URL fit for a log line: any password replaced. */
-function withoutPassword(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/g, '//$1:[redacted]@');
+/** Longest wait for the engine to close once the shutdown timeout has passed, ms. */
+const ENGINE_CLOSE_TIMEOUT_MS = 5_000;
+
+async function closeEngine(engine: Engine, log: Logger): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>(
+    (r) => (timer = setTimeout(() => r('late'), ENGINE_CLOSE_TIMEOUT_MS)),
+  );
+  try {
+    const r = await Promise.race([engine.close().then(() => 'closed' as const), late]);
+    if (r === 'closed') log.info('engine closed');
+    else log.error(`the engine did not close in ${ENGINE_CLOSE_TIMEOUT_MS} ms`);
+  } catch (err) {
+    log.error({ err }, 'error closing the engine');
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -1,6 +1,7 @@
 import type { EventInput, RillEvent } from '../event.js';
 import { RillError } from '../errors.js';
-import type { WatchListener } from './engine.js';
+import { redactUrl } from '../redact.js';
+import type { EngineLog, WatchListener } from './engine.js';
 
 /** Most events one `read` returns, whatever `limit` asks for. */
 export const MAX_READ_LIMIT = 10_000;
@@ -17,6 +18,50 @@ export function clampLimit(limit: number | undefined, max: number, fallback = ma
 /** The error every engine method gives once the engine is closed. */
 export function closedError(name: string): RillError {
   return new RillError('engine_unavailable', `The ${name} engine is closed`);
+}
+
+/** What went wrong with a connection, in a few words (`connect ECONNREFUSED 127.0.0.1:6399`). */
+export function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  if (err.message !== '') return err.message;
+  // Node's AggregateError of a connect to several addresses (`localhost`) has no message.
+  const inner = (err as Partial<AggregateError>).errors?.[0] as unknown;
+  if (inner !== undefined) return describeError(inner);
+  return (err as NodeJS.ErrnoException).code ?? err.name;
+}
+
+/**
+ * Logs a broker connection going and coming back, once per change: a warning naming the URL
+ * (password redacted) and the cause when it cannot be reached, at start-up or later, and a line
+ * when it is back.
+ */
+export class ReachabilityLog {
+  private down = false;
+  private readonly url: string;
+
+  constructor(
+    private readonly log: EngineLog | undefined,
+    private readonly broker: string,
+    url: string,
+  ) {
+    this.url = redactUrl(url);
+  }
+
+  unreachable(err: unknown): void {
+    if (this.down) return;
+    this.down = true;
+    const cause = describeError(err);
+    this.log?.warn(
+      { url: this.url, cause },
+      `${this.broker} at ${this.url} is unreachable (${cause}); retrying`,
+    );
+  }
+
+  reachable(): void {
+    if (!this.down) return;
+    this.down = false;
+    this.log?.info({ url: this.url }, `${this.broker} at ${this.url} is reachable again`);
+  }
 }
 
 interface Subscription<T> {

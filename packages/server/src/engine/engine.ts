@@ -122,6 +122,14 @@ export interface EngineOptions {
   sweepIntervalMs?: number;
   /** Injectable clock for tests. */
   now?: () => number;
+  /** Where an engine with a broker reports losing and regaining it (a pino logger fits). */
+  log?: EngineLog;
+}
+
+/** The log an engine reports its broker connection to. */
+export interface EngineLog {
+  warn(obj: object, msg: string): void;
+  info(obj: object, msg: string): void;
 }
 
 /** Optional capability: an engine that can report whether its backend is reachable. */

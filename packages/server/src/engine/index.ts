@@ -1,13 +1,13 @@
 import { resolve } from 'node:path';
 import type { RillConfig } from '../config.js';
-import type { Engine, EngineOptions } from './engine.js';
+import type { Engine, EngineLog, EngineOptions } from './engine.js';
 import { LmdbEngine } from './lmdb.js';
 import { MemoryEngine } from './memory.js';
 import { NatsEngine } from './nats.js';
 import { RedisEngine } from './redis.js';
 
 /** Builds the engine the configuration names. */
-export function createEngine(config: RillConfig): Engine {
+export function createEngine(config: RillConfig, log?: EngineLog): Engine {
   const options: EngineOptions = {
     retention: {
       maxEvents: config.retention.maxEvents,
@@ -19,6 +19,7 @@ export function createEngine(config: RillConfig): Engine {
       })),
     },
     idempotencyWindowMs: config.idempotencyWindow,
+    ...(log === undefined ? {} : { log }),
   };
   switch (config.engine) {
     case 'memory':

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { MAX_KEY_LENGTH, type EventInput, type RillEvent } from '../event.js';
 import { RillError, isRillError } from '../errors.js';
@@ -39,6 +40,26 @@ const TRIM_BUDGET = 10_000;
 const BLOCK_BYTES = 32 * 1024;
 /** Most topics one sweep visits; the next sweep continues where it stopped. */
 const TOPICS_PER_SWEEP = 10_000;
+
+/** Refuses a data directory path that names something else than a directory. */
+function assertDirectory(path: string): void {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    return; // missing: lmdb creates it
+  }
+  if (st.isDirectory()) return;
+  const hint =
+    st.isFile() && st.size > 0
+      ? ` If it is a database an earlier Rill made there, move it into a directory as data.mdb ` +
+        `(mkdir DIR && mv ${path} DIR/data.mdb) and pass that directory.`
+      : '';
+  throw new RillError(
+    'engine_unavailable',
+    `The data directory ${path} ${st.isFile() ? 'is a file, not a directory' : 'is not a directory'}.${hint}`,
+  );
+}
 
 /** Options of {@link LmdbEngine}. */
 export interface LmdbEngineOptions extends EngineOptions {
@@ -162,10 +183,13 @@ export class LmdbEngine implements Engine {
     this.windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
     this.now = options.now ?? Date.now;
     this.waitForFlush = (options.durability ?? 'flush') === 'flush';
+    assertDirectory(options.path);
     try {
-      this.root = open({ path: options.path, maxDbs: 8 });
+      // The path is a directory holding data.mdb and lock.mdb, whatever its name: left to itself
+      // lmdb takes a name with an extension (`rill.data`) for the database file itself.
+      this.root = open({ path: options.path, maxDbs: 8, noSubdir: false });
     } catch (err) {
-      const why = `Cannot open the lmdb database at ${options.path}`;
+      const why = `Cannot open the lmdb database at ${options.path}: ${(err as Error).message}`;
       throw new RillError('engine_unavailable', why, { cause: err });
     }
     this.topics = this.root.openDB<TopicRecord, string>('topics', {});

@@ -44,6 +44,7 @@ import {
   clampLimit,
   closedError,
   makeEvent,
+  ReachabilityLog,
 } from './common.js';
 import { newEpoch, RetentionResolver } from './retention.js';
 
@@ -55,6 +56,8 @@ export const DEFAULT_NATS_PREFIX = 'rill';
 export const DEFAULT_NATS_SWEEP_INTERVAL_MS = 10_000;
 /** Default time an operation waits for a (re)connecting NATS before failing, ms. */
 export const DEFAULT_NATS_CONNECT_WAIT_MS = 1_000;
+/** Pause between connection attempts, ms. */
+const RECONNECT_WAIT_MS = 250;
 /** Default time a JetStream request may take, ms. */
 export const DEFAULT_NATS_REQUEST_TIMEOUT_MS = 5_000;
 
@@ -197,6 +200,9 @@ export class NatsEngine implements Engine, HealthCheck {
   private sweeping = false;
   private closed = false;
   private closing: Promise<void> | undefined;
+  private readonly reach: ReachabilityLog;
+  /** Cuts short the pause between first-connect attempts (set while one runs). */
+  private wakeConnect: (() => void) | undefined;
 
   constructor(options: NatsEngineOptions = {}) {
     this.prefix = options.prefix ?? DEFAULT_NATS_PREFIX;
@@ -207,6 +213,7 @@ export class NatsEngine implements Engine, HealthCheck {
       );
     }
     this.url = options.url ?? DEFAULT_NATS_URL;
+    this.reach = new ReachabilityLog(options.log, 'NATS', this.url);
     this.retention = new RetentionResolver(options.retention ?? DEFAULT_RETENTION);
     this.windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
     this.now = options.now ?? Date.now;
@@ -226,18 +233,7 @@ export class NatsEngine implements Engine, HealthCheck {
 
   private async start(): Promise<void> {
     try {
-      const nc = await connect({
-        servers: this.url.split(','),
-        name: 'rill',
-        // Not there yet at start-up is like a later outage: keep trying, answer 503 meanwhile.
-        waitOnFirstConnect: true,
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: 250,
-        // The client's own PING/PONG is the liveness probe: a silent connection is replaced.
-        pingInterval: 5_000,
-        maxPingOut: 2,
-        timeout: this.requestTimeoutMs,
-      });
+      const nc = await this.connectFirst();
       this.nc = nc;
       this.connected = true;
       void this.watchStatus(nc);
@@ -255,14 +251,62 @@ export class NatsEngine implements Engine, HealthCheck {
   }
 
   /**
+   * The first connection. Not there yet at start-up is like a later outage: keep trying (logging
+   * it once), answer 503 meanwhile. The retries are ours rather than the client's
+   * `waitOnFirstConnect`, which nothing can stop: `close()` ends them.
+   */
+  private async connectFirst(): Promise<NatsConnection> {
+    for (;;) {
+      let nc: NatsConnection;
+      try {
+        nc = await connect({
+          servers: this.url.split(','),
+          name: 'rill',
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: RECONNECT_WAIT_MS,
+          // The client's own PING/PONG is the liveness probe: a silent connection is replaced.
+          pingInterval: 5_000,
+          maxPingOut: 2,
+          timeout: this.requestTimeoutMs,
+        });
+      } catch (err) {
+        if (this.closed) throw closedError(this.name);
+        this.connectError = err;
+        this.reach.unreachable(err);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, RECONNECT_WAIT_MS);
+          function done(): void {
+            clearTimeout(timer);
+            resolve();
+          }
+          this.wakeConnect = done;
+        });
+        this.wakeConnect = undefined;
+        if (this.closed) throw closedError(this.name);
+        continue;
+      }
+      if (this.closed) {
+        await nc.close().catch(() => undefined);
+        throw closedError(this.name);
+      }
+      this.reach.reachable();
+      return nc;
+    }
+  }
+
+  /**
    * Tracks the connection: while it is down, operations fail fast with `engine_unavailable`
    * instead of queuing a publish in the client's reconnect buffer until its timeout.
    */
   private async watchStatus(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
-      if (s.type === 'disconnect' || s.type === 'staleConnection') this.connected = false;
-      else if (s.type === 'reconnect') {
+      if (s.type === 'disconnect' || s.type === 'staleConnection') {
+        this.connected = false;
+        const why = s.type === 'disconnect' ? 'connection lost' : 'connection went silent';
+        if (!this.closed) this.reach.unreachable(new Error(why));
+      } else if (s.type === 'reconnect') {
         this.connected = true;
+        this.reach.reachable();
         for (const w of [...this.reconnectWaiters]) w();
         // Consumers do not outlive a server restart: start each feed again after what it
         // delivered, rather than wait for its missed heartbeats to say so.
@@ -429,6 +473,7 @@ export class NatsEngine implements Engine, HealthCheck {
 
   private async shutdown(): Promise<void> {
     this.closed = true;
+    this.wakeConnect?.();
     clearInterval(this.sweepTimer);
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
     for (const w of this.watched.values()) this.stopWatch(w.topic);

@@ -20,6 +20,7 @@ import {
   MAX_READ_LIMIT,
   clampLimit,
   closedError,
+  ReachabilityLog,
   makeEvent,
 } from './common.js';
 import { APPEND, SEQ_AT_TIME, TRIM } from './redis-scripts.js';
@@ -195,8 +196,12 @@ export class RedisEngine implements Engine, HealthCheck {
       enableAutoPipelining: true,
     }) as Redis & ScriptCommands;
     this.sub = new Redis(url, { ...common, maxRetriesPerRequest: null, autoResubscribe: false });
-    // ioredis logs unhandled 'error' events; connection errors surface through commands instead.
-    this.cmd.on('error', () => undefined);
+    // Connection errors surface through commands (503s); the log gets one line per outage.
+    const reach = new ReachabilityLog(options.log, 'Redis', url);
+    this.cmd.on('error', (err) => {
+      if (!this.closed) reach.unreachable(err);
+    });
+    this.cmd.on('ready', () => reach.reachable());
     this.sub.on('error', () => undefined);
     this.cmd.defineCommand('rillAppend', { numberOfKeys: 6, lua: APPEND });
     this.cmd.defineCommand('rillTrim', { numberOfKeys: 2, lua: TRIM });

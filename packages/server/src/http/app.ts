@@ -7,6 +7,7 @@ import { hasHealthCheck } from '../engine/engine.js';
 import { RillError } from '../errors.js';
 import type { Hub } from '../hub.js';
 import { clientErrorHandler } from './connection.js';
+import type { ConnectionBudget } from './capacity.js';
 import { demoPage } from './demo-page.js';
 import { HostPolicy } from './host.js';
 import { pollRoutes } from './poll.js';
@@ -24,6 +25,8 @@ export interface AppContext {
   hub: Hub;
   /** Set once shutdown begins: new streams are refused, readiness fails. */
   state: { closing: boolean };
+  /** Refuses new streams once connections near the open-files limit. */
+  budget?: ConnectionBudget;
 }
 
 const FASTIFY_TO_RILL: Record<string, RillError['code']> = {
@@ -53,6 +56,23 @@ function checkingInterval(...timeouts: number[]): number {
   if (set.length === 0) return 30_000;
   return Math.min(1000, Math.max(100, Math.floor(Math.min(...set) / 4)));
 }
+/** What `GET /` answers without the demo: the endpoints, for a human or a script finding its way. */
+export const API_INDEX = {
+  name: 'rill',
+  endpoints: {
+    publish: 'POST /v1/topics/{topic}/events',
+    read: 'GET /v1/topics/{topic}/events',
+    topic: 'GET /v1/topics/{topic}',
+    topics: 'GET /v1/topics',
+    stream: 'GET /v1/topics/{topic}/stream',
+    streamMany: 'GET /v1/stream?topics={topic|pattern},…',
+    longPoll: 'GET /v1/events?topics={topic|pattern},…',
+    webSocket: 'GET /v1/ws',
+    health: 'GET /healthz',
+    ready: 'GET /readyz',
+  },
+  docs: 'docs/protocol.md in the Rill repository',
+} as const;
 
 export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
   const http = ctx.config.http;
@@ -146,8 +166,10 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
     return reply.code(404).send(e.toJSON());
   });
 
+  // A 503 is a state logged where it arises (engine down, shutdown, connection budget), not once
+  // per request.
   app.addHook('onResponse', (req, reply, done) => {
-    if (reply.statusCode >= 500) {
+    if (reply.statusCode >= 500 && reply.statusCode !== 503) {
       req.log.warn({ method: req.method, route: req.routeOptions.url, status: reply.statusCode });
     }
     done();
@@ -168,7 +190,12 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
     }
     return { status: 'ready', engine: ctx.engine.name, subscribers: ctx.hub.size };
   });
-  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(demoPage));
+  // The demo page comes with the demo feed (--demo); otherwise `/` lists the API.
+  if (ctx.config.demo) {
+    app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(demoPage));
+  } else {
+    app.get('/', async () => API_INDEX);
+  }
 
   publishRoutes(app, ctx);
   topicRoutes(app, ctx);

@@ -1,6 +1,6 @@
 /**
- * The page served at `/`: the demo topic rendered live with the browser's native EventSource,
- * nothing else. The dashboard proper lives at `/ui` once it exists.
+ * The page served at `/` with `--demo`: the demo topic rendered live with the browser's native
+ * EventSource, nothing else. The dashboard proper lives at `/ui` once it exists.
  */
 export const demoPage = `<!doctype html>
 <html lang="en">

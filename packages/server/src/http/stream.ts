@@ -121,6 +121,12 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     patterns: string[],
   ): Promise<void> {
     if (ctx.state.closing) throw new RillError('shutting_down');
+    const full = ctx.budget?.refuseStream();
+    if (full) {
+      // Free the connection too: the refusal is about connections.
+      void reply.header('connection', 'close');
+      throw full;
+    }
     const start = parseStart(req.query);
     const cursor = parseResumeCursor(
       req.headers['last-event-id'],

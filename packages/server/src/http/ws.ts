@@ -238,6 +238,8 @@ function checkHandshake(
   if (ctx.state.closing) {
     return { error: new RillError('shutting_down'), headers: { 'Retry-After': '1' } };
   }
+  const full = ctx.budget?.refuseStream();
+  if (full) return { error: full, headers: { 'Retry-After': '1' } };
   return null;
 }
 
