@@ -530,4 +530,26 @@ describe('upgrades other than WebSocket, and HEAD on streams', () => {
     expect(bad.status).toBe(400);
     expect(server.hub.size).toBe(0);
   });
+
+  it('answers HEAD on long-poll routes at once, whatever wait asks', async () => {
+    const pub = await fetch(`${url}/v1/topics/headp/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"data":1}',
+    });
+    expect(pub.status).toBe(201);
+    for (const path of [
+      '/v1/events?topics=headp&wait=60&from=now',
+      '/v1/topics/headp/events?wait=60&after=1',
+    ]) {
+      // A HEAD that waited for the next event would take the whole minute: the timeout fails it.
+      const r = await fetch(`${url}${path}`, {
+        method: 'HEAD',
+        signal: AbortSignal.timeout(10_000),
+      });
+      expect(r.status, path).toBe(200);
+    }
+    const bad = await fetch(`${url}/v1/events?topics=headp&wait=600`, { method: 'HEAD' });
+    expect(bad.status).toBe(400);
+  });
 });

@@ -163,7 +163,9 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
     async (req, reply) => {
       if (ctx.state.closing) throw new RillError('shutting_down');
       const patterns = parseTopicsParam(req.query.topics, limits.maxPatternsPerSubscription);
-      const waitMs = parseWait(req.query.wait);
+      const asked = parseWait(req.query.wait);
+      // HEAD answers at once: it asks what a GET would answer now, not for the next event.
+      const waitMs = req.method === 'HEAD' ? 0 : asked;
       const limit = parseLimit(req.query.limit, 100, limits.maxPageSize);
       const start = parseStart(req.query);
       const cursor = parseResumeCursor(

@@ -81,7 +81,9 @@ export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
     const topic = assertTopic(req.params.topic);
     const after = parseAfter(req.query.after, topic, limits.maxCursorLength);
     const limit = parseLimit(req.query.limit, 100, limits.maxPageSize);
-    const waitMs = parseWait(req.query.wait);
+    const asked = parseWait(req.query.wait);
+    // HEAD answers at once: it asks what a GET would answer now, not for the next event.
+    const waitMs = req.method === 'HEAD' ? 0 : asked;
     let afterSeq = after.seq;
     let r = await engine.read(topic, afterSeq, limit);
     const epochChanged = after.epoch !== undefined && r.head && after.epoch !== r.head.epoch;
