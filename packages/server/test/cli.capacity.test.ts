@@ -57,7 +57,7 @@ function raw(url: string, request: string | null): Raw {
 }
 
 const stream = (topic: string): string =>
-  `GET /v1/topics/${topic}/stream HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n`;
+  `GET /v1/topics/${topic}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n`;
 
 const isBudgetLine = (l: LogLine): boolean =>
   l.level === 40 && /connection budget/.test(l.msg ?? '');
@@ -92,7 +92,7 @@ describe('the connection budget', () => {
     // A WebSocket handshake is refused the same way.
     const ws = raw(
       url,
-      'GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
         'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
     );
     const wsHead = await within(ws.first, 10_000, 'the WebSocket handshake to be answered');

@@ -103,7 +103,7 @@ describe('SIGTERM', () => {
     // Connections opened ahead of use (as browsers and pools do) that have sent nothing, and one
     // that has sent only part of a request head.
     const fresh = await Promise.all([connectRaw(url), connectRaw(url), connectRaw(url)]);
-    fresh[2]!.socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
+    fresh[2]!.socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n');
 
     const { code, ms } = await terminate(s);
     expect(code).toBe(0);
@@ -122,7 +122,7 @@ describe('SIGTERM', () => {
     // The server answers 100 Continue once it has the head: from then on the request is in
     // flight, and its body is still on the way when the signal comes.
     socket.write(
-      `POST /v1/topics/inflight/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `POST /v1/topics/inflight/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
         `Content-Length: ${body.length}\r\nExpect: 100-continue\r\n\r\n`,
     );
     await until(() => received().includes('100 Continue'), 10_000, '100 Continue');
@@ -147,7 +147,7 @@ describe('SIGTERM', () => {
     const { socket, received } = await connectRaw(url);
     // A publish whose body never completes.
     socket.write(
-      `POST /v1/topics/stuck/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `POST /v1/topics/stuck/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
         `Content-Length: 100\r\nExpect: 100-continue\r\n\r\n{"data":`,
     );
     await until(() => received().includes('100 Continue'), 10_000, '100 Continue');
