@@ -1,5 +1,3 @@
-import type { Socket } from 'node:net';
-import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
@@ -9,6 +7,7 @@ import type { Engine } from './engine/engine.js';
 import { createEngine } from './engine/index.js';
 import { buildApp } from './http/app.js';
 import { ConnectionBudget } from './http/capacity.js';
+import { ConnectionRegistry } from './http/connection.js';
 import { Hub } from './hub.js';
 
 /** Pending connections the kernel may queue for accept (see listen()). */
@@ -75,7 +74,7 @@ export async function createServer(
   const state = { closing: false };
   const budget = new ConnectionBudget(log);
   const app = buildApp({ config, engine, hub, state, budget }, log);
-  const connections = trackConnections(app);
+  const connections = new ConnectionRegistry(app.server);
   // Streams never end on their own: end them first, or closing the listener would wait forever.
   app.addHook('preClose', (done) => {
     state.closing = true;
@@ -96,7 +95,7 @@ export async function createServer(
       // A reconnect storm (thousands of clients back at once) overflows Node's default accept
       // backlog of 511: the kernel then resets connections the clients believed open
       // (ECONNRESET in bench/storm.js). The kernel caps this at net.core.somaxconn.
-      budget.attach(app.server);
+      budget.attach(app.server, connections);
       await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
@@ -113,40 +112,6 @@ export async function createServer(
         }
       })();
       return closing;
-    },
-  };
-}
-
-/** What node:http keeps on a connection it serves (node:http internals, see transport/http-sink). */
-type HttpSocket = Socket & { parser?: unknown; _httpMessage?: ServerResponse | null };
-
-/**
- * The server's connections, so that shutdown can close the ones with no request in flight.
- * node:http's own `closeIdleConnections()` (which `server.close()` runs) leaves open a connection
- * that has not sent a complete request head, such as one opened ahead of use, and the listener's
- * close then waits for it until the client gives up; it also leaves a keep-alive connection open
- * after its last response.
- */
-function trackConnections(app: FastifyInstance): { closeUnused(): void } {
-  const sockets = new Set<HttpSocket>();
-  app.server.on('connection', (socket: HttpSocket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  return {
-    closeUnused() {
-      for (const socket of sockets) {
-        // No parser: the connection is a WebSocket or a detached stream, ended by the hub.
-        if (!socket.parser || socket.destroyed) continue;
-        const res = socket._httpMessage;
-        if (!res) {
-          socket.destroy();
-          continue;
-        }
-        // A request in flight: let it finish, then close its connection.
-        if (!res.headersSent) res.shouldKeepAlive = false;
-        res.once('finish', () => socket.end());
-      }
     },
   };
 }

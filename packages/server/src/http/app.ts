@@ -200,7 +200,7 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
   publishRoutes(app, ctx);
   topicRoutes(app, ctx);
   streamRoutes(app, ctx);
-  wsRoutes(app, ctx);
+  wsRoutes(app, ctx, hosts);
   pollRoutes(app, ctx);
   return app;
 }

@@ -1,6 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import type { Socket } from 'node:net';
 import { RillError } from '../errors.js';
 
 /**
@@ -96,8 +95,7 @@ class RateLimitedLog {
  * Both are logged as a warning once, then at most once a minute with a count.
  */
 export class ConnectionBudget {
-  /** Connections open now. */
-  open = 0;
+  private connections: { readonly size: number } = { size: 0 };
   maxConnections: number | null = null;
   maxStreams: number | null = null;
   private readonly refused: RateLimitedLog;
@@ -125,14 +123,15 @@ export class ConnectionBudget {
   }
 
   /**
-   * Counts the server's connections and sets the limits from the open-files limit and the
+   * Counts the server's connections (`connections`, the server's registry) and sets the limits from the open-files limit and the
    * descriptors already in use. Call it once the server listens.
    */
-  attach(server: Server, fileLimit = openFilesLimit()): void {
-    server.on('connection', (socket: Socket) => {
-      this.open++;
-      socket.once('close', () => this.open--);
-    });
+  attach(
+    server: Server,
+    connections: { readonly size: number },
+    fileLimit = openFilesLimit(),
+  ): void {
+    this.connections = connections;
     server.on('drop', () => this.dropped.hit());
     const inUse = openFiles();
     if (fileLimit === null || inUse === null) return;
@@ -154,7 +153,7 @@ export class ConnectionBudget {
 
   /** A `too_many_connections` error when a new stream would eat into the reserve, else null. */
   refuseStream(): RillError | null {
-    if (this.maxStreams === null || this.open <= this.maxStreams) return null;
+    if (this.maxStreams === null || this.connections.size <= this.maxStreams) return null;
     this.refused.hit();
     return new RillError('too_many_connections', undefined, {
       details: { limit: this.maxStreams },

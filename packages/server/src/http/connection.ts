@@ -139,3 +139,41 @@ export function serveAsHttp(
     socket.resume();
   });
 }
+
+/**
+ * Every connection the server holds, registered once (one listener per connection): its count is
+ * what the connection budget compares, and at shutdown the ones with no request in flight are
+ * closed. node:http's own `closeIdleConnections()` (which `server.close()` runs) leaves open a
+ * connection that has not sent a complete request head, such as one opened ahead of use, and the
+ * listener's close then waits for it until the client gives up.
+ */
+export class ConnectionRegistry {
+  private readonly sockets = new Set<HttpSocket>();
+
+  constructor(server: Server) {
+    server.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
+  }
+
+  /** Connections open now. */
+  get size(): number {
+    return this.sockets.size;
+  }
+
+  /** Closes connections with no request in flight; one in flight finishes, then closes. */
+  closeUnused(): void {
+    for (const socket of this.sockets) {
+      // No parser: the connection is a WebSocket or a detached stream, ended by the hub.
+      if (!socket.parser || socket.destroyed) continue;
+      const res = socket._httpMessage;
+      if (!res) {
+        socket.destroy();
+        continue;
+      }
+      if (!res.headersSent) res.shouldKeepAlive = false;
+      res.once('finish', () => socket.end());
+    }
+  }
+}

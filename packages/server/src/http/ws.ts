@@ -15,7 +15,7 @@ import type { RequestId } from '../transport/ws.js';
 import { WsSink, WsWriter, wsErrorFrame } from '../transport/ws.js';
 import type { AppContext } from './app.js';
 import { answerAndClose, serveAsHttp } from './connection.js';
-import { HostPolicy } from './host.js';
+import type { HostPolicy } from './host.js';
 import { parseResumeCursor, parseStart, parseTopicsParam } from './stream.js';
 
 /** Where the WebSocket endpoint lives. */
@@ -95,7 +95,7 @@ const rejectUpgrade = answerAndClose;
  * method, header count, version, origin, subprotocol) so that refusals carry the catalogue's JSON
  * body. Registers its own shutdown (close every socket with 4001) and one shared ping sweep.
  */
-export function wsRoutes(app: FastifyInstance, ctx: AppContext): void {
+export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolicy): void {
   const cfg = ctx.config.ws;
   const log = app.log;
   const sessions = new Set<WsSession>();
@@ -127,7 +127,6 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext): void {
     rejectUpgrade(socket, new RillError('invalid_parameter', err.message));
   });
 
-  const hosts = new HostPolicy(ctx.config.http.allowedHosts, ctx.config.host);
   app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if (!isWebSocketUpgrade(req)) {
       serveAsHttp(app.server, req, socket, head);
