@@ -107,7 +107,7 @@ export class Channel {
 }
 
 /**
- * The per-process fan-out (DESIGN §3, §6): one watch per topic with local subscribers, each event
+ * The per-process fan-out (docs/architecture.md § The fan-out core): one watch per topic with local subscribers, each event
  * framed once per wire format, one coalesced write per subscriber per tick, one shared heartbeat
  * sweep instead of a timer per connection.
  */

@@ -13,7 +13,7 @@ export interface Sink {
    * event); a string is a multi-topic cursor that differs per subscriber.
    */
   frameEvent(ev: RillEvent, id: string | null): string;
-  /** A reset notice (DESIGN §2.3) with the cursor to resume from after it. */
+  /** A reset notice (docs/protocol.md § Reset notice) with the cursor to resume from after it. */
   frameReset(notice: ResetNotice, id: string): string;
   /** Writes bytes; the hub coalesces frames so this is called at most once per tick. */
   write(chunk: string): void;

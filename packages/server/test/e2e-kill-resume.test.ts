@@ -4,7 +4,7 @@
  * directory. A subscriber that resumes with the `Last-Event-ID` of the last event it saw (while
  * publishing goes on, the log already well past it) must end up with every acknowledged event
  * exactly once, in seq order, with no gap, and the topic's epoch must survive the restart
- * (DESIGN §2.1-§2.3, lmdb durability).
+ * (docs/architecture.md § Guarantees, lmdb durability).
  *
  * Publishes carry idempotency keys, and a batch whose request failed around the kill is sent again
  * (same keys) once the server is back: a batch that was committed but whose answer died with the

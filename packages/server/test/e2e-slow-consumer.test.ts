@@ -1,6 +1,6 @@
 /**
  * End to end, over real sockets against a child `rill serve`: one subscriber stops reading while
- * 200,000 events are published (DESIGN §2.5). The server must neither buffer them for it (memory
+ * 200,000 events are published (docs/architecture.md § Guarantees: slow consumers). The server must neither buffer them for it (memory
  * stays bounded) nor drop it, nor slow the other subscriber down; once it reads again it gets every
  * event, in seq order, from the log (the catch-up path), and then rejoins the live path.
  */

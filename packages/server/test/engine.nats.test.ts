@@ -29,7 +29,7 @@ engineContract('nats', async (opts) => {
   } catch (err) {
     await engine.close();
     throw new Error(
-      `NATS JetStream at ${NATS_URL} is not reachable: start it (shared/services.md)`,
+      `NATS JetStream at ${NATS_URL} is not reachable: start it (the commands are in .ci/run)`,
       {
         cause: err,
       },

@@ -11,7 +11,7 @@ engineContract('redis', async (opts) => {
   } catch (err) {
     await engine.close();
     throw new Error(
-      `Redis at ${SHARED_REDIS_URL} is not reachable: start it (shared/services.md)`,
+      `Redis at ${SHARED_REDIS_URL} is not reachable: start it (the commands are in .ci/run)`,
       {
         cause: err,
       },
