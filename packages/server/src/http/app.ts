@@ -6,7 +6,7 @@ import type { Engine } from '../engine/engine.js';
 import { hasHealthCheck } from '../engine/engine.js';
 import { RillError } from '../errors.js';
 import type { Hub } from '../hub.js';
-import { clientErrorHandler } from './connection.js';
+import { clientErrorHandler, tooManyHeaders } from './connection.js';
 import type { ConnectionBudget } from './capacity.js';
 import { demoPage } from './demo-page.js';
 import { HostPolicy } from './host.js';
@@ -98,7 +98,10 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
       // A missing Host is checked with the others, below, for a catalogue answer.
       requireHostHeader: false,
     },
-    clientErrorHandler: clientErrorHandler(logger, http.maxHeaderSize),
+    clientErrorHandler: clientErrorHandler(logger, {
+      maxHeaderSize: http.maxHeaderSize,
+      maxHeadersCount: http.maxHeadersCount,
+    }),
   }) as unknown as FastifyInstance;
 
   // First of all: is this a Host the server answers for (DNS rebinding)?
@@ -109,15 +112,14 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
     void reply.code(e.status).type('application/json; charset=utf-8').send(e.toJSON());
   });
 
-  // Node silently drops the headers past maxHeadersCount; keeping one more than allowed makes
-  // "too many" visible, and such requests get a 431 (upgrades: in ws.ts).
+  // Node 22 silently drops the headers past maxHeadersCount; keeping one more than allowed makes
+  // "too many" visible, and such requests get a 431 (upgrades: in ws.ts; Node 24's parser refuses
+  // more than that itself: connection.ts).
   const maxHeaders = http.maxHeadersCount;
   app.server.maxHeadersCount = maxHeaders + 1;
   app.addHook('onRequest', (req, reply, done) => {
     if (req.raw.rawHeaders.length / 2 <= maxHeaders) return done();
-    const e = new RillError('invalid_parameter', `More than ${maxHeaders} request headers`, {
-      details: { limit: maxHeaders },
-    });
+    const e = tooManyHeaders(maxHeaders);
     void reply.code(431).type('application/json; charset=utf-8').send(e.toJSON());
   });
 

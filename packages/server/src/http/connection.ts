@@ -53,23 +53,39 @@ export function answerAndClose(
   setTimeout(() => socket.destroy(), LINGER_MS).unref();
 }
 
+/** The answer to a request with more than `max` headers (431), on every path that can see it. */
+export function tooManyHeaders(max: number): RillError {
+  return new RillError('invalid_parameter', `More than ${max} request headers`, {
+    details: { limit: max },
+  });
+}
+
+/** The bounds on a request head that node:http's parser enforces. */
+export interface HeadLimits {
+  maxHeaderSize: number;
+  maxHeadersCount: number;
+}
+
 /** The catalogue error (and HTTP status) for an error node:http's parser or timers reported. */
 function clientErrorToRill(
-  err: NodeJS.ErrnoException,
-  maxHeaderSize: number,
+  err: NodeJS.ErrnoException & { bytesParsed?: number },
+  limits: HeadLimits,
 ): { error: RillError; status?: number } {
   switch (err.code) {
     case 'ERR_HTTP_REQUEST_TIMEOUT':
       return { error: new RillError('request_timeout') };
     case 'HPE_HEADER_OVERFLOW':
+      // Node 22 drops headers past maxHeadersCount (the onRequest hook answers those); Node 24's
+      // parser stops with this error instead, before the head reaches maxHeaderSize bytes.
+      if (err.bytesParsed !== undefined && err.bytesParsed < limits.maxHeaderSize) {
+        return { status: 431, error: tooManyHeaders(limits.maxHeadersCount) };
+      }
       return {
         status: 431,
         error: new RillError(
           'invalid_parameter',
-          `Request head larger than ${maxHeaderSize} bytes`,
-          {
-            details: { limit: maxHeaderSize },
-          },
+          `Request head larger than ${limits.maxHeaderSize} bytes`,
+          { details: { limit: limits.maxHeaderSize } },
         ),
       };
     default:
@@ -86,12 +102,12 @@ function clientErrorToRill(
  */
 export function clientErrorHandler(
   log: FastifyBaseLogger,
-  maxHeaderSize: number,
+  limits: HeadLimits,
 ): (err: NodeJS.ErrnoException, socket: Duplex) => void {
   return (err, socket) => {
     if (err.code === 'ECONNRESET' || socket.destroyed || failing.has(socket)) return;
     failing.add(socket);
-    const { error, status } = clientErrorToRill(err, maxHeaderSize);
+    const { error, status } = clientErrorToRill(err, limits);
     log.debug({ code: err.code }, 'client error');
     const answer = (): void => answerAndClose(socket, error, status ? { status } : {});
     // A timeout, or a body cut short by bad framing, leaves a request that will never complete:

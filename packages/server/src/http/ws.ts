@@ -14,7 +14,7 @@ import { assertTopic, isPattern } from '../topic.js';
 import type { RequestId } from '../transport/ws.js';
 import { WsSink, WsWriter, wsErrorFrame } from '../transport/ws.js';
 import type { AppContext } from './app.js';
-import { answerAndClose, serveAsHttp } from './connection.js';
+import { answerAndClose, serveAsHttp, tooManyHeaders } from './connection.js';
 import type { HostPolicy } from './host.js';
 import { parseResumeCursor, parseStart, parseTopicsParam } from './stream.js';
 
@@ -204,12 +204,7 @@ function checkHandshake(
   // is seen, instead of the rest being dropped silently.
   const limit = ctx.config.http.maxHeadersCount;
   if (req.rawHeaders.length / 2 > limit) {
-    return {
-      status: 431,
-      error: new RillError('invalid_parameter', `More than ${limit} request headers`, {
-        details: { limit },
-      }),
-    };
+    return { status: 431, error: tooManyHeaders(limit) };
   }
   if (req.headers['sec-websocket-version']?.trim() !== '13') {
     return {
