@@ -94,7 +94,7 @@ export async function createServer(
     async listen() {
       // A reconnect storm (thousands of clients back at once) overflows Node's default accept
       // backlog of 511: the kernel then resets connections the clients believed open
-      // (ECONNRESET in bench/storm.js). The kernel caps this at net.core.somaxconn.
+      // (ECONNRESET in packages/bench/storm.js). The kernel caps this at net.core.somaxconn.
       budget.attach(app.server, connections);
       await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
       const addr = app.server.address();

@@ -1,6 +1,7 @@
 /**
  * Commands the README gives operators, run as written: the bench's `--server-pid` pgrep pattern
- * against the processes `npm start` really starts, and `node bench/summarize.js bench/results`.
+ * against the processes `npm start` really starts, and
+ * `node packages/bench/summarize.js packages/bench/results`.
  */
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -60,13 +61,15 @@ describe('README', () => {
     expect(pattern.test(cmdline(serverPid))).toBe(true);
   });
 
-  it('`node bench/summarize.js bench/results` prints the tables of every round', async () => {
+  it('`node packages/bench/summarize.js packages/bench/results` prints the tables of every round', async () => {
     expect(readme + readFileSync(join(REPO, 'docs/benchmarks.md'), 'utf8')).toContain(
-      'node bench/summarize.js bench/results',
+      'node packages/bench/summarize.js packages/bench/results',
     );
-    const { stdout } = await run(process.execPath, ['bench/summarize.js', 'bench/results'], {
-      cwd: REPO,
-    });
+    const { stdout } = await run(
+      process.execPath,
+      ['packages/bench/summarize.js', 'packages/bench/results'],
+      { cwd: REPO },
+    );
     expect(stdout).toContain('### round5\n');
     expect(stdout).toContain('#### Fan-out, 1000 SSE subscribers, 1 topic');
   });

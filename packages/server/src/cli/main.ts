@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { registerBench } from './bench.js';
+import { registerBench } from './bench-command.js';
 import { registerPublish } from './publish.js';
 import { registerServe } from './serve.js';
 import { registerTail } from './tail.js';
@@ -19,6 +19,6 @@ export async function main(argv: string[]): Promise<void> {
   registerServe(program);
   registerTail(program);
   registerPublish(program);
-  registerBench(program);
+  await registerBench(program);
   await program.parseAsync(argv);
 }

@@ -1,7 +1,8 @@
-// Prints the Markdown tables of docs/benchmarks.md from a results folder: the one `bench/run.sh`
-// writes (bench/results by default, with fanout/, idle/, ... in it), or a folder of such folders
-// (bench/results holds one per round: round1/ ... round5/), each printed under its name.
-//   node bench/summarize.js [results-dir]
+// Prints the Markdown tables of docs/benchmarks.md from a results folder: the one `run.sh`
+// writes (packages/bench/results by default, with fanout/, idle/, ... in it), or a folder of such
+// folders (packages/bench/results holds one per round: round1/ ... round5/), each printed under
+// its name.
+//   node packages/bench/summarize.js [results-dir]
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 

@@ -1,5 +1,5 @@
 // Catch-up: one subscriber replays N stored events (default 1,000,000) from a Rill server.
-//   node bench/catchup.js [url] [events]
+//   node packages/bench/catchup.js [url] [events]
 // Publishes N events in NDJSON batches of 1,000 to a fresh topic, then opens one SSE stream with
 // from=earliest and times how long the stream takes to deliver them all (events counted with the
 // generator's marker scanner, the same as `rill bench`), twice: the first replay on a cold
@@ -8,7 +8,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { MarkerScanner, benchPayload, paddingFor } from '../packages/server/dist/bench/scan.js';
+import { MarkerScanner, benchPayload, paddingFor } from './dist/scan.js';
 
 const url = new URL(process.argv[2] ?? 'http://127.0.0.1:8080');
 const total = Number(process.argv[3] ?? 1_000_000);

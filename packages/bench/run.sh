@@ -1,35 +1,37 @@
 #!/usr/bin/env bash
 # Rill vs peers, one command per scenario, same generator (`rill bench`) and settings for each.
 #
-#   bash bench/run.sh fanout [1000|10000]   fan-out, 1 topic, rate ladder, SSE and WebSocket
-#   bash bench/run.sh idle                  server RSS per idle connection at 15,000 connections
-#   bash bench/run.sh ingest                single POST req/s and batched NDJSON events/s (Rill: lmdb)
-#   bash bench/run.sh catchup               one subscriber replaying 1,000,000 stored events (Rill)
-#   bash bench/run.sh storm                 5,000 SSE subscribers dropped, 500-event gap, resume
-#   bash bench/run.sh manytopics            10,000 subscribers each on its own topic + a shared one
-#   bash bench/run.sh all                   all of the above
+#   bash packages/bench/run.sh fanout [1000|10000]   fan-out, 1 topic, rate ladder, SSE and WebSocket
+#   bash packages/bench/run.sh idle                  server RSS per idle connection, 15,000 connections
+#   bash packages/bench/run.sh ingest                single POST req/s, batched NDJSON events/s (lmdb)
+#   bash packages/bench/run.sh catchup               one subscriber replaying 1,000,000 stored events
+#   bash packages/bench/run.sh storm                 5,000 SSE subscribers dropped, 500-event gap
+#   bash packages/bench/run.sh manytopics            10,000 subscribers each on own topic + a shared one
+#   bash packages/bench/run.sh all                   all of the above
 #
 # Ports: RILL_PORT (8080), NCHAN_PORT (8090), EXPRESS_PORT (8091), SOCKETIO_PORT (8092); the
-# storm scenario (bench/storm.js) always uses the defaults.
+# storm scenario (storm.js) always uses the defaults.
 # LADDER=25,50,100 overrides the rate ladder (events/s), STEP_SECONDS the seconds per step.
 # PEERS="rill-sse rill-ws nchan-sse nchan-ws pushpin-sse pushpin-ws express-sse socketio" selects
 # targets (default: all). PUSHPIN_PORT (8093), PUSHPIN_PUBLISH_PORT (8094) and
 # PUSHPIN_BACKEND_PORT (8095) move Pushpin off its default ports.
-# Results: bench/results/<scenario>/<target>-<n>.json; summary: node bench/summarize.js.
-# Peers are installed here, never vendored: npm (express, socket.io) into bench/node_modules from
-# bench/package.json; Debian's nginx + libnginx-mod-nchan and pushpin via apt-get when missing.
+# Results: packages/bench/results/<scenario>/<target>-<n>.json (RESULTS moves them); summary:
+# node packages/bench/summarize.js. Peers are installed here, never vendored: npm (express,
+# socket.io) into peers/node_modules from peers/package.json; Debian's nginx +
+# libnginx-mod-nchan and pushpin via apt-get when missing and selected. Their configs are
+# peers/nchan/nginx.conf and peers/pushpin/pushpin.conf.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BENCH="$ROOT/bench"
+BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH/../.." && pwd)"
 RILL="node $ROOT/packages/server/bin/rill.js"
 RESULTS="${RESULTS:-$BENCH/results}"
 # Absolute, so that the node one-liners below can require() result files.
 mkdir -p "$RESULTS" && RESULTS="$(cd "$RESULTS" && pwd)"
 TMP="$(mktemp -d /tmp/rill-bench.XXXXXX)"
 PEERS="${PEERS:-rill-sse rill-ws nchan-sse nchan-ws pushpin-sse pushpin-ws express-sse socketio}"
-NCHAN_CONF="${NCHAN_CONF:-$ROOT/../shared/peers/nchan/nginx.conf}"
-[ -f "$NCHAN_CONF" ] || NCHAN_CONF="/work/shared/peers/nchan/nginx.conf"
+NCHAN_CONF="${NCHAN_CONF:-$BENCH/peers/nchan/nginx.conf}"
+PUSHPIN_CONF="${PUSHPIN_CONF:-$BENCH/peers/pushpin/pushpin.conf}"
 # Rill serves from one process; peers that have workers get the same count.
 WORKERS=1
 PUSHPIN_PORT="${PUSHPIN_PORT:-8093}"
@@ -48,11 +50,14 @@ SUB_TOPICS="{topic}"
 log() { printf '\n=== %s\n' "$*" >&2; }
 
 install_peers() {
-  [ -d "$ROOT/packages/server/dist" ] || (cd "$ROOT" && npm run build >/dev/null)
-  if [ ! -d "$BENCH/node_modules/socket.io" ] || [ ! -d "$BENCH/node_modules/express" ]; then
-    (cd "$BENCH" && npm ci --no-audit --no-fund >/dev/null)
+  if [ ! -d "$ROOT/packages/server/dist" ] || [ ! -d "$BENCH/dist" ]; then
+    (cd "$ROOT" && npm run build >/dev/null)
   fi
-  if [ ! -f /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
+  if [[ " $PEERS " == *" express-sse "* || " $PEERS " == *" socketio "* ]] &&
+    { [ ! -d "$BENCH/peers/node_modules/socket.io" ] || [ ! -d "$BENCH/peers/node_modules/express" ]; }; then
+    (cd "$BENCH/peers" && npm ci --no-audit --no-fund >/dev/null)
+  fi
+  if [[ " $PEERS " == *" nchan-"* ]] && [ ! -f /usr/lib/nginx/modules/ngx_nchan_module.so ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light libnginx-mod-nchan >/dev/null
   fi
   if [[ " $PEERS " == *" pushpin-"* ]] && ! command -v pushpin >/dev/null; then
@@ -82,12 +87,10 @@ start_server() {
       ;;
     nchan-*)
       mkdir -p "$TMP/nchan"
-      # The shared config with this run's worker count and port, plus a multiplexed subscriber
-      # location: /msub/a,b is one connection subscribed to channels a and b (Nchan's
-      # nchan_channel_id_split_delimiter), for the many-topics scenario; /sub/ is unchanged.
+      # peers/nchan/nginx.conf with this run's worker count and port. Its /msub/a,b location is
+      # one connection subscribed to channels a and b, for the many-topics scenario.
       sed -e "s/^worker_processes .*/worker_processes $WORKERS;/" \
         -e "s/127\.0\.0\.1:8090/127.0.0.1:$NCHAN_PORT/" \
-        -e '/^ *listen /a\    location ~ ^/msub/(.+)$ { nchan_subscriber; nchan_channel_id $1; nchan_channel_id_split_delimiter ","; nchan_subscriber_first_message newest; }' \
         "$NCHAN_CONF" > "$TMP/nchan/nginx.conf"
       nginx -c "$TMP/nchan/nginx.conf" -p "$TMP/nchan" -g "daemon on; pid $TMP/nchan/nginx.pid;" 2>/dev/null
       wait_port "$NCHAN_PORT"
@@ -129,33 +132,19 @@ start_server() {
   sleep 0.5
 }
 
-# Pushpin's runner with a config of its own in $TMP (not /etc): the Debian package's pushpin.conf
-# with its own ports and IPC paths (so that it never meets a system Pushpin), zurl started by the
-# runner (Debian's config expects a system zurl), log level 1 (warnings), message_rate=0 (the
-# default 2,500 throttles every HTTP-stream delivery through a rate limiter: ~10 k deliveries/s),
-# condure with one worker thread, and the GRIP backend (bench/peers/pushpin-backend.js) as the
-# only route. docs/benchmarks.md says why.
+# Pushpin's runner with a config in $TMP (not /etc): peers/pushpin/pushpin.conf (the package
+# defaults with its own ports and IPC paths, so that it never meets a system Pushpin, zurl
+# started by the runner, log level 1 and no message rate limit), condure with one worker thread,
+# and the GRIP backend (peers/pushpin-backend.js) as the only route. docs/benchmarks.md says why.
 start_pushpin() {
   local d="$TMP/pushpin"
-  # The package's pristine default config (the same text as its /etc/pushpin/pushpin.conf).
-  local PUSHPIN_BASE_CONF=/usr/share/pushpin/pushpin.conf.condure
-  [ -f "$PUSHPIN_BASE_CONF" ] || PUSHPIN_BASE_CONF=/etc/pushpin/pushpin.conf
   rm -rf "$d" && mkdir -p "$d/run" "$d/log"
   # The runner has no setting for condure's --workers (default 2); a wrapper passes 1.
   printf '#!/bin/sh\nexec condure --workers=%s "$@"\n' "$WORKERS" > "$d/condure"
   chmod +x "$d/condure"
   echo "* 127.0.0.1:$PUSHPIN_BACKEND_PORT,over_http" > "$d/routes"
-  sed -e "s|^rundir=.*|rundir=$d/run|" -e "s|^ipc_prefix=.*|ipc_prefix=rillbench-|" \
-    -e "s|^services=.*|services=condure,zurl,pushpin-proxy,pushpin-handler|" \
-    -e "s|^http_port=.*|http_port=$PUSHPIN_PORT|" -e "s|^logdir=.*|logdir=$d/log|" \
-    -e "s|^log_level=.*|log_level=1|" -e "s|^condure_bin=.*|condure_bin=$d/condure|" \
-    -e "s|^push_in_spec=.*|push_in_spec=ipc://{rundir}/{ipc_prefix}push-in|" \
-    -e "s|^push_in_sub_specs=.*|push_in_sub_specs=ipc://{rundir}/{ipc_prefix}push-in-sub|" \
-    -e "s|^push_in_http_port=.*|push_in_http_port=$PUSHPIN_PUBLISH_PORT|" \
-    -e "s|^command_spec=.*|command_spec=ipc://{rundir}/{ipc_prefix}command|" \
-    -e "s|^message_rate=.*|message_rate=0|" \
-    -e "s|^\[proxy\]$|&\nzurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in\nzurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream\nzurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out|" \
-    "$PUSHPIN_BASE_CONF" > "$d/pushpin.conf"
+  sed -e "s|@DIR@|$d|g" -e "s|@HTTP_PORT@|$PUSHPIN_PORT|" -e "s|@PUBLISH_PORT@|$PUSHPIN_PUBLISH_PORT|" \
+    "$PUSHPIN_CONF" > "$d/pushpin.conf"
   PORT="$PUSHPIN_BACKEND_PORT" PUSHPIN_PUBLISH_URL="http://127.0.0.1:$PUSHPIN_PUBLISH_PORT/publish/" \
     node "$BENCH/peers/pushpin-backend.js" >/dev/null &
   local backend=$!
@@ -323,6 +312,6 @@ case "${1:-}" in
   storm) scenario_storm ;;
   manytopics) scenario_manytopics ;;
   all) scenario_fanout; scenario_idle; scenario_ingest; scenario_catchup; scenario_storm; scenario_manytopics ;;
-  *) sed -n '2,20p' "$0"; exit 2 ;;
+  *) sed -n '2,22p' "$0"; exit 2 ;;
 esac
 log "results in $RESULTS"

@@ -3,15 +3,18 @@
  * and against a deliberately lossy SSE peer, so the generator's counts, loss and latency figures
  * cannot silently break. Plus the marker scanner it counts with, fed arbitrary chunk splits.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import http from 'node:http';
 import type net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { BenchResult } from '../src/bench/run.js';
-import { MarkerScanner, benchPayload, dechunker } from '../src/bench/scan.js';
-import { BIN, spawnServer, type ChildServer } from './helpers.js';
+import type { BenchResult } from '../src/run.js';
+import { MarkerScanner, benchPayload, dechunker } from '../src/scan.js';
+import { BIN, spawnServer, type ChildServer } from '../../server/test/helpers.js';
 
+const run = promisify(execFile);
 const servers: ChildServer[] = [];
 const closers: Array<() => Promise<void>> = [];
 
@@ -25,9 +28,15 @@ afterEach(async () => {
   for (const c of closers.splice(0)) await c();
 });
 
-function runBench(args: string[]): Promise<{ code: number; result: BenchResult; err: string }> {
+/** This package's own bin; `rill bench` (the server's bin) delegates to the same command. */
+const BENCH_BIN = fileURLToPath(new URL('../bin/rill-bench.js', import.meta.url));
+
+function runBench(
+  args: string[],
+  command: string[] = [BIN, 'bench'],
+): Promise<{ code: number; result: BenchResult; err: string }> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [BIN, 'bench', '--json', '-q', ...args], {
+    const proc = spawn(process.execPath, [...command, '--json', '-q', ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -102,6 +111,34 @@ describe('rill bench against rill serve', () => {
       expect(step.ok).toBe(step.sound);
     });
   }
+});
+
+describe('rill-bench, the bin of its own', () => {
+  it('has the flags of `rill bench`', async () => {
+    // The help texts without the usage line (the command's name) and rill-bench's --version.
+    const help = async (command: string[]): Promise<string[]> =>
+      (await run(process.execPath, [...command, '--help'])).stdout
+        .split('\n')
+        .filter((line) => !line.startsWith('Usage: ') && !line.includes('--version'));
+    const own = await help([BENCH_BIN]);
+    expect(own.join('\n')).toContain('--subscribers <n>');
+    expect(own).toEqual(await help([BIN, 'bench']));
+  });
+
+  it('runs the same load test', async () => {
+    const server = await spawnServer(['--engine', 'memory', '--port', '0']);
+    servers.push(server);
+    const { code, result, err } = await runBench(
+      ['--url', server.url, '-s', '4', '-r', '100', '-d', '1', '--max-p99', '60000'],
+      [BENCH_BIN],
+    );
+    expect(err).toBe('');
+    expect(code).toBe(0);
+    expect(result.connected).toBe(4);
+    const step = result.steps[0]!;
+    expect(step.published).toBeGreaterThan(0);
+    expect(step.delivered).toBe(step.published * 4);
+  });
 });
 
 describe('rill bench, many topics: own topic + a shared topic per connection', () => {

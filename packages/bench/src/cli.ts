@@ -1,7 +1,7 @@
 import { cpus } from 'node:os';
 import type { Command } from 'commander';
 import { InvalidArgumentError, Option } from 'commander';
-import type { BenchOptions, BenchResult } from '../bench/run.js';
+import type { BenchOptions, BenchResult } from './run.js';
 
 /** Commander's parsed flags: the run's options, with the CLI's own names and switches. */
 type BenchFlags = Omit<
@@ -55,9 +55,17 @@ function pids(v: string): number[] {
   return v.split(',').map((s) => int(1)(s.trim()));
 }
 
+/** `rill bench`: the generator as a subcommand of another program (the server's `rill`). */
 export function registerBench(program: Command): void {
-  program
-    .command('bench')
+  configureBench(program.command('bench'));
+}
+
+/**
+ * The generator's flags and action on `cmd`: the `bench` subcommand of `rill`, or the whole
+ * program of the `rill-bench` bin. Messages are prefixed with the command's full name.
+ */
+export function configureBench(cmd: Command): Command {
+  return cmd
     .description(
       'load-test a Rill server (or a peer): subscribers over SSE/WS/NDJSON in worker processes, publishers at a fixed rate, latency and loss',
     )
@@ -131,8 +139,12 @@ export function registerBench(program: Command): void {
     .option('--json', 'print the result as JSON on stdout')
     .option('-q, --quiet', 'no progress line')
     .action(async (flags: BenchFlags) => {
-      process.exitCode = await bench(flags);
+      process.exitCode = await bench(flags, commandName(cmd));
     });
+}
+
+function commandName(cmd: Command): string {
+  return cmd.parent ? `${commandName(cmd.parent)} ${cmd.name()}` : cmd.name();
 }
 
 function defaultWorkers(subscribers: number): number {
@@ -141,16 +153,16 @@ function defaultWorkers(subscribers: number): number {
   return Math.max(1, needed, Math.min(cores, Math.ceil(subscribers / 2000)));
 }
 
-async function bench(f: BenchFlags): Promise<number> {
+async function bench(f: BenchFlags, name: string): Promise<number> {
   const workers = f.workers ?? defaultWorkers(f.subscribers);
   if (Math.ceil(f.subscribers / workers) > MAX_CONNECTIONS_PER_WORKER) {
     process.stderr.write(
-      `rill bench: ${f.subscribers} subscribers need at least ${Math.ceil(f.subscribers / MAX_CONNECTIONS_PER_WORKER)} workers\n`,
+      `${name}: ${f.subscribers} subscribers need at least ${Math.ceil(f.subscribers / MAX_CONNECTIONS_PER_WORKER)} workers\n`,
     );
     return 2;
   }
   if (f.target === 'generic' && f.subscribers > 0 && !f.subUrl) {
-    process.stderr.write('rill bench: --target generic needs --sub-url\n');
+    process.stderr.write(`${name}: --target generic needs --sub-url\n`);
     return 2;
   }
   const tty = process.stderr.isTTY;
@@ -166,18 +178,19 @@ async function bench(f: BenchFlags): Promise<number> {
       ? {}
       : {
           onProgress: (line: string) => {
-            const stamp = `[rill bench] ${line}`;
+            const stamp = `[${name}] ${line}`;
             process.stderr.write(tty ? `\r\x1b[K${stamp}` : `${stamp}\n`);
           },
         }),
   };
   let result: BenchResult;
   try {
-    // Loaded on use so `rill serve` does not carry the generator.
-    const { runBench } = await import('../bench/run.js');
+    // Loaded on use: `rill` registers this command on every run, `rill serve` included, and
+    // does not carry the generator.
+    const { runBench } = await import('./run.js');
     result = await runBench(options);
   } catch (err) {
-    process.stderr.write(`\nrill bench: ${(err as Error).message}\n`);
+    process.stderr.write(`\n${name}: ${(err as Error).message}\n`);
     return 1;
   }
   if (tty && !f.quiet) process.stderr.write('\n');

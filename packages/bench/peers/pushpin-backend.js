@@ -86,7 +86,7 @@ function wsEvent(type, content) {
 }
 
 const server = http.createServer(async (req, res) => {
-  // A plain (not held) answer: bench/run.sh waits until it comes back through Pushpin.
+  // A plain (not held) answer: run.sh waits until it comes back through Pushpin.
   if (req.url === '/ready') return res.writeHead(200, { 'content-type': 'text/plain' }).end('ok');
   const m = /^\/(sub|pub)\/([^/?]+)$/.exec(req.url ?? '');
   if (!m) return res.writeHead(404).end();

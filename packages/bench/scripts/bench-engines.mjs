@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Append throughput of each engine, from the built package (npm run build first):
-//   node packages/server/scripts/bench-engines.mjs [engine ...]
+// Append throughput of each engine, from the server's build (npm run build first; its engines
+// modules, as the public API exports neither the Redis nor the NATS engine):
+//   node packages/bench/scripts/bench-engines.mjs [engine ...]
 // Engines: memory lmdb redis nats (redis/nats use RILL_REDIS_URL / RILL_NATS_URL or the defaults,
 // under a fresh prefix that is deleted afterwards). Each engine appends N single events from one
 // caller (latency), from 64 concurrent callers (throughput), and N events in batches of 100.
@@ -9,10 +10,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { LmdbEngine } from '../dist/engine/lmdb.js';
-import { MemoryEngine } from '../dist/engine/memory.js';
-import { NatsEngine } from '../dist/engine/nats.js';
-import { RedisEngine } from '../dist/engine/redis.js';
+import { LmdbEngine } from '../../server/dist/engine/lmdb.js';
+import { MemoryEngine } from '../../server/dist/engine/memory.js';
+import { NatsEngine } from '../../server/dist/engine/nats.js';
+import { RedisEngine } from '../../server/dist/engine/redis.js';
 
 const N = Number(process.env.N ?? 5000);
 const wanted = process.argv.slice(2);

@@ -1,11 +1,11 @@
 // Reconnect storm: N SSE subscribers (default 5,000) on one topic are dropped at once, G events
 // (default 500) are published while they are away, and all reconnect at once with Last-Event-ID.
-//   node bench/storm.js <rill|nchan|pushpin|express|URL-templates> [subscribers] [gap]
+//   node packages/bench/storm.js <rill|nchan|pushpin|express|URL-templates> [subscribers] [gap]
 // Reports the time from the reconnect burst until every subscriber has every event (the gap plus
 // one event published after the reconnect), and the gaps and duplicates seen (from the payload's publish counter `n`, so any peer can be checked).
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { benchPayload } from '../packages/server/dist/bench/scan.js';
+import { benchPayload } from './dist/scan.js';
 
 const targets = {
   rill: {
@@ -18,14 +18,14 @@ const targets = {
     pub: (t) => `http://127.0.0.1:8090/pub/${t}`,
     wrap: (p) => p,
   },
-  // Pushpin holds the streams; the GRIP backend (bench/peers/pushpin-backend.js) publishes. No
+  // Pushpin holds the streams; the GRIP backend (peers/pushpin-backend.js) publishes. No
   // resume: the backend sends no ids and keeps no history, so the gap is lost like Express's.
   pushpin: {
     sub: (t) => `http://127.0.0.1:${process.env.PUSHPIN_PORT ?? 8093}/sub/${t}`,
     pub: (t) => `http://127.0.0.1:${process.env.PUSHPIN_BACKEND_PORT ?? 8095}/pub/${t}`,
     wrap: (p) => p,
     // Each new stream is a request through Pushpin's proxy and zurl to the backend; 200 at once
-    // overflow its queue to zurl (502), see bench/run.sh.
+    // overflow its queue to zurl (502), see run.sh.
     openConcurrency: 50,
   },
   express: {
@@ -36,7 +36,7 @@ const targets = {
 };
 const name = process.argv[2] ?? 'rill';
 const target = targets[name];
-// BASE=http://host:port points a target at another address than its bench/run.sh default.
+// BASE=http://host:port points a target at another address than its run.sh default.
 if (process.env.BASE) {
   for (const k of ['sub', 'pub']) {
     const f = target[k];

@@ -1,0 +1,7 @@
+/**
+ * @rill/bench public API: the load generator behind `rill bench` and `rill-bench`.
+ */
+export { runBench } from './run.js';
+export type { BenchOptions, BenchResult, BenchTarget, BenchTransport, StepResult } from './run.js';
+export { configureBench, registerBench, formatResult, parseRates } from './cli.js';
+export { MarkerScanner, benchPayload, dechunker, paddingFor } from './scan.js';
