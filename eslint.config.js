@@ -25,6 +25,29 @@ export default tseslint.config(
     },
   },
   {
+    // A dependency's private members (underscore names by convention: node:http's `_httpMessage`,
+    // ws's `_sender`; and node:http's undocumented ones without) are used only in the one module
+    // per dependency that checks them at start-up.
+    files: ['packages/*/src/**/*.ts', 'packages/*/src/**/*.tsx'],
+    ignores: ['packages/server/src/net/*-internals.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        ...[
+          'MemberExpression[computed=false][property.name=/^_/]',
+          'MemberExpression[computed=true][property.value=/^_/]',
+          'ObjectPattern > Property[key.name=/^_/]',
+          'ObjectPattern > Property[key.value=/^_/]',
+          'MemberExpression[property.name=/^(parser|detachSocket|chunkedEncoding|outputSize|setSocket)$/]',
+        ].map((selector) => ({
+          selector,
+          message:
+            'A dependency internal (an underscore member, an undocumented node:http one): use or add a function in packages/server/src/net/*-internals.ts.',
+        })),
+      ],
+    },
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     languageOptions: {
       globals: {

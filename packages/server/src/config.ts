@@ -266,7 +266,7 @@ function expectedForm(path: string[]): string | undefined {
   let s = ConfigSchema as unknown as z.ZodType;
   const unwrap = (t: z.ZodType): z.ZodType => {
     for (;;) {
-      const def = t._zod.def as { type: string; innerType?: z.ZodType };
+      const def = t.def as { type: string; innerType?: z.ZodType };
       if (['default', 'prefault', 'optional', 'nullable'].includes(def.type) && def.innerType) {
         t = def.innerType;
       } else {

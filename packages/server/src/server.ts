@@ -9,6 +9,21 @@ import { buildApp } from './http/app.js';
 import { ConnectionBudget } from './http/capacity.js';
 import { ConnectionRegistry } from './http/connection.js';
 import { Hub } from './hub.js';
+import { probeNodeHttp } from './net/node-http-internals.js';
+import { probeWs } from './net/ws-internals.js';
+
+/**
+ * Checks the fast paths that rely on dependency internals (once per process, cached) and says
+ * which are on: one that is off costs speed and memory, not correctness.
+ */
+function logFastPaths(log: Logger): void {
+  const probes = { detachedStreams: probeNodeHttp(), wsRawFrames: probeWs() };
+  const fastPaths = Object.fromEntries(Object.entries(probes).map(([k, p]) => [k, p.ok]));
+  log.info({ fastPaths }, 'fast paths');
+  for (const [name, p] of Object.entries(probes)) {
+    if (!p.ok) log.warn({ fastPath: name, missing: p.reason }, 'fast path off: internals changed');
+  }
+}
 
 /** Pending connections the kernel may queue for accept (see listen()). */
 const LISTEN_BACKLOG = 4096;
@@ -61,6 +76,7 @@ export async function createServer(
         `unless told otherwise. Use --host 127.0.0.1, or --insecure to expose it unauthenticated.`,
     );
   }
+  logFastPaths(log);
   const engine = options.engine ?? createEngine(config, log);
   const hub = new Hub(engine, {
     limits: {

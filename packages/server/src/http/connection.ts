@@ -1,25 +1,16 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
 import { RillError } from '../errors.js';
-
-/**
- * What node:http knows of a connection (internals, as in transport/http-sink.ts): the response
- * being written (the next pipelined one is assigned as it finishes; none when all are answered),
- * and the parser with the latest request parsed.
- */
-type HttpSocket = Duplex & {
-  _httpMessage?: ServerResponse | null;
-  parser?: { incoming?: IncomingMessage | null } | null;
-};
+import { activeResponse, hasParser, parsedRequest } from '../net/node-http-internals.js';
 
 /** Runs `fn` once every response to the requests parsed so far on `socket` has closed. */
 function whenIdle(socket: Duplex, fn: () => void): void {
   if (socket.destroyed) return;
-  const res = (socket as HttpSocket)._httpMessage;
-  if (res === undefined || res === null) fn();
+  const res = activeResponse(socket);
+  if (res === null) fn();
   else res.once('close', () => whenIdle(socket, fn));
 }
 
@@ -112,10 +103,9 @@ export function clientErrorHandler(
     const answer = (): void => answerAndClose(socket, error, status ? { status } : {});
     // A timeout, or a body cut short by bad framing, leaves a request that will never complete:
     // nothing to wait for. A response already under way cannot be followed by an error answer.
-    const http = socket as HttpSocket;
-    const waitable = error.code !== 'request_timeout' && http.parser?.incoming?.complete !== false;
+    const waitable = error.code !== 'request_timeout' && parsedRequest(socket)?.complete !== false;
     if (waitable) whenIdle(socket, answer);
-    else if (http._httpMessage?.headersSent) socket.destroy();
+    else if (activeResponse(socket)?.headersSent) socket.destroy();
     else answer();
   };
 }
@@ -164,7 +154,7 @@ export function serveAsHttp(
  * listener's close then waits for it until the client gives up.
  */
 export class ConnectionRegistry {
-  private readonly sockets = new Set<HttpSocket>();
+  private readonly sockets = new Set<Socket>();
 
   constructor(server: Server) {
     server.on('connection', (socket: Socket) => {
@@ -182,8 +172,8 @@ export class ConnectionRegistry {
   closeUnused(): void {
     for (const socket of this.sockets) {
       // No parser: the connection is a WebSocket or a detached stream, ended by the hub.
-      if (!socket.parser || socket.destroyed) continue;
-      const res = socket._httpMessage;
+      if (!hasParser(socket) || socket.destroyed) continue;
+      const res = activeResponse(socket);
       if (!res) {
         socket.destroy();
         continue;

@@ -1,9 +1,9 @@
 import type { ServerResponse } from 'node:http';
-import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { constants as zlibConstants, createGzip, type Gzip } from 'node:zlib';
 import type { RillError } from '../errors.js';
 import type { RillEvent } from '../event.js';
+import { detachFromHttp } from '../net/node-http-internals.js';
 import type { ResetNotice, Sink } from '../sink.js';
 
 /** How a streaming HTTP transport frames what the hub hands it. */
@@ -71,88 +71,6 @@ export function streamHeaders(framing: Framing, gzip: boolean): Record<string, s
   };
   if (gzip) headers['content-encoding'] = 'gzip';
   return headers;
-}
-
-/** The parts of Node's HTTP server state the detach step reads and changes (node:http internals). */
-interface ResponseState {
-  chunkedEncoding?: boolean;
-  _headerSent?: boolean;
-  outputSize?: number;
-  detachSocket?(socket: Socket): void;
-}
-interface ParserState {
-  incoming?: unknown;
-}
-type ServerSocket = Socket & { parser?: ParserState | null; _httpMessage?: unknown };
-
-/** Node's own parser release (the one an HTTP upgrade uses): unconsume, untrack, pool or free. */
-const freeParser = (
-  createRequire(import.meta.url)('_http_common') as {
-    freeParser?: (parser: unknown, req: unknown, socket: unknown) => void;
-  }
-).freeParser;
-
-/**
- * The listeners node:http's server puts on a connection's socket (`connectionListenerInternal`),
- * by function name: bound per-connection handlers and shared ones. All must be found, or the
- * connection is left to node:http.
- */
-const SERVER_LISTENERS: Record<string, readonly string[]> = {
-  data: ['bound socketOnData'],
-  end: ['bound socketOnEnd'],
-  close: ['bound socketOnClose'],
-  drain: ['bound socketOnDrain'],
-  error: ['socketOnError'],
-  timeout: ['socketOnTimeout'],
-  resume: ['onSocketResume'],
-  pause: ['onSocketPause'],
-};
-
-/** Methods node:http overrides on a server socket; deleting the own property restores them. */
-const SOCKET_OVERRIDES = ['on', 'addListener', 'prependListener', 'setEncoding'] as const;
-
-/**
- * Takes a streaming response's connection away from node:http, as an HTTP upgrade does: once the
- * headers are out, a stream that lasts as long as its connection needs none of the request
- * parser, the request and response objects or the per-connection server state, and an idle
- * stream is mostly those (about half of its memory). Returns false, leaving everything as it was,
- * unless the response is the connection's only message with its headers sent, chunked, and nothing
- * queued, and node:http's listeners are exactly the expected ones.
- */
-function detachFromHttp(res: ServerResponse): Socket | null {
-  const socket = res.socket as ServerSocket | null;
-  const state = res as unknown as ResponseState;
-  if (
-    freeParser === undefined ||
-    typeof state.detachSocket !== 'function' ||
-    socket === null ||
-    socket._httpMessage !== res ||
-    state.chunkedEncoding !== true ||
-    state._headerSent !== true ||
-    state.outputSize !== 0 ||
-    res.writableEnded ||
-    socket.destroyed ||
-    // A pipelined request parsed after this one still needs the parser and its response.
-    socket.parser?.incoming !== res.req
-  ) {
-    return null;
-  }
-  const found: Array<[string, (...args: unknown[]) => void]> = [];
-  for (const [event, names] of Object.entries(SERVER_LISTENERS)) {
-    const fns = (socket.listeners(event) as Array<(...args: unknown[]) => void>).filter((fn) =>
-      names.includes(fn.name),
-    );
-    if (fns.length !== 1) return null;
-    found.push([event, fns[0]!]);
-  }
-  for (const [event, fn] of found) socket.removeListener(event, fn);
-  for (const m of SOCKET_OVERRIDES) {
-    if (Object.prototype.hasOwnProperty.call(socket, m)) delete (socket as never)[m];
-  }
-  state.detachSocket(socket);
-  freeParser(socket.parser, res.req, socket);
-  socket.setTimeout(0);
-  return socket;
 }
 
 /**
