@@ -6,9 +6,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { publish, startServer } from '../../server/test/helpers.js';
+import { publish, startServer } from '@rill/testkit';
 import { createClient, type StateChange } from '../src/index.js';
-import { TcpProxy } from './proxy.js';
+import { TcpProxy } from '@rill/testkit/proxy';
 
 describe('dead connections', () => {
   const cleanups: Array<() => unknown> = [];

@@ -4,10 +4,10 @@
  * stream, falls back to long-polling `/v1/events`, and still delivers every event once, in order.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { publish, startServer } from '../../server/test/helpers.js';
+import { publish, startServer } from '@rill/testkit';
 import { createClient, type StateChange } from '../src/index.js';
-import { httpProxy } from './proxy.js';
-import { dropStreams, SHARED_NATS_URL, uniqueNatsPrefix } from '../../server/test/nats-helpers.js';
+import { httpProxy } from '@rill/testkit/proxy';
+import { dropStreams, SHARED_NATS_URL, uniqueNatsPrefix } from '@rill/testkit/nats';
 
 /** Holds every event-stream answer until it ends, as a buffering proxy does. */
 function bufferingProxy(target: string): ReturnType<typeof httpProxy> {

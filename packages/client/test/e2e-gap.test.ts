@@ -5,9 +5,9 @@
  * missing event from `GET /v1/topics/{t}/events?after=`, and delivers every event once, in order.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { startServer } from '../../server/test/helpers.js';
+import { startServer } from '@rill/testkit';
 import { createClient, type RillNotice } from '../src/index.js';
-import { httpProxy } from './proxy.js';
+import { httpProxy } from '@rill/testkit/proxy';
 
 const TOPIC = 'sdk.gap';
 

@@ -7,13 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import {
-  freePort,
-  spawnServer,
-  startServer,
-  tempDir,
-  type ChildServer,
-} from '../../server/test/helpers.js';
+import { freePort, spawnServer, startServer, tempDir, type ChildServer } from '@rill/testkit';
 import {
   createClient,
   InvalidRequestError,
@@ -21,7 +15,7 @@ import {
   TooLargeError,
   type StateChange,
 } from '../src/index.js';
-import { TcpProxy } from './proxy.js';
+import { TcpProxy } from '@rill/testkit/proxy';
 
 const TOPIC = 'sdk.resilience';
 const BATCH = 10;

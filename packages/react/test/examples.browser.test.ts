@@ -7,7 +7,7 @@
 import type { Page } from 'playwright-core';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startExamples } from '../../../examples/serve.mjs';
-import { closeBrowser, newPage } from './browser.js';
+import { closeBrowser, newPage } from '@rill/testkit/chromium';
 
 describe('example apps in Chromium', () => {
   const cleanups: Array<() => unknown> = [];

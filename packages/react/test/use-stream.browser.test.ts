@@ -7,8 +7,8 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { createServer, type RillServer } from '../../server/src/index.js';
-import { publish, waitFor } from '../../server/test/helpers.js';
-import { bundle, closeBrowser, newPage } from './browser.js';
+import { publish, waitFor } from '@rill/testkit';
+import { bundle, closeBrowser, newPage } from '@rill/testkit/chromium';
 import type { HookSnapshot } from './fixtures/hook-app.js';
 
 type HookWindow = Window & {

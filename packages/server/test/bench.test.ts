@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BenchResult } from '../src/bench/run.js';
 import { MarkerScanner, benchPayload, dechunker } from '../src/bench/scan.js';
-import { BIN, spawnServer, type ChildServer } from './helpers.js';
+import { BIN, spawnServer, type ChildServer } from '@rill/testkit';
 
 const servers: ChildServer[] = [];
 const closers: Array<() => Promise<void>> = [];

@@ -2,9 +2,9 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RillConfigInput } from '../src/config.js';
-import { openSse, startServer, type SseStream } from './helpers.js';
-import { OwnNats } from './nats-helpers.js';
-import { OwnRedis } from './redis-helpers.js';
+import { openSse, startServer, type SseStream } from '@rill/testkit';
+import { OwnNats } from '@rill/testkit/nats';
+import { OwnRedis } from '@rill/testkit/redis';
 
 /** A private broker this test may kill, the server config that uses it, and how to wipe a topic. */
 interface Broker {

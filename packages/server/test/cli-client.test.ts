@@ -7,8 +7,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TcpProxy } from '../../client/test/proxy.js';
-import { BIN, freePort, publish, startServer, waitFor } from './helpers.js';
+import { TcpProxy } from '@rill/testkit/proxy';
+import { BIN, freePort, publish, startServer, waitFor } from '@rill/testkit';
 
 interface Run {
   proc: ChildProcess;

@@ -5,9 +5,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawnLogged, type LogLine, type LoggedServer } from './cli-ops-helpers.js';
-import { freePort } from './helpers.js';
-import { OwnNats } from './nats-helpers.js';
-import { OwnRedis } from './redis-helpers.js';
+import { freePort } from '@rill/testkit';
+import { OwnNats } from '@rill/testkit/nats';
+import { OwnRedis } from '@rill/testkit/redis';
 import { redactUrl } from '../src/redact.js';
 
 const cleanups: Array<() => void | Promise<void>> = [];

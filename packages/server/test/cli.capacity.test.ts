@@ -6,7 +6,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawnLogged, within, type LogLine, type LoggedServer } from './cli-ops-helpers.js';
-import { systemBinary, tempDir } from './helpers.js';
+import { systemBinary, tempDir } from '@rill/testkit';
 
 const cleanups: Array<() => void | Promise<void>> = [];
 afterEach(async () => {

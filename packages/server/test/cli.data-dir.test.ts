@@ -6,7 +6,7 @@ import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawnLogged, within } from './cli-ops-helpers.js';
-import { publish, tempDir } from './helpers.js';
+import { publish, tempDir } from '@rill/testkit';
 
 const cleanups: Array<() => void | Promise<void>> = [];
 afterEach(async () => {

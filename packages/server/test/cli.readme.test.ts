@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { within } from './cli-ops-helpers.js';
-import { freePort, REPO } from './helpers.js';
+import { freePort, REPO } from '@rill/testkit';
 
 const run = promisify(execFile);
 const cleanups: Array<() => void | Promise<void>> = [];

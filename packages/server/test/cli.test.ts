@@ -16,7 +16,7 @@ import {
   tempDir,
   type ChildServer,
   type SseStream,
-} from './helpers.js';
+} from '@rill/testkit';
 
 // The children inherit this environment: no stray RILL_* setting may decide an outcome.
 for (const k of Object.keys(process.env)) if (k.startsWith('RILL_')) delete process.env[k];

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { openSse, publish, startServer } from './helpers.js';
-import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from './redis-helpers.js';
+import { openSse, publish, startServer } from '@rill/testkit';
+import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 
 /** A TCP proxy that delays every chunk from the client to the server by `ms` (order kept). */
 async function slowProxy(target: number, ms: number) {

@@ -12,7 +12,8 @@
  */
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort, launchChromium, spawnServer, tempDir, useCleanups } from './helpers.js';
+import { freePort, spawnServer, tempDir, useCleanups } from '@rill/testkit';
+import { launchChromium } from '@rill/testkit/chromium';
 
 const TOPIC = 'browser.resume';
 const PER_PHASE = 50;

@@ -12,7 +12,7 @@
  */
 import { EventSource } from 'eventsource';
 import { describe, expect, it } from 'vitest';
-import { freePort, spawnServer, tempDir, waitFor, useCleanups } from './helpers.js';
+import { freePort, spawnServer, tempDir, waitFor, useCleanups } from '@rill/testkit';
 
 const TOPIC = 'es.resume';
 const PER_PHASE = 60;

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { spawnServer, tempDir, useCleanups } from './helpers.js';
+import { spawnServer, tempDir, useCleanups } from '@rill/testkit';
 
 const TOTAL = 200_000;
 const BATCH = 1000;

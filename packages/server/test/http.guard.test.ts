@@ -4,8 +4,9 @@ import net from 'node:net';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, configFromEnv, resolveConfig } from '../src/config.js';
-import { freePort, launchChromium, openSse, publish, startServer, waitFor } from './helpers.js';
-import { rawRequest, WsClient, wsUrl } from './ws-helpers.js';
+import { freePort, openSse, publish, startServer, waitFor } from '@rill/testkit';
+import { launchChromium } from '@rill/testkit/chromium';
+import { rawRequest, WsClient, wsUrl } from '@rill/testkit/ws';
 
 interface RawAnswer {
   status: number;

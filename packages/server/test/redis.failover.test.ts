@@ -5,7 +5,7 @@ import { RedisEngine, type RedisEngineOptions } from '../src/engine/redis.js';
 import { APPEND } from '../src/engine/redis-scripts.js';
 import { RillError } from '../src/errors.js';
 import type { RillEvent } from '../src/event.js';
-import { OwnRedis, SHARED_REDIS_URL, dropPrefix, uniquePrefix } from './redis-helpers.js';
+import { OwnRedis, SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 
 /** Collects a watch; `until` resolves once `pred` holds (checked on every delivery). */
 function collect(engine: RedisEngine, topic: string) {

@@ -5,7 +5,8 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RillServer } from '../src/server.js';
 import type { HttpStreamSink } from '../src/transport/http-sink.js';
-import { launchChromium, openSse, publish, startServer, waitFor } from './helpers.js';
+import { openSse, publish, startServer, waitFor } from '@rill/testkit';
+import { launchChromium } from '@rill/testkit/chromium';
 
 let url: string;
 let close: () => Promise<void>;

@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import { describe, expect, it } from 'vitest';
-import { spawnServer, tempDir, useCleanups } from './helpers.js';
-import { wsUrl } from './ws-helpers.js';
+import { spawnServer, tempDir, useCleanups } from '@rill/testkit';
+import { wsUrl } from '@rill/testkit/ws';
 
 const TOTAL = 200_000;
 const BATCH = 1000;

@@ -6,10 +6,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { chromium, type Browser } from 'playwright-core';
-import type { RillConfigInput } from '../src/config.js';
 import { afterEach } from 'vitest';
-import { createServer, type RillServer } from '../src/server.js';
+import type { RillConfigInput } from '../../server/src/config.js';
+import { createServer, type RillServer } from '../../server/src/server.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const BIN = join(REPO, 'packages/server/bin/rill.js');
@@ -236,38 +235,6 @@ export async function waitFor(
     if (Date.now() > end) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, everyMs));
   }
-}
-
-/** Debian's Chromium; the browser tests never download one. */
-export const CHROMIUM = '/usr/bin/chromium';
-
-/**
- * Launches Debian's Chromium headless through playwright-core, with the flags that keep it off
- * the (closed) network. Throws a clear message when the package is missing: browser tests fail,
- * never skip, without it.
- */
-export async function launchChromium(extraArgs: string[] = []): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(
-      `Chromium not found at ${CHROMIUM}: the browser tests need the Debian package "chromium" ` +
-        `(apt-get install -y chromium; .ci/run installs it); they never download a browser.`,
-    );
-  }
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      ...extraArgs,
-    ],
-    timeout: 30_000,
-  });
 }
 
 /**
