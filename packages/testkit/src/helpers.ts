@@ -100,6 +100,14 @@ export async function publish(
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
 }
 
+/** The seqs stored on `topic` (an empty list when the topic does not exist). */
+export async function history(url: string, topic: string): Promise<number[]> {
+  const res = await fetch(`${url}/v1/topics/${topic}/events`);
+  if (res.status === 404) return [];
+  const body = (await res.json()) as { events: { seq: number }[] };
+  return body.events.map((e) => e.seq);
+}
+
 export interface SseFrame {
   id?: string;
   event?: string;
