@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { Redis } from 'ioredis';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useCleanups } from '@rill/testkit';
 import { RedisEngine, type RedisEngineOptions } from '../src/engine/redis.js';
 import { APPEND } from '../src/engine/redis-scripts.js';
 import { RillError } from '../src/errors.js';
@@ -78,10 +79,7 @@ async function freezableProxy(target: number) {
 }
 
 describe('redis engine: failures', () => {
-  const cleanups: (() => Promise<void>)[] = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups } = useCleanups();
 
   async function engine(opts: RedisEngineOptions): Promise<RedisEngine> {
     const e = new RedisEngine(opts);

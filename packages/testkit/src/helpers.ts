@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { afterEach } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import type { RillConfigInput } from '../../server/src/config.js';
 import { createServer, type RillServer } from '../../server/src/server.js';
 
@@ -98,6 +98,34 @@ export async function publish(
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+/**
+ * Publishes `{ data: { n } }` for n = from..to on `topic`, `batch` events per request (each must
+ * be stored: 201), and resolves with the seqs they got.
+ */
+export async function publishRange(
+  url: string,
+  topic: string,
+  from: number,
+  to: number,
+  batch = 10,
+): Promise<number[]> {
+  const seqs: number[] = [];
+  for (let n = from; n <= to; n += batch) {
+    const body = [];
+    for (let i = n; i < Math.min(n + batch, to + 1); i++) body.push({ data: { n: i } });
+    const res = await fetch(`${url}/v1/topics/${topic}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+    expect(res.status).toBe(201);
+    const json = (await res.json()) as { events: Array<{ seq: number }> };
+    seqs.push(...json.events.map((e) => e.seq));
+  }
+  return seqs;
 }
 
 /** The seqs stored on `topic` (an empty list when the topic does not exist). */
@@ -250,10 +278,10 @@ export async function waitFor(
  * `track(child)` adds one that SIGKILLs a child server still running and waits for it.
  */
 export function useCleanups(): {
-  cleanups: Array<() => void | Promise<void>>;
+  cleanups: Array<() => unknown>;
   track: (child: ChildServer) => ChildServer;
 } {
-  const cleanups: Array<() => void | Promise<void>> = [];
+  const cleanups: Array<() => unknown> = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
   });
@@ -282,4 +310,21 @@ export function systemBinary(name: string): string {
     if (d !== '' && existsSync(join(d, name))) return join(d, name);
   }
   throw new Error(`${name} is not installed (apt-get install -y ${name})`);
+}
+
+/** What `fn` throws (fails when it returns). */
+export function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a throw');
+}
+
+/** The anonymous resident memory of a process (Linux), in bytes. */
+export function rssAnon(pid: number): number {
+  const m = /RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no RssAnon in /proc/${pid}/status`);
+  return Number(m[1]) * 1024;
 }
