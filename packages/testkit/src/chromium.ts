@@ -2,7 +2,16 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { build } from 'esbuild';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { inject } from 'vitest';
 import { REPO } from './helpers.js';
+
+declare module 'vitest' {
+  /** What vitest.config.ts provides to every test file of a project. */
+  export interface ProvidedContext {
+    /** The tier of the running project (unit, integration or browser). */
+    testTier: 'unit' | 'integration' | 'browser';
+  }
+}
 
 /** Debian's Chromium; the browser tests never download one. */
 export const CHROMIUM = '/usr/bin/chromium';
@@ -14,10 +23,11 @@ export const CHROMIUM = '/usr/bin/chromium';
  */
 export async function launchChromium(extraArgs: string[] = []): Promise<Browser> {
   // The tier rule: a test that needs Chromium lives in a *.browser.test.ts file.
-  if (process.env.RILL_TEST_TIER !== undefined && process.env.RILL_TEST_TIER !== 'browser') {
+  const tier = inject('testTier');
+  if (tier !== undefined && tier !== 'browser') {
     throw new Error(
-      `Chromium launched from the ${process.env.RILL_TEST_TIER} tier: tests that need a browser ` +
-        `go in *.browser.test.ts files.`,
+      `Chromium launched from the ${tier} tier: tests that need a browser go in ` +
+        `*.browser.test.ts files.`,
     );
   }
   if (!existsSync(CHROMIUM)) {
