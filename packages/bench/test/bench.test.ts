@@ -12,7 +12,7 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BenchResult } from '../src/run.js';
 import { MarkerScanner, benchPayload, dechunker } from '../src/scan.js';
-import { BIN, spawnServer, type ChildServer } from '../../server/test/helpers.js';
+import { BIN, spawnServer, type ChildServer } from '@rill/testkit';
 
 const run = promisify(execFile);
 const servers: ChildServer[] = [];

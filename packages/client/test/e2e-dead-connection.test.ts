@@ -4,17 +4,14 @@
  * on WebSocket the SDK's `ping` op gets no `pong` — and replaced: the event published meanwhile is
  * delivered, once.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { publish, startServer } from '../../server/test/helpers.js';
+import { publish, startServer, useCleanups } from '@rill/testkit';
 import { createClient, type StateChange } from '../src/index.js';
-import { TcpProxy } from './proxy.js';
+import { TcpProxy } from '@rill/testkit/proxy';
 
 describe('dead connections', () => {
-  const cleanups: Array<() => unknown> = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups } = useCleanups();
 
   for (const transport of ['sse', 'ws'] as const) {
     it(`${transport}: a silently dead connection is detected and replaced`, async () => {

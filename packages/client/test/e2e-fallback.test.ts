@@ -3,11 +3,11 @@
  * corporate proxies do) so no byte of them ever arrives. In `auto` mode the SDK notices the silent
  * stream, falls back to long-polling `/v1/events`, and still delivers every event once, in order.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { publish, startServer } from '../../server/test/helpers.js';
+import { describe, expect, it } from 'vitest';
+import { publish, startServer, useCleanups } from '@rill/testkit';
 import { createClient, type StateChange } from '../src/index.js';
-import { httpProxy } from './proxy.js';
-import { dropStreams, SHARED_NATS_URL, uniqueNatsPrefix } from '../../server/test/nats-helpers.js';
+import { httpProxy } from '@rill/testkit/proxy';
+import { dropStreams, SHARED_NATS_URL, uniqueNatsPrefix } from '@rill/testkit/nats';
 
 /** Holds every event-stream answer until it ends, as a buffering proxy does. */
 function bufferingProxy(target: string): ReturnType<typeof httpProxy> {
@@ -19,10 +19,7 @@ function bufferingProxy(target: string): ReturnType<typeof httpProxy> {
 }
 
 describe('auto transport', () => {
-  const cleanups: Array<() => unknown> = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups } = useCleanups();
 
   it('falls back to long-poll when a proxy buffers the event stream', async () => {
     const srv = await startServer();
@@ -58,10 +55,7 @@ describe('auto transport', () => {
 });
 
 describe('poll transport', () => {
-  const cleanups: Array<() => unknown> = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups } = useCleanups();
 
   // The NATS engine answers its first reads slowest: a first page must still wait for them, and
   // a page of one topic must not carry the others past events never handed over.

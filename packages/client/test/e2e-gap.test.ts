@@ -4,10 +4,10 @@
  * sent because the proxy rewrites nothing there: SSE only). The SDK sees the seq jump, reads the
  * missing event from `GET /v1/topics/{t}/events?after=`, and delivers every event once, in order.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { startServer } from '../../server/test/helpers.js';
+import { describe, expect, it } from 'vitest';
+import { startServer, useCleanups } from '@rill/testkit';
 import { createClient, type RillNotice } from '../src/index.js';
-import { httpProxy } from './proxy.js';
+import { httpProxy } from '@rill/testkit/proxy';
 
 const TOPIC = 'sdk.gap';
 
@@ -36,10 +36,7 @@ async function droppingProxy(
 }
 
 describe('gap detection and filling against a real server', () => {
-  const cleanups: Array<() => unknown> = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups } = useCleanups();
 
   it('a dropped SSE frame is read from history before later events are delivered', async () => {
     const srv = await startServer();

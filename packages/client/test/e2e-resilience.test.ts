@@ -5,7 +5,7 @@
  * sees seqs 1..N exactly once, in order. A refused subscription ends with a named error.
  * And a publish whose answer is lost on the way back is retried with the same key and stored once.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import {
   freePort,
@@ -13,7 +13,8 @@ import {
   startServer,
   tempDir,
   type ChildServer,
-} from '../../server/test/helpers.js';
+  useCleanups,
+} from '@rill/testkit';
 import {
   createClient,
   InvalidRequestError,
@@ -21,7 +22,7 @@ import {
   TooLargeError,
   type StateChange,
 } from '../src/index.js';
-import { TcpProxy } from './proxy.js';
+import { TcpProxy } from '@rill/testkit/proxy';
 
 const TOPIC = 'sdk.resilience';
 const BATCH = 10;
@@ -39,10 +40,7 @@ async function publishDirect(base: string, from: number, count: number): Promise
 }
 
 describe('SDK resilience against a real server', () => {
-  const cleanups: Array<() => unknown> = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups, track } = useCleanups();
 
   async function start(port: number, dir: string): Promise<ChildServer> {
     const srv = await spawnServer(
@@ -50,13 +48,7 @@ describe('SDK resilience against a real server', () => {
       // A short retry hint: the SDK must honour it (it replaces the backoff base).
       { RILL_SSE__RETRY: '100ms' },
     );
-    cleanups.push(async () => {
-      if (srv.proc.exitCode === null && srv.proc.signalCode === null) {
-        srv.proc.kill('SIGKILL');
-        await srv.exited;
-      }
-    });
-    return srv;
+    return track(srv);
   }
 
   for (const transport of ['sse', 'ws', 'poll'] as const) {

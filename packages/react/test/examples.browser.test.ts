@@ -5,15 +5,13 @@
  * messages.
  */
 import type { Page } from 'playwright-core';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { useCleanups } from '@rill/testkit';
 import { startExamples } from '../../../examples/serve.mjs';
-import { closeBrowser, newPage } from './browser.js';
+import { closeBrowser, newPage } from '@rill/testkit/chromium';
 
 describe('example apps in Chromium', () => {
-  const cleanups: Array<() => unknown> = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups } = useCleanups();
   afterAll(closeBrowser);
 
   async function start(names: string[]): Promise<string> {

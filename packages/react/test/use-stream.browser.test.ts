@@ -4,11 +4,11 @@
  * bounded buffer, a topic change, and no leaked connection — the server's own subscription count
  * (hub.size) must come back to exactly one, then zero after unmount.
  */
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { createServer, type RillServer } from '../../server/src/index.js';
-import { publish, waitFor } from '../../server/test/helpers.js';
-import { bundle, closeBrowser, newPage } from './browser.js';
+import { publish, waitFor, useCleanups } from '@rill/testkit';
+import { bundle, closeBrowser, newPage } from '@rill/testkit/chromium';
 import type { HookSnapshot } from './fixtures/hook-app.js';
 
 type HookWindow = Window & {
@@ -35,10 +35,7 @@ async function serve(): Promise<{ server: RillServer; url: string }> {
 }
 
 describe('useStream in Chromium', () => {
-  const cleanups: Array<() => unknown> = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups } = useCleanups();
   afterAll(closeBrowser);
 
   for (const transport of ['sse', 'ws'] as const) {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERRORS } from '../src/errors.js';
-import { publish, startServer } from './helpers.js';
+import { publish, startServer } from '@rill/testkit';
 
 let url: string;
 let close: () => Promise<void>;

@@ -1,10 +1,10 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { RillConfigInput } from '../src/config.js';
-import { openSse, startServer, type SseStream } from './helpers.js';
-import { OwnNats } from './nats-helpers.js';
-import { OwnRedis } from './redis-helpers.js';
+import { openSse, startServer, type SseStream, useCleanups } from '@rill/testkit';
+import { OwnNats } from '@rill/testkit/nats';
+import { OwnRedis } from '@rill/testkit/redis';
 
 /** A private broker this test may kill, the server config that uses it, and how to wipe a topic. */
 interface Broker {
@@ -83,10 +83,7 @@ function eventSeqs(s: SseStream): number[] {
 }
 
 describe('shared engines behind the HTTP API: broker restart and wipe', () => {
-  const cleanups: (() => Promise<void> | void)[] = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups } = useCleanups();
 
   for (const b of brokers) {
     it(`answers 503 engine_unavailable with Retry-After while the broker is down, keeps streams open, and delivers every acknowledged event exactly once after a SIGKILL and restart: ${b.name}`, async () => {

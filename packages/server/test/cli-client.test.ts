@@ -6,9 +6,9 @@
  * the server rejects an event.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { afterEach, describe, expect, it } from 'vitest';
-import { TcpProxy } from '../../client/test/proxy.js';
-import { BIN, freePort, publish, startServer, waitFor } from './helpers.js';
+import { describe, expect, it } from 'vitest';
+import { TcpProxy } from '@rill/testkit/proxy';
+import { BIN, freePort, publish, startServer, waitFor, useCleanups } from '@rill/testkit';
 
 interface Run {
   proc: ChildProcess;
@@ -62,10 +62,7 @@ function rill(
 }
 
 describe('rill tail / rill publish', () => {
-  const cleanups: Array<() => unknown> = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups } = useCleanups();
 
   async function server(config = {}): Promise<string> {
     const s = await startServer(config);

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { BIN } from './helpers.js';
+import { BIN } from '@rill/testkit';
 
 /** One pino line of a child's log. */
 export interface LogLine {

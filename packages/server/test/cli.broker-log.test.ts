@@ -3,17 +3,14 @@
  * redacted, and the cause), keeps retrying with /readyz at 503, and says so once more when the
  * broker comes back.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawnLogged, type LogLine, type LoggedServer } from './cli-ops-helpers.js';
-import { freePort } from './helpers.js';
-import { OwnNats } from './nats-helpers.js';
-import { OwnRedis } from './redis-helpers.js';
+import { freePort, useCleanups } from '@rill/testkit';
+import { OwnNats } from '@rill/testkit/nats';
+import { OwnRedis } from '@rill/testkit/redis';
 import { redactUrl } from '../src/redact.js';
 
-const cleanups: Array<() => void | Promise<void>> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const { cleanups } = useCleanups();
 
 function serve(args: string[]): LoggedServer {
   const s = spawnLogged(args);

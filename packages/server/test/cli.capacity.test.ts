@@ -4,14 +4,11 @@
  * still served, and the log says so once instead of connections vanishing silently.
  */
 import net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawnLogged, within, type LogLine, type LoggedServer } from './cli-ops-helpers.js';
-import { systemBinary, tempDir } from './helpers.js';
+import { systemBinary, tempDir, useCleanups } from '@rill/testkit';
 
-const cleanups: Array<() => void | Promise<void>> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const { cleanups } = useCleanups();
 
 const FILE_LIMIT = 300;
 

@@ -4,14 +4,11 @@
  */
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawnLogged, within } from './cli-ops-helpers.js';
-import { publish, tempDir } from './helpers.js';
+import { publish, tempDir, useCleanups } from '@rill/testkit';
 
-const cleanups: Array<() => void | Promise<void>> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const { cleanups } = useCleanups();
 
 function scratch(): string {
   const d = tempDir('rill-datadir-');

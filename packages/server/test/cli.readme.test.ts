@@ -7,15 +7,12 @@ import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { within } from './cli-ops-helpers.js';
-import { freePort, REPO } from './helpers.js';
+import { freePort, REPO, useCleanups } from '@rill/testkit';
 
 const run = promisify(execFile);
-const cleanups: Array<() => void | Promise<void>> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const { cleanups } = useCleanups();
 
 const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
 

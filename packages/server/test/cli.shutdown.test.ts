@@ -5,16 +5,13 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawnLogged, within, type LoggedServer } from './cli-ops-helpers.js';
-import { freePort, tempDir } from './helpers.js';
-import { OwnNats } from './nats-helpers.js';
-import { OwnRedis } from './redis-helpers.js';
+import { freePort, tempDir, useCleanups } from '@rill/testkit';
+import { OwnNats } from '@rill/testkit/nats';
+import { OwnRedis } from '@rill/testkit/redis';
 
-const cleanups: Array<() => void | Promise<void>> = [];
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const { cleanups } = useCleanups();
 
 function serve(args: string[], env: NodeJS.ProcessEnv = {}): LoggedServer {
   const s = spawnLogged(args, env);

@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { within } from './cli-ops-helpers.js';
 import {
   BIN,
   freePort,
@@ -16,7 +17,7 @@ import {
   tempDir,
   type ChildServer,
   type SseStream,
-} from './helpers.js';
+} from '@rill/testkit';
 
 // The children inherit this environment: no stray RILL_* setting may decide an outcome.
 for (const k of Object.keys(process.env)) if (k.startsWith('RILL_')) delete process.env[k];
@@ -56,16 +57,6 @@ afterAll(() => {
   scratch.remove();
 });
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    }),
-  ]);
-}
-
 async function serve(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ChildServer> {
   const s = await spawnServer(args, env);
   servers.push(s);
@@ -73,7 +64,7 @@ async function serve(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Child
 }
 
 async function sse(url: string): Promise<SseStream> {
-  const s = await withTimeout(openSse(url), 10_000, `open ${url}`);
+  const s = await within(openSse(url), 10_000, `open ${url}`);
   streams.push(s);
   return s;
 }
@@ -296,13 +287,13 @@ describe('rill serve: running', () => {
 
     srv.proc.kill('SIGTERM');
     await s.until((fs) => fs.some((f) => f.event === 'error'), 10_000);
-    await withTimeout(s.ended, 10_000, 'the stream to end');
+    await within(s.ended, 10_000, 'the stream to end');
     const last = s.frames[s.frames.length - 1]!;
     expect(last.event).toBe('error');
     const err = JSON.parse(last.data!) as { code: string; retryable: boolean };
     expect(err.code).toBe('shutting_down');
     expect(err.retryable).toBe(true);
-    expect(await withTimeout(srv.exited, 15_000, 'the server to exit')).toBe(0);
+    expect(await within(srv.exited, 15_000, 'the server to exit')).toBe(0);
   });
 
   it('keeps the data and the epoch across a graceful restart (default lmdb engine)', async () => {
@@ -316,7 +307,7 @@ describe('rill serve: running', () => {
     const epoch = p.json.epoch as string;
     expect(epoch).toMatch(/\S/);
     first.proc.kill('SIGTERM');
-    expect(await withTimeout(first.exited, 15_000, 'the first server to exit')).toBe(0);
+    expect(await within(first.exited, 15_000, 'the first server to exit')).toBe(0);
 
     const second = await serve(args);
     const res = await fetch(`${second.url}/v1/topics/keep/events`, {

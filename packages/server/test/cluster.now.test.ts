@@ -1,7 +1,7 @@
 import net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
-import { openSse, publish, startServer } from './helpers.js';
-import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from './redis-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { openSse, publish, startServer, useCleanups } from '@rill/testkit';
+import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 
 /** A TCP proxy that delays every chunk from the client to the server by `ms` (order kept). */
 async function slowProxy(target: number, ms: number) {
@@ -30,10 +30,7 @@ async function slowProxy(target: number, ms: number) {
 }
 
 describe('from=now across nodes', () => {
-  const cleanups: (() => Promise<void> | void)[] = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups } = useCleanups();
 
   it('delivers an event published on another node right after the stream opened, even when this node reaches Redis slowly', async () => {
     const prefix = uniquePrefix();

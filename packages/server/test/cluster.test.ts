@@ -3,8 +3,8 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { check, publishBatch, Subscriber, type Transport } from './cluster-harness.js';
-import { spawnServer, type ChildServer } from './helpers.js';
-import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from './redis-helpers.js';
+import { spawnServer, type ChildServer } from '@rill/testkit';
+import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 
 const NATS_URL = process.env.RILL_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 

@@ -12,7 +12,7 @@
  */
 import { EventSource } from 'eventsource';
 import { describe, expect, it } from 'vitest';
-import { freePort, spawnServer, tempDir, waitFor, useCleanups } from './helpers.js';
+import { freePort, spawnServer, tempDir, waitFor, useCleanups, publishRange } from '@rill/testkit';
 
 const TOPIC = 'es.resume';
 const PER_PHASE = 60;
@@ -23,24 +23,6 @@ interface StreamEvent {
   seq: number;
   id: string;
   data: { n: number };
-}
-
-async function publishRange(url: string, from: number, to: number): Promise<number[]> {
-  const seqs: number[] = [];
-  for (let n = from; n <= to; n += BATCH) {
-    const body = [];
-    for (let i = n; i < Math.min(n + BATCH, to + 1); i++) body.push({ data: { n: i } });
-    const res = await fetch(`${url}/v1/topics/${TOPIC}/events`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(10_000),
-    });
-    expect(res.status).toBe(201);
-    const json = (await res.json()) as { events: Array<{ seq: number }> };
-    seqs.push(...json.events.map((e) => e.seq));
-  }
-  return seqs;
 }
 
 describe('e2e: EventSource client across server restarts (lmdb)', () => {
@@ -79,7 +61,7 @@ describe('e2e: EventSource client across server restarts (lmdb)', () => {
 
     // ---- phase 1: live delivery ----
     await waitFor(() => opens === 1, 10_000);
-    expected.push(...(await publishRange(url, 1, PER_PHASE)));
+    expected.push(...(await publishRange(url, TOPIC, 1, PER_PHASE, BATCH)));
     await waitFor(() => lastSeq() === PER_PHASE, 10_000);
 
     // ---- phase 2: graceful shutdown (SIGTERM), restart, publish after the restart ----
@@ -88,7 +70,7 @@ describe('e2e: EventSource client across server restarts (lmdb)', () => {
     await waitFor(() => notices.includes('shutting_down'), 10_000);
     server = track(await spawnServer(args, env));
     expect(server.url).toBe(url);
-    expected.push(...(await publishRange(url, PER_PHASE + 1, 2 * PER_PHASE)));
+    expected.push(...(await publishRange(url, TOPIC, PER_PHASE + 1, 2 * PER_PHASE, BATCH)));
     await waitFor(() => lastSeq() === 2 * PER_PHASE, 15_000);
     expect(opens).toBe(2);
 
@@ -97,7 +79,7 @@ describe('e2e: EventSource client across server restarts (lmdb)', () => {
     expect(await server.exited).toBe('SIGKILL');
     server = track(await spawnServer(args, env));
     expect(server.url).toBe(url);
-    expected.push(...(await publishRange(url, 2 * PER_PHASE + 1, 3 * PER_PHASE)));
+    expected.push(...(await publishRange(url, TOPIC, 2 * PER_PHASE + 1, 3 * PER_PHASE, BATCH)));
     await waitFor(() => lastSeq() === 3 * PER_PHASE, 15_000);
     expect(opens).toBe(3);
 

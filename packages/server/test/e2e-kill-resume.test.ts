@@ -21,7 +21,7 @@ import {
   type SseFrame,
   type SseStream,
   useCleanups,
-} from './helpers.js';
+} from '@rill/testkit';
 
 const TOPIC = 'kill.resume';
 const TOTAL = 2000;

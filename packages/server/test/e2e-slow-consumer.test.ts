@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { spawnServer, tempDir, useCleanups } from './helpers.js';
+import { spawnServer, tempDir, useCleanups, rssAnon } from '@rill/testkit';
 
 const TOTAL = 200_000;
 const BATCH = 1000;
@@ -38,12 +38,6 @@ const PAD = 'x'.repeat(1024);
  * 228 MiB of frames, asserted below).
  */
 const GROWTH_BOUND = 100 * MiB;
-
-function rssAnon(pid: number): number {
-  const m = /RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no RssAnon in /proc/${pid}/status`);
-  return Number(m[1]) * 1024;
-}
 
 /**
  * Kernel queues of the TCP connection between `clientPort` and `serverPort` on 127.0.0.1, from

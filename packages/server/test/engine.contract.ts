@@ -14,6 +14,16 @@ export interface EngineUnderTest {
 
 export type EngineFactory = (opts: EngineOptions) => Promise<EngineUnderTest>;
 
+/** Every event stored on `topic`, read page by page. */
+export async function readAll(engine: Engine, topic: string): Promise<RillEvent[]> {
+  const out: RillEvent[] = [];
+  for (;;) {
+    const page = await engine.read(topic, out.at(-1)?.seq ?? 0, 10_000);
+    if (page.events.length === 0) return out;
+    out.push(...page.events);
+  }
+}
+
 /** How long the suite waits for a watched event before failing. */
 const WAIT_MS = 5_000;
 

@@ -1,6 +1,6 @@
 import { RedisEngine } from '../src/engine/redis.js';
 import { engineContract } from './engine.contract.js';
-import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from './redis-helpers.js';
+import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 
 // Against the shared Redis with a prefix of its own per engine: fails (never skips) without Redis.
 engineContract('redis', async (opts) => {

@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useCleanups } from '@rill/testkit';
 import type { AppendResult, Engine } from '../src/engine/engine.js';
 import { NatsEngine } from '../src/engine/nats.js';
 import { RedisEngine } from '../src/engine/redis.js';
 import type { RillEvent } from '../src/event.js';
-import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from './redis-helpers.js';
+import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 
 const NATS_URL = process.env.RILL_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 
@@ -55,10 +56,7 @@ const backends: Backend[] = [
 
 for (const backend of backends) {
   describe(`${backend.name} engine shared by several nodes`, () => {
-    const cleanups: (() => Promise<void>)[] = [];
-    afterEach(async () => {
-      for (const c of cleanups.splice(0).reverse()) await c();
-    });
+    const { cleanups } = useCleanups();
 
     it('keeps seqs contiguous, batches consecutive and keys unique across 3 nodes appending at once; every node watches the same log', async () => {
       const { engines, cleanup } = await backend.open(3);

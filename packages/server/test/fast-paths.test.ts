@@ -4,8 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { createServer } from '../src/server.js';
 import type { RillServer } from '../src/server.js';
 import type { WsWriter } from '../src/transport/ws.js';
-import { publish, startServer, useCleanups } from './helpers.js';
-import { WsClient, wsUrl } from './ws-helpers.js';
+import { publish, startServer, useCleanups } from '@rill/testkit';
+import { WsClient, wsUrl } from '@rill/testkit/ws';
 
 /**
  * The fast paths that rely on dependency internals fall back silently when those change (slower,

@@ -1,6 +1,6 @@
 /** `GET /`: the demo page with `--demo` only; otherwise a short JSON index of the API. */
 import { afterEach, describe, expect, it } from 'vitest';
-import { startServer } from './helpers.js';
+import { startServer } from '@rill/testkit';
 
 const closers: Array<() => Promise<void>> = [];
 afterEach(async () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeCursor } from '../src/cursor.js';
-import { openSse, publish, startServer, type SseStream } from './helpers.js';
+import { openSse, publish, startServer, type SseStream } from '@rill/testkit';
 
 let url: string;
 let close: () => Promise<void>;

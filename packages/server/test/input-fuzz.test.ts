@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type RillServer } from '../src/server.js';
-import { tempDir } from './helpers.js';
+import { tempDir } from '@rill/testkit';
 
 /**
  * Odd input never gets a 5xx: every route, every query parameter it reads, repeated or odd, on

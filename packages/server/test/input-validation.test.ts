@@ -1,8 +1,8 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_MAX_JSON_DEPTH } from '../src/event.js';
-import { startServer } from './helpers.js';
-import { WsClient, wsUrl } from './ws-helpers.js';
+import { startServer } from '@rill/testkit';
+import { WsClient, wsUrl } from '@rill/testkit/ws';
 
 /**
  * One event, one verdict: the same bad event gets the same catalogue code whether it is published

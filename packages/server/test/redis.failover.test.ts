@@ -1,11 +1,12 @@
 import net from 'node:net';
 import { Redis } from 'ioredis';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { useCleanups } from '@rill/testkit';
 import { RedisEngine, type RedisEngineOptions } from '../src/engine/redis.js';
 import { APPEND } from '../src/engine/redis-scripts.js';
 import { RillError } from '../src/errors.js';
 import type { RillEvent } from '../src/event.js';
-import { OwnRedis, SHARED_REDIS_URL, dropPrefix, uniquePrefix } from './redis-helpers.js';
+import { OwnRedis, SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 
 /** Collects a watch; `until` resolves once `pred` holds (checked on every delivery). */
 function collect(engine: RedisEngine, topic: string) {
@@ -78,10 +79,7 @@ async function freezableProxy(target: number) {
 }
 
 describe('redis engine: failures', () => {
-  const cleanups: (() => Promise<void>)[] = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const { cleanups } = useCleanups();
 
   async function engine(opts: RedisEngineOptions): Promise<RedisEngine> {
     const e = new RedisEngine(opts);

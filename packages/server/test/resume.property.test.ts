@@ -1,10 +1,10 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RillConfigInput } from '../src/config.js';
-import { openSse, startServer, tempDir, type SseStream } from './helpers.js';
-import { dropStreams, SHARED_NATS_URL, uniqueNatsPrefix } from './nats-helpers.js';
-import { dropPrefix, SHARED_REDIS_URL, uniquePrefix } from './redis-helpers.js';
-import { WsClient, wsUrl } from './ws-helpers.js';
+import { openSse, startServer, tempDir, type SseStream } from '@rill/testkit';
+import { dropStreams, SHARED_NATS_URL, uniqueNatsPrefix } from '@rill/testkit/nats';
+import { dropPrefix, SHARED_REDIS_URL, uniquePrefix } from '@rill/testkit/redis';
+import { WsClient, wsUrl } from '@rill/testkit/ws';
 
 /**
  * The resume rule, on every engine and every transport: a cursor only ever advances over events

@@ -5,7 +5,7 @@ import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RillServer } from '../src/server.js';
 import type { HttpStreamSink } from '../src/transport/http-sink.js';
-import { launchChromium, openSse, publish, startServer, waitFor } from './helpers.js';
+import { openSse, publish, startServer, waitFor } from '@rill/testkit';
 
 let url: string;
 let close: () => Promise<void>;
@@ -402,43 +402,5 @@ describe('gzip', () => {
       });
     });
     expect(out).toContain('"x1"');
-  });
-
-  it('is decoded by Chromium', async () => {
-    const browser = await launchChromium();
-    try {
-      const page = await browser.newPage();
-      const encodings: Array<string | undefined> = [];
-      page.on('response', (r) => {
-        if (r.url().includes('/gz.chrome/stream')) encodings.push(r.headers()['content-encoding']);
-      });
-      await page.goto(`${url}/healthz`);
-      await page.evaluate(() => {
-        const w = window as unknown as { got: unknown[] };
-        w.got = [];
-        const es = new EventSource('/v1/topics/gz.chrome/stream');
-        es.onmessage = (e) => w.got.push(JSON.parse(e.data as string).data);
-        es.onopen = () =>
-          fetch('/v1/topics/gz.chrome/events', {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify([{ data: 'c1' }, { data: 'c2' }]),
-          });
-      });
-      await page.waitForFunction(
-        () => (window as unknown as { got: unknown[] }).got.length >= 2,
-        null,
-        {
-          timeout: 15_000,
-        },
-      );
-      expect(await page.evaluate(() => (window as unknown as { got: unknown[] }).got)).toEqual([
-        'c1',
-        'c2',
-      ]);
-      expect(encodings).toEqual(['gzip']);
-    } finally {
-      await browser.close();
-    }
   });
 });

@@ -5,7 +5,8 @@
  */
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, launchChromium, publish, spawnServer, tempDir, useCleanups } from './helpers.js';
+import { freePort, publish, spawnServer, tempDir, useCleanups } from '@rill/testkit';
+import { launchChromium } from '@rill/testkit/chromium';
 
 interface Msg {
   op: string;

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer } from './helpers.js';
-import { frame, rawWebSocket, WsClient, wsUrl } from './ws-helpers.js';
+import { startServer } from '@rill/testkit';
+import { frame, rawWebSocket, WsClient, wsUrl } from '@rill/testkit/ws';
 
 const MAX_PAYLOAD = 64 * 1024;
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer } from './helpers.js';
-import { FrameReader, frame, rawRequest, WsClient, wsUrl } from './ws-helpers.js';
+import { startServer } from '@rill/testkit';
+import { FrameReader, frame, rawRequest, WsClient, wsUrl } from '@rill/testkit/ws';
 
 let url: string;
 let close: () => Promise<void>;

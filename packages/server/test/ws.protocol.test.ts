@@ -2,8 +2,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { MemoryEngine } from '../src/engine/memory.js';
 import { createServer } from '../src/server.js';
-import { publish, startServer, waitFor } from './helpers.js';
-import { WsClient, wsUrl, type WsMsg } from './ws-helpers.js';
+import { publish, startServer, waitFor } from '@rill/testkit';
+import { WsClient, wsUrl, type WsMsg } from '@rill/testkit/ws';
 
 let url: string;
 let close: () => Promise<void>;

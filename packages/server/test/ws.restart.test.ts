@@ -6,8 +6,8 @@ import {
   tempDir,
   useCleanups,
   type ChildServer,
-} from './helpers.js';
-import { WsClient, wsUrl } from './ws-helpers.js';
+} from '@rill/testkit';
+import { WsClient, wsUrl } from '@rill/testkit/ws';
 
 const { cleanups, track } = useCleanups();
 

@@ -4,12 +4,11 @@
  * `limits.maxSubscriberBufferBytes` and later replays from the log), a fast subscriber on another
  * socket is not held back, and the slow one, once it reads again, gets every event in order.
  */
-import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import WebSocket from 'ws';
 import { describe, expect, it } from 'vitest';
-import { spawnServer, tempDir, useCleanups } from './helpers.js';
-import { wsUrl } from './ws-helpers.js';
+import { spawnServer, tempDir, useCleanups, rssAnon } from '@rill/testkit';
+import { wsUrl } from '@rill/testkit/ws';
 
 const TOTAL = 200_000;
 const BATCH = 1000;
@@ -25,12 +24,6 @@ const TOPIC = 'slow.ws';
  * 314-324 MiB while stalled and 560-566 MiB at the peak.
  */
 const MAX_GROWTH = 160 * 1024 * 1024;
-
-function rssAnon(pid: number): number {
-  const m = /RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error('no RssAnon');
-  return Number(m[1]) * 1024;
-}
 
 /** Counts events without keeping them (the test process must not be the one out of memory). */
 class Counter {

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { thrown } from '@rill/testkit';
 import {
   DEFAULT_MAX_CURSOR_LENGTH,
   decodeCursor,
@@ -11,16 +12,6 @@ import {
 } from '../src/cursor.js';
 import { RillError } from '../src/errors.js';
 import { isTopic } from '../src/topic.js';
-
-/** Runs `fn` and returns what it threw (fails the test if it did not throw). */
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a throw');
-}
 
 function expectInvalidCursor(fn: () => unknown): void {
   const err = thrown(fn);

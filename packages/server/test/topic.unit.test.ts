@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { thrown } from '@rill/testkit';
 import { RillError } from '../src/errors.js';
 import {
   MAX_TOPIC_LENGTH,
@@ -11,16 +12,6 @@ import {
   isValidPattern,
   matchPattern,
 } from '../src/topic.js';
-
-/** Runs `fn` and returns what it threw (fails the test if it did not throw). */
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a throw');
-}
 
 // ---------------------------------------------------------------------------------------------
 // Arbitraries

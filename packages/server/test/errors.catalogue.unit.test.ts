@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ERRORS } from '../src/errors.js';
-import { REPO } from './helpers.js';
+import { REPO } from '@rill/testkit';
 
 /**
  * The error table in docs/protocol.md is the catalogue's public face: same codes, statuses,

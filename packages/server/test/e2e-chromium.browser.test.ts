@@ -10,9 +10,10 @@
  *
  * A missing /usr/bin/chromium fails both tests (CI installs it); they are never skipped.
  */
-import type { Browser, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { freePort, launchChromium, spawnServer, tempDir, useCleanups } from './helpers.js';
+import { freePort, spawnServer, tempDir, useCleanups, publishRange } from '@rill/testkit';
+import { closeBrowser, newPage as newKitPage } from '@rill/testkit/chromium';
 
 const TOPIC = 'browser.resume';
 const PER_PHASE = 50;
@@ -31,24 +32,6 @@ interface PageState {
 /** The page's window with that state; no global augmentation, so other test files can't clash. */
 type PageWindow = Window & { rillEs?: PageState };
 
-async function publishRange(url: string, from: number, to: number): Promise<number[]> {
-  const seqs: number[] = [];
-  for (let n = from; n <= to; n += BATCH) {
-    const body = [];
-    for (let i = n; i < Math.min(n + BATCH, to + 1); i++) body.push({ data: { n: i } });
-    const res = await fetch(`${url}/v1/topics/${TOPIC}/events`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(10_000),
-    });
-    expect(res.status).toBe(201);
-    const json = (await res.json()) as { events: Array<{ seq: number }> };
-    seqs.push(...json.events.map((e) => e.seq));
-  }
-  return seqs;
-}
-
 /** Resolves once the page's received seqs end with `seq` (fails the test after `timeout` ms). */
 async function waitForSeq(page: Page, seq: number, timeout = 15_000): Promise<void> {
   await page.waitForFunction((s) => (window as PageWindow).rillEs?.seqs.at(-1) === s, seq, {
@@ -58,28 +41,17 @@ async function waitForSeq(page: Page, seq: number, timeout = 15_000): Promise<vo
 }
 
 describe('e2e: Chromium EventSource', () => {
-  let browser: Browser | undefined;
   const { cleanups, track } = useCleanups();
+  afterAll(() => closeBrowser());
 
   /**
-   * The browser, launched on first use. Checked inside each test rather than in a hook, so a
-   * missing Chromium fails every test with this message instead of leaving them "skipped".
+   * A page in a fresh context, closed after the test. The browser is launched on first use, inside
+   * each test rather than in a hook, so a missing Chromium fails every test with its message
+   * instead of leaving them "skipped".
    */
-  let launching: Promise<Browser> | undefined;
-  function getBrowser(): Promise<Browser> {
-    launching ??= launchChromium().then((b) => (browser = b));
-    return launching;
-  }
-
-  afterAll(async () => {
-    await browser?.close();
-  });
-
   async function newPage(): Promise<Page> {
-    const context = await (await getBrowser()).newContext();
-    cleanups.push(() => context.close());
-    const page = await context.newPage();
-    page.setDefaultTimeout(15_000);
+    const { page, close } = await newKitPage();
+    cleanups.push(close);
     return page;
   }
 
@@ -113,7 +85,7 @@ describe('e2e: Chromium EventSource', () => {
     await page.waitForFunction(() => (window as PageWindow).rillEs?.opens === 1);
 
     const expected: number[] = [];
-    expected.push(...(await publishRange(url, 1, PER_PHASE)));
+    expected.push(...(await publishRange(url, TOPIC, 1, PER_PHASE, BATCH)));
     await waitForSeq(page, PER_PHASE);
 
     server.proc.kill('SIGKILL');
@@ -122,7 +94,7 @@ describe('e2e: Chromium EventSource', () => {
     await page.waitForFunction(() => ((window as PageWindow).rillEs?.errors ?? 0) >= 1);
     server = track(await spawnServer(args, env));
     expect(server.url).toBe(url);
-    expected.push(...(await publishRange(url, PER_PHASE + 1, 2 * PER_PHASE)));
+    expected.push(...(await publishRange(url, TOPIC, PER_PHASE + 1, 2 * PER_PHASE, BATCH)));
     await waitForSeq(page, 2 * PER_PHASE);
     expect(await page.evaluate(() => (window as PageWindow).rillEs?.opens)).toBe(2);
 
@@ -132,7 +104,7 @@ describe('e2e: Chromium EventSource', () => {
     expect(await server.exited).toBe(0);
     server = track(await spawnServer(args, env));
     expect(server.url).toBe(url);
-    expected.push(...(await publishRange(url, 2 * PER_PHASE + 1, 3 * PER_PHASE)));
+    expected.push(...(await publishRange(url, TOPIC, 2 * PER_PHASE + 1, 3 * PER_PHASE, BATCH)));
     await waitForSeq(page, 3 * PER_PHASE);
 
     const state = (await page.evaluate(() => (window as PageWindow).rillEs))!;

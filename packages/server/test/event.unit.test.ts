@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { thrown } from '@rill/testkit';
 import { decodeCursor } from '../src/cursor.js';
 import { sseEventFrame } from '../src/transport/sse.js';
 import { RillError } from '../src/errors.js';
@@ -16,16 +17,6 @@ import {
   type EventLimits,
   type RillEvent,
 } from '../src/event.js';
-
-/** Runs `fn` and returns what it threw (fails the test if it did not throw). */
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a throw');
-}
 
 function expectRillError(fn: () => unknown, code: string): RillError {
   const err = thrown(fn);

@@ -5,7 +5,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import {
   freePort,
-  launchChromium,
   openSse,
   publish,
   REPO,
@@ -13,8 +12,9 @@ import {
   systemBinary,
   tempDir,
   type ChildServer,
-} from './helpers.js';
-import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from './redis-helpers.js';
+} from '@rill/testkit';
+import { launchChromium } from '@rill/testkit/chromium';
+import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 
 /** The configuration docs/operations.md recommends, as shipped. */
 const CONF = join(REPO, 'docs/deploy/nginx-rill.conf');

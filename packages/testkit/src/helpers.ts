@@ -1,15 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
-import { chromium, type Browser } from 'playwright-core';
-import type { RillConfigInput } from '../src/config.js';
-import { afterEach } from 'vitest';
-import { createServer, type RillServer } from '../src/server.js';
+import { afterEach, expect } from 'vitest';
+import type { RillConfigInput } from '../../server/src/config.js';
+import { createServer, type RillServer } from '../../server/src/server.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const BIN = join(REPO, 'packages/server/bin/rill.js');
@@ -99,6 +98,42 @@ export async function publish(
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+}
+
+/**
+ * Publishes `{ data: { n } }` for n = from..to on `topic`, `batch` events per request (each must
+ * be stored: 201), and resolves with the seqs they got.
+ */
+export async function publishRange(
+  url: string,
+  topic: string,
+  from: number,
+  to: number,
+  batch = 10,
+): Promise<number[]> {
+  const seqs: number[] = [];
+  for (let n = from; n <= to; n += batch) {
+    const body = [];
+    for (let i = n; i < Math.min(n + batch, to + 1); i++) body.push({ data: { n: i } });
+    const res = await fetch(`${url}/v1/topics/${topic}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+    expect(res.status).toBe(201);
+    const json = (await res.json()) as { events: Array<{ seq: number }> };
+    seqs.push(...json.events.map((e) => e.seq));
+  }
+  return seqs;
+}
+
+/** The seqs stored on `topic` (an empty list when the topic does not exist). */
+export async function history(url: string, topic: string): Promise<number[]> {
+  const res = await fetch(`${url}/v1/topics/${topic}/events`);
+  if (res.status === 404) return [];
+  const body = (await res.json()) as { events: { seq: number }[] };
+  return body.events.map((e) => e.seq);
 }
 
 export interface SseFrame {
@@ -238,47 +273,15 @@ export async function waitFor(
   }
 }
 
-/** Debian's Chromium; the browser tests never download one. */
-export const CHROMIUM = '/usr/bin/chromium';
-
-/**
- * Launches Debian's Chromium headless through playwright-core, with the flags that keep it off
- * the (closed) network. Throws a clear message when the package is missing: browser tests fail,
- * never skip, without it.
- */
-export async function launchChromium(extraArgs: string[] = []): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(
-      `Chromium not found at ${CHROMIUM}: the browser tests need the Debian package "chromium" ` +
-        `(apt-get install -y chromium; .ci/run installs it); they never download a browser.`,
-    );
-  }
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      ...extraArgs,
-    ],
-    timeout: 30_000,
-  });
-}
-
 /**
  * Per-test cleanups for a describe block: `cleanups` run after each test, last added first;
  * `track(child)` adds one that SIGKILLs a child server still running and waits for it.
  */
 export function useCleanups(): {
-  cleanups: Array<() => void | Promise<void>>;
+  cleanups: Array<() => unknown>;
   track: (child: ChildServer) => ChildServer;
 } {
-  const cleanups: Array<() => void | Promise<void>> = [];
+  const cleanups: Array<() => unknown> = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
   });
@@ -307,4 +310,21 @@ export function systemBinary(name: string): string {
     if (d !== '' && existsSync(join(d, name))) return join(d, name);
   }
   throw new Error(`${name} is not installed (apt-get install -y ${name})`);
+}
+
+/** What `fn` throws (fails when it returns). */
+export function thrown(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a throw');
+}
+
+/** The anonymous resident memory of a process (Linux), in bytes. */
+export function rssAnon(pid: number): number {
+  const m = /RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no RssAnon in /proc/${pid}/status`);
+  return Number(m[1]) * 1024;
 }
