@@ -2,11 +2,11 @@ import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { DEFAULT_MAX_CURSOR_LENGTH, DEFAULT_MAX_CURSOR_TOPICS } from './cursor.js';
+import { DEFAULT_MAX_CURSOR_LENGTH, DEFAULT_MAX_CURSOR_TOPICS } from './model/cursor.js';
 import { DEFAULT_IDEMPOTENCY_WINDOW_MS, DEFAULT_RETENTION } from './engine/engine.js';
-import { DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_JSON_DEPTH } from './event.js';
-import { isHostPattern } from './http/host.js';
-import { isValidPattern } from './topic.js';
+import { DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_JSON_DEPTH } from './model/event.js';
+import { isHostPattern } from './model/host.js';
+import { isValidPattern } from './model/topic.js';
 
 /**
  * Configuration: defaults, then a file (JSON or YAML), then `RILL_*` environment variables, then

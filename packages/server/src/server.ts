@@ -1,14 +1,19 @@
+import { resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
 import type { RillConfig, RillConfigInput } from './config.js';
 import { isLoopback, resolveConfig } from './config.js';
 import type { Engine } from './engine/engine.js';
-import { createEngine } from './engine/index.js';
-import { buildApp } from './http/app.js';
-import { ConnectionBudget } from './http/capacity.js';
-import { ConnectionRegistry } from './http/connection.js';
-import { Hub } from './hub.js';
+import type { EngineLog, EngineOptions } from './engine/engine.js';
+import { LmdbEngine } from './engine/lmdb.js';
+import { MemoryEngine } from './engine/memory.js';
+import { NatsEngine } from './engine/nats.js';
+import { RedisEngine } from './engine/redis.js';
+import { buildApp } from './api/app.js';
+import { ConnectionBudget } from './net/capacity.js';
+import { ConnectionRegistry } from './net/connection.js';
+import { Hub } from './fanout/hub.js';
 import { probeNodeHttp } from './net/node-http-internals.js';
 import { probeWs } from './net/ws-internals.js';
 
@@ -130,4 +135,36 @@ export async function createServer(
       return closing;
     },
   };
+}
+
+/** Builds the engine the configuration names. */
+export function createEngine(config: RillConfig, log?: EngineLog): Engine {
+  const options: EngineOptions = {
+    retention: {
+      maxEvents: config.retention.maxEvents,
+      maxAgeMs: config.retention.maxAge,
+      rules: config.retention.rules.map((r) => ({
+        pattern: r.pattern,
+        ...(r.maxEvents === undefined ? {} : { maxEvents: r.maxEvents }),
+        ...(r.maxAge === undefined ? {} : { maxAgeMs: r.maxAge }),
+      })),
+    },
+    idempotencyWindowMs: config.idempotencyWindow,
+    ...(log === undefined ? {} : { log }),
+  };
+  switch (config.engine) {
+    case 'memory':
+      return new MemoryEngine(options);
+    case 'lmdb':
+      return new LmdbEngine({ ...options, path: resolve(config.dataDir) });
+    case 'redis':
+      return new RedisEngine({ ...options, url: config.redis.url, prefix: config.redis.prefix });
+    case 'nats':
+      return new NatsEngine({
+        ...options,
+        url: config.nats.url,
+        prefix: config.nats.prefix,
+        replicas: config.nats.replicas,
+      });
+  }
 }

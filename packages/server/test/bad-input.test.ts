@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ERRORS } from '../src/errors.js';
+import { ERRORS } from '../src/model/errors.js';
 import { publish, startServer } from '@rill/testkit';
 
 let url: string;

@@ -8,7 +8,7 @@ import { spawnLogged, type LogLine, type LoggedServer } from './cli-ops-helpers.
 import { freePort, useCleanups } from '@rill/testkit';
 import { OwnNats } from '@rill/testkit/nats';
 import { OwnRedis } from '@rill/testkit/redis';
-import { redactUrl } from '../src/redact.js';
+import { redactUrl } from '../src/model/redact.js';
 
 const { cleanups } = useCleanups();
 

@@ -9,9 +9,9 @@ import {
   isEpoch,
   type Cursor,
   type Position,
-} from '../src/cursor.js';
-import { RillError } from '../src/errors.js';
-import { isTopic } from '../src/topic.js';
+} from '../src/model/cursor.js';
+import { RillError } from '../src/model/errors.js';
+import { isTopic } from '../src/model/topic.js';
 
 function expectInvalidCursor(fn: () => unknown): void {
   const err = thrown(fn);

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isEpoch } from '../src/cursor.js';
+import { isEpoch } from '../src/model/cursor.js';
 import type { Engine, EngineOptions } from '../src/engine/engine.js';
-import { RillError } from '../src/errors.js';
-import type { EventInput, RillEvent } from '../src/event.js';
+import { RillError } from '../src/model/errors.js';
+import type { EventInput, RillEvent } from '../src/model/event.js';
 
 /** What a factory hands the suite: an engine, and how to remove what it left behind. */
 export interface EngineUnderTest {

@@ -6,7 +6,7 @@ import { useCleanups } from '@rill/testkit';
 import type { AppendResult, Engine } from '../src/engine/engine.js';
 import { NatsEngine } from '../src/engine/nats.js';
 import { RedisEngine } from '../src/engine/redis.js';
-import type { RillEvent } from '../src/event.js';
+import type { RillEvent } from '../src/model/event.js';
 import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 
 const NATS_URL = process.env.RILL_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ERRORS } from '../src/errors.js';
+import { ERRORS } from '../src/model/errors.js';
 import { REPO } from '@rill/testkit';
 
 /**

@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { thrown } from '@rill/testkit';
-import { decodeCursor } from '../src/cursor.js';
-import { sseEventFrame } from '../src/transport/sse.js';
-import { RillError } from '../src/errors.js';
+import { decodeCursor } from '../src/model/cursor.js';
+import { sseEventFrame } from '../src/wire/sse.js';
+import { RillError } from '../src/model/errors.js';
 import {
   DEFAULT_MAX_EVENT_BYTES,
   DEFAULT_MAX_JSON_DEPTH,
@@ -16,7 +16,7 @@ import {
   rawDataText,
   type EventLimits,
   type RillEvent,
-} from '../src/event.js';
+} from '../src/model/event.js';
 
 function expectRillError(fn: () => unknown, code: string): RillError {
   const err = thrown(fn);

@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { createServer } from '../src/server.js';
 import type { RillServer } from '../src/server.js';
-import type { WsWriter } from '../src/transport/ws.js';
+import type { WsWriter } from '../src/net/ws-sink.js';
 import { publish, startServer, useCleanups } from '@rill/testkit';
 import { WsClient, wsUrl } from '@rill/testkit/ws';
 

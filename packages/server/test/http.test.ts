@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeCursor } from '../src/cursor.js';
+import { decodeCursor } from '../src/model/cursor.js';
 import { openSse, publish, startServer, type SseStream } from '@rill/testkit';
 
 let url: string;

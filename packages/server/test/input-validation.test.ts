@@ -1,6 +1,6 @@
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_MAX_JSON_DEPTH } from '../src/event.js';
+import { DEFAULT_MAX_JSON_DEPTH } from '../src/model/event.js';
 import { startServer } from '@rill/testkit';
 import { WsClient, wsUrl } from '@rill/testkit/ws';
 

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { lazyChildLoggerFactory } from '../src/http/lazy-logger.js';
+import { lazyChildLoggerFactory } from '../src/api/lazy-logger.js';
 
 function capture(level: string): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {
   const lines: Array<Record<string, unknown>> = [];

@@ -4,8 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { useCleanups } from '@rill/testkit';
 import { RedisEngine, type RedisEngineOptions } from '../src/engine/redis.js';
 import { APPEND } from '../src/engine/redis-scripts.js';
-import { RillError } from '../src/errors.js';
-import type { RillEvent } from '../src/event.js';
+import { RillError } from '../src/model/errors.js';
+import type { RillEvent } from '../src/model/event.js';
 import { OwnRedis, SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 
 /** Collects a watch; `until` resolves once `pred` holds (checked on every delivery). */

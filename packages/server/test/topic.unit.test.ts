@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { thrown } from '@rill/testkit';
-import { RillError } from '../src/errors.js';
+import { RillError } from '../src/model/errors.js';
 import {
   MAX_TOPIC_LENGTH,
   assertPattern,
@@ -11,7 +11,7 @@ import {
   isTopic,
   isValidPattern,
   matchPattern,
-} from '../src/topic.js';
+} from '../src/model/topic.js';
 
 // ---------------------------------------------------------------------------------------------
 // Arbitraries

@@ -4,7 +4,7 @@ import net from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RillServer } from '../src/server.js';
-import type { HttpStreamSink } from '../src/transport/http-sink.js';
+import type { HttpStreamSink } from '../src/net/http-sink.js';
 import { openSse, publish, startServer, waitFor } from '@rill/testkit';
 
 let url: string;

@@ -12,7 +12,7 @@ import {
 } from '../config.js';
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
-import { redactUrl } from '../redact.js';
+import { redactUrl } from '../model/redact.js';
 import { createServer } from '../server.js';
 
 interface ServeFlags {

@@ -1,6 +1,6 @@
-import type { EventInput, RillEvent } from '../event.js';
-import { RillError } from '../errors.js';
-import { redactUrl } from '../redact.js';
+import type { EventInput, RillEvent } from '../model/event.js';
+import { RillError } from '../model/errors.js';
+import { redactUrl } from '../model/redact.js';
 import type { EngineLog, WatchListener } from './engine.js';
 
 /** Most events one `read` returns, whatever `limit` asks for. */

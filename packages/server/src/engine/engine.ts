@@ -1,4 +1,4 @@
-import type { EventInput, RillEvent } from '../event.js';
+import type { EventInput, RillEvent } from '../model/event.js';
 
 /**
  * The Engine contract. An engine is the only stateful part of Rill: it owns every topic's log.

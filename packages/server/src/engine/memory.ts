@@ -1,5 +1,5 @@
-import type { EventInput, RillEvent } from '../event.js';
-import { assertTopic } from '../topic.js';
+import type { EventInput, RillEvent } from '../model/event.js';
+import { assertTopic } from '../model/topic.js';
 import {
   DEFAULT_IDEMPOTENCY_WINDOW_MS,
   DEFAULT_RETENTION,

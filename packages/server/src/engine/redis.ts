@@ -1,7 +1,7 @@
 import { Redis, type RedisOptions } from 'ioredis';
-import { MAX_KEY_LENGTH, type EventInput, type RillEvent } from '../event.js';
-import { RillError, isRillError } from '../errors.js';
-import { assertTopic } from '../topic.js';
+import { MAX_KEY_LENGTH, type EventInput, type RillEvent } from '../model/event.js';
+import { RillError, isRillError } from '../model/errors.js';
+import { assertTopic } from '../model/topic.js';
 import {
   DEFAULT_IDEMPOTENCY_WINDOW_MS,
   DEFAULT_RETENTION,

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { matchPattern } from '../topic.js';
+import { matchPattern } from '../model/topic.js';
 import type { RetentionConfig } from './engine.js';
 
 /** The retention limits that apply to one topic; `0` means unlimited. */

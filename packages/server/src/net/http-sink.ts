@@ -1,22 +1,11 @@
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { constants as zlibConstants, createGzip, type Gzip } from 'node:zlib';
-import type { RillError } from '../errors.js';
-import type { RillEvent } from '../event.js';
-import { detachFromHttp } from '../net/node-http-internals.js';
-import type { ResetNotice, Sink } from '../sink.js';
-
-/** How a streaming HTTP transport frames what the hub hands it. */
-export interface Framing {
-  contentType: string;
-  /** Bytes sent right after the headers. */
-  preamble: string;
-  event(ev: RillEvent, id: string | null): string;
-  reset(n: ResetNotice, id: string): string;
-  error(err: RillError): string;
-  /** Bytes that keep an idle stream alive. */
-  heartbeat: string;
-}
+import { detachFromHttp } from './node-http-internals.js';
+import type { ResetNotice, Sink } from '../fanout/sink.js';
+import type { RillError } from '../model/errors.js';
+import type { RillEvent } from '../model/event.js';
+import type { Framing } from '../wire/framing.js';
 
 export interface HttpSinkOptions {
   /** gzip the stream (the client sent `Accept-Encoding: gzip` and config allows it). */

@@ -1,11 +1,11 @@
-import type { Cursor } from './cursor.js';
-import { encodePosition } from './cursor.js';
-import type { Engine } from './engine/engine.js';
-import { RillError } from './errors.js';
-import type { RillEvent } from './event.js';
+import type { Cursor } from '../model/cursor.js';
+import { encodePosition } from '../model/cursor.js';
+import type { Engine } from '../engine/engine.js';
+import { RillError } from '../model/errors.js';
+import type { RillEvent } from '../model/event.js';
 import type { Channel, Hub } from './hub.js';
 import type { ResetNotice, Sink } from './sink.js';
-import { compilePattern } from './topic.js';
+import { compilePattern } from '../model/topic.js';
 
 /** Where a topic's delivery starts when the cursor says nothing about it. */
 export type StartSpec =

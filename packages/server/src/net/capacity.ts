@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { RillError } from '../errors.js';
+import { RillError } from '../model/errors.js';
 
 /**
  * File descriptors left to everything but client connections: the engine's files and broker

@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import { decodeCursor } from '../cursor.js';
+import { decodeCursor } from '../model/cursor.js';
 import type { Engine, TopicHead } from '../engine/engine.js';
-import { RillError } from '../errors.js';
-import { eventJson } from '../event.js';
-import { assertTopic, assertTopicPrefix } from '../topic.js';
+import { RillError } from '../model/errors.js';
+import { eventJson } from '../model/event.js';
+import { assertTopic, assertTopicPrefix } from '../model/topic.js';
 import type { AppContext } from './app.js';
 import { parseLimit, parseWait } from './poll.js';
 

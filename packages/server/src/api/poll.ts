@@ -1,11 +1,11 @@
 import type { FastifyInstance } from 'fastify';
-import { RillError } from '../errors.js';
-import type { RillEvent } from '../event.js';
-import { eventJson } from '../event.js';
-import type { Hub } from '../hub.js';
-import type { ResetNotice, Sink } from '../sink.js';
-import type { StartSpec, Subscription } from '../subscriber.js';
-import type { Cursor } from '../cursor.js';
+import { RillError } from '../model/errors.js';
+import type { RillEvent } from '../model/event.js';
+import { eventJson } from '../model/event.js';
+import type { Hub } from '../fanout/hub.js';
+import type { ResetNotice, Sink } from '../fanout/sink.js';
+import type { StartSpec, Subscription } from '../fanout/subscription.js';
+import type { Cursor } from '../model/cursor.js';
 import type { AppContext } from './app.js';
 import type { StreamQuery } from './stream.js';
 import { parseResumeCursor, parseStart, parseTopicsParam } from './stream.js';

@@ -1,9 +1,9 @@
-import type { Engine } from './engine/engine.js';
-import { RillError } from './errors.js';
-import type { RillEvent } from './event.js';
+import type { Engine } from '../engine/engine.js';
+import { RillError } from '../model/errors.js';
+import type { RillEvent } from '../model/event.js';
 import type { Sink } from './sink.js';
-import type { SubscribeOptions, TopicState } from './subscriber.js';
-import { Subscription } from './subscriber.js';
+import type { SubscribeOptions, TopicState } from './subscription.js';
+import { Subscription } from './subscription.js';
 
 /** Longest a flush is put off to batch more events into each socket write, ms (see markDirty). */
 const MAX_FLUSH_DELAY_MS = 10;

@@ -1,8 +1,8 @@
-import type { RillError } from '../errors.js';
-import type { RillEvent } from '../event.js';
-import { escapeLineSeparators, eventId, eventJson } from '../event.js';
-import type { ResetNotice } from '../sink.js';
-import type { Framing } from './http-sink.js';
+import type { RillError } from '../model/errors.js';
+import type { RillEvent } from '../model/event.js';
+import { escapeLineSeparators, eventId, eventJson } from '../model/event.js';
+import type { ResetNotice } from '../fanout/sink.js';
+import type { Framing } from './framing.js';
 import { errorPayload } from './sse.js';
 
 /**

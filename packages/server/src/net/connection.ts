@@ -3,8 +3,8 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { FastifyBaseLogger } from 'fastify';
-import { RillError } from '../errors.js';
-import { activeResponse, hasParser, parsedRequest } from '../net/node-http-internals.js';
+import { RillError } from '../model/errors.js';
+import { activeResponse, hasParser, parsedRequest } from './node-http-internals.js';
 
 /** Runs `fn` once every response to the requests parsed so far on `socket` has closed. */
 function whenIdle(socket: Duplex, fn: () => void): void {

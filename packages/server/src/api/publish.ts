@@ -1,9 +1,9 @@
 import { isUtf8 } from 'node:buffer';
 import type { FastifyInstance } from 'fastify';
-import { RillError } from '../errors.js';
-import type { EventInput } from '../event.js';
-import { eventId, parseEventInput, rawDataText } from '../event.js';
-import { assertTopic } from '../topic.js';
+import { RillError } from '../model/errors.js';
+import type { EventInput } from '../model/event.js';
+import { eventId, parseEventInput, rawDataText } from '../model/event.js';
+import { assertTopic } from '../model/topic.js';
 import type { AppContext } from './app.js';
 
 const topicParams = {

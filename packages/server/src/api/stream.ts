@@ -1,12 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Cursor } from '../cursor.js';
-import { decodeCursor } from '../cursor.js';
-import { RillError } from '../errors.js';
-import type { StartSpec, Subscription } from '../subscriber.js';
-import { assertPattern, assertTopic } from '../topic.js';
-import { HttpStreamSink, streamHeaders } from '../transport/http-sink.js';
-import { ndjsonFraming } from '../transport/ndjson.js';
-import { sseFraming } from '../transport/sse.js';
+import type { Cursor } from '../model/cursor.js';
+import { decodeCursor } from '../model/cursor.js';
+import { RillError } from '../model/errors.js';
+import type { StartSpec, Subscription } from '../fanout/subscription.js';
+import { assertPattern, assertTopic } from '../model/topic.js';
+import { HttpStreamSink, streamHeaders } from '../net/http-sink.js';
+import { ndjsonFraming } from '../wire/ndjson.js';
+import { sseFraming } from '../wire/sse.js';
 import type { AppContext } from './app.js';
 
 /** Integers below this in `since` are seqs; at or above it, ms timestamps (2001-09-09 onward). */

@@ -1,4 +1,4 @@
-import { RillError } from '../errors.js';
+import { RillError } from '../model/errors.js';
 
 /** Query parameters that may be repeated, each occurrence adding to a list. */
 export const LIST_PARAMS: ReadonlySet<string> = new Set(['topics']);

@@ -1,9 +1,9 @@
 import { WebSocket } from 'ws';
-import type { RillError } from '../errors.js';
-import type { RillEvent } from '../event.js';
-import { eventJson } from '../event.js';
-import { idleRawSocket, socketOf, textFrameHeader } from '../net/ws-internals.js';
-import type { ResetNotice, Sink } from '../sink.js';
+import type { RillError } from '../model/errors.js';
+import type { RillEvent } from '../model/event.js';
+import { eventJson } from '../model/event.js';
+import { idleRawSocket, socketOf, textFrameHeader } from './ws-internals.js';
+import type { ResetNotice, Sink } from '../fanout/sink.js';
 
 /**
  * WebSocket framing (protocol `rill.v1`, docs/protocol.md § WebSocket): every message is one JSON

@@ -1,6 +1,6 @@
-import type { RillError } from './errors.js';
-import type { RillEvent } from './event.js';
-import type { Subscription } from './subscriber.js';
+import type { RillError } from '../model/errors.js';
+import type { RillEvent } from '../model/event.js';
+import type { Subscription } from './subscription.js';
 
 /**
  * What the hub needs from a transport: framing and a byte pipe with backpressure. SSE, NDJSON
