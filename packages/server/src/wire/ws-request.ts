@@ -22,13 +22,17 @@ export type RequestId = string | number;
 /** Longest string `id`. */
 export const MAX_ID_LENGTH = 256;
 
-/** The fields each op may carry: any other field is refused, so a misspelt one is not ignored. */
-const FIELDS: Record<string, ReadonlySet<string>> = {
-  subscribe: new Set(['op', 'id', 'topics', 'from', 'since', 'cursor']),
-  unsubscribe: new Set(['op', 'id', 'sub']),
-  publish: new Set(['op', 'id', 'topic', 'type', 'key', 'data']),
-  ping: new Set(['op', 'id']),
-};
+/**
+ * The fields each op may carry: any other field is refused, so a misspelt one is not ignored. A
+ * Map, not an object literal: an op named like an `Object.prototype` member (`constructor`,
+ * `toString`) must be an unknown op, not found on the prototype.
+ */
+const FIELDS: ReadonlyMap<string, ReadonlySet<string>> = new Map([
+  ['subscribe', new Set(['op', 'id', 'topics', 'from', 'since', 'cursor'])],
+  ['unsubscribe', new Set(['op', 'id', 'sub'])],
+  ['publish', new Set(['op', 'id', 'topic', 'type', 'key', 'data'])],
+  ['ping', new Set(['op', 'id'])],
+]);
 
 /** The limits a request is checked against (the server's `limits`). */
 export interface WsRequestLimits extends EventLimits {
@@ -119,7 +123,7 @@ function parseFields(
   if (typeof m.op !== 'string') {
     throw new RillError('invalid_message', 'A message must have an "op" string');
   }
-  const allowed = FIELDS[m.op];
+  const allowed = FIELDS.get(m.op);
   if (!allowed) {
     throw new RillError(
       'unknown_op',
