@@ -1,33 +1,20 @@
 import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { RillConfig } from '../config.js';
-import type { Engine } from '../engine/engine.js';
 import { hasHealthCheck } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
-import type { Hub } from '../fanout/hub.js';
 import { clientErrorHandler, tooManyHeaders } from '../net/connection.js';
-import type { ConnectionBudget } from '../net/capacity.js';
+import { decodeUtf8Body, parseJsonBody } from './body.js';
+import type { AppContext } from './context.js';
 import { demoPage } from './demo-page.js';
 import { HostPolicy } from './host.js';
-import { pollRoutes } from './poll.js';
-import { decodeUtf8Body, parseJsonBody, publishRoutes } from './publish.js';
+import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { queryError } from './params.js';
+import { pollRoutes } from './poll.js';
+import { publishRoutes } from './publish.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
-import { wsRoutes } from './ws.js';
-import { lazyChildLoggerFactory } from './lazy-logger.js';
-
-/** What every route needs. */
-export interface AppContext {
-  config: RillConfig;
-  engine: Engine;
-  hub: Hub;
-  /** Set once shutdown begins: new streams are refused, readiness fails. */
-  state: { closing: boolean };
-  /** Refuses new streams once connections near the open-files limit. */
-  budget?: ConnectionBudget;
-}
+import { wsRoutes } from './ws-upgrade.js';
 
 const FASTIFY_TO_RILL: Record<string, RillError['code']> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
@@ -113,7 +100,7 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
   });
 
   // Node 22 silently drops the headers past maxHeadersCount; keeping one more than allowed makes
-  // "too many" visible, and such requests get a 431 (upgrades: in ws.ts; Node 24's parser refuses
+  // "too many" visible, and such requests get a 431 (upgrades: in ws-upgrade.ts; Node 24's parser refuses
   // more than that itself: connection.ts).
   const maxHeaders = http.maxHeadersCount;
   app.server.maxHeadersCount = maxHeaders + 1;

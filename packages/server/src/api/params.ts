@@ -1,3 +1,7 @@
+/**
+ * Query-string parsing shared by the HTTP routes. What a subscription asks for (topics, start,
+ * cursor) is read by `wire/subscribe-params.ts`, which the WebSocket request parser shares.
+ */
 import { RillError } from '../model/errors.js';
 
 /** Query parameters that may be repeated, each occurrence adding to a list. */
@@ -19,4 +23,36 @@ export function queryError(query: unknown): RillError | null {
     }
   }
   return null;
+}
+
+/** The query of a subscription over HTTP: a stream (SSE, NDJSON) or a long-poll. */
+export interface StreamQuery {
+  topics?: string | string[];
+  from?: string;
+  since?: string;
+  lastEventId?: string;
+  cursor?: string;
+  format?: string;
+}
+
+/** Longest `wait` a long-poll may ask for, in seconds. */
+export const MAX_WAIT_SECONDS = 60;
+
+/** `wait=<seconds>`, 0–60, decimals allowed; absent means 0 (answer at once). Returns ms. */
+export function parseWait(raw: string | undefined): number {
+  if (raw === undefined || raw === '') return 0;
+  const n = Number(raw);
+  if (!/^\d+(\.\d+)?$/.test(raw) || n > MAX_WAIT_SECONDS) {
+    throw new RillError('invalid_parameter', `wait must be 0 to ${MAX_WAIT_SECONDS} seconds`);
+  }
+  return n * 1000;
+}
+
+/** `limit=<n>`: `def` when absent, at most `max` (a larger one is lowered to it, not refused). */
+export function parseLimit(raw: string | undefined, def: number, max: number): number {
+  if (raw === undefined || raw === '') return def;
+  if (!/^[1-9][0-9]{0,6}$/.test(raw)) {
+    throw new RillError('invalid_parameter', `limit must be an integer from 1 to ${max}`);
+  }
+  return Math.min(Number(raw), max);
 }

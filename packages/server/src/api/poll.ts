@@ -6,22 +6,10 @@ import type { Hub } from '../fanout/hub.js';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
 import type { StartSpec, Subscription } from '../fanout/subscription.js';
 import type { Cursor } from '../model/cursor.js';
-import type { AppContext } from './app.js';
-import type { StreamQuery } from './stream.js';
-import { parseResumeCursor, parseStart, parseTopicsParam } from './stream.js';
-
-/** Longest `wait` a long-poll may ask for, in seconds. */
-export const MAX_WAIT_SECONDS = 60;
-
-/** `wait=<seconds>`, 0–60, decimals allowed; absent means 0 (answer at once). */
-export function parseWait(raw: string | undefined): number {
-  if (raw === undefined || raw === '') return 0;
-  const n = Number(raw);
-  if (!/^\d+(\.\d+)?$/.test(raw) || n > MAX_WAIT_SECONDS) {
-    throw new RillError('invalid_parameter', `wait must be 0 to ${MAX_WAIT_SECONDS} seconds`);
-  }
-  return n * 1000;
-}
+import { parseResumeCursor, parseStart, parseTopicsParam } from '../wire/subscribe-params.js';
+import type { AppContext } from './context.js';
+import type { StreamQuery } from './params.js';
+import { parseLimit, parseWait } from './params.js';
 
 /**
  * A sink that collects one response's worth of events for a long-poll. The subscription does the
@@ -192,12 +180,4 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
         );
     },
   );
-}
-
-export function parseLimit(raw: string | undefined, def: number, max: number): number {
-  if (raw === undefined || raw === '') return def;
-  if (!/^[1-9][0-9]{0,6}$/.test(raw)) {
-    throw new RillError('invalid_parameter', `limit must be an integer from 1 to ${max}`);
-  }
-  return Math.min(Number(raw), max);
 }

@@ -1,10 +1,9 @@
-import { isUtf8 } from 'node:buffer';
 import type { FastifyInstance } from 'fastify';
 import { RillError } from '../model/errors.js';
 import type { EventInput } from '../model/event.js';
 import { eventId, parseEventInput, rawDataText } from '../model/event.js';
 import { assertTopic } from '../model/topic.js';
-import type { AppContext } from './app.js';
+import type { AppContext } from './context.js';
 
 const topicParams = {
   type: 'object',
@@ -75,24 +74,6 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
       return reply.code(201).type('application/json; charset=utf-8').send(out);
     },
   );
-}
-
-/** A publish body as text: valid UTF-8 (a leading BOM dropped), or `invalid_json`. */
-export function decodeUtf8Body(body: Buffer): string {
-  if (!isUtf8(body)) throw new RillError('invalid_json', 'Body is not valid UTF-8');
-  const text = body.toString('utf8');
-  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
-}
-
-/** An `application/json` publish body, parsed. */
-export function parseJsonBody(body: Buffer): unknown {
-  const text = decodeUtf8Body(body);
-  if (text.trim() === '') throw new RillError('invalid_json', 'Empty body');
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (err) {
-    throw new RillError('invalid_json', (err as Error).message);
-  }
 }
 
 /** The raw events of a body and, for NDJSON, the line each came from. */

@@ -4,8 +4,8 @@ import type { Engine, TopicHead } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
 import { eventJson } from '../model/event.js';
 import { assertTopic, assertTopicPrefix } from '../model/topic.js';
-import type { AppContext } from './app.js';
-import { parseLimit, parseWait } from './poll.js';
+import type { AppContext } from './context.js';
+import { parseLimit, parseWait } from './params.js';
 
 /** Window of the `rate` figure in topic listings, ms. */
 const RATE_WINDOW_MS = 60_000;

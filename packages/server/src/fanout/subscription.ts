@@ -6,6 +6,7 @@ import type { RillEvent } from '../model/event.js';
 import type { Channel, Hub } from './hub.js';
 import type { ResetNotice, Sink } from './sink.js';
 import { compilePattern } from '../model/topic.js';
+import { WATERMARK_MARGIN_MS } from './resume.js';
 
 /** Where a topic's delivery starts when the cursor says nothing about it. */
 export type StartSpec =
@@ -15,12 +16,6 @@ export type StartSpec =
   | { kind: 'after'; seq: number }
   /** Deliver events with time >= `time`. */
   | { kind: 'time'; time: number };
-
-/**
- * How far back a pattern subscription's watermark reaches behind the event that carries it: a
- * topic created on another node just before that event, not yet known here, still resumes whole.
- */
-const WATERMARK_MARGIN_MS = 1000;
 
 /** First delay before a catch-up that failed on an unreachable engine is retried, ms. */
 const CATCH_UP_RETRY_MS = 100;

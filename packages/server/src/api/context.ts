@@ -1,0 +1,18 @@
+import type { RillConfig } from '../config.js';
+import type { Engine } from '../engine/engine.js';
+import type { Hub } from '../fanout/hub.js';
+import type { ConnectionBudget } from '../net/capacity.js';
+
+/**
+ * What every route needs. It lives apart from `app.ts` so that a route module depends on the
+ * context alone, and only `app.ts` imports the routes.
+ */
+export interface AppContext {
+  config: RillConfig;
+  engine: Engine;
+  hub: Hub;
+  /** Set once shutdown begins: new streams are refused, readiness fails. */
+  state: { closing: boolean };
+  /** Refuses new streams once connections near the open-files limit. */
+  budget?: ConnectionBudget;
+}

@@ -1,0 +1,349 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { RawData } from 'ws';
+import { WebSocket } from 'ws';
+import type { Cursor } from '../model/cursor.js';
+import type { TopicHead } from '../engine/engine.js';
+import { RillError } from '../model/errors.js';
+import { eventId } from '../model/event.js';
+import { isPattern } from '../model/topic.js';
+import { resumeIsExact, startCursor } from '../fanout/resume.js';
+import type { StartSpec, Subscription } from '../fanout/subscription.js';
+import type { RequestId, WsPublish, WsSubscribe, WsUnsubscribe } from '../wire/ws-request.js';
+import { parseWsRequest } from '../wire/ws-request.js';
+import { WsSink, WsWriter, wsErrorFrame } from '../net/ws-sink.js';
+import type { AppContext } from './context.js';
+
+/**
+ * Most requests (`subscribe`, `publish`) one socket may have in progress. Past it the server
+ * stops reading the socket until one completes: TCP pushes back on the client instead of the
+ * server holding an unbounded number of pending appends.
+ */
+export const WS_MAX_INFLIGHT = 64;
+
+interface SubEntry {
+  sink: WsSink;
+  /** Null until the hub has attached it. */
+  sub: Subscription | null;
+  /** An `unsubscribe` that arrived while the subscription was being set up. */
+  cancelId?: RequestId;
+}
+
+/** Bits of why reading from the socket is paused. */
+const PAUSE_INFLIGHT = 1;
+const PAUSE_BACKLOG = 2;
+
+/**
+ * One `rill.v1` WebSocket connection, once the handshake is done (`ws-upgrade.ts`): reads requests
+ * ({@link parseWsRequest}), owns its subscriptions (each a hub subscription feeding a
+ * {@link WsSink} over the shared {@link WsWriter}), answers, and keeps the peer honest (pings,
+ * backpressure on what it sends us).
+ */
+export class WsSession {
+  private readonly writer: WsWriter;
+  private readonly subs = new Map<string, SubEntry>();
+  private nextSub = 1;
+  private inflight = 0;
+  private paused = 0;
+  private closed = false;
+  private pingSentAt = 0;
+  private nextPingAt: number;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly ctx: AppContext,
+    private readonly log: FastifyBaseLogger,
+    private readonly onGone: () => void,
+  ) {
+    this.writer = new WsWriter(ws);
+    const interval = ctx.config.ws.pingInterval;
+    this.nextPingAt = Date.now() + interval / 2 + Math.random() * (interval / 2);
+    ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+    ws.on('pong', () => {
+      this.pingSentAt = 0;
+    });
+    // Protocol violations (1002, 1007, 1008, 1009): ws has already sent the close frame.
+    ws.on('error', (err) => this.log.debug({ err }, 'websocket error'));
+    ws.on('close', () => this.onClose());
+  }
+
+  /** Called by the shared sweep. */
+  heartbeat(now: number, interval: number, timeout: number): void {
+    if (this.closed) return;
+    if (this.pingSentAt !== 0) {
+      if (now - this.pingSentAt >= timeout) {
+        // Best effort: a dead peer never sees the close frame, but a merely slow one may.
+        this.close(new RillError('ping_timeout'));
+        this.ws.terminate();
+      }
+    } else if (now >= this.nextPingAt) {
+      this.pingSentAt = now;
+      this.nextPingAt = now + interval;
+      if (this.ws.readyState === WebSocket.OPEN) this.ws.ping();
+    }
+  }
+
+  /** Closes the socket with the error's close code (shutdown: 4001). */
+  close(err: RillError): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(err.closeCode, err.code);
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const entry of this.subs.values()) {
+      entry.sink.detach();
+      if (entry.sub) this.ctx.hub.unsubscribe(entry.sub);
+    }
+    this.subs.clear();
+    this.onGone();
+  }
+
+  private send(text: string): void {
+    this.writer.send(text);
+    // Replies are small, but a client that pipelines requests and never reads could pile them up:
+    // stop reading its requests until it has taken what we sent.
+    if (
+      (this.paused & PAUSE_BACKLOG) === 0 &&
+      this.writer.bufferedBytes() > this.ctx.config.limits.maxSubscriberBufferBytes
+    ) {
+      this.pause(PAUSE_BACKLOG);
+      void this.writer.waitFlushed().then(() => this.resume(PAUSE_BACKLOG));
+    }
+  }
+
+  private sendError(err: RillError, ref: { id?: RequestId; sub?: string } = {}): void {
+    this.send(wsErrorFrame(err, ref));
+  }
+
+  private pause(bit: number): void {
+    if (this.paused === 0 && !this.closed) this.ws.pause();
+    this.paused |= bit;
+  }
+
+  private resume(bit: number): void {
+    if (this.paused === 0) return;
+    this.paused &= ~bit;
+    if (this.paused === 0 && !this.closed) this.ws.resume();
+  }
+
+  private begin(): void {
+    if (++this.inflight >= WS_MAX_INFLIGHT) this.pause(PAUSE_INFLIGHT);
+  }
+
+  private finish(): void {
+    if (--this.inflight < WS_MAX_INFLIGHT) this.resume(PAUSE_INFLIGHT);
+  }
+
+  private onMessage(data: RawData, isBinary: boolean): void {
+    if (this.closed) return;
+    if (isBinary) {
+      this.sendError(
+        new RillError('invalid_message', 'Binary messages are not supported: send JSON text'),
+      );
+      return;
+    }
+    const text = Buffer.isBuffer(data)
+      ? data.toString('utf8')
+      : Array.isArray(data)
+        ? Buffer.concat(data).toString('utf8')
+        : Buffer.from(data).toString('utf8');
+    const req = parseWsRequest(text, this.ctx.config.limits);
+    if ('error' in req) {
+      if (req.error.code === 'internal') {
+        this.log.error({ err: req.error.cause }, 'websocket request failed');
+      }
+      this.sendError(req.error, req.id === undefined ? {} : { id: req.id });
+      return;
+    }
+    try {
+      switch (req.op) {
+        case 'subscribe':
+          this.subscribe(req);
+          break;
+        case 'unsubscribe':
+          this.unsubscribe(req);
+          break;
+        case 'publish':
+          this.publish(req);
+          break;
+        case 'ping':
+          this.send(`{"op":"pong","id":${JSON.stringify(req.id)}}`);
+          break;
+      }
+    } catch (err) {
+      this.sendError(this.toError(err), { id: req.id });
+    }
+  }
+
+  private toError(err: unknown): RillError {
+    if (err instanceof RillError) return err;
+    this.log.error({ err }, 'websocket request failed');
+    return new RillError('internal', 'Internal error', { cause: err });
+  }
+
+  // ---- subscribe ----
+
+  /**
+   * Checks what depends on this connection (errors answer the request), then sets up in the
+   * background. The request itself was checked by {@link parseWsRequest}.
+   */
+  private subscribe({ id, patterns, start, cursor }: WsSubscribe): void {
+    const max = this.ctx.config.ws.maxSubscriptions;
+    if (this.subs.size >= max) {
+      throw new RillError('too_many_subscriptions', `At most ${max} subscriptions per connection`, {
+        details: { limit: max },
+      });
+    }
+    if (this.ctx.state.closing) throw new RillError('shutting_down');
+
+    const subId = `s${this.nextSub++}`;
+    const entry: SubEntry = {
+      sink: new WsSink(this.writer, subId, (sink) => {
+        if (this.subs.get(subId)?.sink === sink) this.subs.delete(subId);
+      }),
+      sub: null,
+    };
+    this.subs.set(subId, entry);
+    this.begin();
+    this.setUp(id, subId, entry, patterns, start, cursor)
+      .catch((err: unknown) => {
+        entry.sink.detach();
+        if (entry.sub) this.ctx.hub.unsubscribe(entry.sub);
+        if (this.subs.get(subId) === entry) this.subs.delete(subId);
+        const e =
+          err instanceof RillError
+            ? err
+            : new RillError('engine_unavailable', 'Cannot start the subscription', { cause: err });
+        if (this.closed) return;
+        this.sendError(e, { id });
+        if (entry.cancelId !== undefined) {
+          this.send(JSON.stringify({ op: 'unsubscribed', id: entry.cancelId, sub: subId }));
+        }
+      })
+      .finally(() => this.finish());
+  }
+
+  private async setUp(
+    id: RequestId,
+    subId: string,
+    entry: SubEntry,
+    patterns: string[],
+    start: StartSpec,
+    cursor: Cursor | undefined,
+  ): Promise<void> {
+    const { hub, engine } = this.ctx;
+    const t0 = Date.now();
+    // Heads of the plain topics are read before the hub attaches them: a start position taken from
+    // them can only be at or before where the subscription really starts, never past an event it
+    // will deliver.
+    const plain = patterns.filter((p) => !isPattern(p));
+    const before = new Map<string, TopicHead | null>();
+    await Promise.all(plain.map(async (t) => before.set(t, await engine.head(t))));
+    if (this.closed) {
+      this.subs.delete(subId);
+      return;
+    }
+
+    const sub = await hub.subscribe(entry.sink, {
+      patterns,
+      start,
+      ...(cursor ? { cursor } : {}),
+    });
+    entry.sub = sub;
+    if (this.closed || entry.sink.isEnded) {
+      hub.unsubscribe(sub);
+      const failure = entry.sink.failure;
+      if (failure) throw failure;
+      return;
+    }
+
+    const topics = [...sub.states.keys()];
+    const heads = new Map(before);
+    await Promise.all(
+      topics.filter((t) => !heads.has(t)).map(async (t) => heads.set(t, await engine.head(t))),
+    );
+    if (this.closed || entry.sink.isEnded) {
+      hub.unsubscribe(sub);
+      const failure = entry.sink.failure;
+      if (failure) throw failure;
+      return;
+    }
+
+    const headsJson: Record<string, { epoch: string; firstSeq: number; lastSeq: number }> =
+      Object.create(null) as Record<string, { epoch: string; firstSeq: number; lastSeq: number }>;
+    for (const t of topics) {
+      const h = heads.get(t);
+      if (h) headsJson[t] = { epoch: h.epoch, firstSeq: h.firstSeq, lastSeq: h.lastSeq };
+    }
+    const startAt = startCursor({
+      topics,
+      before,
+      start,
+      cursor,
+      pattern: plain.length !== patterns.length,
+      t0,
+      maxTopics: this.ctx.config.limits.maxCursorTopics,
+    });
+    this.send(
+      JSON.stringify({
+        op: 'subscribed',
+        id,
+        sub: subId,
+        cursor: startAt,
+        exact: resumeIsExact(topics, heads, start, cursor),
+        heads: headsJson,
+      }),
+    );
+    entry.sink.open();
+    if (entry.cancelId !== undefined) this.drop(entry.cancelId, subId, entry);
+  }
+
+  // ---- unsubscribe ----
+
+  private unsubscribe({ id, sub: subId }: WsUnsubscribe): void {
+    const entry = this.subs.get(subId);
+    if (!entry || entry.cancelId !== undefined) {
+      throw new RillError(
+        'subscription_not_found',
+        `No subscription ${JSON.stringify(subId.slice(0, 64))} on this connection`,
+      );
+    }
+    // Still being set up: answer once `subscribed` is out, so the replies keep their order.
+    if (entry.sub === null) entry.cancelId = id;
+    else this.drop(id, subId, entry);
+  }
+
+  private drop(id: RequestId, subId: string, entry: SubEntry): void {
+    entry.sink.detach();
+    if (entry.sub) this.ctx.hub.unsubscribe(entry.sub);
+    this.subs.delete(subId);
+    this.send(JSON.stringify({ op: 'unsubscribed', id, sub: subId }));
+  }
+
+  // ---- publish ----
+
+  private publish({ id, topic, event: input }: WsPublish): void {
+    if (this.ctx.state.closing) throw new RillError('shutting_down');
+    this.begin();
+    this.ctx.engine
+      .append(topic, [input])
+      .then(
+        (results) => {
+          const { event, duplicate } = results[0]!;
+          this.send(
+            `{"op":"ack","id":${JSON.stringify(id)},"topic":"${topic}","seq":${event.seq},` +
+              `"eventId":"${eventId(event)}","time":${event.time},"duplicate":${duplicate}}`,
+          );
+        },
+        (err: unknown) => {
+          const e =
+            err instanceof RillError
+              ? err
+              : new RillError('engine_unavailable', 'The event was not stored', { cause: err });
+          if (e.code === 'engine_unavailable') this.log.warn({ err }, 'websocket publish failed');
+          this.sendError(e, { id });
+        },
+      )
+      .finally(() => this.finish());
+  }
+}

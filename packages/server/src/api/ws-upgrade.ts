@@ -1,0 +1,213 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import type { ServerOptions } from 'ws';
+import { WebSocketServer } from 'ws';
+import { RillError } from '../model/errors.js';
+import { answerAndClose, serveAsHttp, tooManyHeaders } from '../net/connection.js';
+import type { AppContext } from './context.js';
+import type { HostPolicy } from './host.js';
+import { WsSession } from './ws-session.js';
+
+/** Where the WebSocket endpoint lives. */
+export const WS_PATH = '/v1/ws';
+/** The subprotocol of this version of the JSON protocol. */
+export const WS_SUBPROTOCOL = 'rill.v1';
+/**
+ * Most frames one message may arrive in. `maxPayload` bounds the reassembled size; this bounds the
+ * work and the per-fragment bookkeeping of a message cut into tiny (or empty) pieces. Past it `ws`
+ * closes with 1008.
+ */
+export const WS_MAX_FRAGMENTS = 1024;
+/** How long a closing handshake may take before the socket is destroyed. */
+export const WS_CLOSE_TIMEOUT_MS = 5000;
+
+const KEY_RE = /^[+/0-9A-Za-z]{22}==$/;
+
+/**
+ * Whether a browser page from `origin` may open a WebSocket here: no `Origin` (not a browser), the
+ * same host and port as the request's `Host`, an origin listed in `allowed`, or `*` there. This is
+ * what stops cross-site WebSocket hijacking: browsers send cookies with a WebSocket handshake from
+ * any page, and the same-origin policy does not apply to WebSockets. "Same as `Host`" is only
+ * meaningful for a `Host` this server answers for: a page on a rebound name has an `Origin` equal
+ * to its `Host`, so callers check the `Host` first ({@link HostPolicy}).
+ */
+export function isOriginAllowed(
+  origin: string | undefined,
+  host: string | undefined,
+  allowed: readonly string[],
+): boolean {
+  if (origin === undefined) return true;
+  if (allowed.includes('*')) return true;
+  const o = origin.trim().toLowerCase().replace(/\/+$/, '');
+  if (allowed.some((a) => a.trim().toLowerCase().replace(/\/+$/, '') === o)) return true;
+  if (host === undefined || o === 'null') return false;
+  try {
+    const u = new URL(o);
+    const h = new URL(`http://${host.trim().toLowerCase()}`);
+    const defaultPort = u.protocol === 'https:' || u.protocol === 'wss:' ? '443' : '80';
+    return u.hostname === h.hostname && (u.port || defaultPort) === (h.port || defaultPort);
+  } catch {
+    return false;
+  }
+}
+
+/** The subprotocols a client offered, in its order. */
+function offeredProtocols(header: string | undefined): string[] {
+  if (header === undefined) return [];
+  return header
+    .split(',')
+    .map((p) => p.trim())
+    .filter((p) => p !== '');
+}
+
+/** Refuses a handshake: an HTTP answer with the catalogue's body, then the connection closes. */
+const rejectUpgrade = answerAndClose;
+
+/**
+ * The WebSocket endpoint (`GET /v1/ws`, subprotocol `rill.v1`, docs/protocol.md § WebSocket) on the
+ * HTTP server's `upgrade` event: `ws` in `noServer` mode, every handshake checked here first (path,
+ * method, header count, version, origin, subprotocol) so that refusals carry the catalogue's JSON
+ * body. Registers its own shutdown (close every socket with 4001) and one shared ping sweep.
+ */
+export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolicy): void {
+  const cfg = ctx.config.ws;
+  const log = app.log;
+  const sessions = new Set<WsSession>();
+  const options: ServerOptions & { closeTimeout: number } = {
+    noServer: true,
+    clientTracking: false,
+    maxPayload: cfg.maxPayload,
+    maxFragments: WS_MAX_FRAGMENTS,
+    // Chunks wait in ws's receiver only while a frame is incomplete. A legitimate peer delivers a
+    // maxPayload frame in reads of a few hundred bytes at the very least; a peer trickling one
+    // byte per TCP segment would otherwise pin ws's default of 262,144 small buffers.
+    maxBufferedChunks: Math.max(1024, Math.ceil(cfg.maxPayload / 512)),
+    closeTimeout: WS_CLOSE_TIMEOUT_MS,
+    // ws inflates only up to maxPayload and closes with 1009 past it: no decompression bomb.
+    // zlib's defaults would hold ~300 KB per socket; a 16 KiB window and memLevel 7 hold ~80 KB.
+    perMessageDeflate: cfg.perMessageDeflate
+      ? {
+          threshold: 1024,
+          concurrencyLimit: 10,
+          serverMaxWindowBits: 12,
+          zlibDeflateOptions: { memLevel: 7 },
+        }
+      : false,
+    handleProtocols: (protocols) => (protocols.has(WS_SUBPROTOCOL) ? WS_SUBPROTOCOL : false),
+  };
+  const wss = new WebSocketServer(options);
+  // Handshake problems ws finds itself (bad Sec-WebSocket-Protocol or -Extensions syntax).
+  wss.on('wsClientError', (err, socket) => {
+    rejectUpgrade(socket, new RillError('invalid_parameter', err.message));
+  });
+
+  app.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (!isWebSocketUpgrade(req)) {
+      serveAsHttp(app.server, req, socket, head);
+      return;
+    }
+    socket.on('error', () => socket.destroy());
+    const err = checkHandshake(req, ctx, hosts);
+    if (err) {
+      rejectUpgrade(socket, err.error, err);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      const session = new WsSession(ws, ctx, log, () => sessions.delete(session));
+      sessions.add(session);
+      if (ctx.state.closing) session.close(new RillError('shutting_down'));
+    });
+  });
+
+  // A plain GET (no Upgrade) is a client that does not speak WebSocket: tell it so.
+  app.get(WS_PATH, async (_req, reply) => {
+    const e = new RillError('upgrade_required', 'GET /v1/ws is a WebSocket endpoint');
+    return reply
+      .code(426)
+      .header('upgrade', 'websocket')
+      .header('connection', 'Upgrade')
+      .header('sec-websocket-version', '13')
+      .send(e.toJSON());
+  });
+
+  // One sweep for every socket: ping the ones due (first ping jittered per socket, so a fleet of
+  // clients reconnecting together does not ping in lockstep), terminate those whose pong is late.
+  const tick = Math.max(20, Math.floor(Math.min(cfg.pingInterval, cfg.pingTimeout) / 4));
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const s of sessions) s.heartbeat(now, cfg.pingInterval, cfg.pingTimeout);
+  }, tick);
+  sweep.unref();
+
+  app.addHook('preClose', (done) => {
+    const err = new RillError('shutting_down');
+    for (const s of sessions) s.close(err);
+    done();
+  });
+  app.addHook('onClose', (_instance, done) => {
+    clearInterval(sweep);
+    done();
+  });
+}
+
+function isWebSocketUpgrade(req: IncomingMessage): boolean {
+  const upgrade = req.headers.upgrade?.toLowerCase();
+  return upgrade !== undefined && upgrade.split(',').some((u) => u.trim() === 'websocket');
+}
+
+/**
+ * Why a `Upgrade: websocket` handshake is refused, or null when it may proceed to ws. The `Host`
+ * comes first: the same-origin rule of the `Origin` check compares with it, so it must be a name
+ * this server answers for, not a rebound attacker's name.
+ */
+function checkHandshake(
+  req: IncomingMessage,
+  ctx: AppContext,
+  hosts: HostPolicy,
+): { error: RillError; status?: number; headers?: Record<string, string> } | null {
+  const hostError = hosts.check(req.headers.host, req.httpVersion);
+  if (hostError) return { error: hostError };
+  const path = (req.url ?? '').split('?')[0] ?? '';
+  if (path !== WS_PATH && path !== `${WS_PATH}/`) {
+    return { error: new RillError('not_found', `No WebSocket endpoint at ${path.slice(0, 200)}`) };
+  }
+  if (req.method !== 'GET') {
+    return { error: new RillError('method_not_allowed', 'A WebSocket handshake is a GET') };
+  }
+  // Node keeps one header past the limit (see http.maxHeadersCount in app.ts) so that too many
+  // is seen, instead of the rest being dropped silently.
+  const limit = ctx.config.http.maxHeadersCount;
+  if (req.rawHeaders.length / 2 > limit) {
+    return { status: 431, error: tooManyHeaders(limit) };
+  }
+  if (req.headers['sec-websocket-version']?.trim() !== '13') {
+    return {
+      error: new RillError('upgrade_required', 'Only WebSocket version 13 (RFC 6455) is supported'),
+      headers: { 'Sec-WebSocket-Version': '13' },
+    };
+  }
+  const key = req.headers['sec-websocket-key'];
+  if (key === undefined || !KEY_RE.test(key.trim())) {
+    return { error: new RillError('invalid_parameter', 'Missing or invalid Sec-WebSocket-Key') };
+  }
+  if (!isOriginAllowed(req.headers.origin, req.headers.host, ctx.config.http.allowedOrigins)) {
+    const origin = String(req.headers.origin).slice(0, 200);
+    return { error: new RillError('forbidden_origin', `Origin ${origin} not allowed`) };
+  }
+  const offered = offeredProtocols(req.headers['sec-websocket-protocol']);
+  if (offered.length > 0 && !offered.includes(WS_SUBPROTOCOL)) {
+    return {
+      error: new RillError(
+        'invalid_parameter',
+        `Unsupported subprotocol: offer ${WS_SUBPROTOCOL}, or none for the same`,
+      ),
+    };
+  }
+  if (ctx.state.closing) {
+    return { error: new RillError('shutting_down'), headers: { 'Retry-After': '1' } };
+  }
+  const full = ctx.budget?.refuseStream();
+  if (full) return { error: full, headers: { 'Retry-After': '1' } };
+  return null;
+}
