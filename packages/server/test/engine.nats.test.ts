@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { NatsEngine } from '../src/engine/nats.js';
+import { NatsEngine } from '../src/engine/nats/engine.js';
 import { engineContract } from './engine.contract.js';
 
 const NATS_URL = process.env.RILL_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';

@@ -1,4 +1,4 @@
-import { RedisEngine } from '../src/engine/redis.js';
+import { RedisEngine } from '../src/engine/redis/engine.js';
 import { engineContract } from './engine.contract.js';
 import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 

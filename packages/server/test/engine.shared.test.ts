@@ -4,8 +4,8 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { describe, expect, it } from 'vitest';
 import { useCleanups } from '@rill/testkit';
 import type { AppendResult, Engine } from '../src/engine/engine.js';
-import { NatsEngine } from '../src/engine/nats.js';
-import { RedisEngine } from '../src/engine/redis.js';
+import { NatsEngine } from '../src/engine/nats/engine.js';
+import { RedisEngine } from '../src/engine/redis/engine.js';
 import type { RillEvent } from '../src/model/event.js';
 import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 

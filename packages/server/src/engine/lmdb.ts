@@ -13,14 +13,8 @@ import {
   type TopicHead,
   type WatchListener,
 } from './engine.js';
-import {
-  DEFAULT_LIST_LIMIT,
-  Feed,
-  MAX_LIST_LIMIT,
-  MAX_READ_LIMIT,
-  clampLimit,
-  closedError,
-} from './common.js';
+import { DEFAULT_LIST_LIMIT, Feed, MAX_LIST_LIMIT, MAX_READ_LIMIT, clampLimit } from './common.js';
+import { Lifecycle } from './lifecycle.js';
 import { newEpoch, RetentionResolver } from './retention.js';
 
 /** How often age retention and expired idempotency keys are swept by default, ms. */
@@ -163,20 +157,17 @@ export class LmdbEngine implements Engine {
   private readonly blocks: Database<BlockRecord, BlockKey>;
   private readonly keys: Database<KeyRecord, IdemKey>;
   private readonly expiry: Database<true, ExpiryKey>;
+  private readonly life = new Lifecycle(this.name);
   private readonly feed = new Feed();
   private readonly retention: RetentionResolver;
   private readonly windowMs: number;
   private readonly now: () => number;
   private readonly waitForFlush: boolean;
-  private readonly timer: NodeJS.Timeout;
   /** Appends whose callback ran, in callback (that is, seq) order; `pending[pendingHead..]` live. */
   private pending: Pending[] = [];
   private pendingHead = 0;
-  private readonly inflight = new Set<Promise<unknown>>();
   private sweepAfter: string | undefined;
   private sweeping = false;
-  private closed = false;
-  private closing: Promise<void> | undefined;
 
   constructor(options: LmdbEngineOptions) {
     this.retention = new RetentionResolver(options.retention ?? DEFAULT_RETENTION);
@@ -207,15 +198,11 @@ export class LmdbEngine implements Engine {
     this.blocks = this.root.openDB<BlockRecord, BlockKey>('blocks', {});
     this.keys = this.root.openDB<KeyRecord, IdemKey>('keys', {});
     this.expiry = this.root.openDB<true, ExpiryKey>('key-expiry', {});
-    this.timer = setInterval(
-      () => this.sweep(),
-      options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS,
-    );
-    this.timer.unref();
+    this.life.every(options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS, () => this.sweep());
   }
 
   async append(topic: string, inputs: readonly EventInput[]): Promise<AppendResult[]> {
-    if (this.closed) throw closedError(this.name);
+    this.life.assertOpen();
     assertTopic(topic);
     for (const input of inputs) {
       if (input.key !== undefined && input.key.length > MAX_KEY_LENGTH) {
@@ -235,31 +222,32 @@ export class LmdbEngine implements Engine {
     // Captured now, synchronously: lmdb's `flushed` is then the flush of the batch being queued.
     const flushed = this.waitForFlush ? thenableToPromise(this.root.flushed) : undefined;
     const done = flushed === undefined ? txn : Promise.all([txn, flushed]).then(([r]) => r);
-    this.inflight.add(done);
-    try {
-      const results = await done;
-      this.settle(entry as Pending, COMMITTED);
-      return results;
-    } catch (err) {
-      if (entry !== undefined) {
-        // Committed but not flushed still reaches watchers: readers see it, and watch never skips.
-        const stored = await txn.then(
-          () => true,
-          () => false,
-        );
-        this.settle(entry, stored ? COMMITTED : FAILED);
+    // Tracked as a whole: close waits until the append is settled for watchers too.
+    const settled = (async (): Promise<AppendResult[]> => {
+      try {
+        const results = await done;
+        this.settle(entry as Pending, COMMITTED);
+        return results;
+      } catch (err) {
+        if (entry !== undefined) {
+          // Committed but not flushed still reaches watchers: readers see it, and watch never skips.
+          const stored = await txn.then(
+            () => true,
+            () => false,
+          );
+          this.settle(entry, stored ? COMMITTED : FAILED);
+        }
+        if (isRillError(err)) throw err;
+        throw new RillError('engine_unavailable', 'The lmdb engine could not store the events', {
+          cause: err,
+        });
       }
-      if (isRillError(err)) throw err;
-      throw new RillError('engine_unavailable', 'The lmdb engine could not store the events', {
-        cause: err,
-      });
-    } finally {
-      this.inflight.delete(done);
-    }
+    })();
+    return this.life.track(settled);
   }
 
   async read(topic: string, afterSeq: number, limit: number): Promise<ReadResult> {
-    if (this.closed) throw closedError(this.name);
+    this.life.assertOpen();
     const meta = this.topics.get(topic);
     if (meta === undefined) return { events: [], head: null };
     const head = toHead(topic, meta);
@@ -285,32 +273,32 @@ export class LmdbEngine implements Engine {
   }
 
   async head(topic: string): Promise<TopicHead | null> {
-    if (this.closed) throw closedError(this.name);
+    this.life.assertOpen();
     const meta = this.topics.get(topic);
     return meta === undefined ? null : toHead(topic, meta);
   }
 
   async seqAtTime(topic: string, ms: number): Promise<number | null> {
-    if (this.closed) throw closedError(this.name);
+    this.life.assertOpen();
     const meta = this.topics.get(topic);
     if (meta === undefined) return null;
     return this.firstSeqAtTime(topic, meta, ms);
   }
 
   watch(topic: string, listener: WatchListener): () => void {
-    if (this.closed) return () => {};
+    if (this.life.closed) return () => {};
     return this.feed.watch(topic, listener);
   }
 
   watchTopics(listener: (topic: string) => void): () => void {
-    if (this.closed) return () => {};
+    if (this.life.closed) return () => {};
     return this.feed.watchTopics(listener);
   }
 
   async listTopics(
     options: { prefix?: string; after?: string; limit?: number } = {},
   ): Promise<TopicHead[]> {
-    if (this.closed) throw closedError(this.name);
+    this.life.assertOpen();
     const limit = clampLimit(options.limit, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT);
     const prefix = options.prefix ?? '';
     const after = options.after;
@@ -330,16 +318,12 @@ export class LmdbEngine implements Engine {
 
   /** Stops the sweep, waits for pending appends, then closes the database. */
   close(): Promise<void> {
-    this.closing ??= this.shutdown();
-    return this.closing;
-  }
-
-  private async shutdown(): Promise<void> {
-    this.closed = true;
-    clearInterval(this.timer);
-    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
-    this.feed.clear();
-    await this.root.close();
+    return this.life.close({
+      release: async () => {
+        this.feed.clear();
+        await this.root.close();
+      },
+    });
   }
 
   /** Runs inside the write transaction. */
@@ -551,7 +535,7 @@ export class LmdbEngine implements Engine {
   }
 
   private sweep(): void {
-    if (this.sweeping || this.closed) return;
+    if (this.sweeping || this.life.closed) return;
     // Planned on a read snapshot first, so an idle database is never written (nor fsynced) by it.
     const now = this.now();
     let keysDue = false;
@@ -559,16 +543,16 @@ export class LmdbEngine implements Engine {
     const due = this.topicsDue(now);
     if (!keysDue && due.length === 0) return;
     this.sweeping = true;
-    const done = this.root
-      .transaction(() => this.applySweep(due))
-      .catch(() => {
-        // A failed sweep changes nothing; the next one retries.
-      })
-      .finally(() => {
-        this.sweeping = false;
-        this.inflight.delete(done);
-      });
-    this.inflight.add(done);
+    void this.life.track(
+      this.root
+        .transaction(() => this.applySweep(due))
+        .catch(() => {
+          // A failed sweep changes nothing; the next one retries.
+        })
+        .finally(() => {
+          this.sweeping = false;
+        }),
+    );
   }
 
   /** The next slice of topics in name order that have events to drop. */

@@ -17,9 +17,9 @@ import {
   MAX_LIST_LIMIT,
   MAX_READ_LIMIT,
   clampLimit,
-  closedError,
   makeEvent,
 } from './common.js';
+import { Lifecycle } from './lifecycle.js';
 import { newEpoch, resolveRetention, type TopicRetention } from './retention.js';
 
 /** How often age retention and expired idempotency keys are swept by default, ms. */
@@ -58,26 +58,21 @@ export class MemoryEngine implements Engine {
   private readonly topics = new Map<string, TopicState>();
   /** Topic names in order, for `listTopics`. */
   private readonly names: string[] = [];
+  private readonly life = new Lifecycle(this.name);
   private readonly feed = new Feed();
   private readonly retention: RetentionConfig;
   private readonly windowMs: number;
   private readonly now: () => number;
-  private readonly timer: NodeJS.Timeout;
-  private closed = false;
 
   constructor(options: EngineOptions = {}) {
     this.retention = options.retention ?? DEFAULT_RETENTION;
     this.windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
     this.now = options.now ?? Date.now;
-    this.timer = setInterval(
-      () => this.sweep(),
-      options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS,
-    );
-    this.timer.unref();
+    this.life.every(options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS, () => this.sweep());
   }
 
   async append(topic: string, inputs: readonly EventInput[]): Promise<AppendResult[]> {
-    if (this.closed) throw closedError(this.name);
+    this.life.assertOpen();
     assertTopic(topic);
     if (inputs.length === 0) return [];
     const now = this.now();
@@ -116,7 +111,7 @@ export class MemoryEngine implements Engine {
   }
 
   async read(topic: string, afterSeq: number, limit: number): Promise<ReadResult> {
-    if (this.closed) throw closedError(this.name);
+    this.life.assertOpen();
     const state = this.topics.get(topic);
     if (state === undefined) return { events: [], head: null };
     const n = clampLimit(limit, MAX_READ_LIMIT);
@@ -127,13 +122,13 @@ export class MemoryEngine implements Engine {
   }
 
   async head(topic: string): Promise<TopicHead | null> {
-    if (this.closed) throw closedError(this.name);
+    this.life.assertOpen();
     const state = this.topics.get(topic);
     return state === undefined ? null : headOf(state);
   }
 
   async seqAtTime(topic: string, ms: number): Promise<number | null> {
-    if (this.closed) throw closedError(this.name);
+    this.life.assertOpen();
     const state = this.topics.get(topic);
     if (state === undefined) return null;
     let lo = state.start;
@@ -147,19 +142,19 @@ export class MemoryEngine implements Engine {
   }
 
   watch(topic: string, listener: WatchListener): () => void {
-    if (this.closed) return () => {};
+    if (this.life.closed) return () => {};
     return this.feed.watch(topic, listener);
   }
 
   watchTopics(listener: (topic: string) => void): () => void {
-    if (this.closed) return () => {};
+    if (this.life.closed) return () => {};
     return this.feed.watchTopics(listener);
   }
 
   async listTopics(
     options: { prefix?: string; after?: string; limit?: number } = {},
   ): Promise<TopicHead[]> {
-    if (this.closed) throw closedError(this.name);
+    this.life.assertOpen();
     const limit = clampLimit(options.limit, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT);
     const prefix = options.prefix ?? '';
     const after = options.after;
@@ -174,11 +169,8 @@ export class MemoryEngine implements Engine {
     return out;
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    clearInterval(this.timer);
-    this.feed.clear();
+  close(): Promise<void> {
+    return this.life.close({ release: () => this.feed.clear() });
   }
 
   private create(topic: string, now: number): TopicState {

@@ -1,0 +1,78 @@
+// How a topic's log is written in JetStream: one message per append group, its events as a JSON
+// array of `[type, key, data]` triples, the first seq, the count and the time in headers; the
+// stream's description carries the epoch and the creation time.
+
+import { headers as natsHeaders, type MsgHdrs } from '@nats-io/transport-node';
+import type { StoredMsg } from '@nats-io/jetstream';
+import type { EventInput, RillEvent } from '../../model/event.js';
+import { makeEvent } from '../common.js';
+
+const H_SEQ = 'Rill-Seq';
+const H_TIME = 'Rill-Time';
+const H_COUNT = 'Rill-N';
+
+/** One stored event: `[type, key, data]`, `null` for a field the event does not have. */
+export type Triple = [string | null, string | null, string];
+
+/** A batch message: one append group, consecutive seqs. */
+export interface Batch {
+  msgSeq: number;
+  first: number;
+  count: number;
+  time: number;
+  events: Triple[];
+}
+
+export function batchHeaders(first: number, count: number, time: number): MsgHdrs {
+  const h = natsHeaders();
+  h.set(H_SEQ, String(first));
+  h.set(H_COUNT, String(count));
+  h.set(H_TIME, String(time));
+  return h;
+}
+
+/** The batch a stored message holds; `null` for the genesis message or anything not a batch. */
+export function parseBatch(msg: StoredMsg): Batch | null {
+  return parseJsMsg(msg.header, msg.data, msg.seq);
+}
+
+/** {@link parseBatch} of a message as a consumer delivers it. */
+export function parseJsMsg(h: MsgHdrs | undefined, data: Uint8Array, msgSeq: number): Batch | null {
+  if (h === undefined) return null;
+  const first = Number(h.get(H_SEQ));
+  const count = Number(h.get(H_COUNT));
+  const time = Number(h.get(H_TIME));
+  if (!(first >= 1) || !(count >= 1)) return null;
+  let events: Batch['events'];
+  try {
+    events = JSON.parse(new TextDecoder().decode(data)) as Batch['events'];
+  } catch {
+    return null;
+  }
+  if (!Array.isArray(events) || events.length !== count) return null;
+  return { msgSeq, first, count, time, events };
+}
+
+/** The description of a topic's stream: `rill:<epoch>:<created ms>`. */
+export function describeLog(epoch: string, created: number): string {
+  return `rill:${epoch}:${created}`;
+}
+
+export function parseDescription(d: string | undefined): { epoch: string; created: number } | null {
+  const m = d === undefined ? null : /^rill:([A-Za-z0-9]+):(\d+)$/.exec(d);
+  return m === null ? null : { epoch: m[1]!, created: Number(m[2]) };
+}
+
+/** A stored `[type, key, data]` triple as the event at `seq`. */
+export function toEvent(
+  topic: string,
+  epoch: string,
+  seq: number,
+  time: number,
+  [type, key, data]: Triple,
+): RillEvent {
+  const input: EventInput = { data };
+  if (type !== null) input.type = type;
+  if (key !== null) input.key = key;
+  return makeEvent(topic, epoch, seq, time, input);
+}

@@ -1,0 +1,198 @@
+import { MAX_KEY_LENGTH, type EventInput } from '../../model/event.js';
+import { RillError } from '../../model/errors.js';
+import { assertTopic } from '../../model/topic.js';
+import {
+  DEFAULT_IDEMPOTENCY_WINDOW_MS,
+  DEFAULT_RETENTION,
+  type AppendResult,
+  type Engine,
+  type EngineOptions,
+  type HealthCheck,
+  type ReadResult,
+  type TopicHead,
+  type WatchListener,
+} from '../engine.js';
+import { DEFAULT_LIST_LIMIT, Feed, MAX_LIST_LIMIT, MAX_READ_LIMIT, clampLimit } from '../common.js';
+import { Lifecycle } from '../lifecycle.js';
+import { RetentionResolver } from '../retention.js';
+import { Appender } from './append.js';
+import { NatsClient } from './client.js';
+import { Reader } from './read.js';
+import { Streams } from './streams.js';
+import { NatsWatch } from './watch.js';
+
+/** Default NATS address. */
+export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
+/** Default prefix of every stream and subject the engine uses. */
+export const DEFAULT_NATS_PREFIX = 'rill';
+/** How often age retention runs over idle topics by default, ms (every node sweeps). */
+export const DEFAULT_NATS_SWEEP_INTERVAL_MS = 10_000;
+/** Default time an operation waits for a (re)connecting NATS before failing, ms. */
+export const DEFAULT_NATS_CONNECT_WAIT_MS = 1_000;
+/** Default time a JetStream request may take, ms. */
+export const DEFAULT_NATS_REQUEST_TIMEOUT_MS = 5_000;
+
+const PREFIX_RE = /^[A-Za-z0-9_-]{1,32}$/;
+
+/** Options of {@link NatsEngine}. */
+export interface NatsEngineOptions extends EngineOptions {
+  /** `nats://host:port` (comma-separated for several servers); default {@link DEFAULT_NATS_URL}. */
+  url?: string;
+  /** Prefix of every stream and subject: 1-32 characters of `[A-Za-z0-9_-]`. */
+  prefix?: string;
+  /** Longest an operation waits for a reconnecting server; default {@link DEFAULT_NATS_CONNECT_WAIT_MS}. */
+  connectWaitMs?: number;
+  /** Longest a JetStream request may take; default {@link DEFAULT_NATS_REQUEST_TIMEOUT_MS}. */
+  requestTimeoutMs?: number;
+  /** Stream replicas (1 for a single server, 3 for a JetStream cluster). Default 1. */
+  replicas?: number;
+}
+
+/**
+ * The NATS JetStream engine: every topic's log in a JetStream stream of its own, shared by any
+ * number of Rill nodes.
+ *
+ * **Seq design.** A topic is one stream (file storage) with one subject. Each append (or group of
+ * appends queued on a node) is **one message** holding its events, with the first seq and the
+ * time in headers, so a batch is atomic and its seqs consecutive. Appends are linearized by
+ * optimistic concurrency: every publish carries `Nats-Expected-Last-Sequence` = the stream
+ * sequence of the message this node saw last; if another node appended meanwhile the publish is
+ * refused, the node reads the messages it missed (seqs, idempotency keys) and retries. The next
+ * seq is therefore always last seq + 1, across nodes, without a lock. A genesis message (no
+ * events, deduplicated by `Nats-Msg-Id`) makes the expectation meaningful from the first append.
+ * Each publish also carries a unique `Nats-Msg-Id`, so a publish the client re-sends is stored
+ * once. The epoch and creation time live in the stream's description: deleting the stream and
+ * recreating it yields a new epoch.
+ *
+ * **Idempotency keys** are checked against the events of the window, which the appending node
+ * knows exactly (its view is the stream's, or the publish is refused).
+ *
+ * **Watch** uses an ordered consumer per watched topic (it recreates itself on a gap or after a
+ * reconnect, resuming after the last message it delivered); a new epoch restarts it from seq 1.
+ *
+ * **Retention**: count and age, applied by purging whole messages from the start (`purge` with a
+ * sequence); a message partly under the count limit stays stored but hidden (`firstSeq` is
+ * computed). `duplicate_window` is the idempotency window.
+ *
+ * The parts: `client.ts` (the connection), `streams.ts` (stream names and creation), `codec.ts`
+ * (the message format), `append.ts` (appends and retention), `read.ts` (heads and reads),
+ * `watch.ts` (live feeds).
+ */
+export class NatsEngine implements Engine, HealthCheck {
+  readonly name = 'nats';
+
+  private readonly life = new Lifecycle(this.name);
+  private readonly feed = new Feed();
+  private readonly client: NatsClient;
+  private readonly reader: Reader;
+  private readonly appender: Appender;
+  private readonly live: NatsWatch;
+
+  constructor(options: NatsEngineOptions = {}) {
+    const prefix = options.prefix ?? DEFAULT_NATS_PREFIX;
+    if (!PREFIX_RE.test(prefix)) {
+      throw new RillError(
+        'invalid_parameter',
+        `Invalid NATS prefix ${JSON.stringify(prefix)}: use 1-32 characters of [A-Za-z0-9_-]`,
+      );
+    }
+    const retention = new RetentionResolver(options.retention ?? DEFAULT_RETENTION);
+    const windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
+    const now = options.now ?? Date.now;
+    const streams = new Streams(prefix, options.replicas ?? 1, windowMs);
+    this.client = new NatsClient(
+      {
+        url: options.url ?? DEFAULT_NATS_URL,
+        connectWaitMs: options.connectWaitMs ?? DEFAULT_NATS_CONNECT_WAIT_MS,
+        requestTimeoutMs: options.requestTimeoutMs ?? DEFAULT_NATS_REQUEST_TIMEOUT_MS,
+        log: options.log,
+        prepare: (jsm) => streams.ensureRegistry(jsm),
+        onReconnect: () => this.live.restart(),
+      },
+      this.life,
+    );
+    this.reader = new Reader(this.client, streams, retention, now);
+    this.appender = new Appender(this.client, streams, retention, windowMs, now, this.life);
+    this.live = new NatsWatch(this.client, streams, this.feed, this.life);
+    this.life.every(options.sweepIntervalMs ?? DEFAULT_NATS_SWEEP_INTERVAL_MS, () =>
+      this.appender.sweep(),
+    );
+  }
+
+  /** Resolves once connected and JetStream answers. */
+  ready(timeoutMs = 10_000): Promise<void> {
+    return this.client.ready(timeoutMs);
+  }
+
+  async health(): Promise<{ ok: boolean; detail?: string }> {
+    if (this.life.closed) return { ok: false, detail: 'The nats engine is closed' };
+    try {
+      const jsm = await this.client.api();
+      await jsm.getAccountInfo();
+      return { ok: true };
+    } catch {
+      return { ok: false, detail: 'NATS JetStream is unreachable' };
+    }
+  }
+
+  async append(topic: string, inputs: readonly EventInput[]): Promise<AppendResult[]> {
+    this.life.assertOpen();
+    assertTopic(topic);
+    for (const input of inputs) {
+      if (
+        input.key !== undefined &&
+        (input.key.length === 0 || input.key.length > MAX_KEY_LENGTH)
+      ) {
+        throw new RillError('invalid_event', `Event key must be 1-${MAX_KEY_LENGTH} characters`);
+      }
+    }
+    if (inputs.length === 0) return [];
+    return this.appender.append(topic, inputs);
+  }
+
+  async read(topic: string, afterSeq: number, limit: number): Promise<ReadResult> {
+    this.life.assertOpen();
+    return this.reader.read(topic, afterSeq, clampLimit(limit, MAX_READ_LIMIT));
+  }
+
+  async head(topic: string): Promise<TopicHead | null> {
+    this.life.assertOpen();
+    return this.reader.head(topic);
+  }
+
+  async seqAtTime(topic: string, ms: number): Promise<number | null> {
+    this.life.assertOpen();
+    return this.reader.seqAtTime(topic, ms);
+  }
+
+  watch(topic: string, listener: WatchListener): () => void {
+    return this.live.watch(topic, listener);
+  }
+
+  watchTopics(listener: (topic: string) => void): () => void {
+    return this.live.watchTopics(listener);
+  }
+
+  async listTopics(
+    options: { prefix?: string; after?: string; limit?: number } = {},
+  ): Promise<TopicHead[]> {
+    this.life.assertOpen();
+    const limit = clampLimit(options.limit, MAX_LIST_LIMIT, DEFAULT_LIST_LIMIT);
+    if (limit === 0) return [];
+    const names = await this.reader.topicNames(options.prefix ?? '', options.after, limit);
+    const heads = await Promise.all(names.map((t) => this.head(t)));
+    return heads.filter((h): h is TopicHead => h !== null);
+  }
+
+  /** Waits for pending appends and a running sweep, then stops the feeds and the connection. */
+  close(): Promise<void> {
+    return this.life.close({
+      wake: () => this.client.wake(),
+      release: async () => {
+        await this.live.stop();
+        this.feed.clear();
+        await this.client.close();
+      },
+    });
+  }
+}
