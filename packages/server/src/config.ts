@@ -51,6 +51,13 @@ function withUnits(units: Record<string, number>, what: string) {
 }
 
 const duration = withUnits(UNITS_MS, 'duration').pipe(z.number().int().min(0));
+
+/** A duration as the config takes it (`"15s"`, `"1h"`, `"500ms"`, a number of ms) in ms. */
+export function parseDuration(value: string | number): number {
+  const r = duration.safeParse(value);
+  if (!r.success) throw new ConfigError(`${JSON.stringify(value)}: ${r.error.issues[0]?.message}`);
+  return r.data;
+}
 const bytes = withUnits(UNITS_BYTES, 'size').pipe(z.number().int().min(0));
 const pattern = z
   .string()
@@ -530,7 +537,7 @@ const ENV_FLAT: Record<string, string> = {
 };
 
 /** Variables read elsewhere (the CLI), not config keys. */
-const ENV_OTHER = new Set(['RILL_CONFIG', 'RILL_URL']);
+const ENV_OTHER = new Set(['RILL_CONFIG', 'RILL_URL', 'RILL_TOKEN']);
 
 /**
  * Configuration from `RILL_*` variables: the flat ones above, and any nested key as
