@@ -412,12 +412,10 @@ export function resolveConfig(input: unknown): RillConfig {
       }
       const path = i.path.map(String);
       const form = i.code === 'custom' ? undefined : expectedForm(path);
-      // The value is echoed, except a mapping (the issue is about its keys) and secrets.
+      // A plain value is echoed; a secret, or a mapping that may hold one, never is.
       const got = SECRET_KEYS.has(path[path.length - 1] ?? '') ? undefined : valueAt(input, path);
-      const shown =
-        got === undefined || isPlain(got)
-          ? ''
-          : ` (got ${JSON.stringify(got, (k, v: unknown) => (SECRET_KEYS.has(k) ? '[redacted]' : v))?.slice(0, 60)})`;
+      const echo = isScalar(got) || (Array.isArray(got) && got.every(isScalar));
+      const shown = echo ? ` (got ${JSON.stringify(got)?.slice(0, 60)})` : '';
       const why = form
         ? `must be ${form}`
         : i.code === 'too_small'
@@ -600,6 +598,10 @@ export function mergeConfig(...sources: Record<string, unknown>[]): Record<strin
     }
   }
   return out;
+}
+
+function isScalar(v: unknown): boolean {
+  return v !== undefined && (v === null || typeof v !== 'object');
 }
 
 function isPlain(v: unknown): v is Record<string, unknown> {

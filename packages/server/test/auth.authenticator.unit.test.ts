@@ -3,7 +3,7 @@
  * anonymous access; grants; and what a reload revokes.
  */
 import { once } from 'node:events';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SignJWT, type JWTPayload } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -139,6 +139,16 @@ describe('API keys', () => {
     }
   });
 
+  it('revokes a key given a new hash under the same name', async () => {
+    let current = settings({ apiKeys: [backend] });
+    const a = await authenticator(current, () => current);
+    const replacement = generateApiKey();
+    current = settings({ apiKeys: [{ ...backend, hash: hashApiKey(replacement) }] });
+    expect(await a.reload()).toMatchObject({ revoked: ['key:backend'], changed: [] });
+    await expect(a.identify(BACKEND_KEY)).rejects.toMatchObject({ code: 'unauthorized' });
+    expect(await a.identify(replacement)).toMatchObject({ credentialId: 'key:backend' });
+  });
+
   it('keeps the keys in use when the keys file is empty, malformed or gone', async () => {
     const dir = tempDir('rill-keys-');
     try {
@@ -152,6 +162,8 @@ describe('API keys', () => {
           name: 'backend',
         });
       }
+      rmSync(file);
+      await expect(a.reload()).rejects.toThrow(/Cannot read API keys file/);
       writeFileSync(file, '[]');
       expect((await a.reload()).revoked).toEqual(['key:backend']);
     } finally {
