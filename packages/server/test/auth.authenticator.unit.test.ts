@@ -17,6 +17,7 @@ import {
   wwwAuthenticate,
   type AuthSettings,
   type Credentials,
+  type JwtSettings,
 } from '../src/auth/index.js';
 import { RillError } from '../src/model/errors.js';
 import { tempDir } from '@rill/testkit';
@@ -35,7 +36,7 @@ function settings(extra: Partial<AuthSettings> = {}): AuthSettings {
   return { wsAuthTimeout: 10_000, expiryWarning: 30_000, ...extra };
 }
 
-const jwtSettings = (secret = SECRET): AuthSettings['jwt'] => ({
+const jwtSettings = (secret = SECRET): JwtSettings => ({
   secret,
   keys: [],
   maxLifetime: 24 * 3600_000,

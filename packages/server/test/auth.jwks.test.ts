@@ -29,7 +29,7 @@ afterEach(async () => {
 
 async function serveJwks(keys: JWK[]): Promise<Served> {
   const served: Served = { url: '', keys, hits: 0, close: async () => undefined };
-  const server = http.createServer((req, res) => {
+  const server = http.createServer((_req, res) => {
     served.hits++;
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ keys: served.keys }));
