@@ -312,6 +312,12 @@ describe('JWT pitfalls', () => {
       JwtVerifier.create(settings([{ publicKey: rsaPem, algorithms: ['ES256'] }])),
     ).toThrow(/ES256 does not fit this rsa key/);
     expect(() => JwtVerifier.create(settings([{ secret: 'short' }]))).toThrow(/at least 32 bytes/);
+    const weak = generateKeyPairSync('rsa', { modulusLength: 1024 })
+      .publicKey.export({ type: 'spki', format: 'pem' })
+      .toString();
+    expect(() => JwtVerifier.create(settings([{ publicKey: weak }]))).toThrow(
+      /at least 2048 bits \(this one has 1024\)/,
+    );
   });
 
   it('refuses what is not a JWT', async () => {

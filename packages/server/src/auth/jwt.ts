@@ -382,6 +382,12 @@ export function publicKeyFromPem(pem: string, where: string): KeyObject {
 
 /** The algorithms a public key can check, the default first. */
 export function algorithmsFor(key: KeyObject, where: string): JwtAlgorithm[] {
+  const bits = key.asymmetricKeyDetails?.modulusLength;
+  if (bits !== undefined && bits < 2048) {
+    throw new AuthConfigError(
+      `${where}: an RSA key needs at least 2048 bits (this one has ${bits})`,
+    );
+  }
   switch (key.asymmetricKeyType) {
     case 'rsa':
       return ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512'];
