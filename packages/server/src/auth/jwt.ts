@@ -108,8 +108,9 @@ export class JwtVerifier {
   private jwksSource(where: string, k: JwtKeySettings, options: JwtVerifierOptions): JwksSource {
     const url = k.jwksUrl!;
     const algorithms = k.algorithms ?? [];
-    if (algorithms.length === 0)
+    if (algorithms.length === 0) {
       throw new AuthConfigError(`${where}.algorithms: required for a JWKS`);
+    }
     if (algorithms.some(isHmacAlgorithm)) {
       throw new AuthConfigError(`${where}.algorithms: a JWKS holds public keys, not HS* secrets`);
     }
@@ -158,7 +159,10 @@ export class JwtVerifier {
     const out = new Map<string, string>();
     for (const s of this.jwks) {
       for (const jwk of s.set.jwks()?.keys ?? []) {
-        out.set(jwk.kid ?? DEFAULT_KID, digest(`jwks ${s.url} ${jwkMaterial(jwk)} ${checks}`));
+        out.set(
+          jwk.kid ?? DEFAULT_KID,
+          digest(`jwks ${s.url} ${jwkMaterial(jwk)} ${s.algorithms.join()} ${checks}`),
+        );
       }
     }
     for (const k of [...this.byKid.values(), ...(this.kidless ? [this.kidless] : [])]) {
