@@ -31,7 +31,7 @@ module.exports = {
     layer('fanout', 'fanout/', ['model/', 'engine/engine\\.ts$', 'fanout/']),
     layer('wire', 'wire/', ['model/', 'fanout/', 'wire/']),
     layer('net', 'net/', ['model/', 'fanout/', 'wire/', 'net/']),
-    layer('auth', 'auth/', ['model/', 'auth/', 'config\\.ts$']),
+    layer('auth', 'auth/', ['model/', 'auth/']),
     layer('api', 'api/', [
       'model/',
       'engine/engine\\.ts$',

@@ -1,9 +1,17 @@
+import { createPublicKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_MAX_CURSOR_LENGTH, DEFAULT_MAX_CURSOR_TOPICS } from './model/cursor.js';
 import { DEFAULT_IDEMPOTENCY_WINDOW_MS, DEFAULT_RETENTION } from './engine/engine.js';
+import {
+  ApiKeyEntrySchema,
+  authConfigured,
+  isHmacAlgorithm,
+  JWT_ALGORITHMS,
+  MIN_SECRET_BYTES,
+} from './model/credentials.js';
 import { DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_JSON_DEPTH } from './model/event.js';
 import { isHostPattern } from './model/host.js';
 import { isValidPattern } from './model/topic.js';
@@ -43,6 +51,13 @@ function withUnits(units: Record<string, number>, what: string) {
 }
 
 const duration = withUnits(UNITS_MS, 'duration').pipe(z.number().int().min(0));
+
+/** A duration as the config takes it (`"15s"`, `"1h"`, `"500ms"`, a number of ms) in ms. */
+export function parseDuration(value: string | number): number {
+  const r = duration.safeParse(value);
+  if (!r.success) throw new ConfigError(`${JSON.stringify(value)}: ${r.error.issues[0]?.message}`);
+  return r.data;
+}
 const bytes = withUnits(UNITS_BYTES, 'size').pipe(z.number().int().min(0));
 const pattern = z
   .string()
@@ -53,6 +68,168 @@ const RetentionRuleSchema = z.strictObject({
   maxEvents: z.number().int().min(0).optional(),
   maxAge: duration.optional(),
 });
+
+/** A shared JWT secret: long enough that it cannot be guessed from a token it signed. */
+const jwtSecret = z.string().refine((s) => Buffer.byteLength(s) >= MIN_SECRET_BYTES, {
+  message: `must be at least ${MIN_SECRET_BYTES} bytes (\`openssl rand -base64 32\` makes one)`,
+});
+
+/** Keys are fetched over TLS: a JWKS read over plain HTTP could be swapped for an attacker's. */
+function isJwksUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return (
+      u.protocol === 'https:' ||
+      (u.protocol === 'http:' && isLoopback(u.hostname.replace(/^\[|\]$/g, '')))
+    );
+  } catch {
+    return false;
+  }
+}
+
+function isPublicKeyPem(s: string): boolean {
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(s)) return false;
+  try {
+    createPublicKey(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const KEY_SOURCES = ['secret', 'publicKey', 'publicKeyFile', 'jwksUrl'] as const;
+
+/** One JWT verification key: a secret, a PEM public key (inline or a file) or a JWKS URL. */
+const JwtKeySchema = z
+  .strictObject({
+    /** Matched against the token header's `kid`; optional for the one key without. */
+    kid: z.string().min(1).max(256).optional(),
+    /** Algorithms the key accepts (never from the token). Default from the key; required for a JWKS. */
+    algorithms: z.array(z.enum(JWT_ALGORITHMS)).min(1).optional(),
+    secret: jwtSecret.optional(),
+    publicKey: z
+      .string()
+      .refine(isPublicKeyPem, {
+        message: 'expected a PEM public key (SPKI, PKCS#1 or a certificate)',
+      })
+      .optional(),
+    publicKeyFile: z.string().min(1).optional(),
+    jwksUrl: z
+      .string()
+      .refine(isJwksUrl, { message: 'expected an https:// URL (http:// only on a loopback host)' })
+      .optional(),
+  })
+  .superRefine((k, ctx) => {
+    const given = KEY_SOURCES.filter((n) => k[n] !== undefined);
+    if (given.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          given.length === 0
+            ? `give one of ${KEY_SOURCES.join(', ')}`
+            : `give only one of ${given.join(', ')}`,
+      });
+    }
+    const hmac = k.algorithms?.filter(isHmacAlgorithm) ?? [];
+    if (k.secret !== undefined && hmac.length !== (k.algorithms?.length ?? 0)) {
+      ctx.addIssue({
+        code: 'custom',
+        message: 'a secret allows HS256, HS384 and HS512 only',
+        path: ['algorithms'],
+      });
+    } else if (k.secret === undefined && hmac.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${hmac.join(', ')} need${hmac.length === 1 ? 's' : ''} a secret, not a public key`,
+        path: ['algorithms'],
+      });
+    }
+    if (k.jwksUrl !== undefined && k.algorithms === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'required with jwksUrl', path: ['algorithms'] });
+    }
+  });
+
+const audienceOrIssuer = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
+
+const JwtSchema = z
+  .strictObject({
+    /** Shortcut: one HS256 key without a kid. */
+    secret: jwtSecret.optional(),
+    keys: z.array(JwtKeySchema).default([]),
+    /** Checked when set: the token's `aud` names one of these. */
+    audience: audienceOrIssuer.optional(),
+    /** Checked when set: the token's `iss` is one of these. */
+    issuer: audienceOrIssuer.optional(),
+    /** Longest `exp - (iat ?? now)` accepted. */
+    maxLifetime: duration.pipe(z.number().min(1000)).default(24 * 3600_000),
+    /** Allowance on `exp`, `nbf`, `iat` for clocks that disagree. */
+    clockSkew: duration.default(30_000),
+    /** How often each JWKS is fetched again (and on SIGHUP). */
+    jwksRefresh: duration.pipe(z.number().min(1000)).default(60_000),
+  })
+  .superRefine((j, ctx) => {
+    if (j.secret === undefined && j.keys.length === 0) {
+      ctx.addIssue({ code: 'custom', message: 'set secret or keys' });
+    }
+    const kids = new Set<string>();
+    let kidless = j.secret === undefined ? 0 : 1;
+    j.keys.forEach((k, i) => {
+      if (k.kid !== undefined) {
+        if (kids.has(k.kid)) {
+          ctx.addIssue({
+            code: 'custom',
+            message: `kid ${JSON.stringify(k.kid)} is used twice`,
+            path: ['keys', i, 'kid'],
+          });
+        }
+        kids.add(k.kid);
+      } else if (k.jwksUrl === undefined && ++kidless > 1) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'required: only one key may go without a kid',
+          path: ['keys', i, 'kid'],
+        });
+      }
+    });
+  });
+
+const AuthSchema = z
+  .strictObject({
+    jwt: JwtSchema.optional(),
+    /** API keys by hash (`rill keys add` prints an entry). */
+    apiKeys: z.array(ApiKeyEntrySchema).optional(),
+    /** A YAML or JSON list of the same entries; watched and reloaded. */
+    apiKeysFile: z.string().min(1).optional(),
+    /** What a request without credentials may do; refused without this. */
+    anonymous: z
+      .strictObject({
+        subscribe: z.array(pattern).default([]),
+        publish: z.array(pattern).default([]),
+      })
+      .optional(),
+    /** Cookie a token is read from (same-site apps); none is read when unset. */
+    cookie: z
+      .string()
+      .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/, { message: 'expected a cookie name' })
+      .optional(),
+    /** Deadline for the first WebSocket `auth` message when the upgrade had no token. */
+    wsAuthTimeout: duration.pipe(z.number().min(100)).default(10_000),
+    /** How long before `exp` a WebSocket is sent `token_expiring`. */
+    expiryWarning: duration.default(30_000),
+  })
+  .superRefine((a, ctx) => {
+    const names = new Set<string>();
+    a.apiKeys?.forEach((k, i) => {
+      if (names.has(k.name)) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `API key name ${JSON.stringify(k.name)} is used twice`,
+          path: ['apiKeys', i, 'name'],
+        });
+      }
+      names.add(k.name);
+    });
+  });
 
 export const ConfigSchema = z.strictObject({
   /** Address to bind. Non-loopback addresses need `insecure: true` until auth is configured. */
@@ -200,6 +377,11 @@ export const ConfigSchema = z.strictObject({
       retry: duration.default(2000),
     })
     .prefault({}),
+  /**
+   * Authentication: JWTs, API keys, what anonymous requests may do. On when any of `jwt`,
+   * `apiKeys`, `apiKeysFile` or `anonymous` is set ({@link authEnabled}).
+   */
+  auth: AuthSchema.prefault({}),
 });
 
 /** The resolved configuration. Durations are in ms, sizes in bytes. */
@@ -210,6 +392,14 @@ export type RillConfigInput = z.input<typeof ConfigSchema>;
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
+
+/** Whether the configuration turns authentication on (any credential source in `auth`). */
+export function authEnabled(config: RillConfig): boolean {
+  return authConfigured(config.auth);
+}
+
+/** Keys whose values never appear in an error message. */
+const SECRET_KEYS = new Set(['secret']);
 
 /** Validates and fills defaults. Throws ConfigError with one line per problem. */
 export function resolveConfig(input: unknown): RillConfig {
@@ -222,8 +412,10 @@ export function resolveConfig(input: unknown): RillConfig {
       }
       const path = i.path.map(String);
       const form = i.code === 'custom' ? undefined : expectedForm(path);
-      const got = valueAt(input, path);
-      const shown = got === undefined ? '' : ` (got ${JSON.stringify(got)?.slice(0, 60)})`;
+      // A plain value is echoed; a secret, or a mapping that may hold one, never is.
+      const got = SECRET_KEYS.has(path[path.length - 1] ?? '') ? undefined : valueAt(input, path);
+      const echo = isScalar(got) || (Array.isArray(got) && got.every(isScalar));
+      const shown = echo ? ` (got ${JSON.stringify(got)?.slice(0, 60)})` : '';
       const why = form
         ? `must be ${form}`
         : i.code === 'too_small'
@@ -261,9 +453,9 @@ function sourcesOf(path: string[]): string {
   return ` (${FLAGS[key] ? `${FLAGS[key]}, ` : ''}${env})`;
 }
 
-/** What the schema takes at `path`, in words ("an integer from 0 to 65535"), when it can tell. */
-function expectedForm(path: string[]): string | undefined {
-  let s = ConfigSchema as unknown as z.ZodType;
+/** The schema of the key at `path` (defaults and optionality unwrapped), when there is one. */
+function schemaAt(path: string[]): z.ZodType | undefined {
+  let s: z.ZodType | undefined = ConfigSchema as unknown as z.ZodType;
   const unwrap = (t: z.ZodType): z.ZodType => {
     for (;;) {
       const def = t.def as { type: string; innerType?: z.ZodType };
@@ -276,12 +468,17 @@ function expectedForm(path: string[]): string | undefined {
   };
   for (const seg of path) {
     s = unwrap(s);
-    if (s instanceof z.ZodObject) s = s.shape[seg] as z.ZodType;
+    if (s instanceof z.ZodObject) s = s.shape[seg] as z.ZodType | undefined;
     else if (s instanceof z.ZodArray) s = s.element as z.ZodType;
     else return undefined;
     if (s === undefined) return undefined;
   }
-  s = unwrap(s);
+  return unwrap(s);
+}
+
+/** What the schema takes at `path`, in words ("an integer from 0 to 65535"), when it can tell. */
+function expectedForm(path: string[]): string | undefined {
+  const s = schemaAt(path);
   if (s instanceof z.ZodNumber) {
     const what = s.isInt ? 'an integer' : 'a number';
     const min = Number.isFinite(s.minValue) && s.minValue !== Number.MIN_SAFE_INTEGER;
@@ -338,7 +535,7 @@ const ENV_FLAT: Record<string, string> = {
 };
 
 /** Variables read elsewhere (the CLI), not config keys. */
-const ENV_OTHER = new Set(['RILL_CONFIG', 'RILL_URL']);
+const ENV_OTHER = new Set(['RILL_CONFIG', 'RILL_URL', 'RILL_TOKEN']);
 
 /**
  * Configuration from `RILL_*` variables: the flat ones above, and any nested key as
@@ -354,7 +551,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
     if (flat) path = flat.split('.');
     else if (name.includes('__')) path = name.slice(5).split('__').map(camel);
     else throw new ConfigError(`Unknown environment variable ${name}`);
-    setPath(out, path, coerce(raw));
+    // A key that takes a string gets the text as it is: a secret of digits stays a string.
+    setPath(out, path, schemaAt(path) instanceof z.ZodString ? raw : coerce(raw));
   }
   return out;
 }
@@ -400,6 +598,10 @@ export function mergeConfig(...sources: Record<string, unknown>[]): Record<strin
     }
   }
   return out;
+}
+
+function isScalar(v: unknown): boolean {
+  return v !== undefined && (v === null || typeof v !== 'object');
 }
 
 function isPlain(v: unknown): v is Record<string, unknown> {

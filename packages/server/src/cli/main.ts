@@ -1,8 +1,10 @@
 import { Command } from 'commander';
 import { registerBench } from './bench-command.js';
+import { registerKeys } from './keys.js';
 import { registerPublish } from './publish.js';
 import { registerServe } from './serve.js';
 import { registerTail } from './tail.js';
+import { registerToken } from './token.js';
 
 /** `rill`: the command-line entry point. */
 export async function main(argv: string[]): Promise<void> {
@@ -19,6 +21,8 @@ export async function main(argv: string[]): Promise<void> {
   registerServe(program);
   registerTail(program);
   registerPublish(program);
+  registerToken(program);
+  registerKeys(program);
   await registerBench(program);
   await program.parseAsync(argv);
 }

@@ -73,6 +73,18 @@ export const ERRORS = {
     message: 'Host not served here',
   },
   bad_request: { status: 400, retryable: false, close: 4523, message: 'Malformed HTTP request' },
+  unauthorized: {
+    status: 401,
+    retryable: false,
+    close: 4524,
+    message: 'Missing or invalid credentials',
+  },
+  forbidden: {
+    status: 403,
+    retryable: false,
+    close: 4525,
+    message: 'Not allowed for this identity',
+  },
   topic_not_found: { status: 404, retryable: false, close: 4507, message: 'Unknown topic' },
   not_found: { status: 404, retryable: false, close: 4508, message: 'Not found' },
   method_not_allowed: {
@@ -135,6 +147,12 @@ export const ERRORS = {
     retryable: true,
     close: 4005,
     message: 'This server holds as many streams as it can; retry later or on another node',
+  },
+  token_expired: {
+    status: 401,
+    retryable: true,
+    close: 4006,
+    message: 'The token has expired; get a new one and resume',
   },
   internal: { status: 500, retryable: true, close: 4002, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;

@@ -95,3 +95,29 @@ export function compilePattern(pattern: string): (topic: string) => boolean {
   if (!isPattern(pattern)) return (t) => t === pattern;
   return (t) => matchPattern(pattern, t);
 }
+
+/**
+ * Whether every topic `requested` can match is also matched by `allowed` (both topics or valid
+ * patterns): the containment check behind access grants, where a subscription to a pattern is
+ * allowed only when the whole pattern is. `chat.>` covers `chat.*`, `chat.a.b` and `chat.>`;
+ * `chat.*` covers `chat.a` but not `chat.>` (which also matches `chat.a.b`); `chat.a` covers only
+ * itself. Anything that is not a valid pattern covers and is covered by nothing.
+ *
+ * Segment by segment: a literal in `allowed` needs the same literal in `requested` (a `*` there
+ * would also match other names); `*` takes any single segment except `>` (which may stand for
+ * several); `>` takes whatever is left as long as something is.
+ */
+export function patternCovers(allowed: string, requested: string): boolean {
+  if (!isValidPattern(allowed) || !isValidPattern(requested)) return false;
+  const as = allowed.split('.');
+  const rs = requested.split('.');
+  for (let i = 0; i < as.length; i++) {
+    const a = as[i];
+    if (a === '>') return rs.length > i;
+    if (i >= rs.length) return false;
+    const r = rs[i];
+    if (r === '>') return false;
+    if (a !== '*' && a !== r) return false;
+  }
+  return rs.length === as.length;
+}

@@ -1,0 +1,93 @@
+import { z } from 'zod';
+import { isValidPattern } from './topic.js';
+
+/**
+ * The formats of Rill's credentials, shared by the configuration (`auth.apiKeys`), the API keys
+ * file, the auth layer that checks them and the `rill keys` / `rill token` commands.
+ */
+
+/** Every API key starts with this; anything else presented as a token is taken for a JWT. */
+export const API_KEY_PREFIX = 'rill_';
+
+/** `rill_` and 32 random bytes in base64url (43 characters). */
+export const API_KEY_RE = /^rill_[A-Za-z0-9_-]{43}$/;
+
+/** How a key is stored: `sha256:` and the base64url SHA-256 of the whole key (43 characters). */
+export const API_KEY_HASH_RE = /^sha256:[A-Za-z0-9_-]{43}$/;
+
+/** An API key's name: in logs and in its credential id `key:<name>`. */
+export const API_KEY_NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/**
+ * The JWS algorithms a configured key may allow (never `none`). HS* take a shared secret, the
+ * others a public key; one key never allows both kinds.
+ */
+export const JWT_ALGORITHMS = [
+  'HS256',
+  'HS384',
+  'HS512',
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
+] as const;
+
+export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
+
+/** Bytes a shared JWT secret needs at least: what HS256's output holds (RFC 7518 § 3.2). */
+export const MIN_SECRET_BYTES = 32;
+
+/** Whether `alg` takes a shared secret (HMAC) rather than a public key. */
+export function isHmacAlgorithm(alg: string): boolean {
+  return alg.startsWith('HS');
+}
+
+const grantPattern = z
+  .string()
+  .refine(isValidPattern, { message: 'expected a topic or pattern such as "orders.>"' });
+
+/**
+ * One API key as configured (`auth.apiKeys`) or listed in the keys file: its name, the hash of the
+ * key (never the key) and what it may do.
+ */
+export const ApiKeyEntrySchema = z.strictObject({
+  name: z
+    .string()
+    .regex(API_KEY_NAME_RE, { message: 'expected 1-64 characters of [A-Za-z0-9_.-]' }),
+  hash: z.string().regex(API_KEY_HASH_RE, {
+    message: 'expected "sha256:" and 43 base64url characters (as `rill keys add` prints)',
+  }),
+  publish: z.array(grantPattern).default([]),
+  subscribe: z.array(grantPattern).default([]),
+  admin: z.boolean().default(false),
+});
+
+export type ApiKeyEntry = z.output<typeof ApiKeyEntrySchema>;
+
+/** The credential sources of the `auth` settings; any one of them configured turns auth on. */
+export interface CredentialSources {
+  jwt?: unknown;
+  apiKeys?: unknown;
+  apiKeysFile?: unknown;
+  anonymous?: unknown;
+}
+
+/**
+ * Whether authentication is on: any of `jwt`, `apiKeys` (even an empty list), `apiKeysFile` or
+ * `anonymous` is configured. Off, everything is allowed and the server binds loopback only.
+ */
+export function authConfigured(s: CredentialSources): boolean {
+  return (
+    s.jwt !== undefined ||
+    s.apiKeys !== undefined ||
+    s.apiKeysFile !== undefined ||
+    s.anonymous !== undefined
+  );
+}
