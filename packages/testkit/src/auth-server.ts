@@ -101,6 +101,7 @@ export class AuthTestServer {
   });
   private conns = 0;
   private issued = 0;
+  private readonly files = new Map<string, { type: string; body: string }>();
 
   /** `expiryWarning`: ms before expiry a WebSocket is sent `token_expiring`. */
   constructor(private readonly expiryWarning = 1000) {}
@@ -124,6 +125,11 @@ export class AuthTestServer {
     for (const ws of this.wss.clients) ws.terminate();
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  /** Serves `body` at `path` without authentication (a test page and its script). */
+  serve(path: string, type: string, body: string): void {
+    this.files.set(path, { type, body });
   }
 
   /** A token for `sub` that expires in `ttlMs`, readable topics `topics` (all when absent). */
@@ -270,7 +276,11 @@ export class AuthTestServer {
     const u = new URL(req.url ?? '/', 'http://x');
     const q = u.searchParams;
     const topicRoute = /^\/v1\/topics\/([^/]+)\/events$/.exec(u.pathname);
-    if (u.pathname === '/v1/stream' && req.method === 'GET') {
+    const file = this.files.get(u.pathname);
+    if (file) {
+      res.writeHead(200, { 'content-type': file.type });
+      res.end(file.body);
+    } else if (u.pathname === '/v1/stream' && req.method === 'GET') {
       const cursor = q.get('lastEventId') ?? (req.headers['last-event-id'] as string | undefined);
       const id = this.auth(req, res, q, 'stream', cursor);
       if (id) this.stream(req, res, id, q.get('topics')!, this.start(q, cursor));
