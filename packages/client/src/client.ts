@@ -1,6 +1,6 @@
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { fromResponse, networkError, rillError, type RillError } from './errors.js';
-import { settleExpiry, TokenSource, withToken, type TokenOption } from './token.js';
+import { settleAuth, TokenSource, withToken, type TokenOption } from './token.js';
 import type { Transport, TransportContext } from './transport/transport.js';
 import {
   Subscription,
@@ -208,7 +208,7 @@ export class RillClient {
           return j.events.map((e) => ({ topic: j.topic, epoch: j.epoch, ...e }));
         }
         floor = Number(res.headers.get('retry-after')) * 1000 || 0;
-        err = settleExpiry(await fromResponse(res), this.tokens);
+        err = settleAuth(await fromResponse(res), this.tokens);
       } catch (e) {
         err = networkError(e, options.signal, this.url);
       }
@@ -243,7 +243,7 @@ export class RillClient {
     } catch (e) {
       throw networkError(e, options.signal, this.url);
     }
-    if (!res.ok) throw settleExpiry(await fromResponse(res), this.tokens);
+    if (!res.ok) throw settleAuth(await fromResponse(res), this.tokens);
     return (await res.json()) as Awaited<ReturnType<RillClient['history']>> as never;
   }
 

@@ -1,7 +1,7 @@
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { parseId, cursorPositions, type Position } from './cursor.js';
 import { RillError, networkError, rillError } from './errors.js';
-import { settleExpiry } from './token.js';
+import { settleAuth } from './token.js';
 import type {
   StreamHandlers,
   StreamRequest,
@@ -269,7 +269,7 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
     this.stopConn = undefined;
     if (this.st === 'closed') return;
     // `token_expired`: reconnect (with a new token, from the cursor) only when one can be had.
-    const err = settleExpiry(error, this.host.ctx.tokens);
+    const err = settleAuth(error, this.host.ctx.tokens);
     if (!err.retryable) return this.fail(err);
     if (
       err.code === 'stream_blocked' &&

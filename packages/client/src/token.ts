@@ -62,11 +62,21 @@ export interface Tokens {
   hold(onToken?: (token: string) => void): () => void;
 }
 
-/** Marks a `token_expired` error retryable exactly when a new token can be had. */
-export function settleExpiry(err: RillError, tokens: Tokens): RillError {
-  if (err.code !== 'token_expired' || err.retryable === tokens.renewable) return err;
+/**
+ * Whether an authentication error is retried: `token_expired` exactly when a new token can be
+ * had; `unauthorized` and `forbidden` never (whatever the answer said), since the same
+ * credentials would be refused again.
+ */
+export function settleAuth(err: RillError, tokens: Tokens): RillError {
+  const retryable =
+    err.code === 'token_expired'
+      ? tokens.renewable
+      : err.code === 'unauthorized' || err.code === 'forbidden'
+        ? false
+        : err.retryable;
+  if (retryable === err.retryable) return err;
   return rillError(err.code, err.message, {
-    retryable: tokens.renewable,
+    retryable,
     status: err.status,
     closeCode: err.closeCode,
     cause: err,

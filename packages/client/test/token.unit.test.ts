@@ -5,7 +5,7 @@
  * while something holds the token, and which token an expiry report spends.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { jwtExpiry, refreshDelay, settleExpiry, TokenSource, withToken } from '../src/token.js';
+import { jwtExpiry, refreshDelay, settleAuth, TokenSource, withToken } from '../src/token.js';
 import { rillError, RillError } from '../src/errors.js';
 
 const b64url = (s: string): string => Buffer.from(s).toString('base64url');
@@ -231,7 +231,7 @@ describe('TokenSource', () => {
   });
 });
 
-describe('withToken and settleExpiry', () => {
+describe('withToken and settleAuth', () => {
   it('puts the token in one authorization header, replacing any other', () => {
     expect(withToken({ Authorization: 'Basic x', accept: 'a' }, 't')).toEqual({
       accept: 'a',
@@ -241,19 +241,29 @@ describe('withToken and settleExpiry', () => {
     expect(withToken(h, undefined)).toBe(h);
   });
 
-  it('makes token_expired retryable exactly when a new token can be had', () => {
+  it('retries token_expired exactly when a new token can be had, unauthorized and forbidden never', () => {
     const err = rillError('token_expired', 'expired', { retryable: true, closeCode: 4006 });
-    const fixed = settleExpiry(err, new TokenSource('x'));
+    const fixed = settleAuth(err, new TokenSource('x'));
     expect(fixed).toBeInstanceOf(RillError);
     expect(fixed).toMatchObject({ code: 'token_expired', retryable: false, closeCode: 4006 });
     expect(fixed.name).toBe('ForbiddenError');
-    expect(settleExpiry(err, new TokenSource(() => 'x'))).toBe(err);
+    expect(settleAuth(err, new TokenSource(() => 'x'))).toBe(err);
     const no = rillError('token_expired', 'expired', { status: 401, retryable: false });
-    expect(settleExpiry(no, new TokenSource(() => 'x'))).toMatchObject({
+    expect(settleAuth(no, new TokenSource(() => 'x'))).toMatchObject({
       retryable: true,
       status: 401,
     });
     const other = rillError('unauthorized', 'no', { status: 401 });
-    expect(settleExpiry(other, new TokenSource(() => 'x'))).toBe(other);
+    expect(settleAuth(other, new TokenSource(() => 'x'))).toBe(other);
+    // Never retried, whatever the answer said.
+    for (const code of ['unauthorized', 'forbidden']) {
+      const said = rillError(code, 'no', { retryable: true });
+      expect(settleAuth(said, new TokenSource(() => 'x'))).toMatchObject({
+        code,
+        retryable: false,
+      });
+    }
+    const busy = rillError('shutting_down', 'bye', { retryable: true });
+    expect(settleAuth(busy, new TokenSource('x'))).toBe(busy);
   });
 });
