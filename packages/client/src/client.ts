@@ -1,5 +1,6 @@
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { fromResponse, networkError, rillError, type RillError } from './errors.js';
+import { settleAuth, TokenSource, withToken, type TokenOption } from './token.js';
 import type { Transport, TransportContext } from './transport/transport.js';
 import {
   Subscription,
@@ -13,7 +14,16 @@ import type { EventInput, PublishResult, RillEvent, RillNotice } from './types.j
 export interface ClientOptions {
   /** The server's base URL. Default: the page's origin in a browser. */
   url?: string;
-  /** Headers sent with every request (auth); a function is called for each request. */
+  /**
+   * The credential (a JWT or an API key), or a function that returns one (sync or async). Sent as
+   * `Authorization: Bearer` on requests (publish, history, SSE, long-poll) and as the first
+   * `auth` message on a WebSocket. A function is called when a token is first needed, again at
+   * 80 % of a JWT's lifetime (its `exp`, read without verifying), on the server's
+   * `token_expiring`, and after a `token_expired`, after which the stream resumes from its
+   * cursor. A string is never refreshed: `token_expired` closes the subscription with that error.
+   */
+  token?: TokenOption;
+  /** Headers sent with every request; a function is called for each request. */
   headers?:
     Record<string, string> | (() => Record<string, string> | Promise<Record<string, string>>);
   /** `auto` (default: SSE, long-poll when streaming is blocked), `sse`, `ws` or `poll`. */
@@ -93,6 +103,7 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export class RillClient {
   private readonly subs = new Set<Subscription<never, never>>();
   private readonly host: SubscriptionHost;
+  private readonly tokens: TokenSource;
   readonly url: string;
 
   constructor(
@@ -102,10 +113,12 @@ export class RillClient {
     const url = o.url ?? (globalThis as { location?: { origin: string } }).location?.origin;
     if (!url) throw rillError('invalid_parameter', 'url is required outside a browser');
     this.url = url.replace(/\/+$/, '');
+    this.tokens = new TokenSource(o.token, typeof o.headers === 'function');
     const ctx: TransportContext = {
       url: this.url,
       fetch: (i, init) => (o.fetch ?? fetch)(i, init),
       headers: () => this.headers(),
+      tokens: this.tokens,
       options: o as Record<string, unknown>,
     };
     this.host = {
@@ -195,7 +208,7 @@ export class RillClient {
           return j.events.map((e) => ({ topic: j.topic, epoch: j.epoch, ...e }));
         }
         floor = Number(res.headers.get('retry-after')) * 1000 || 0;
-        err = await fromResponse(res);
+        err = settleAuth(await fromResponse(res), this.tokens);
       } catch (e) {
         err = networkError(e, options.signal, this.url);
       }
@@ -230,13 +243,36 @@ export class RillClient {
     } catch (e) {
       throw networkError(e, options.signal, this.url);
     }
-    if (!res.ok) throw await fromResponse(res);
+    if (!res.ok) throw settleAuth(await fromResponse(res), this.tokens);
     return (await res.json()) as Awaited<ReturnType<RillClient['history']>> as never;
   }
 
-  private async request(path: string, init: RequestInit): Promise<Response> {
-    const headers = { ...(await this.headers()), ...(init.headers as Record<string, string>) };
-    return (this.o.fetch ?? fetch)(this.url + path, { ...init, headers });
+  /**
+   * One request with the client's headers and token. Refused as `token_expired` while a new
+   * token can be had, it is sent once more with a new one.
+   */
+  private async request(path: string, init: RequestInit, again = true): Promise<Response> {
+    const token = await this.tokens.get();
+    const headers = withToken(
+      { ...(await this.headers()), ...(init.headers as Record<string, string>) },
+      token,
+    );
+    const res = await (this.o.fetch ?? fetch)(this.url + path, { ...init, headers });
+    if (res.status === 401 && again && token !== undefined && this.tokens.renewable) {
+      if ((await fromResponse(res.clone())).code === 'token_expired') {
+        this.tokens.expired(token);
+        return this.request(path, init, false);
+      }
+    }
+    return res;
+  }
+
+  /**
+   * Obtains a new token from the `token` function now and sends it on the open WebSocket (after
+   * a sign-in as someone else, say). Nothing happens with a fixed token.
+   */
+  async refreshToken(): Promise<void> {
+    await this.tokens.refresh();
   }
 
   /** Closes every subscription of this client. */

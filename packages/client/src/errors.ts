@@ -35,7 +35,10 @@ export class NotFoundError extends RillError {
 export class TooLargeError extends RillError {
   override name = 'TooLargeError';
 }
-/** Refused by policy: origin, authentication or authorization. */
+/**
+ * Refused by policy: origin, authentication (`unauthorized`, `token_expired`) or authorization
+ * (`forbidden`).
+ */
 export class ForbiddenError extends RillError {
   override name = 'ForbiddenError';
 }
@@ -57,7 +60,7 @@ type Ctor = new (...a: ConstructorParameters<typeof RillError>) => RillError;
 function classFor(code: string, status: number | undefined): Ctor {
   if (/not_found$/.test(code) || status === 404) return NotFoundError;
   if (/too_large$/.test(code) || status === 413) return TooLargeError;
-  if (/forbidden|unauthorized/.test(code) || status === 401 || status === 403)
+  if (/forbidden|unauthorized|token_expired/.test(code) || status === 401 || status === 403)
     return ForbiddenError;
   if (code === 'connection_failed' || code === 'stream_blocked' || code === 'bad_response')
     return ConnectionError;

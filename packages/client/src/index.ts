@@ -15,6 +15,8 @@ export function createClient(options: ClientOptions = {}): RillClient {
 
 export { RillClient, newKey } from './client.js';
 export type { ClientOptions, PublishOptions, PublishRetry } from './client.js';
+export { jwtExpiry, refreshDelay } from './token.js';
+export type { TokenOption, Tokens } from './token.js';
 export { Subscription } from './subscription.js';
 export type { SubscribeOptions, StateChange, TransportName } from './subscription.js';
 export { Backoff, backoffDelay, DEFAULT_BACKOFF } from './backoff.js';

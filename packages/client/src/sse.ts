@@ -13,6 +13,7 @@ export function createClient(
 
 export { RillClient } from './client.js';
 export type { ClientOptions, PublishOptions } from './client.js';
+export type { TokenOption } from './token.js';
 export { Subscription } from './subscription.js';
 export type { SubscribeOptions, StateChange, TransportName } from './subscription.js';
 export * from './errors.js';

@@ -1,6 +1,7 @@
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { parseId, cursorPositions, type Position } from './cursor.js';
 import { RillError, networkError, rillError } from './errors.js';
+import { settleAuth } from './token.js';
 import type {
   StreamHandlers,
   StreamRequest,
@@ -111,6 +112,8 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
   private startTime: number | undefined;
   private wasOpen = false;
   private fillAc = new AbortController();
+  /** Lets go of the client's token (stops its refreshes when no subscription holds it). */
+  private release: (() => void) | undefined;
   private readonly backoff: Backoff;
   private kind: Exclude<TransportName, 'auto'>;
   private readonly ls = {
@@ -181,6 +184,8 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
   }
 
   private stop(): void {
+    this.release?.();
+    this.release = undefined;
     this.gen++;
     clearTimeout(this.timer);
     this.stopConn?.();
@@ -199,6 +204,8 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
 
   private connect(): void {
     if (this.st === 'closed' || this.paused) return;
+    // While open, the token is refreshed ahead of its expiry, so a reconnect finds a good one.
+    this.release ??= this.host.ctx.tokens.hold();
     const gen = ++this.gen;
     const o = this.o;
     const req: StreamRequest = { topics: [...this.topics] };
@@ -257,10 +264,12 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
     }
   }
 
-  private dropped(err: RillError, retryAfter?: number): void {
+  private dropped(error: RillError, retryAfter?: number): void {
     this.gen++;
     this.stopConn = undefined;
     if (this.st === 'closed') return;
+    // `token_expired`: reconnect (with a new token, from the cursor) only when one can be had.
+    const err = settleAuth(error, this.host.ctx.tokens);
     if (!err.retryable) return this.fail(err);
     if (
       err.code === 'stream_blocked' &&

@@ -1,7 +1,8 @@
 import { fromResponse, networkError } from '../errors.js';
 import type { ResetNotice, RillEvent } from '../types.js';
+import { withToken } from '../token.js';
 import { streamQuery } from './sse.js';
-import type { Transport } from './transport.js';
+import { noteExpiry, type Transport } from './transport.js';
 
 /** Seconds one long-poll waits on the server (under the usual 30–60 s proxy timeouts). */
 export const POLL_WAIT_SECONDS = 25;
@@ -19,14 +20,18 @@ export const pollTransport: Transport = (req, h, ctx) => {
       const q = streamQuery({ ...req, cursor }, 'cursor');
       // The first answer comes at once: it fixes the position and tells the subscription it is open.
       q.set('wait', String(opened ? POLL_WAIT_SECONDS : 0));
+      // Every request takes the current token: a refreshed one is used from the next poll on.
+      const token = await ctx.tokens.get();
+      if (ac.signal.aborted) return;
       const res = await ctx.fetch(`${ctx.url}/v1/events?${q.toString()}`, {
-        headers: await ctx.headers(),
+        headers: withToken(await ctx.headers(), token),
         signal: ac.signal,
         cache: 'no-store',
       });
       if (!res.ok) {
         const ra = Number(res.headers.get('retry-after'));
-        return h.close(await fromResponse(res), ra > 0 ? ra * 1000 : undefined);
+        const err = noteExpiry(await fromResponse(res), ctx, token);
+        return h.close(err, ra > 0 ? ra * 1000 : undefined);
       }
       const body = (await res.json()) as { events: RillEvent[]; cursor: string; resets?: string[] };
       if (!opened) {

@@ -1,6 +1,13 @@
-import { fromResponse, networkError, rillError } from '../errors.js';
+import { fromResponse, networkError, rillError, type RillError } from '../errors.js';
 import type { ResetNotice, RillEvent } from '../types.js';
-import type { StreamHandlers, StreamRequest, Transport, TransportContext } from './transport.js';
+import { withToken } from '../token.js';
+import {
+  noteExpiry,
+  type StreamHandlers,
+  type StreamRequest,
+  type Transport,
+  type TransportContext,
+} from './transport.js';
 
 /** Query string of a stream request (shared with long-poll, which names the cursor `cursor`). */
 export function streamQuery(req: StreamRequest, cursorParam = 'lastEventId'): URLSearchParams {
@@ -23,8 +30,8 @@ export const FIRST_BYTE_TIMEOUT = 10_000;
 export const IDLE_TIMEOUT = 45_000;
 
 /**
- * SSE over `fetch`, so it can send headers (auth) that `EventSource` cannot, and so a stop is an
- * abort. The stream is parsed here by hand: it is the hot path, and Rill's frames need only the
+ * SSE over `fetch`, so it can send headers (the token as `Authorization: Bearer`, which
+ * `EventSource` cannot), and so a stop is an abort. The stream is parsed here by hand: it is the hot path, and Rill's frames need only the
  * `id`, `event`, `data` and `retry` fields of the WHATWG rules.
  */
 export const sseTransport: Transport = (req, h, ctx) => {
@@ -61,16 +68,21 @@ async function run(
     );
   };
   signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+  // The token is read once per connection: a refreshed one is used by the next connection.
+  const token = await ctx.tokens.get();
+  if (signal.aborted) return;
+  const close = (err: RillError, retryAfter?: number): void =>
+    h.close(noteExpiry(err, ctx, token), retryAfter);
   watch();
   const res = await ctx.fetch(`${ctx.url}/v1/stream?${streamQuery(req).toString()}`, {
-    headers: { accept: 'text/event-stream', ...(await ctx.headers()) },
+    headers: withToken({ accept: 'text/event-stream', ...(await ctx.headers()) }, token),
     signal,
     cache: 'no-store',
   });
   if (!res.ok) {
     clearTimeout(timer);
     const ra = Number(res.headers.get('retry-after'));
-    return h.close(await fromResponse(res), ra > 0 ? ra * 1000 : undefined);
+    return close(await fromResponse(res), ra > 0 ? ra * 1000 : undefined);
   }
   if (!res.body || !(res.headers.get('content-type') ?? '').includes('text/event-stream')) {
     clearTimeout(timer);
@@ -106,7 +118,7 @@ async function run(
       start = nl + (buf[nl] === '\r' && buf[nl + 1] === '\n' ? 2 : 1);
       if (line === '') {
         if (data !== undefined) {
-          if (dispatch(type, data, id, h)) {
+          if (dispatch(type, data, id, h, close)) {
             clearTimeout(timer);
             void reader.cancel().catch(() => {});
             return;
@@ -132,10 +144,16 @@ async function run(
 }
 
 /** Hands one frame over; true when it ended the stream. */
-function dispatch(type: string, data: string, id: string | undefined, h: StreamHandlers): boolean {
+function dispatch(
+  type: string,
+  data: string,
+  id: string | undefined,
+  h: StreamHandlers,
+  close: (err: RillError) => void,
+): boolean {
   const json = JSON.parse(data) as Record<string, unknown>;
   if (type === 'error') {
-    h.close(
+    close(
       rillError(String(json.code), String(json.message), {
         retryable: json.retryable === true,
         closeCode: typeof json.closeCode === 'number' ? json.closeCode : undefined,

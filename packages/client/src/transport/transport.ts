@@ -1,4 +1,5 @@
 import type { RillError } from '../errors.js';
+import type { Tokens } from '../token.js';
 import type { ResetNotice, RillEvent } from '../types.js';
 
 /** What a subscription asks a transport to open. */
@@ -32,7 +33,14 @@ export interface StreamHandlers {
 export interface TransportContext {
   url: string;
   fetch: typeof fetch;
+  /** The client's `headers` option (a function is called each time); no token in them. */
   headers(): Promise<Record<string, string>>;
+  /**
+   * The client's token, to be placed as the transport carries it: `Authorization: Bearer` on
+   * requests, the `auth` op on a WebSocket. A stream refused as `token_expired` reports the
+   * token it sent to `tokens.expired` so the next attempt gets a new one.
+   */
+  tokens: Tokens;
   /** Options of the client, for transports that take their own (WebSocket implementation …). */
   options: Record<string, unknown>;
 }
@@ -43,3 +51,13 @@ export type Transport = (
   handlers: StreamHandlers,
   ctx: TransportContext,
 ) => () => void;
+
+/** `err`; a `token_expired` first marks `token` (the one the stream sent) as spent. */
+export function noteExpiry(
+  err: RillError,
+  ctx: TransportContext,
+  token: string | undefined,
+): RillError {
+  if (err.code === 'token_expired' && token !== undefined) ctx.tokens.expired(token);
+  return err;
+}

@@ -7,10 +7,11 @@ import {
   type PublishResult,
   type PublishRetry,
 } from '@rill/client';
-import { DEFAULT_URL, formatDelay, urlOption } from './tail.js';
+import { DEFAULT_URL, formatDelay, tokenFrom, tokenOption, urlOption } from './tail.js';
 
 interface PublishFlags {
   url?: string;
+  token?: string;
   type?: string;
   key?: string;
   batchSize?: string;
@@ -28,6 +29,7 @@ export function registerPublish(program: Command): void {
     .argument('<topic>', 'topic name')
     .argument('[json]', "the event's data as JSON; without it, events are read from stdin")
     .addOption(urlOption())
+    .addOption(tokenOption())
     .option('--type <type>', 'event type (single event)')
     .option('--key <key>', 'idempotency key (single event)')
     .option('--batch-size <n>', `events per request from stdin (default ${DEFAULT_BATCH_SIZE})`)
@@ -58,7 +60,8 @@ async function publish(
   flags: PublishFlags,
 ): Promise<number> {
   const url = flags.url ?? process.env.RILL_URL ?? DEFAULT_URL;
-  const client = createClient({ url });
+  const token = tokenFrom(flags);
+  const client = createClient({ url, ...(token !== undefined ? { token } : {}) });
   const fail = (msg: string, code = 1): number => {
     process.stderr.write(`rill: ${msg}\n`);
     return code;

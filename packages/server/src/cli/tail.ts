@@ -17,6 +17,7 @@ export const DEFAULT_URL = 'http://127.0.0.1:8080';
 
 interface TailFlags {
   url?: string;
+  token?: string;
   from?: string;
   since?: string;
   format?: 'pretty' | 'json';
@@ -32,12 +33,26 @@ export function urlOption(): Option {
   return new Option('--url <url>', `server URL (default ${DEFAULT_URL}, env RILL_URL)`);
 }
 
+/** `--token`: a JWT or API key, sent as the client SDK carries it; never printed. */
+export function tokenOption(): Option {
+  return new Option(
+    '--token <token>',
+    'JWT or API key (env RILL_TOKEN, which keeps it out of the process list)',
+  );
+}
+
+/** The token of a client command: `--token`, else `RILL_TOKEN`; an empty one is none. */
+export function tokenFrom(flags: { token?: string }): string | undefined {
+  return flags.token || process.env.RILL_TOKEN || undefined;
+}
+
 export function registerTail(program: Command): void {
   program
     .command('tail')
     .description('print events of topics and patterns as they arrive; reconnects and resumes')
     .argument('<topics...>', 'topics and patterns (a.b, prices.*, logs.>)')
     .addOption(urlOption())
+    .addOption(tokenOption())
     .option('--from <from>', 'now (default), earliest, or a seq (inclusive)')
     .option('--since <since>', 'after a seq, or from a time (ms or ISO 8601); wins over --from')
     .addOption(
@@ -108,7 +123,13 @@ async function tail(topics: string[], flags: TailFlags): Promise<number> {
     process.stderr.write(`rill: ${(err as Error).message}\n`);
     return 2;
   }
-  const client = createClient({ url, transport: flags.transport ?? 'auto', WebSocket });
+  const token = tokenFrom(flags);
+  const client = createClient({
+    url,
+    transport: flags.transport ?? 'auto',
+    WebSocket,
+    ...(token !== undefined ? { token } : {}),
+  });
   /** Whether the terminal was last told of a problem (then it is told when it is over). */
   let troubled = false;
   let lastState = '';
