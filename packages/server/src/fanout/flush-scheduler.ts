@@ -24,7 +24,11 @@ export class FlushScheduler {
   private lastFlushEnd = 0;
   private lastFlushMs = 0;
 
-  constructor(private readonly maxDelayMs = MAX_FLUSH_DELAY_MS) {}
+  /** `now` is a monotonic clock in ms (tests pass their own). */
+  constructor(
+    private readonly maxDelayMs = MAX_FLUSH_DELAY_MS,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   /**
    * Queues `item` for the next flush. Call it once per flush, when its queue stops being empty;
@@ -34,7 +38,7 @@ export class FlushScheduler {
     this.dirty.push(item);
     if (this.scheduled) return;
     this.scheduled = true;
-    const wait = this.lastFlushEnd + this.lastFlushMs - performance.now();
+    const wait = this.lastFlushEnd + this.lastFlushMs - this.now();
     if (wait < 1) setImmediate(this.flushAll);
     else setTimeout(this.flushAll, Math.min(wait, this.maxDelayMs));
   }
@@ -44,9 +48,9 @@ export class FlushScheduler {
     this.scheduled = false;
     const dirty = this.dirty;
     this.dirty = [];
-    const start = performance.now();
+    const start = this.now();
     for (const item of dirty) item.flush();
-    this.lastFlushEnd = performance.now();
+    this.lastFlushEnd = this.now();
     this.lastFlushMs = this.lastFlushEnd - start;
   };
 }
