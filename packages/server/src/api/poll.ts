@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
-import { eventJson } from '../model/event.js';
+import { sharedEventJson } from '../wire/frame-cache.js';
 import type { Hub } from '../fanout/hub.js';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
 import type { StartSpec, Subscription } from '../fanout/subscription.js';
@@ -46,7 +46,7 @@ class CollectSink implements Sink {
 
   frameEvent(ev: RillEvent): string {
     this.count++;
-    return eventJson(ev) + ',';
+    return sharedEventJson(ev) + ',';
   }
 
   frameReset(n: ResetNotice): string {
