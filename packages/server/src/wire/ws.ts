@@ -21,10 +21,23 @@ export type RequestId = string | number;
  */
 export const FRAME_END = '\u0000';
 
-/** What every event message of subscription `sub` starts with; made once per subscription. */
+/** The prefixes made so far, by sub id: at most {@link MAX_PREFIXES}. */
+const prefixes = new Map<string, string>();
+const MAX_PREFIXES = 1024;
+
+/**
+ * What every event message of subscription `sub` starts with; made once per subscription. The
+ * same string object for every subscription with that id (`s1` on most connections), so the
+ * shared-frame check in {@link wsEventFrame} compares pointers, not characters, per delivery.
+ */
 export function wsEventPrefix(sub: string): string {
-  // `sub` ids are server-made (`s` + digits): nothing to escape.
-  return `{"op":"event","sub":"${sub}",`;
+  let prefix = prefixes.get(sub);
+  if (prefix === undefined) {
+    // `sub` ids are server-made (`s` + digits): nothing to escape.
+    prefix = `{"op":"event","sub":"${sub}",`;
+    if (prefixes.size < MAX_PREFIXES) prefixes.set(sub, prefix);
+  }
+  return prefix;
 }
 
 const frames = new FrameCache();
