@@ -57,12 +57,7 @@ export function sseResetFrame(n: ResetNotice, id: string): string {
 
 /** The error body shared by the streaming transports' error frames. */
 export function errorPayload(err: RillError): string {
-  return JSON.stringify({
-    code: err.code,
-    message: err.message,
-    retryable: err.retryable,
-    closeCode: err.closeCode,
-  });
+  return JSON.stringify(err.body());
 }
 
 export function sseErrorFrame(err: RillError): string {

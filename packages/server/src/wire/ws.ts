@@ -60,18 +60,12 @@ export function wsResetFrame(sub: string, n: ResetNotice, cursor: string): strin
   return JSON.stringify({ op: 'reset', sub, ...n, cursor });
 }
 
-/** The error body shared with SSE (`code`, `message`, `retryable`, `closeCode`) plus details. */
+/** A WebSocket `error` message: the error's one encoding ({@link RillError.body}). */
 export function wsErrorFrame(err: RillError, ref: { id?: RequestId; sub?: string } = {}): string {
   return JSON.stringify({
     op: 'error',
     ...(ref.id === undefined ? {} : { id: ref.id }),
     ...(ref.sub === undefined ? {} : { sub: ref.sub }),
-    error: {
-      code: err.code,
-      message: err.message,
-      retryable: err.retryable,
-      closeCode: err.closeCode,
-      ...err.details,
-    },
+    error: err.body(),
   });
 }
