@@ -1,9 +1,10 @@
+import type { Http2SecureServer } from 'node:http2';
 import { resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
 import type { RillConfig, RillConfigInput } from './config.js';
-import { isLoopback, resolveConfig } from './config.js';
+import { isLoopback, readTlsPair, resolveConfig, TlsFileError, type TlsPair } from './config.js';
 import type { Engine } from './engine/engine.js';
 import type { EngineLog, EngineOptions } from './engine/engine.js';
 import { LmdbEngine } from './engine/lmdb.js';
@@ -41,6 +42,13 @@ export interface RillServer {
   readonly log: Logger;
   /** Binds the configured host and port; resolves with the base URL. */
   listen(): Promise<string>;
+  /**
+   * Reads the TLS certificate and key again (SIGHUP) and serves new connections with them;
+   * connections already open keep theirs. A pair that cannot be read, parsed or used is refused:
+   * the old one stays and the error is logged. Returns whether the new pair is in use (false
+   * without TLS).
+   */
+  reloadTls(): boolean;
   /**
    * Graceful shutdown: stop accepting, end open streams with `shutting_down` so clients resume
    * elsewhere, let in-flight publishes finish, then close the engine.
@@ -94,7 +102,15 @@ export async function createServer(
   });
   const state = { closing: false };
   const budget = new ConnectionBudget(log);
-  const app = buildApp({ config, engine, hub, state, budget }, log);
+  const tlsPaths = tlsFiles(config);
+  // Checked already by resolveConfig; read once more for use (the files may have changed since).
+  let tls: TlsPair | null = tlsPaths ? readTlsPair(tlsPaths) : null;
+  const app = buildApp({ config, engine, hub, state, budget }, log, tls);
+  if (tls)
+    log.info(
+      tlsFields(tlsPaths!, tls),
+      'TLS on: HTTP/2, and HTTP/1.1 for clients that do not offer it',
+    );
   const connections = new ConnectionRegistry(app.server);
   // Streams never end on their own: end them first, or closing the listener would wait forever.
   app.addHook('preClose', (done) => {
@@ -121,7 +137,33 @@ export async function createServer(
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-      return `http://${host}:${port}`;
+      return `${tls ? 'https' : 'http'}://${host}:${port}`;
+    },
+    reloadTls() {
+      if (!tlsPaths || !tls) return false;
+      let next: TlsPair;
+      try {
+        next = readTlsPair(tlsPaths);
+      } catch (err) {
+        const key = err instanceof TlsFileError ? `tls.${err.key}` : 'tls';
+        const file = err instanceof TlsFileError ? tlsPaths[err.key] : undefined;
+        log.error(
+          { key, file, error: (err as Error).message, ...tlsFields(tlsPaths, tls) },
+          `TLS reload failed: ${key}${file ? ` (${file})` : ''}: ${(err as Error).message}; ` +
+            'still serving the previous certificate',
+        );
+        return false;
+      }
+      (app.server as unknown as Http2SecureServer).setSecureContext({
+        cert: next.cert,
+        key: next.key,
+      });
+      log.info(
+        { ...tlsFields(tlsPaths, next), previousFingerprint: tls.fingerprint },
+        'TLS certificate reloaded',
+      );
+      tls = next;
+      return true;
     },
     close() {
       closing ??= (async () => {
@@ -135,6 +177,17 @@ export async function createServer(
       return closing;
     },
   };
+}
+
+/** The TLS files the configuration names, or null for plain HTTP. */
+function tlsFiles(config: RillConfig): { cert: string; key: string } | null {
+  const { cert, key } = config.tls;
+  return cert !== undefined && key !== undefined ? { cert, key } : null;
+}
+
+/** What the log says about a certificate in use. */
+function tlsFields(paths: { cert: string; key: string }, pair: TlsPair): Record<string, string> {
+  return { cert: paths.cert, key: paths.key, fingerprint: pair.fingerprint, validTo: pair.validTo };
 }
 
 /** Builds the engine the configuration names. */

@@ -1,9 +1,11 @@
+import type { Http2ServerResponse } from 'node:http2';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Cursor } from '../model/cursor.js';
 import { decodeCursor } from '../model/cursor.js';
 import { RillError } from '../model/errors.js';
 import type { StartSpec, Subscription } from '../fanout/subscription.js';
 import { assertPattern, assertTopic } from '../model/topic.js';
+import { H2StreamSink } from '../net/h2-sink.js';
 import { HttpStreamSink, streamHeaders } from '../net/http-sink.js';
 import { ndjsonFraming } from '../wire/ndjson.js';
 import { sseFraming } from '../wire/sse.js';
@@ -123,8 +125,9 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     if (ctx.state.closing) throw new RillError('shutting_down');
     const full = ctx.budget?.refuseStream();
     if (full) {
-      // Free the connection too: the refusal is about connections.
-      void reply.header('connection', 'close');
+      // Free the connection too: the refusal is about connections. (An HTTP/2 session stays:
+      // it carries the publishes the reserve is kept for.)
+      if (req.raw.httpVersionMajor !== 2) void reply.header('connection', 'close');
       throw full;
     }
     const start = parseStart(req.query);
@@ -145,7 +148,10 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       reply.raw.writeHead(200, headers).end();
       return;
     }
-    const sink = new HttpStreamSink(reply.raw, framing, encoding);
+    const sink =
+      req.raw.httpVersionMajor === 2
+        ? new H2StreamSink(reply.raw as unknown as Http2ServerResponse, framing, encoding)
+        : new HttpStreamSink(reply.raw, framing, encoding);
     reply.hijack();
     let sub: Subscription | undefined;
     let gone = false;
