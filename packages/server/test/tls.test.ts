@@ -328,14 +328,10 @@ describe('graceful shutdown over TLS', () => {
     cleanups.push(() => agent.destroy());
     await new Promise<void>((resolve, reject) =>
       https
-        .get(
-          `${url}/healthz`,
-          { agent, ALPNProtocols: ['http/1.1'] } as https.RequestOptions,
-          (res) => {
-            res.resume();
-            res.on('end', resolve);
-          },
-        )
+        .get(`${url}/healthz`, { agent }, (res) => {
+          res.resume();
+          res.on('end', resolve);
+        })
         .on('error', reject),
     );
     const sessionsClosed = Promise.all([

@@ -233,7 +233,7 @@ export function openH2Sse(
   });
 }
 
-/** Opens an SSE stream over HTTP/1.1 with TLS (ALPN offers only http/1.1). */
+/** Opens an SSE stream over HTTP/1.1 with TLS (node:https offers no ALPN: the server falls back). */
 export function openHttpsSse(url: string): Promise<TlsSseStream> {
   return new Promise((resolve, reject) => {
     const req = https.get(
@@ -241,7 +241,6 @@ export function openHttpsSse(url: string): Promise<TlsSseStream> {
       {
         headers: { accept: 'text/event-stream' },
         rejectUnauthorized: false,
-        ALPNProtocols: ['http/1.1'],
         agent: false,
       },
       (res) => {
