@@ -145,11 +145,11 @@ export async function createServer(
       try {
         next = readTlsPair(tlsPaths);
       } catch (err) {
-        const key = err instanceof TlsFileError ? `tls.${err.key}` : 'tls';
+        const setting = err instanceof TlsFileError ? `tls.${err.key}` : 'tls';
         const file = err instanceof TlsFileError ? tlsPaths[err.key] : undefined;
         log.error(
-          { key, file, error: (err as Error).message, ...tlsFields(tlsPaths, tls) },
-          `TLS reload failed: ${key}${file ? ` (${file})` : ''}: ${(err as Error).message}; ` +
+          { ...tlsFields(tlsPaths, tls), setting, file, error: (err as Error).message },
+          `TLS reload failed: ${setting}${file ? ` (${file})` : ''}: ${(err as Error).message}; ` +
             'still serving the previous certificate',
         );
         return false;
