@@ -155,6 +155,16 @@ describe('TLS listener', () => {
     expect(good.status).toBe(200);
   });
 
+  it('answers a WebSocket GET over HTTP/2 with 426, without HTTP/1.1-only headers', async () => {
+    const { url } = await tlsServer();
+    const s = await session(url);
+    const r = await h2Request(s, 'GET', '/v1/ws');
+    expect(r.status).toBe(426);
+    expect(JSON.parse(r.body)).toMatchObject({ error: { code: 'upgrade_required' } });
+    expect(r.headers.upgrade).toBeUndefined();
+    expect(r.headers['sec-websocket-version']).toBe('13');
+  });
+
   it('does not count HTTP/2 pseudo-headers against http.maxHeadersCount', async () => {
     const { url } = await tlsServer({ http: { maxHeadersCount: 8 } });
     const s = await session(url);

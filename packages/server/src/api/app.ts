@@ -82,6 +82,15 @@ export const API_INDEX = {
  */
 export const H2_MAX_CONCURRENT_STREAMS = 1000;
 
+/** Response headers that only mean something on an HTTP/1.1 connection. */
+const H2_FORBIDDEN_HEADERS = [
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+] as const;
+
 /** Pseudo-headers of an HTTP/2 request (`:method`, `:path`, …), listed among its raw headers. */
 function pseudoHeaders(rawHeaders: string[]): number {
   let n = 0;
@@ -171,6 +180,18 @@ export function buildApp(
     }),
   } as FastifyServerOptions) as unknown as FastifyInstance;
   if (tls) applyHttp1Bounds(app.server as unknown as Http2SecureServer, http);
+
+  // Routes answer HTTP/1.1 and HTTP/2 alike; HTTP/2 forbids the connection-specific headers some
+  // set for HTTP/1.1 (`connection: close` with a refusal, the 426's `upgrade`), and Node throws on
+  // them rather than drop them (RFC 9113 §8.2.2).
+  if (tls) {
+    app.addHook('onSend', (req, reply, payload, done) => {
+      if (req.raw.httpVersionMajor === 2) {
+        for (const h of H2_FORBIDDEN_HEADERS) if (reply.hasHeader(h)) void reply.removeHeader(h);
+      }
+      done(null, payload);
+    });
+  }
 
   // First of all: is this a Host the server answers for (DNS rebinding)?
   const hosts = new HostPolicy(http.allowedHosts, ctx.config.host);

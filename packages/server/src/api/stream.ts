@@ -125,9 +125,8 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     if (ctx.state.closing) throw new RillError('shutting_down');
     const full = ctx.budget?.refuseStream();
     if (full) {
-      // Free the connection too: the refusal is about connections. (An HTTP/2 session stays:
-      // it carries the publishes the reserve is kept for.)
-      if (req.raw.httpVersionMajor !== 2) void reply.header('connection', 'close');
+      // Free the connection too: the refusal is about connections.
+      void reply.header('connection', 'close');
       throw full;
     }
     const start = parseStart(req.query);
