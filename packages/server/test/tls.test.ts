@@ -280,8 +280,8 @@ describe('a slow HTTP/2 consumer', () => {
     const slow = await openH2Sse(slowSession, '/v1/topics/slow.h2/stream?from=earliest');
     // The client stops reading: its flow-control window fills and the server's stream backs up.
     slow.req.pause();
-    const fastSession = await session(url);
-    const fast = await openH2Sse(fastSession, '/v1/topics/slow.h2/stream');
+    // A reader on the same connection: HTTP/2 flow control is per stream.
+    const fast = await openH2Sse(slowSession, '/v1/topics/slow.h2/stream');
     await waitFor(() => sinksOf(server, 'slow.h2').length === 2);
     const sinks = sinksOf(server, 'slow.h2') as H2StreamSink[];
     expect(sinks.every((k) => k instanceof H2StreamSink)).toBe(true);
@@ -302,7 +302,7 @@ describe('a slow HTTP/2 consumer', () => {
       expect((await h2Request(pub, 'POST', '/v1/topics/slow.h2/events', batch)).status).toBe(201);
       sample();
     }
-    // The reader keeps up meanwhile: the stalled one slows nobody down.
+    // The reader keeps up meanwhile: the stalled stream holds up nothing, its connection included.
     await fast.until(() => fast.events().length === TOTAL, 30_000);
     sample();
     // About 4 MiB were published; the stalled stream holds at most its limit plus one write.
