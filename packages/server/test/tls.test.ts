@@ -233,6 +233,16 @@ describe('TLS listener', () => {
     expect(client.events()[0]!.data).toBe('secure');
   });
 
+  it('sends heartbeats on idle HTTP/2 streams, SSE and NDJSON', async () => {
+    const { url } = await tlsServer({ sse: { heartbeat: 100 } });
+    const s = await session(url);
+    const sse = await openH2Sse(s, '/v1/topics/hb.h2/stream');
+    const nd = await openH2Sse(s, '/v1/topics/hb.h2/stream?format=ndjson');
+    await waitFor(() => sse.body().split(':\n\n').length > 3);
+    await waitFor(() => nd.body().split('\n').length > 3);
+    expect(nd.body().trim()).toBe('');
+  });
+
   it('gzips HTTP/2 streams for clients that accept it', async () => {
     const { url } = await tlsServer({ http: { compression: true } });
     const s = await session(url);
