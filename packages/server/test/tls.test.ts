@@ -233,6 +233,15 @@ describe('TLS listener', () => {
     expect(client.events()[0]!.data).toBe('secure');
   });
 
+  it('answers an HTTP/2 stream that cannot start with the error as JSON and its status', async () => {
+    const { url } = await tlsServer({ limits: { maxTopicsPerSubscription: 1 } });
+    const s = await session(url);
+    const r = await h2Request(s, 'GET', '/v1/stream?topics=two.a,two.b');
+    expect(r.status).toBe(400);
+    expect(r.headers['content-type']).toBe('application/json; charset=utf-8');
+    expect(JSON.parse(r.body)).toMatchObject({ error: { code: 'too_many_topics' } });
+  });
+
   it('sends heartbeats on idle HTTP/2 streams, SSE and NDJSON', async () => {
     const { url } = await tlsServer({ sse: { heartbeat: 100 } });
     const s = await session(url);
