@@ -111,7 +111,10 @@ export async function createServer(
       tlsFields(tlsPaths!, tls),
       'TLS on: HTTP/2, and HTTP/1.1 for clients that do not offer it',
     );
-  const connections = new ConnectionRegistry(app.server);
+  // An HTTP/2 session still finishing at shutdown is cut well before the CLI's shutdown timeout.
+  const connections = new ConnectionRegistry(app.server, {
+    http2CloseGraceMs: Math.max(1000, Math.floor(config.shutdownTimeout / 2)),
+  });
   // Streams never end on their own: end them first, or closing the listener would wait forever.
   app.addHook('preClose', (done) => {
     state.closing = true;

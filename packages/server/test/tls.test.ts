@@ -35,6 +35,8 @@ async function tlsServer(
 ): Promise<{ server: RillServer; url: string }> {
   const { server, url, close } = await startServer({
     tls: { cert: cert.cert, key: cert.key },
+    // HTTP/2 sessions still finishing at shutdown get half of it.
+    shutdownTimeout: 2000,
     ...extra,
   });
   cleanups.push(close);
@@ -375,5 +377,22 @@ describe('graceful shutdown over TLS', () => {
     expect(idleGoaway).toBe(1);
     const err = st.frames.find((f) => f.event === 'error');
     expect(JSON.parse(err!.data!)).toMatchObject({ code: 'shutting_down' });
+  });
+
+  it('is not held up by a client that vanishes as it begins', async () => {
+    const { server, url } = await tlsServer({ sse: { heartbeat: 100 } });
+    const s = await h2Connect(url);
+    const a = await openH2Sse(s, '/v1/topics/gone/stream');
+    const b = await openH2Sse(s, '/v1/topics/gone/stream?format=ndjson');
+    // Streams that have been writing for a while (heartbeats).
+    await waitFor(() => a.body().split(':\n\n').length > 3 && b.body().split('\n').length > 3);
+    // Gone while the server ends its streams: what the server still has to send never leaves.
+    s.destroy();
+    let closed = false;
+    await Promise.race([
+      server.close().then(() => (closed = true)),
+      new Promise((r) => setTimeout(r, 10_000)),
+    ]);
+    expect(closed).toBe(true);
   });
 });

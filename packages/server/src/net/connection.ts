@@ -179,7 +179,14 @@ export class ConnectionRegistry {
   private readonly secured = new WeakMap<Socket, TLSSocket>();
   private readonly sessions = new Set<ServerHttp2Session>();
 
-  constructor(server: Server) {
+  /**
+   * `http2CloseGraceMs`: how long a closed HTTP/2 session may take to finish its streams and send
+   * what it still has before it is destroyed (see {@link closeUnused}).
+   */
+  constructor(
+    server: Server,
+    private readonly options: { http2CloseGraceMs: number } = { http2CloseGraceMs: 5000 },
+  ) {
     const tls = server instanceof TlsServer;
     server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
@@ -216,7 +223,10 @@ export class ConnectionRegistry {
 
   /**
    * Closes connections with no request in flight; one in flight finishes, then closes. HTTP/2
-   * sessions get a GOAWAY and close once their streams have ended.
+   * sessions get a GOAWAY and close once their streams have ended, or are destroyed when they have
+   * not within `http2CloseGraceMs`: a session waits until the peer has read what it still has to
+   * send, and Node 24 waits so even for a peer that is gone (one that vanished as shutdown began),
+   * which would hold the listener's close forever.
    */
   closeUnused(): void {
     for (const socket of this.sockets) {
@@ -231,7 +241,13 @@ export class ConnectionRegistry {
       if (isTlsSocket(http) && http.alpnProtocol === 'h2') continue;
       closeUnusedHttp1(http);
     }
-    for (const session of this.sessions) if (!session.closed) session.close();
+    for (const session of this.sessions) {
+      // Node 24's server.close() may have sent the GOAWAY already.
+      if (!session.closed) session.close();
+      setTimeout(() => {
+        if (!session.destroyed) session.destroy();
+      }, this.options.http2CloseGraceMs).unref();
+    }
   }
 }
 
