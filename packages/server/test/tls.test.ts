@@ -277,6 +277,21 @@ describe('TLS listener', () => {
     await waitFor(() => text.includes('"data":"zipped"'));
   });
 
+  it('closes a connection whose TLS handshake does not end within http.headersTimeout', async () => {
+    const { url } = await tlsServer({ http: { headersTimeout: 300 } });
+    const u = new URL(url);
+    const { connect } = await import('node:net');
+    const raw = connect(Number(u.port), u.hostname);
+    raw.on('error', () => undefined);
+    cleanups.push(() => void raw.destroy());
+    let got = 0;
+    raw.on('data', (d: Buffer) => (got += d.length));
+    // A handshake begun and never finished: the ClientHello's first bytes only.
+    raw.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0xf0, 0x01]));
+    await new Promise<void>((r) => raw.once('close', () => r()));
+    expect(got).toBe(0);
+  });
+
   it('refuses a TLS client that does not trust the certificate, and plain HTTP', async () => {
     const { url } = await tlsServer();
     await expect(

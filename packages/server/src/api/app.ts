@@ -121,6 +121,8 @@ function secureServer(
       allowHTTP1: true,
       cert: tls.cert,
       key: tls.key,
+      // The handshake is the start of the request head: the same bound (Node's default is 120 s).
+      ...(http.headersTimeout > 0 ? { handshakeTimeout: http.headersTimeout } : {}),
       settings: {
         maxConcurrentStreams: H2_MAX_CONCURRENT_STREAMS,
         maxHeaderListSize: http.maxHeaderSize,
