@@ -4,7 +4,14 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
 import type { RillConfig, RillConfigInput } from './config.js';
-import { isLoopback, readTlsPair, resolveConfig, TlsFileError, type TlsPair } from './config.js';
+import {
+  ConfigError,
+  isLoopback,
+  readTlsPair,
+  resolveConfig,
+  TlsFileError,
+  type TlsPair,
+} from './config.js';
 import type { Engine } from './engine/engine.js';
 import type { EngineLog, EngineOptions } from './engine/engine.js';
 import { LmdbEngine } from './engine/lmdb.js';
@@ -104,7 +111,7 @@ export async function createServer(
   const budget = new ConnectionBudget(log);
   const tlsPaths = tlsFiles(config);
   // Checked already by resolveConfig; read once more for use (the files may have changed since).
-  let tls: TlsPair | null = tlsPaths ? readTlsPair(tlsPaths) : null;
+  let tls: TlsPair | null = tlsPaths ? readTlsOrThrow(tlsPaths) : null;
   const app = buildApp({ config, engine, hub, state, budget }, log, tls);
   if (tls)
     log.info(
@@ -186,6 +193,16 @@ export async function createServer(
 function tlsFiles(config: RillConfig): { cert: string; key: string } | null {
   const { cert, key } = config.tls;
   return cert !== undefined && key !== undefined ? { cert, key } : null;
+}
+
+/** The pair at `paths`, or a ConfigError naming the setting whose file is wrong. */
+function readTlsOrThrow(paths: { cert: string; key: string }): TlsPair {
+  try {
+    return readTlsPair(paths);
+  } catch (err) {
+    if (!(err instanceof TlsFileError)) throw err;
+    throw new ConfigError(`tls.${err.key} (${paths[err.key]}): ${err.message}`);
+  }
 }
 
 /** What the log says about a certificate in use. */

@@ -128,6 +128,9 @@ describe('SIGHUP', () => {
     const line = await s.waitLog(reloaded(of.b!.fingerprint));
     expect(line).toMatchObject({ level: 30, previousFingerprint: of.a!.fingerprint, cert, key });
     expect(await servedFingerprint(url)).toBe(of.b!.fingerprint);
+    // New connections still speak HTTP/2.
+    const after = await h2(url);
+    expect((await h2Request(after, 'GET', '/healthz')).status).toBe(200);
 
     // Broken: not a certificate at all.
     writeFileSync(cert, '-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n');

@@ -216,11 +216,6 @@ export class ConnectionRegistry {
     return this.sockets.size;
   }
 
-  /** HTTP/2 sessions open now. */
-  get http2Sessions(): number {
-    return this.sessions.size;
-  }
-
   /**
    * Closes connections with no request in flight; one in flight finishes, then closes. HTTP/2
    * sessions get a GOAWAY and close once their streams have ended, or are destroyed when they have
