@@ -192,6 +192,32 @@ describe('TLS listener', () => {
     expect(st.events()[0]!.data).toBe('h1 over tls');
   });
 
+  it('keeps the HTTP/1.1 bounds and answers over TLS', async () => {
+    const { url } = await tlsServer({ http: { maxHeaderSize: 4096 } });
+    const u = new URL(url);
+    /** Sends `head` on a fresh HTTP/1.1 TLS connection; resolves with all it got until closed. */
+    const exchange = (head: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const sock = tls.connect(
+          { host: u.hostname, port: Number(u.port), rejectUnauthorized: false },
+          () => sock.write(head),
+        );
+        let got = '';
+        sock.setEncoding('utf8');
+        sock.on('data', (d: string) => (got += d));
+        sock.once('close', () => resolve(got));
+        sock.once('error', reject);
+      });
+    const big = await exchange(
+      `GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: ${'a'.repeat(8000)}\r\n\r\n`,
+    );
+    expect(big).toMatch(/^HTTP\/1\.1 431 /);
+    expect(big).toContain('"code":"invalid_parameter"');
+    const noHost = await exchange('GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n');
+    expect(noHost).toMatch(/^HTTP\/1\.1 400 /);
+    expect(noHost).toContain('"code":"bad_request"');
+  });
+
   it('serves a request offering another upgrade (h2c) over TLS as plain HTTP/1.1', async () => {
     const { url } = await tlsServer();
     const u = new URL(url);
