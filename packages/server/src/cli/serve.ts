@@ -26,6 +26,8 @@ interface ServeFlags {
   demo?: boolean;
   insecure?: boolean;
   logLevel?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 /** Topic the demo feeds and the interval between its events. */
@@ -49,6 +51,10 @@ export function serveConfig(flags: ServeFlags, env: NodeJS.ProcessEnv): RillConf
     demo: flags.demo,
     insecure: flags.insecure,
     logLevel: flags.logLevel,
+    tls:
+      flags.tlsCert === undefined && flags.tlsKey === undefined
+        ? undefined
+        : { cert: flags.tlsCert, key: flags.tlsKey },
   };
   const merged = mergeConfig(fromFile, configFromEnv(env), fromFlags);
   resolveConfig(merged);
@@ -82,6 +88,11 @@ export function registerServe(program: Command): void {
     .option('--demo', `publish a random integer 0-99 to ${DEMO_TOPIC} every ${DEMO_INTERVAL_MS} ms`)
     .option('--insecure', 'allow a non-loopback --host without authentication')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+    .option(
+      '--tls-cert <file>',
+      'serve HTTPS and HTTP/2 with this PEM certificate chain (with --tls-key; env RILL_TLS__CERT)',
+    )
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert (env RILL_TLS__KEY)')
     .action(async (flags: ServeFlags) => {
       // Exit at once: once shut down, nothing left running (a broker client still retrying, a
       // timer) may keep the process alive.
@@ -193,6 +204,14 @@ async function serve(flags: ServeFlags): Promise<number> {
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
+    // SIGHUP re-reads the certificate and key (renewed in place by certbot and the like). Only
+    // with TLS: without it SIGHUP keeps its default meaning.
+    if (config.tls.cert !== undefined) {
+      process.on('SIGHUP', () => {
+        log.info({ signal: 'SIGHUP' }, 'reloading the TLS certificate and key');
+        server.reloadTls();
+      });
+    }
   });
 }
 
