@@ -87,6 +87,10 @@ export interface RedisEngineOptions extends EngineOptions {
  *   connection every watched topic is re-read from its last delivered seq.
  * - A **liveness probe** pings the pub/sub connection; one that stays silent is dropped and
  *   replaced (a half-open TCP connection would otherwise look subscribed forever).
+ * - When Redis is at `maxmemory` (with `maxmemory-policy noeviction`: any other policy lets Redis
+ *   evict logs silently) or cannot persist (`MISCONF`), an append fails with
+ *   `insufficient_storage` having changed nothing; reads and live feeds go on, and appends succeed
+ *   again once memory is freed (age retention's sweep, an operator, a larger `maxmemory`).
  * - While Redis is unreachable every operation fails with `engine_unavailable` (after waiting up
  *   to `connectWaitMs` for a reconnect); nothing is queued to be replayed later, so a publish is
  *   never stored after its caller was told it failed — except a command already sent when the
@@ -174,7 +178,7 @@ export class RedisEngine implements Engine, HealthCheck {
     const r = this.retention.for(topic);
     const now = this.now();
     const reply: AppendReply = await this.life.track(
-      this.clients.run(() =>
+      this.clients.write(() =>
         this.clients.cmd.rillAppend(
           k.meta,
           k.stream,
@@ -191,6 +195,7 @@ export class RedisEngine implements Engine, HealthCheck {
           this.keys.channel(topic),
           this.keys.createdChannel,
           String(this.inlineBytes),
+          String(r.maxBytes),
           String(inputs.length),
           ...args,
         ),
@@ -321,7 +326,14 @@ export class RedisEngine implements Engine, HealthCheck {
           const r = this.retention.for(t);
           if (r.maxAgeMs <= 0) return null;
           const k = this.keys.topic(t);
-          return cmd.rillTrim(k.meta, k.stream, now, String(r.maxEvents), String(r.maxAgeMs));
+          return cmd.rillTrim(
+            k.meta,
+            k.stream,
+            now,
+            String(r.maxEvents),
+            String(r.maxAgeMs),
+            String(r.maxBytes),
+          );
         }),
       );
     };
