@@ -4,10 +4,14 @@ import { tempDir } from '@rill/testkit';
 import { LmdbEngine } from '../src/engine/lmdb.js';
 import { engineContract, readAll } from './engine.contract.js';
 
-engineContract('lmdb', async (opts) => {
-  const { path, remove } = tempDir('rill-lmdb-');
-  return { engine: new LmdbEngine({ ...opts, path }), cleanup: async () => remove() };
-});
+engineContract(
+  'lmdb',
+  async (opts) => {
+    const { path, remove } = tempDir('rill-lmdb-');
+    return { engine: new LmdbEngine({ ...opts, path }), cleanup: async () => remove() };
+  },
+  { byteRetention: 'exact', storeBudget: true },
+);
 
 describe('lmdb engine on disk', () => {
   const dirs: Array<() => void> = [];
