@@ -193,12 +193,19 @@ export function storageFull(engine: string, why: string, cause?: unknown): RillE
   );
 }
 
+/** Least time between two "storage is full" warnings, ms. */
+const STORAGE_WARN_INTERVAL_MS = 60_000;
+
 /**
  * Logs the store becoming full and accepting writes again, once per change: a full store refuses
- * every publish, and one line per refusal would drown the log it is meant to show up in.
+ * every publish, and one line per refusal would drown the log it is meant to show up in. A store
+ * at its limit may also take one publish and refuse the next (Redis' memory use moves on its
+ * own): it is warned about at most once a minute, and "room again" follows only a warning.
  */
 export class StorageLog {
   private full = false;
+  private warned = false;
+  private lastWarning = -Infinity;
 
   constructor(
     private readonly log: EngineLog | undefined,
@@ -209,6 +216,10 @@ export class StorageLog {
   refused(err: RillError): void {
     if (this.full) return;
     this.full = true;
+    const now = Date.now();
+    if (now - this.lastWarning < STORAGE_WARN_INTERVAL_MS) return;
+    this.lastWarning = now;
+    this.warned = true;
     this.log?.warn(
       { engine: this.engine, cause: err.message },
       `Storage is full: publishes get 507 insufficient_storage until space is freed (${err.message})`,
@@ -219,6 +230,8 @@ export class StorageLog {
   stored(): void {
     if (!this.full) return;
     this.full = false;
+    if (!this.warned) return;
+    this.warned = false;
     this.log?.info({ engine: this.engine }, 'Storage has room again: publishes are stored');
   }
 }

@@ -3,14 +3,15 @@ import { RillError, isRillError } from '../../model/errors.js';
 import type { EngineLog } from '../engine.js';
 import { ReachabilityLog, StorageLog, storageFull } from '../common.js';
 import { quietly, type Lifecycle } from '../lifecycle.js';
-import type { AppendReply } from './codec.js';
-import { APPEND, SEQ_AT_TIME, TRIM } from './scripts.js';
+import type { AppendReply, StreamEntry } from './codec.js';
+import { APPEND, READ, SEQ_AT_TIME, TRIM } from './scripts.js';
 
 /** The engine's scripts, as commands of the command connection. */
 interface ScriptCommands {
   rillAppend(...args: string[]): Promise<AppendReply>;
   rillTrim(...args: string[]): Promise<number | null>;
   rillSeqAtTime(...args: string[]): Promise<number | null>;
+  rillRead(...args: string[]): Promise<[(string | null)[], StreamEntry[]]>;
 }
 
 /** What {@link RedisClients} needs, every default already applied. */
@@ -75,6 +76,7 @@ export class RedisClients {
     this.cmd.defineCommand('rillAppend', { numberOfKeys: 6, lua: APPEND });
     this.cmd.defineCommand('rillTrim', { numberOfKeys: 2, lua: TRIM });
     this.cmd.defineCommand('rillSeqAtTime', { numberOfKeys: 2, lua: SEQ_AT_TIME });
+    this.cmd.defineCommand('rillRead', { numberOfKeys: 2, lua: READ });
   }
 
   /** Resolves once both connections are ready (or rejects after `timeoutMs`). */

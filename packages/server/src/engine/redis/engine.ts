@@ -23,7 +23,7 @@ import {
 import { Lifecycle } from '../lifecycle.js';
 import { newEpoch, RetentionResolver } from '../retention.js';
 import { RedisClients } from './client.js';
-import { fromEntry, fromFields, toHead, type AppendReply, type StreamEntry } from './codec.js';
+import { fromEntry, fromFields, toHead, type AppendReply } from './codec.js';
 import { RedisKeys } from './keys.js';
 import { RedisWatch } from './watch.js';
 
@@ -223,18 +223,12 @@ export class RedisEngine implements Engine, HealthCheck {
     let from = Math.floor(afterSeq) + 1;
     if (!(from >= 1)) from = 1;
     const k = this.keys.topic(topic);
-    // One MULTI: the head and the entries come from the same moment.
-    const replies = await this.clients.run(async () => {
-      const m = this.clients.cmd.multi().hmget(k.meta, 'e', 'c', 'f', 'l', 't');
-      if (n > 0) m.xrange(k.stream, `${from}-0`, '+', 'COUNT', n);
-      const out = await m.exec();
-      if (out === null) throw new Error('MULTI aborted');
-      for (const [err] of out) if (err) throw err;
-      return out.map(([, v]) => v);
-    });
-    const head = toHead(topic, replies[0] as (string | null)[]);
+    // One script: the head and the entries come from the same moment.
+    const [meta, entries] = await this.clients.run(() =>
+      this.clients.cmd.rillRead(k.meta, k.stream, String(from), String(n)),
+    );
+    const head = toHead(topic, meta);
     if (head === null) return { events: [], head: null };
-    const entries = (replies[1] ?? []) as StreamEntry[];
     return { events: entries.map((e) => fromEntry(topic, head.epoch, e)), head };
   }
 

@@ -179,6 +179,20 @@ if cut > first then redis.call('HSET', KEYS[1], 'f', fmt(cut)) end
 return cut
 `;
 
+/**
+ * KEYS: meta, stream. ARGV: from seq, count. Returns { the meta's e, c, f, l, t; up to count
+ * entries from seq on }: one script, so both come from the same moment. Not MULTI: at maxmemory
+ * Redis refuses every command queued in a transaction, reads too.
+ */
+export const READ = `
+local m = redis.call('HMGET', KEYS[1], 'e', 'c', 'f', 'l', 't')
+local entries = {}
+if m[1] and tonumber(ARGV[2]) > 0 then
+  entries = redis.call('XRANGE', KEYS[2], ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+end
+return { m, entries }
+`;
+
 /** KEYS: meta, stream. ARGV: ms. Returns the first seq with time >= ms, or false. */
 export const SEQ_AT_TIME = `
 local meta = redis.call('HMGET', KEYS[1], 'e', 'f', 'l')
