@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { DiscardPolicy, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { pino, type Logger } from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { openSse, useCleanups, waitFor } from '@rill/testkit';
 import { SHARED_NATS_URL, dropStreams, uniqueNatsPrefix } from '@rill/testkit/nats';
 import { OwnRedis } from '@rill/testkit/redis';
@@ -30,6 +30,21 @@ const TOPIC = 'full.t';
 const PAD = 'x'.repeat(1_000);
 /** Age retention of the stores that free space by retention; their clocks jump past it. */
 const MAX_AGE_MS = 60_000;
+
+/** The tmpfs mounts this file made and has not unmounted yet. */
+const mounted = new Set<string>();
+
+/** Unmounts (lazily: a store a failed test left open cannot keep it) and removes the directory. */
+function unmount(mnt: string): void {
+  if (!mounted.delete(mnt)) return;
+  execFileSync('umount', ['-l', mnt]);
+  rmdirSync(mnt);
+}
+
+// A cleanup that threw skips the ones after it: unmount whatever is left in any case.
+afterAll(() => {
+  for (const mnt of [...mounted]) unmount(mnt);
+});
 
 /** A clock the test moves by hand. */
 function clock(): { now: () => number; advance: (ms: number) => void } {
@@ -63,10 +78,15 @@ const stores: FullStore[] = [
     wholeStore: true,
     async create(cleanups) {
       const mnt = mkdtempSync(join(tmpdir(), 'rill-full-'));
-      cleanups.push(() => rmdirSync(mnt));
-      // Root only, as on CI; a failure here fails the test.
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
-      cleanups.push(() => execFileSync('umount', [mnt]));
+      try {
+        // Root only, as on CI; a failure here fails the test.
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+      } catch (err) {
+        rmdirSync(mnt);
+        throw err;
+      }
+      mounted.add(mnt);
+      cleanups.push(() => unmount(mnt));
       const ballast = join(mnt, 'ballast');
       writeFileSync(ballast, Buffer.alloc(1024 * 1024, 1));
       mkdirSync(join(mnt, 'data'));
