@@ -51,8 +51,6 @@ const SHORT_WRITE_FREE_BYTES = 16 * 1024 * 1024;
 /** Error codes of a full store: ENOSPC, EDQUOT (Linux), MDB_MAP_FULL. */
 const FULL_CODES = new Set<unknown>([28, 122, -30792, 'ENOSPC', 'EDQUOT']);
 const EIO_CODES = new Set<unknown>([5, 'EIO']);
-/** Key of the record in the `stats` database holding the bytes of all stored blocks. */
-const STORED_BYTES = 'bytes';
 const ignore = (): void => {};
 
 /** Refuses a data directory path that names something else than a directory. */
@@ -168,6 +166,8 @@ interface Pending {
   events: RillEvent[];
   created: boolean;
   state: typeof WAITING | typeof COMMITTED | typeof FAILED;
+  /** What it changed the bytes of stored blocks by (counted under a store budget only). */
+  change: number;
 }
 
 /**
@@ -197,8 +197,6 @@ export class LmdbEngine implements Engine {
   private readonly blocks: Database<BlockRecord, BlockKey>;
   private readonly keys: Database<KeyRecord, IdemKey>;
   private readonly expiry: Database<true, ExpiryKey>;
-  /** `bytes`: the bytes of events in stored blocks over all topics (`o - fo` summed). */
-  private readonly stats: Database<number, string>;
   private readonly life = new Lifecycle(this.name);
   private readonly feed = new Feed();
   private readonly retention: RetentionResolver;
@@ -207,6 +205,12 @@ export class LmdbEngine implements Engine {
   private readonly waitForFlush: boolean;
   private readonly path: string;
   private readonly maxStoreBytes: number;
+  /**
+   * The bytes of events in stored blocks over all topics (`o - fo` summed), counted at open and
+   * kept up to date only under a store budget. It counts what the write transactions applied so
+   * far, committed or not: a failed commit's appends are taken off again.
+   */
+  private stored = 0;
   private readonly storage: StorageLog;
   /** Appends whose callback ran, in callback (that is, seq) order; `pending[pendingHead..]` live. */
   private pending: Pending[] = [];
@@ -246,7 +250,11 @@ export class LmdbEngine implements Engine {
     this.blocks = this.root.openDB<BlockRecord, BlockKey>('blocks', {});
     this.keys = this.root.openDB<KeyRecord, IdemKey>('keys', {});
     this.expiry = this.root.openDB<true, ExpiryKey>('key-expiry', {});
-    this.stats = this.root.openDB<number, string>('stats', {});
+    // Counted from the topics rather than kept in the database, which would cost every append a
+    // write, also without a budget.
+    if (this.maxStoreBytes > 0) {
+      for (const { value } of this.topics.getRange({})) this.stored += storedBytes(value);
+    }
     this.life.every(options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS, () => this.sweep());
   }
 
@@ -287,6 +295,7 @@ export class LmdbEngine implements Engine {
         );
         // Committed but not flushed still reaches watchers: readers see it, and watch never skips.
         if (entry !== undefined) this.settle(entry, stored ? COMMITTED : FAILED);
+        if (entry !== undefined && !stored) this.stored -= entry.change;
         if (isRillError(err)) {
           if (err.code === 'insufficient_storage') this.storage.refused(err);
           throw err;
@@ -479,22 +488,22 @@ export class LmdbEngine implements Engine {
       store();
     }
     const trimmed = this.trim(topic, meta, now, fresh.length + TRIM_BUDGET);
-    const change = storedBytes(meta) - storedBefore;
-    if (change !== 0 || fresh.length > 0) {
-      const total = this.storedTotal() + change;
-      if (fresh.length > 0 && this.maxStoreBytes > 0 && total > this.maxStoreBytes) {
+    let change = 0;
+    if (this.maxStoreBytes > 0) {
+      change = storedBytes(meta) - storedBefore;
+      if (fresh.length > 0 && this.stored + change > this.maxStoreBytes) {
         // The child transaction this runs in is aborted: nothing of the append stays.
         throw storageFull(
           this.name,
           `it keeps at most ${this.maxStoreBytes} bytes of events (storage.maxBytes)`,
         );
       }
-      this.stats.putSync(STORED_BYTES, total);
     }
     if (existing === undefined || fresh.length > 0 || trimmed) this.topics.putSync(topic, meta);
+    this.stored += change;
     return {
       results,
-      pending: { topic, events: fresh, created: existing === undefined, state: WAITING },
+      pending: { topic, events: fresh, created: existing === undefined, state: WAITING, change },
     };
   }
 
@@ -690,11 +699,17 @@ export class LmdbEngine implements Engine {
     const due = this.topicsDue(now);
     if (!keysDue && due.length === 0) return;
     this.sweeping = true;
+    let change = 0;
     void this.life.track(
       this.root
-        .transaction(() => this.applySweep(due))
+        .transaction(() => {
+          change = this.applySweep(due);
+        })
         // A failed sweep changes nothing; the next one retries. Its cause is handled all the same.
-        .catch(commitCause)
+        .catch((err: unknown) => {
+          this.stored -= change;
+          return commitCause(err);
+        })
         .finally(() => {
           this.sweeping = false;
         }),
@@ -725,8 +740,8 @@ export class LmdbEngine implements Engine {
     return meta.ro === undefined && meta.o !== undefined && this.retention.for(topic).maxBytes > 0;
   }
 
-  /** Runs inside the write transaction. */
-  private applySweep(topics: readonly string[]): void {
+  /** Runs inside the write transaction; returns the change of the stored bytes it counted. */
+  private applySweep(topics: readonly string[]): number {
     this.root.committed.then(ignore, ignore); // see applyAppend
     const now = this.now();
     const expired: ExpiryKey[] = [];
@@ -742,6 +757,7 @@ export class LmdbEngine implements Engine {
     }
 
     let budget = TRIM_BUDGET;
+    let change = 0;
     for (const topic of topics) {
       if (budget <= 0) break;
       // Re-read: appends queued since the plan may have moved the topic on.
@@ -752,20 +768,11 @@ export class LmdbEngine implements Engine {
       if (this.trim(topic, meta, now, budget)) {
         budget -= meta.firstSeq - before;
         this.topics.putSync(topic, meta);
-        const change = storedBytes(meta) - storedBefore;
-        if (change !== 0) this.stats.putSync(STORED_BYTES, this.storedTotal() + change);
+        if (this.maxStoreBytes > 0) change += storedBytes(meta) - storedBefore;
       }
     }
-  }
-
-  /** The bytes of events in stored blocks over all topics (inside a transaction: as it stands). */
-  private storedTotal(): number {
-    const total = this.stats.get(STORED_BYTES);
-    if (total !== undefined) return total;
-    // Not counted yet (a database from before the count): count once.
-    let sum = 0;
-    for (const { value } of this.topics.getRange({})) sum += storedBytes(value);
-    return sum;
+    this.stored += change;
+    return change;
   }
 
   /**
