@@ -440,4 +440,17 @@ describe('redis over maxmemory', () => {
     await waitFor(() => seen.length > 0);
     expect(seen).toEqual([3]);
   });
+
+  it('warns at start when Redis would evict keys at maxmemory instead of refusing writes', async () => {
+    const r = await OwnRedis.create(['--maxmemory', '64mb', '--maxmemory-policy', 'allkeys-lru']);
+    cleanups.push(() => r.destroy());
+    const log = logLines();
+    const engine = new RedisEngine({ url: r.url, prefix: 'evict', log: log.logger });
+    cleanups.push(() => engine.close());
+    await engine.ready(5_000);
+    await waitFor(() => log.messages('Redis evicts keys').length > 0);
+    expect(log.messages('Redis evicts keys')).toEqual([
+      expect.stringMatching(/allkeys-lru.*noeviction/),
+    ]);
+  });
 });
