@@ -124,11 +124,15 @@ describe('lmdb engine on disk', () => {
     const blocks = raw.openDB<Record<string, unknown>, [string, number]>('blocks', {});
     await raw.transaction(() => {
       for (const { key, value } of topics.getRange({})) {
-        const { o: _o, fo: _fo, ro: _ro, ...rest } = value;
+        const rest = { ...value };
+        delete rest.o;
+        delete rest.fo;
+        delete rest.ro;
         void topics.put(key, rest);
       }
       for (const { key, value } of blocks.getRange({})) {
-        const { o: _o, ...rest } = value;
+        const rest = { ...value };
+        delete rest.o;
         void blocks.put(key, rest);
       }
     });
