@@ -215,4 +215,43 @@ describe('SDK resilience against a real server', () => {
       [1, { hello: 1 }, 'greeting'],
     ]);
   });
+
+  it('a publish refused with 507 insufficient_storage is retried after Retry-After and stored once there is room', async () => {
+    // A 300-byte store; `roll` keeps one event, so a small event there frees what a big one took.
+    const srv = await startServer({
+      storage: { maxBytes: 300 },
+      retention: { rules: [{ pattern: 'roll', maxEvents: 1 }] },
+    });
+    cleanups.push(srv.close);
+    const post = (topic: string, data: string) =>
+      fetch(`${srv.url}/v1/topics/${topic}/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ data }),
+      });
+    expect((await post('roll', 'x'.repeat(200))).status).toBe(201);
+    let posts = 0;
+    const client = createClient({
+      url: srv.url,
+      backoff: { initialDelay: 20, maxDelay: 100 },
+      // Room is made once the first attempt was refused, before the client sees the answer.
+      fetch: async (input, init) => {
+        const res = await fetch(input, init);
+        if (init?.method === 'POST' && ++posts === 1) {
+          expect(res.status).toBe(507);
+          expect((await post('roll', 'y')).status).toBe(201);
+        }
+        return res;
+      },
+    });
+    const retries: { code: string; delay: number }[] = [];
+    const r = await client.publish('sdk.full', 'z'.repeat(150), {
+      onRetry: ({ error, delay }) => retries.push({ code: error.code, delay }),
+    });
+    expect(retries).toHaveLength(1);
+    expect(retries[0]!.code).toBe('insufficient_storage');
+    expect(retries[0]!.delay).toBeGreaterThanOrEqual(1_000);
+    expect([r.seq, r.duplicate, posts]).toEqual([1, false, 2]);
+    expect((await client.history('sdk.full')).events.map((e) => e.seq)).toEqual([1]);
+  });
 });

@@ -68,6 +68,7 @@ const RetentionRuleSchema = z.strictObject({
   pattern,
   maxEvents: z.number().int().min(0).optional(),
   maxAge: duration.optional(),
+  maxBytes: bytes.optional(),
 });
 
 /** A shared JWT secret: long enough that it cannot be guessed from a token it signed. */
@@ -322,163 +323,191 @@ const TlsSchema = z
     }
   });
 
-export const ConfigSchema = z.strictObject({
-  /** Address to bind. Non-loopback addresses need `insecure: true` until auth is configured. */
-  host: z.string().min(1).default('127.0.0.1'),
-  port: z.coerce.number().int().min(0).max(65535).default(8080),
-  engine: z.enum(['memory', 'lmdb', 'redis', 'nats']).default('lmdb'),
-  /** Directory of the lmdb engine's files. */
-  dataDir: z.string().min(1).default('./data'),
-  /** The redis engine: where Redis is, and the prefix of every key and channel. */
-  redis: z
-    .strictObject({
-      url: z
-        .string()
-        .regex(/^rediss?:\/\//, { message: 'expected a redis:// or rediss:// URL' })
-        .default('redis://127.0.0.1:6379'),
-      prefix: z
-        .string()
-        .regex(/^[A-Za-z0-9_.:-]{1,64}$/, {
-          message: 'expected 1-64 characters of [A-Za-z0-9_.:-]',
-        })
-        .default('rill'),
-    })
-    .prefault({}),
-  /** The nats engine: the servers, the prefix of every stream and subject, stream replicas. */
-  nats: z
-    .strictObject({
-      url: z
-        .string()
-        .regex(/^(nats|tls):\/\/[^,]+(,(nats|tls):\/\/[^,]+)*$/, {
-          message: 'expected nats://host:port (comma-separated for several servers)',
-        })
-        .default('nats://127.0.0.1:4222'),
-      prefix: z
-        .string()
-        .regex(/^[A-Za-z0-9_-]{1,32}$/, { message: 'expected 1-32 characters of [A-Za-z0-9_-]' })
-        .default('rill'),
-      replicas: z.number().int().min(1).max(5).default(1),
-    })
-    .prefault({}),
-  /** Publish a random integer 0-99 to `demo.random` every 100 ms. */
-  demo: z.boolean().default(false),
-  /** Allow binding a non-loopback address although no authentication is configured. */
-  insecure: z.boolean().default(false),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  /** Longest time a graceful shutdown waits for in-flight requests before closing anyway. */
-  shutdownTimeout: duration.default(10_000),
-  retention: z
-    .strictObject({
-      maxEvents: z.number().int().min(0).default(DEFAULT_RETENTION.maxEvents),
-      maxAge: duration.default(DEFAULT_RETENTION.maxAgeMs),
-      rules: z.array(RetentionRuleSchema).max(1000).default([]),
-    })
-    .prefault({}),
-  /** How long an idempotency key is remembered. */
-  idempotencyWindow: duration.default(DEFAULT_IDEMPOTENCY_WINDOW_MS),
-  limits: z
-    .strictObject({
-      /** Largest event: data JSON + type + key. */
-      maxEventBytes: bytes.default(DEFAULT_MAX_EVENT_BYTES),
-      /** Deepest nesting of arrays and objects in an event's data. */
-      maxJsonDepth: z.number().int().min(1).max(1000).default(DEFAULT_MAX_JSON_DEPTH),
-      /** Most events in one publish request. */
-      maxBatchEvents: z.number().int().min(1).default(10_000),
-      /** Largest publish request body. */
-      maxBodyBytes: bytes.default(8 * 1024 * 1024),
-      /**
-       * Bytes a subscriber may have waiting in its socket before it leaves the live path and
-       * catches up from the log.
-       */
-      maxSubscriberBufferBytes: bytes.default(1024 * 1024),
-      /** Most events one replay step reads from the log. */
-      replayBatch: z.number().int().min(1).max(10_000).default(1000),
-      /** Most topics (after pattern expansion) in one subscription. */
-      maxTopicsPerSubscription: z.number().int().min(1).default(1000),
-      /** Most patterns or topics named in one subscribe request. */
-      maxPatternsPerSubscription: z.number().int().min(1).default(100),
-      /** Longest cursor accepted (Last-Event-ID, lastEventId, cursor). */
-      maxCursorLength: z.number().int().min(64).default(DEFAULT_MAX_CURSOR_LENGTH),
-      /** Most topics listed in a multi-topic SSE id before the watermark covers the rest. */
-      maxCursorTopics: z.number().int().min(1).default(DEFAULT_MAX_CURSOR_TOPICS),
-      /** Largest page of history one GET returns. */
-      maxPageSize: z.number().int().min(1).max(10_000).default(1000),
-    })
-    .prefault({}),
-  http: z
-    .strictObject({
-      /** Largest request head (all headers), bytes; Node's `maxHeaderSize`. */
-      maxHeaderSize: bytes.default(16 * 1024),
-      /** Most request headers; Node's `maxHeadersCount`. */
-      maxHeadersCount: z.number().int().min(8).default(100),
-      /**
-       * Origins whose pages may open a WebSocket here: exact origins such as
-       * `https://app.example.com`, or `*`. Handshakes without an `Origin` header (non-browser
-       * clients) and same-origin ones are always allowed. Not CORS: no `Access-Control-*` headers
-       * are sent, so other origins' pages cannot read HTTP responses.
-       */
-      allowedOrigins: z.array(z.string().min(1)).default([]),
-      /**
-       * `Host` names served besides `localhost`, IP addresses and the bound `host`: names
-       * (`rill.example.com`), `.example.com` for a domain and its subdomains, or `*` for any (a
-       * proxy in front checks it). Other names get 421 `host_not_allowed` (DNS rebinding).
-       */
-      allowedHosts: z
-        .preprocess(
-          (v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()) : v),
-          z.array(
-            z.string().refine(isHostPattern, {
-              message: 'expected a host name such as "rill.example.com", ".example.com" or "*"',
-            }),
-          ),
-        )
-        .default([]),
-      /** Longest time to receive a whole request, head and body (0 = none). Not the response. */
-      requestTimeout: duration.default(60_000),
-      /** Longest time to receive a request head (0 = none); at most `requestTimeout`. */
-      headersTimeout: duration.default(10_000),
-      /** How long an idle keep-alive connection stays open; above any proxy's upstream idle time. */
-      keepAliveTimeout: duration.default(72_000),
-      /** gzip SSE and NDJSON streams for clients that accept it (flushed per write batch). */
-      compression: z.boolean().default(false),
-    })
-    .refine((h) => h.requestTimeout === 0 || h.headersTimeout <= h.requestTimeout, {
-      message: 'headersTimeout must not exceed requestTimeout',
-      path: ['headersTimeout'],
-    })
-    .prefault({}),
-  ws: z
-    .strictObject({
-      /** Largest WebSocket message (after reassembly and decompression), bytes. */
-      maxPayload: bytes.default(1024 * 1024),
-      /** Most subscriptions on one socket. */
-      maxSubscriptions: z.number().int().min(1).default(100),
-      /** Protocol ping interval; a peer silent for `pingTimeout` after a ping is terminated. */
-      pingInterval: duration.pipe(z.number().min(100)).default(30_000),
-      pingTimeout: duration.pipe(z.number().min(100)).default(10_000),
-      /** Negotiate permessage-deflate with clients that offer it. */
-      perMessageDeflate: z.boolean().default(false),
-    })
-    .prefault({}),
-  /**
-   * Serve HTTPS (HTTP/2 with HTTP/1.1 fallback) with this certificate and key; plain HTTP when
-   * neither is set. Reloaded on SIGHUP.
-   */
-  tls: TlsSchema.prefault({}),
-  sse: z
-    .strictObject({
-      /** Comment line sent on an idle stream so proxies and clients know it is alive. */
-      heartbeat: duration.pipe(z.number().min(100)).default(15_000),
-      /** Reconnect delay suggested to EventSource clients (`retry:`). */
-      retry: duration.default(2000),
-    })
-    .prefault({}),
-  /**
-   * Authentication: JWTs, API keys, what anonymous requests may do. On when any of `jwt`,
-   * `apiKeys`, `apiKeysFile` or `anonymous` is set ({@link authEnabled}).
-   */
-  auth: AuthSchema.prefault({}),
-});
+export const ConfigSchema = z
+  .strictObject({
+    /** Address to bind. Non-loopback addresses need `insecure: true` until auth is configured. */
+    host: z.string().min(1).default('127.0.0.1'),
+    port: z.coerce.number().int().min(0).max(65535).default(8080),
+    engine: z.enum(['memory', 'lmdb', 'redis', 'nats']).default('lmdb'),
+    /** Directory of the lmdb engine's files. */
+    dataDir: z.string().min(1).default('./data'),
+    /** The redis engine: where Redis is, and the prefix of every key and channel. */
+    redis: z
+      .strictObject({
+        url: z
+          .string()
+          .regex(/^rediss?:\/\//, { message: 'expected a redis:// or rediss:// URL' })
+          .default('redis://127.0.0.1:6379'),
+        prefix: z
+          .string()
+          .regex(/^[A-Za-z0-9_.:-]{1,64}$/, {
+            message: 'expected 1-64 characters of [A-Za-z0-9_.:-]',
+          })
+          .default('rill'),
+      })
+      .prefault({}),
+    /** The nats engine: the servers, the prefix of every stream and subject, stream replicas. */
+    nats: z
+      .strictObject({
+        url: z
+          .string()
+          .regex(/^(nats|tls):\/\/[^,]+(,(nats|tls):\/\/[^,]+)*$/, {
+            message: 'expected nats://host:port (comma-separated for several servers)',
+          })
+          .default('nats://127.0.0.1:4222'),
+        prefix: z
+          .string()
+          .regex(/^[A-Za-z0-9_-]{1,32}$/, { message: 'expected 1-32 characters of [A-Za-z0-9_-]' })
+          .default('rill'),
+        replicas: z.number().int().min(1).max(5).default(1),
+      })
+      .prefault({}),
+    /** Publish a random integer 0-99 to `demo.random` every 100 ms. */
+    demo: z.boolean().default(false),
+    /** Allow binding a non-loopback address although no authentication is configured. */
+    insecure: z.boolean().default(false),
+    logLevel: z
+      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+      .default('info'),
+    /** Longest time a graceful shutdown waits for in-flight requests before closing anyway. */
+    shutdownTimeout: duration.default(10_000),
+    retention: z
+      .strictObject({
+        maxEvents: z.number().int().min(0).default(DEFAULT_RETENTION.maxEvents),
+        maxAge: duration.default(DEFAULT_RETENTION.maxAgeMs),
+        /** Bytes of events (data, type and key) kept per topic; 0 = no limit. */
+        maxBytes: bytes.default(0),
+        rules: z.array(RetentionRuleSchema).max(1000).default([]),
+      })
+      .prefault({}),
+    /** The whole store. */
+    storage: z
+      .strictObject({
+        /**
+         * Bytes of events kept over every topic (memory and lmdb engines; 0 = no limit). A publish
+         * that would go past it gets `507 insufficient_storage`. Redis and JetStream have budgets of
+         * their own (`maxmemory`, storage limits), so the broker engines refuse this key.
+         */
+        maxBytes: bytes.default(0),
+      })
+      .prefault({}),
+    /** How long an idempotency key is remembered. */
+    idempotencyWindow: duration.default(DEFAULT_IDEMPOTENCY_WINDOW_MS),
+    limits: z
+      .strictObject({
+        /** Largest event: data JSON + type + key. */
+        maxEventBytes: bytes.default(DEFAULT_MAX_EVENT_BYTES),
+        /** Deepest nesting of arrays and objects in an event's data. */
+        maxJsonDepth: z.number().int().min(1).max(1000).default(DEFAULT_MAX_JSON_DEPTH),
+        /** Most events in one publish request. */
+        maxBatchEvents: z.number().int().min(1).default(10_000),
+        /** Largest publish request body. */
+        maxBodyBytes: bytes.default(8 * 1024 * 1024),
+        /**
+         * Bytes a subscriber may have waiting in its socket before it leaves the live path and
+         * catches up from the log.
+         */
+        maxSubscriberBufferBytes: bytes.default(1024 * 1024),
+        /** Most events one replay step reads from the log. */
+        replayBatch: z.number().int().min(1).max(10_000).default(1000),
+        /** Most topics (after pattern expansion) in one subscription. */
+        maxTopicsPerSubscription: z.number().int().min(1).default(1000),
+        /** Most patterns or topics named in one subscribe request. */
+        maxPatternsPerSubscription: z.number().int().min(1).default(100),
+        /** Longest cursor accepted (Last-Event-ID, lastEventId, cursor). */
+        maxCursorLength: z.number().int().min(64).default(DEFAULT_MAX_CURSOR_LENGTH),
+        /** Most topics listed in a multi-topic SSE id before the watermark covers the rest. */
+        maxCursorTopics: z.number().int().min(1).default(DEFAULT_MAX_CURSOR_TOPICS),
+        /** Largest page of history one GET returns. */
+        maxPageSize: z.number().int().min(1).max(10_000).default(1000),
+      })
+      .prefault({}),
+    http: z
+      .strictObject({
+        /** Largest request head (all headers), bytes; Node's `maxHeaderSize`. */
+        maxHeaderSize: bytes.default(16 * 1024),
+        /** Most request headers; Node's `maxHeadersCount`. */
+        maxHeadersCount: z.number().int().min(8).default(100),
+        /**
+         * Origins whose pages may open a WebSocket here: exact origins such as
+         * `https://app.example.com`, or `*`. Handshakes without an `Origin` header (non-browser
+         * clients) and same-origin ones are always allowed. Not CORS: no `Access-Control-*` headers
+         * are sent, so other origins' pages cannot read HTTP responses.
+         */
+        allowedOrigins: z.array(z.string().min(1)).default([]),
+        /**
+         * `Host` names served besides `localhost`, IP addresses and the bound `host`: names
+         * (`rill.example.com`), `.example.com` for a domain and its subdomains, or `*` for any (a
+         * proxy in front checks it). Other names get 421 `host_not_allowed` (DNS rebinding).
+         */
+        allowedHosts: z
+          .preprocess(
+            (v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()) : v),
+            z.array(
+              z.string().refine(isHostPattern, {
+                message: 'expected a host name such as "rill.example.com", ".example.com" or "*"',
+              }),
+            ),
+          )
+          .default([]),
+        /** Longest time to receive a whole request, head and body (0 = none). Not the response. */
+        requestTimeout: duration.default(60_000),
+        /** Longest time to receive a request head (0 = none); at most `requestTimeout`. */
+        headersTimeout: duration.default(10_000),
+        /** How long an idle keep-alive connection stays open; above any proxy's upstream idle time. */
+        keepAliveTimeout: duration.default(72_000),
+        /** gzip SSE and NDJSON streams for clients that accept it (flushed per write batch). */
+        compression: z.boolean().default(false),
+      })
+      .refine((h) => h.requestTimeout === 0 || h.headersTimeout <= h.requestTimeout, {
+        message: 'headersTimeout must not exceed requestTimeout',
+        path: ['headersTimeout'],
+      })
+      .prefault({}),
+    ws: z
+      .strictObject({
+        /** Largest WebSocket message (after reassembly and decompression), bytes. */
+        maxPayload: bytes.default(1024 * 1024),
+        /** Most subscriptions on one socket. */
+        maxSubscriptions: z.number().int().min(1).default(100),
+        /** Protocol ping interval; a peer silent for `pingTimeout` after a ping is terminated. */
+        pingInterval: duration.pipe(z.number().min(100)).default(30_000),
+        pingTimeout: duration.pipe(z.number().min(100)).default(10_000),
+        /** Negotiate permessage-deflate with clients that offer it. */
+        perMessageDeflate: z.boolean().default(false),
+      })
+      .prefault({}),
+    sse: z
+      .strictObject({
+        /** Comment line sent on an idle stream so proxies and clients know it is alive. */
+        heartbeat: duration.pipe(z.number().min(100)).default(15_000),
+        /** Reconnect delay suggested to EventSource clients (`retry:`). */
+        retry: duration.default(2000),
+      })
+      .prefault({}),
+    /**
+     * Authentication: JWTs, API keys, what anonymous requests may do. On when any of `jwt`,
+     * `apiKeys`, `apiKeysFile` or `anonymous` is set ({@link authEnabled}).
+     */
+    auth: AuthSchema.prefault({}),
+    /**
+     * Serve HTTPS (HTTP/2 with HTTP/1.1 fallback) with this certificate and key; plain HTTP when
+     * neither is set. Reloaded on SIGHUP.
+     */
+    tls: TlsSchema.prefault({}),
+  })
+  .superRefine((c, ctx) => {
+    if (c.storage.maxBytes > 0 && (c.engine === 'redis' || c.engine === 'nats')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['storage', 'maxBytes'],
+        message:
+          c.engine === 'redis'
+            ? "the redis engine's budget is Redis' own maxmemory (with maxmemory-policy noeviction): set it there"
+            : "the nats engine's budget is JetStream's (max_file_store, account or stream limits): set it there",
+      });
+    }
+  });
 
 /** The resolved configuration. Durations are in ms, sizes in bytes. */
 export type RillConfig = z.output<typeof ConfigSchema>;

@@ -216,12 +216,15 @@ export function createEngine(config: RillConfig, log?: EngineLog): Engine {
     retention: {
       maxEvents: config.retention.maxEvents,
       maxAgeMs: config.retention.maxAge,
+      maxBytes: config.retention.maxBytes,
       rules: config.retention.rules.map((r) => ({
         pattern: r.pattern,
         ...(r.maxEvents === undefined ? {} : { maxEvents: r.maxEvents }),
         ...(r.maxAge === undefined ? {} : { maxAgeMs: r.maxAge }),
+        ...(r.maxBytes === undefined ? {} : { maxBytes: r.maxBytes }),
       })),
     },
+    maxStoreBytes: config.storage.maxBytes,
     idempotencyWindowMs: config.idempotencyWindow,
     ...(log === undefined ? {} : { log }),
   };

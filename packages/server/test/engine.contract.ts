@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isEpoch } from '../src/model/cursor.js';
-import type { Engine, EngineOptions } from '../src/engine/engine.js';
+import type { AppendResult, Engine, EngineOptions } from '../src/engine/engine.js';
 import { RillError } from '../src/model/errors.js';
 import type { EventInput, RillEvent } from '../src/model/event.js';
 
@@ -13,6 +13,18 @@ export interface EngineUnderTest {
 }
 
 export type EngineFactory = (opts: EngineOptions) => Promise<EngineUnderTest>;
+
+/** What an engine promises beyond the common contract (documented in docs/operations.md). */
+export interface EngineTraits {
+  /**
+   * `exact`: `retention.maxBytes` keeps exactly the newest events that fit. `batches`: whole
+   * appends are dropped once the topic is 10% over, so it keeps between `maxBytes` minus one
+   * append and 110% of `maxBytes` plus one append.
+   */
+  byteRetention: 'exact' | 'batches';
+  /** Whether the engine enforces `maxStoreBytes` (the broker engines leave it to the broker). */
+  storeBudget: boolean;
+}
 
 /** Every event stored on `topic`, read page by page. */
 export async function readAll(engine: Engine, topic: string): Promise<RillEvent[]> {
@@ -106,7 +118,11 @@ function range(from: number, to: number): number[] {
  * Every engine runs it unchanged. Topics get a fresh random prefix per test, so engines over a
  * shared backend (Redis, NATS) may reuse one namespace across tests.
  */
-export function engineContract(name: string, factory: EngineFactory): void {
+export function engineContract(
+  name: string,
+  factory: EngineFactory,
+  traits: EngineTraits = { byteRetention: 'exact', storeBudget: false },
+): void {
   describe(`engine contract: ${name}`, () => {
     let opened: EngineUnderTest[] = [];
     let prefix = '';
@@ -669,6 +685,176 @@ export function engineContract(name: string, factory: EngineFactory): void {
         expect(seqs((await engine.read(t, 0, 10)).events)).toEqual([4]);
       });
     });
+
+    describe('retention by bytes', () => {
+      /**
+       * Event `i` of 100 UTF-8 bytes — data 96 (47 × "é" quoted), type 2, key 2 — but only 53
+       * characters: an engine counting characters keeps about twice as many.
+       */
+      const sized = (i: number): EventInput => ({
+        data: JSON.stringify('é'.repeat(47)),
+        type: 'ty',
+        key: String.fromCharCode(65 + Math.floor(i / 26), 97 + (i % 26)),
+      });
+      const batchOf = (from: number, n: number): EventInput[] =>
+        Array.from({ length: n }, (_, i) => sized(from + i));
+
+      /** Checks what `t` keeps: a contiguous newest range of the expected size. */
+      async function expectKept(
+        engine: Engine,
+        t: string,
+        lastSeq: number,
+        maxBytes: number,
+        largestAppend: number,
+      ): Promise<void> {
+        const head = await engine.head(t);
+        expect(head?.lastSeq).toBe(lastSeq);
+        const kept = seqs(await readAll(engine, t));
+        expect(kept).toEqual(range(head?.firstSeq ?? -1, lastSeq));
+        const bytes = kept.length * 100;
+        if (traits.byteRetention === 'exact') {
+          expect(bytes).toBe(Math.min(lastSeq * 100, Math.floor(maxBytes / 100) * 100));
+        } else {
+          expect(bytes).toBeLessThanOrEqual(maxBytes * 1.1 + largestAppend * 100);
+          expect(bytes).toBeGreaterThanOrEqual(
+            Math.min(lastSeq * 100, maxBytes - largestAppend * 100),
+          );
+        }
+      }
+
+      it('keeps the newest events within maxBytes (UTF-8 bytes of data, type and key), seqs contiguous', async () => {
+        const engine = await make({
+          retention: { maxEvents: 0, maxAgeMs: 0, maxBytes: 1000, rules: [] },
+        });
+        const t = topic('bytes');
+        for (let i = 0; i < 30; i += 3) await engine.append(t, batchOf(i, 3));
+        await expectKept(engine, t, 30, 1000, 3);
+        if (traits.byteRetention === 'exact') {
+          expect((await engine.head(t))?.firstSeq).toBe(21);
+          expect(seqs((await engine.read(t, 5, 3)).events)).toEqual([21, 22, 23]);
+        }
+        // One append larger than the limit.
+        const results = await engine.append(t, batchOf(30, 15));
+        expect(results.map((r) => r.event.seq)).toEqual(range(31, 45));
+        await expectKept(engine, t, 45, 1000, 15);
+        if (traits.byteRetention === 'exact') expect((await engine.head(t))?.firstSeq).toBe(36);
+        const [next] = await engine.append(t, [sized(45)]);
+        expect(next?.event.seq).toBe(46);
+        await expectKept(engine, t, 46, 1000, 15);
+      });
+
+      it('takes maxBytes from the first matching rule, unlimited by default', async () => {
+        const engine = await make({
+          retention: {
+            maxEvents: 0,
+            maxAgeMs: 0,
+            rules: [{ pattern: `${topic('small')}.*`, maxBytes: 300 }],
+          },
+        });
+        const small = topic('small.a');
+        const other = topic('other');
+        for (let i = 0; i < 8; i++) {
+          await engine.append(small, [sized(i)]);
+          await engine.append(other, [sized(i)]);
+        }
+        await expectKept(engine, small, 8, 300, 1);
+        expect(seqs(await readAll(engine, other))).toEqual(range(1, 8));
+      });
+
+      it('is announced like the other limits: a read from before firstSeq starts at firstSeq', async () => {
+        const engine = await make({
+          retention: { maxEvents: 0, maxAgeMs: 0, maxBytes: 500, rules: [] },
+        });
+        const t = topic('behind');
+        for (let i = 0; i < 12; i++) await engine.append(t, [sized(i)]);
+        const head = await engine.head(t);
+        expect(head?.firstSeq).toBeGreaterThan(1);
+        const page = await engine.read(t, 0, 3);
+        expect(page.head).toEqual(head);
+        expect(seqs(page.events)).toEqual(range(head?.firstSeq ?? -1, (head?.firstSeq ?? -1) + 2));
+      });
+    });
+
+    if (traits.storeBudget) {
+      describe('store budget (maxStoreBytes)', () => {
+        /** 100 bytes; with `key`, 100 bytes of data and the key. */
+        const hundred = (i: number, key?: string): EventInput => ({
+          data: JSON.stringify(`${i}`.padEnd(98, '.')),
+          ...(key === undefined ? {} : { key }),
+        });
+        const hundreds = (from: number, n: number): EventInput[] =>
+          Array.from({ length: n }, (_, i) => hundred(from + i));
+        const keyed = (from: number, n: number): EventInput[] =>
+          Array.from({ length: n }, (_, i) => hundred(from + i, `r${from + i}`));
+        const refusal = (p: Promise<unknown>): Promise<unknown> =>
+          p.then(
+            () => 'stored',
+            (e: unknown) => e,
+          );
+
+        it('refuses an append past it with insufficient_storage, storing none of it, until retention frees space', async () => {
+          const clock = new Clock();
+          const engine = await make({
+            now: clock.now,
+            maxStoreBytes: 1_000,
+            sweepIntervalMs: 20,
+            retention: {
+              maxEvents: 0,
+              maxAgeMs: 60_000,
+              rules: [{ pattern: topic('rolling'), maxEvents: 2 }],
+            },
+          });
+          const a = topic('a');
+          const rolling = topic('rolling');
+          const w = watchEvents(engine, a);
+          // One event per append: the store counts what is stored, and lmdb drops whole appends.
+          await engine.append(rolling, [hundred(0, 'k')]); // 101 bytes
+          await engine.append(rolling, hundreds(1, 1));
+          await engine.append(a, hundreds(0, 5));
+          await engine.append(topic('b'), [...hundreds(0, 2), { data: '"'.padEnd(98, '.') + '"' }]);
+          // 1000 bytes (101 + 100 + 500 + 299): full.
+
+          const err = await refusal(engine.append(a, keyed(5, 2)));
+          expect(err).toBeInstanceOf(RillError);
+          expect((err as RillError).code).toBe('insufficient_storage');
+          expect((err as RillError).retryable).toBe(true);
+          expect((await engine.head(a))?.lastSeq).toBe(5);
+          expect(seqs(await readAll(engine, a))).toEqual(range(1, 5));
+          // A topic the refused append would have created does not exist.
+          const fresh = topic('fresh');
+          expect(((await refusal(engine.append(fresh, hundreds(0, 1)))) as RillError).code).toBe(
+            'insufficient_storage',
+          );
+          expect(await engine.head(fresh)).toBeNull();
+          expect(
+            (await engine.listTopics({ prefix: topic('') })).map((h) => h.topic),
+          ).not.toContain(fresh);
+          // An append whose own retention makes the room goes in.
+          const [rolled] = await engine.append(rolling, hundreds(2, 1));
+          expect(rolled?.event.seq).toBe(3);
+          expect((await engine.head(rolling))?.firstSeq).toBe(2);
+          // A duplicate adds nothing: answered as usual.
+          const [dup] = await engine.append(rolling, [hundred(0, 'k')]);
+          expect([dup?.duplicate, dup?.event.seq]).toEqual([true, 1]);
+
+          // Age retention empties the store; the next append goes in by itself, and the keys of
+          // the refused one were never stored.
+          clock.t += 61_000;
+          let stored: AppendResult[] = [];
+          await eventually(async () => {
+            stored = await engine.append(a, keyed(5, 2)).catch(() => []);
+            return stored.length > 0;
+          }, 'an append is stored again');
+          expect(stored.map((r) => [r.event.seq, r.duplicate])).toEqual([
+            [6, false],
+            [7, false],
+          ]);
+          expect(seqs(await readAll(engine, a))).toEqual([6, 7]);
+          await eventuallyHas(w, 7);
+          expect(seqs(w.items)).toEqual(range(1, 7));
+        });
+      });
+    }
 
     describe('seqAtTime', () => {
       it('finds the first retained event at or after a time', async () => {

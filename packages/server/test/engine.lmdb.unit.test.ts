@@ -4,10 +4,18 @@ import { tempDir } from '@rill/testkit';
 import { LmdbEngine } from '../src/engine/lmdb.js';
 import { engineContract, readAll } from './engine.contract.js';
 
-engineContract('lmdb', async (opts) => {
-  const { path, remove } = tempDir('rill-lmdb-');
-  return { engine: new LmdbEngine({ ...opts, path }), cleanup: async () => remove() };
-});
+function seqs(events: readonly { seq: number }[]): number[] {
+  return events.map((e) => e.seq);
+}
+
+engineContract(
+  'lmdb',
+  async (opts) => {
+    const { path, remove } = tempDir('rill-lmdb-');
+    return { engine: new LmdbEngine({ ...opts, path }), cleanup: async () => remove() };
+  },
+  { byteRetention: 'exact', storeBudget: true },
+);
 
 describe('lmdb engine on disk', () => {
   const dirs: Array<() => void> = [];
@@ -81,6 +89,70 @@ describe('lmdb engine on disk', () => {
       '{"n":6}',
     ]);
     expect((await second.read('lines', 2, 2)).events.map((e) => e.data)).toEqual(data.slice(2));
+  });
+
+  /** `n` events of 100 bytes each. */
+  const hundreds = (from: number, n: number): { data: string }[] =>
+    Array.from({ length: n }, (_, i) => ({ data: JSON.stringify(`${from + i}`.padEnd(98, '.')) }));
+
+  it('keeps counting the store budget across close and reopen', async () => {
+    const { path, remove } = tempDir('rill-lmdb-');
+    dirs.push(remove);
+    const first = new LmdbEngine({ path, maxStoreBytes: 1_000 });
+    engines.push(first);
+    await first.append('a', hundreds(0, 5));
+    await first.append('b', hundreds(0, 4));
+    await first.close();
+    const second = new LmdbEngine({ path, maxStoreBytes: 1_000 });
+    engines.push(second);
+    const err: unknown = await second.append('a', hundreds(5, 2)).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe('insufficient_storage');
+    expect((await second.append('a', hundreds(5, 1)))[0]?.event.seq).toBe(6);
+  });
+
+  it('counts the events of a database from before byte offsets as 0 bytes', async () => {
+    const { path, remove } = tempDir('rill-lmdb-');
+    dirs.push(remove);
+    const before = new LmdbEngine({ path });
+    engines.push(before);
+    await before.append('old', hundreds(0, 3));
+    await before.append('old', hundreds(3, 3));
+    await before.close();
+    // What an older version wrote: no offsets in topics and blocks.
+    const raw = open({ path, maxDbs: 8 });
+    const topics = raw.openDB<Record<string, unknown>, string>('topics', {});
+    const blocks = raw.openDB<Record<string, unknown>, [string, number]>('blocks', {});
+    await raw.transaction(() => {
+      for (const { key, value } of topics.getRange({})) {
+        const rest = { ...value };
+        delete rest.o;
+        delete rest.fo;
+        delete rest.ro;
+        void topics.put(key, rest);
+      }
+      for (const { key, value } of blocks.getRange({})) {
+        const rest = { ...value };
+        delete rest.o;
+        void blocks.put(key, rest);
+      }
+    });
+    await raw.close();
+
+    const after = new LmdbEngine({
+      path,
+      maxStoreBytes: 450,
+      retention: { maxEvents: 0, maxAgeMs: 0, maxBytes: 300, rules: [] },
+    });
+    engines.push(after);
+    expect(seqs(await readAll(after, 'old'))).toEqual([1, 2, 3, 4, 5, 6]);
+    await after.append('old', hundreds(6, 2));
+    expect(seqs(await readAll(after, 'old'))).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    await after.append('old', hundreds(8, 2));
+    // 400 bytes counted: the old events and the first new one go (its block, shared with seq 8,
+    // stays stored, and the store counts it: 400 of 450 bytes).
+    expect(seqs(await readAll(after, 'old'))).toEqual([8, 9, 10]);
+    const err: unknown = await after.append('new', hundreds(0, 1)).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe('insufficient_storage');
   });
 
   it('refuses a directory written in the older one-record-per-event format', async () => {

@@ -1,4 +1,7 @@
 import { MemoryEngine } from '../src/engine/memory.js';
 import { engineContract } from './engine.contract.js';
 
-engineContract('memory', async (opts) => ({ engine: new MemoryEngine(opts) }));
+engineContract('memory', async (opts) => ({ engine: new MemoryEngine(opts) }), {
+  byteRetention: 'exact',
+  storeBudget: true,
+});

@@ -21,19 +21,23 @@ async function dropStreams(prefix: string): Promise<void> {
 }
 
 // Against the shared NATS with stream names of its own per engine: fails (never skips) without it.
-engineContract('nats', async (opts) => {
-  const prefix = `rt${randomBytes(5).toString('hex')}`;
-  const engine = new NatsEngine({ ...opts, url: NATS_URL, prefix });
-  try {
-    await engine.ready(5_000);
-  } catch (err) {
-    await engine.close();
-    throw new Error(
-      `NATS JetStream at ${NATS_URL} is not reachable: start it (the commands are in .ci/run)`,
-      {
-        cause: err,
-      },
-    );
-  }
-  return { engine, cleanup: () => dropStreams(prefix) };
-});
+engineContract(
+  'nats',
+  async (opts) => {
+    const prefix = `rt${randomBytes(5).toString('hex')}`;
+    const engine = new NatsEngine({ ...opts, url: NATS_URL, prefix });
+    try {
+      await engine.ready(5_000);
+    } catch (err) {
+      await engine.close();
+      throw new Error(
+        `NATS JetStream at ${NATS_URL} is not reachable: start it (the commands are in .ci/run)`,
+        {
+          cause: err,
+        },
+      );
+    }
+    return { engine, cleanup: () => dropStreams(prefix) };
+  },
+  { byteRetention: 'batches', storeBudget: false },
+);

@@ -119,6 +119,7 @@ describe('redis engine: failures', () => {
       'nobody-listens',
       'nobody-listens',
       '65536',
+      '0',
       '1',
       '',
       '',

@@ -33,7 +33,11 @@ export async function dropPrefix(url: string, prefix: string): Promise<void> {
  * for tests that stop, restart or FLUSHALL it. Stopped by its own pid.
  */
 export class OwnRedis extends OwnServer {
-  constructor(port: number) {
+  /** @param extra further `redis-server` arguments (`--maxmemory 2mb`) */
+  constructor(
+    port: number,
+    private readonly extra: readonly string[] = [],
+  ) {
     super('redis-server', port);
   }
 
@@ -41,8 +45,8 @@ export class OwnRedis extends OwnServer {
     return `redis://127.0.0.1:${this.port}`;
   }
 
-  static async create(): Promise<OwnRedis> {
-    const r = new OwnRedis(await freePort());
+  static async create(extra: readonly string[] = []): Promise<OwnRedis> {
+    const r = new OwnRedis(await freePort(), extra);
     await r.start();
     return r;
   }
@@ -65,6 +69,7 @@ export class OwnRedis extends OwnServer {
       'no',
       '--loglevel',
       'warning',
+      ...this.extra,
     ];
   }
 

@@ -247,7 +247,8 @@ export function buildApp(
     const e = toRillError(err);
     if (e.code === 'internal') req.log.error({ err }, 'unhandled error');
     else if (e.code === 'engine_unavailable') req.log.warn({ err }, 'engine unavailable');
-    if (e.retryable && e.status === 503) void reply.header('retry-after', '1');
+    if (e.retryable && (e.status === 503 || e.status === 507))
+      void reply.header('retry-after', '1');
     return reply.code(e.status).type('application/json; charset=utf-8').send(e.toJSON());
   });
 
@@ -256,10 +257,10 @@ export function buildApp(
     return reply.code(404).send(e.toJSON());
   });
 
-  // A 503 is a state logged where it arises (engine down, shutdown, connection budget), not once
-  // per request.
+  // A 503 or 507 is a state logged where it arises (engine down or full, shutdown, connection
+  // budget), not once per request.
   app.addHook('onResponse', (req, reply, done) => {
-    if (reply.statusCode >= 500 && reply.statusCode !== 503) {
+    if (reply.statusCode >= 500 && reply.statusCode !== 503 && reply.statusCode !== 507) {
       req.log.warn({ method: req.method, route: req.routeOptions.url, status: reply.statusCode });
     }
     done();

@@ -172,6 +172,70 @@ function call<T>(sub: Subscription<T>, value: T): void {
   }
 }
 
+/**
+ * The size of an event as retention (`maxBytes`) and the store budget (`maxStoreBytes`) count it:
+ * the UTF-8 bytes of its data, type and key. Every engine counts the same way (the redis engine in
+ * its scripts, where strings are bytes).
+ */
+export function eventBytes(event: { data: string; type?: string; key?: string }): number {
+  let n = Buffer.byteLength(event.data);
+  if (event.type !== undefined) n += Buffer.byteLength(event.type);
+  if (event.key !== undefined) n += Buffer.byteLength(event.key);
+  return n;
+}
+
+/** The error of an append refused because the store is full: nothing of it was stored. */
+export function storageFull(engine: string, why: string, cause?: unknown): RillError {
+  return new RillError(
+    'insufficient_storage',
+    `The ${engine} store is full (${why}); nothing was stored`,
+    cause === undefined ? {} : { cause },
+  );
+}
+
+/** Least time between two "storage is full" warnings, ms. */
+const STORAGE_WARN_INTERVAL_MS = 60_000;
+
+/**
+ * Logs the store becoming full and accepting writes again, once per change: a full store refuses
+ * every publish, and one line per refusal would drown the log it is meant to show up in. A store
+ * at its limit may also take one publish and refuse the next (Redis' memory use moves on its
+ * own): it is warned about at most once a minute, and "room again" follows only a warning.
+ */
+export class StorageLog {
+  private full = false;
+  private warned = false;
+  private lastWarning = -Infinity;
+
+  constructor(
+    private readonly log: EngineLog | undefined,
+    private readonly engine: string,
+  ) {}
+
+  /** An append was refused for lack of space. */
+  refused(err: RillError): void {
+    if (this.full) return;
+    this.full = true;
+    const now = Date.now();
+    if (now - this.lastWarning < STORAGE_WARN_INTERVAL_MS) return;
+    this.lastWarning = now;
+    this.warned = true;
+    this.log?.warn(
+      { engine: this.engine, cause: err.message },
+      `Storage is full: publishes get 507 insufficient_storage until space is freed (${err.message})`,
+    );
+  }
+
+  /** An append was stored. */
+  stored(): void {
+    if (!this.full) return;
+    this.full = false;
+    if (!this.warned) return;
+    this.warned = false;
+    this.log?.info({ engine: this.engine }, 'Storage has room again: publishes are stored');
+  }
+}
+
 /** The stored event for `input` at `seq`: optional fields only when present. */
 export function makeEvent(
   topic: string,

@@ -13,7 +13,10 @@ import type { EventInput, RillEvent } from '../model/event.js';
  * 2. **Atomic batches.** One `append` call stores all its events with consecutive seqs, or none.
  * 3. **Acknowledged means stored.** `append` resolves only once the events are stored as durably
  *    as the engine can (lmdb: committed to the on-disk file, surviving the process being killed).
- *    If the engine cannot store them it rejects with `engine_unavailable`, never a false success.
+ *    If the engine cannot store them it rejects with `engine_unavailable`, never a false success;
+ *    when its storage is full (disk, memory or broker limit, or `maxStoreBytes`) it rejects with
+ *    `insufficient_storage` and has stored none of them. Reads and watches go on meanwhile, and
+ *    the next append succeeds by itself once space is freed.
  * 4. **Idempotency.** An event with a `key` already used in that topic within the idempotency
  *    window is not stored again: its result carries the original seq and `duplicate: true`, also
  *    within one batch.
@@ -96,6 +99,11 @@ export interface RetentionConfig {
   maxEvents: number;
   /** Oldest event kept, in ms; 0 = unlimited. */
   maxAgeMs: number;
+  /**
+   * Most bytes of events kept per topic (see {@link eventBytes} in `common.ts`); 0 or absent =
+   * unlimited. The oldest events go first, as for the other limits.
+   */
+  maxBytes?: number;
   rules: RetentionRule[];
 }
 
@@ -103,6 +111,7 @@ export interface RetentionRule {
   pattern: string;
   maxEvents?: number;
   maxAgeMs?: number;
+  maxBytes?: number;
 }
 
 export const DEFAULT_RETENTION: RetentionConfig = {
@@ -120,6 +129,12 @@ export interface EngineOptions {
   idempotencyWindowMs?: number;
   /** How often age-based retention and expired keys are swept, ms. */
   sweepIntervalMs?: number;
+  /**
+   * Most bytes of events the whole store keeps, over every topic (memory and lmdb engines); 0 or
+   * absent = no limit. An append that would go past it (after its own retention) is refused with
+   * `insufficient_storage`.
+   */
+  maxStoreBytes?: number;
   /** Injectable clock for tests. */
   now?: () => number;
   /** Where an engine with a broker reports losing and regaining it (a pino logger fits). */

@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { statSync, statfsSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { MAX_KEY_LENGTH, type EventInput, type RillEvent } from '../model/event.js';
 import { RillError, isRillError } from '../model/errors.js';
@@ -13,7 +13,16 @@ import {
   type TopicHead,
   type WatchListener,
 } from './engine.js';
-import { DEFAULT_LIST_LIMIT, Feed, MAX_LIST_LIMIT, MAX_READ_LIMIT, clampLimit } from './common.js';
+import {
+  DEFAULT_LIST_LIMIT,
+  Feed,
+  MAX_LIST_LIMIT,
+  MAX_READ_LIMIT,
+  StorageLog,
+  clampLimit,
+  eventBytes,
+  storageFull,
+} from './common.js';
 import { Lifecycle } from './lifecycle.js';
 import { newEpoch, RetentionResolver } from './retention.js';
 
@@ -34,6 +43,15 @@ const TRIM_BUDGET = 10_000;
 const BLOCK_BYTES = 32 * 1024;
 /** Most topics one sweep visits; the next sweep continues where it stopped. */
 const TOPICS_PER_SWEEP = 10_000;
+/**
+ * LMDB reports a write cut short by a full disk as EIO ("short write"): with less free space than
+ * this on the database's filesystem, an EIO counts as the disk being full.
+ */
+const SHORT_WRITE_FREE_BYTES = 16 * 1024 * 1024;
+/** Error codes of a full store: ENOSPC, EDQUOT (Linux), MDB_MAP_FULL. */
+const FULL_CODES = new Set<unknown>([28, 122, -30792, 'ENOSPC', 'EDQUOT']);
+const EIO_CODES = new Set<unknown>([5, 'EIO']);
+const ignore = (): void => {};
 
 /** Refuses a data directory path that names something else than a directory. */
 function assertDirectory(path: string): void {
@@ -82,6 +100,16 @@ interface TopicRecord {
   fb: number;
   fn: number;
   ft: number;
+  /**
+   * Byte offsets ({@link eventBytes}) within the epoch: `o` after the newest event (the bytes ever
+   * appended), `fo` before the first stored block, `ro` before `firstSeq` (kept only while the
+   * topic has a byte limit; absent when unknown). The blocks still stored hold `o - fo` bytes of
+   * events, the retained ones `o - ro`. Absent in topics written before offsets existed, whose
+   * older events then count as 0 bytes.
+   */
+  o?: number;
+  fo?: number;
+  ro?: number;
 }
 
 /**
@@ -106,6 +134,8 @@ interface BlockRecord {
   y?: (string | null)[];
   /** idempotency key of each event (null when none); absent when none has one */
   k?: (string | null)[];
+  /** byte offset before its first event (see `TopicRecord.o`); absent in older blocks */
+  o?: number;
 }
 
 /** A block and the seq of its first event. */
@@ -136,6 +166,8 @@ interface Pending {
   events: RillEvent[];
   created: boolean;
   state: typeof WAITING | typeof COMMITTED | typeof FAILED;
+  /** What it changed the bytes of stored blocks by (counted under a store budget only). */
+  change: number;
 }
 
 /**
@@ -148,6 +180,14 @@ interface Pending {
  * our own) and ingest pays one fsync per batch of concurrent appends, not one per append.
  *
  * Watch sees the appends of this process only: the database must not be shared between processes.
+ *
+ * **A full store.** lmdb grows its file as needed. When the disk is full (ENOSPC, or the short write
+ * LMDB reports as EIO) or `maxStoreBytes` would be exceeded, the append's transaction is aborted
+ * and it fails with `insufficient_storage`: nothing of it was stored, reads (of the memory map)
+ * and watches go on, and the next append tries again, so writes resume once retention or an
+ * operator freed space. LMDB copies pages on write and reuses freed pages only two transactions
+ * later, so on a disk with no room left at all even the transaction that would drop old events
+ * may not commit: keep the store below the disk's size with `maxStoreBytes`.
  */
 export class LmdbEngine implements Engine {
   readonly name = 'lmdb';
@@ -163,6 +203,15 @@ export class LmdbEngine implements Engine {
   private readonly windowMs: number;
   private readonly now: () => number;
   private readonly waitForFlush: boolean;
+  private readonly path: string;
+  private readonly maxStoreBytes: number;
+  /**
+   * The bytes of events in stored blocks over all topics (`o - fo` summed), counted at open and
+   * kept up to date only under a store budget. It counts what the write transactions applied so
+   * far, committed or not: a failed commit's appends are taken off again.
+   */
+  private stored = 0;
+  private readonly storage: StorageLog;
   /** Appends whose callback ran, in callback (that is, seq) order; `pending[pendingHead..]` live. */
   private pending: Pending[] = [];
   private pendingHead = 0;
@@ -174,6 +223,9 @@ export class LmdbEngine implements Engine {
     this.windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
     this.now = options.now ?? Date.now;
     this.waitForFlush = (options.durability ?? 'flush') === 'flush';
+    this.path = options.path;
+    this.maxStoreBytes = options.maxStoreBytes ?? 0;
+    this.storage = new StorageLog(options.log, this.name);
     assertDirectory(options.path);
     try {
       // The path is a directory holding data.mdb and lock.mdb, whatever its name: left to itself
@@ -198,6 +250,11 @@ export class LmdbEngine implements Engine {
     this.blocks = this.root.openDB<BlockRecord, BlockKey>('blocks', {});
     this.keys = this.root.openDB<KeyRecord, IdemKey>('keys', {});
     this.expiry = this.root.openDB<true, ExpiryKey>('key-expiry', {});
+    // Counted from the topics rather than kept in the database, which would cost every append a
+    // write, also without a budget.
+    if (this.maxStoreBytes > 0) {
+      for (const { value } of this.topics.getRange({})) this.stored += storedBytes(value);
+    }
     this.life.every(options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS, () => this.sweep());
   }
 
@@ -227,17 +284,29 @@ export class LmdbEngine implements Engine {
       try {
         const results = await done;
         this.settle(entry as Pending, COMMITTED);
+        this.storage.stored();
         return results;
       } catch (err) {
-        if (entry !== undefined) {
-          // Committed but not flushed still reaches watchers: readers see it, and watch never skips.
-          const stored = await txn.then(
-            () => true,
-            () => false,
-          );
-          this.settle(entry, stored ? COMMITTED : FAILED);
+        // First, before any other await: lmdb rejects a separate promise with the real cause.
+        const cause = commitCause(err);
+        const stored = await txn.then(
+          () => true,
+          () => false,
+        );
+        // Committed but not flushed still reaches watchers: readers see it, and watch never skips.
+        if (entry !== undefined) this.settle(entry, stored ? COMMITTED : FAILED);
+        if (entry !== undefined && !stored) this.stored -= entry.change;
+        if (isRillError(err)) {
+          if (err.code === 'insufficient_storage') this.storage.refused(err);
+          throw err;
         }
-        if (isRillError(err)) throw err;
+        // A failed flush of a stored commit is not "nothing stored": that stays a 503.
+        const full = stored ? undefined : this.fullStore(await cause);
+        if (full !== undefined) {
+          const refusal = storageFull(this.name, full, err);
+          this.storage.refused(refusal);
+          throw refusal;
+        }
         throw new RillError('engine_unavailable', 'The lmdb engine could not store the events', {
           cause: err,
         });
@@ -331,6 +400,9 @@ export class LmdbEngine implements Engine {
     topic: string,
     inputs: readonly EventInput[],
   ): { results: AppendResult[]; pending: Pending } {
+    // lmdb rejects a promise of its own when the batch this runs in fails to commit; handled here,
+    // or it would be an unhandled rejection (which ends the process).
+    this.root.committed.then(ignore, ignore);
     const now = this.now();
     const existing = this.topics.get(topic);
     const meta: TopicRecord = existing ?? {
@@ -343,6 +415,10 @@ export class LmdbEngine implements Engine {
       fn: 0,
       ft: 0,
     };
+    // A topic written before offsets existed starts counting now.
+    meta.o ??= 0;
+    meta.fo ??= meta.fn === 0 ? meta.o : 0;
+    const storedBefore = existing === undefined ? 0 : storedBytes(meta);
     const time = Math.max(now, meta.lastTime);
     const results: AppendResult[] = [];
     const fresh: RillEvent[] = [];
@@ -351,7 +427,7 @@ export class LmdbEngine implements Engine {
     let data: string[] = [];
     let bytes = 0;
     let joinable = true;
-    let block: BlockRecord = { t: time, n: 0, d: data };
+    let block: BlockRecord = { t: time, n: 0, d: data, o: meta.o };
     const store = (): void => {
       if (joinable) block.d = data.join('\n');
       this.blocks.putSync([topic, start], block);
@@ -359,6 +435,7 @@ export class LmdbEngine implements Engine {
         meta.fb = start;
         meta.fn = block.n;
         meta.ft = time;
+        meta.fo = block.o;
       }
     };
     for (const input of inputs) {
@@ -384,12 +461,13 @@ export class LmdbEngine implements Engine {
         data = [];
         bytes = 0;
         joinable = true;
-        block = { t: time, n: 0, d: data };
+        block = { t: time, n: 0, d: data, o: meta.o };
       }
       const seq = ++meta.lastSeq;
       const i = block.n++;
       data.push(input.data);
       bytes += input.data.length;
+      meta.o += eventBytes(input);
       if (joinable && input.data.includes('\n')) joinable = false;
       if (input.type !== undefined)
         (block.y ??= new Array<string | null>(i).fill(null))[i] = input.type;
@@ -410,10 +488,22 @@ export class LmdbEngine implements Engine {
       store();
     }
     const trimmed = this.trim(topic, meta, now, fresh.length + TRIM_BUDGET);
+    let change = 0;
+    if (this.maxStoreBytes > 0) {
+      change = storedBytes(meta) - storedBefore;
+      if (fresh.length > 0 && this.stored + change > this.maxStoreBytes) {
+        // The child transaction this runs in is aborted: nothing of the append stays.
+        throw storageFull(
+          this.name,
+          `it keeps at most ${this.maxStoreBytes} bytes of events (storage.maxBytes)`,
+        );
+      }
+    }
     if (existing === undefined || fresh.length > 0 || trimmed) this.topics.putSync(topic, meta);
+    this.stored += change;
     return {
       results,
-      pending: { topic, events: fresh, created: existing === undefined, state: WAITING },
+      pending: { topic, events: fresh, created: existing === undefined, state: WAITING, change },
     };
   }
 
@@ -450,7 +540,7 @@ export class LmdbEngine implements Engine {
    * due). Only reads, so it works inside a write transaction or on a read snapshot.
    */
   private retainFrom(topic: string, meta: TopicRecord, now: number): number {
-    const { maxEvents, maxAgeMs } = this.retention.for(topic);
+    const { maxEvents, maxAgeMs, maxBytes } = this.retention.for(topic);
     let cut = meta.firstSeq;
     if (maxEvents > 0) cut = Math.max(cut, meta.lastSeq - maxEvents + 1);
     // Time never decreases, so nothing is too old while the first stored block is not.
@@ -461,7 +551,54 @@ export class LmdbEngine implements Engine {
         cut = Math.max(cut, this.firstSeqAtTime(topic, meta, oldest));
       }
     }
+    // `ro` (or, when unknown, `fo`, which is not above it) bounds the offset before `firstSeq`
+    // from below: while even that keeps the topic within its limit, no block is read.
+    if (maxBytes > 0 && meta.o !== undefined && cut <= meta.lastSeq) {
+      const target = meta.o - maxBytes;
+      if (target > (meta.ro ?? meta.fo ?? 0)) cut = this.seqFromOffset(topic, meta, cut, target);
+    }
     return cut;
+  }
+
+  /**
+   * The first seq from `from` on whose offset (the bytes appended in the epoch before it) is at
+   * least `target`: the events from there to the newest hold at most `o - target` bytes.
+   * `lastSeq + 1` when there is none. Reads the blocks from the one `from` falls in.
+   */
+  private seqFromOffset(topic: string, meta: TopicRecord, from: number, target: number): number {
+    const first = from < meta.fb + meta.fn ? meta.fb : (this.blockAt(topic, from)?.start ?? from);
+    for (const { key, value } of this.blocks.getRange({
+      start: [topic, first],
+      end: [topic, meta.lastSeq + 1],
+    })) {
+      const start = key[1];
+      // A block from before offsets existed: its events count as 0 bytes, at offset 0 < target.
+      if (value.o === undefined) continue;
+      if (value.o >= target) return Math.max(start, from);
+      let offset = value.o;
+      const data = blockData(value);
+      for (let i = 0; i < value.n; i++) {
+        if (offset >= target && start + i >= from) return start + i;
+        offset += blockEventBytes(value, data, i);
+      }
+    }
+    return meta.lastSeq + 1;
+  }
+
+  /** The offset before event `seq` (`o` past the newest); 0 in a block from before offsets. */
+  private offsetBefore(topic: string, meta: TopicRecord, seq: number): number {
+    if (seq > meta.lastSeq) return meta.o ?? 0;
+    const found =
+      seq < meta.fb + meta.fn
+        ? { start: meta.fb, block: this.blocks.get([topic, meta.fb]) }
+        : this.blockAt(topic, seq);
+    const block = found?.block;
+    if (found === undefined || block === undefined || block.o === undefined) return 0;
+    let offset = block.o;
+    if (seq === found.start) return offset;
+    const data = blockData(block);
+    for (let i = 0; i < seq - found.start; i++) offset += blockEventBytes(block, data, i);
+    return offset;
   }
 
   /**
@@ -470,19 +607,38 @@ export class LmdbEngine implements Engine {
    */
   private trim(topic: string, meta: TopicRecord, now: number, budget: number): boolean {
     const cut = Math.min(this.retainFrom(topic, meta, now), meta.firstSeq + budget);
-    if (cut <= meta.firstSeq) return false;
+    // A topic with a byte limit keeps the offset of its first retained event (`ro`), so that the
+    // next append knows without reading whether it went over.
+    const keepsOffset = this.retention.for(topic).maxBytes > 0 && meta.o !== undefined;
+    if (cut <= meta.firstSeq) {
+      if (keepsOffset && meta.ro === undefined) {
+        meta.ro = this.offsetBefore(topic, meta, meta.firstSeq);
+        return true;
+      }
+      if (!keepsOffset && meta.ro !== undefined) {
+        delete meta.ro;
+        return true;
+      }
+      return false;
+    }
+    if (keepsOffset) meta.ro = this.offsetBefore(topic, meta, cut);
+    else delete meta.ro;
     // Blocks wholly before `cut` go; the one `cut` falls in stays, its events before `cut` unread.
     while (meta.fn > 0 && meta.fb + meta.fn <= cut) {
       this.blocks.removeSync([topic, meta.fb]);
       meta.fb += meta.fn;
       meta.fn = 0;
-      if (meta.fb > meta.lastSeq) break;
+      if (meta.fb > meta.lastSeq) {
+        meta.fo = meta.o;
+        break;
+      }
       const next = this.blocks.get([topic, meta.fb]);
       if (next === undefined) {
         throw new RillError('engine_unavailable', `The lmdb database misses events of ${topic}`);
       }
       meta.fn = next.n;
       meta.ft = next.t;
+      if (next.o !== undefined) meta.fo = next.o;
     }
     meta.firstSeq = cut;
     return true;
@@ -543,11 +699,16 @@ export class LmdbEngine implements Engine {
     const due = this.topicsDue(now);
     if (!keysDue && due.length === 0) return;
     this.sweeping = true;
+    let change = 0;
     void this.life.track(
       this.root
-        .transaction(() => this.applySweep(due))
-        .catch(() => {
-          // A failed sweep changes nothing; the next one retries.
+        .transaction(() => {
+          change = this.applySweep(due);
+        })
+        // A failed sweep changes nothing; the next one retries. Its cause is handled all the same.
+        .catch((err: unknown) => {
+          this.stored -= change;
+          return commitCause(err);
         })
         .finally(() => {
           this.sweeping = false;
@@ -566,14 +727,22 @@ export class LmdbEngine implements Engine {
     })) {
       visited++;
       last = key;
-      if (this.retainFrom(key, value, now) > value.firstSeq) due.push(key);
+      if (this.retainFrom(key, value, now) > value.firstSeq || this.lacksOffset(key, value)) {
+        due.push(key);
+      }
     }
     this.sweepAfter = visited < TOPICS_PER_SWEEP ? undefined : last;
     return due;
   }
 
-  /** Runs inside the write transaction. */
-  private applySweep(topics: readonly string[]): void {
+  /** Whether a topic with a byte limit does not know its first retained event's offset yet. */
+  private lacksOffset(topic: string, meta: TopicRecord): boolean {
+    return meta.ro === undefined && meta.o !== undefined && this.retention.for(topic).maxBytes > 0;
+  }
+
+  /** Runs inside the write transaction; returns the change of the stored bytes it counted. */
+  private applySweep(topics: readonly string[]): number {
+    this.root.committed.then(ignore, ignore); // see applyAppend
     const now = this.now();
     const expired: ExpiryKey[] = [];
     for (const key of this.expiry.getKeys({ limit: TRIM_BUDGET })) {
@@ -588,17 +757,78 @@ export class LmdbEngine implements Engine {
     }
 
     let budget = TRIM_BUDGET;
+    let change = 0;
     for (const topic of topics) {
       if (budget <= 0) break;
       // Re-read: appends queued since the plan may have moved the topic on.
       const meta = this.topics.get(topic);
       if (meta === undefined) continue;
       const before = meta.firstSeq;
+      const storedBefore = storedBytes(meta);
       if (this.trim(topic, meta, now, budget)) {
         budget -= meta.firstSeq - before;
         this.topics.putSync(topic, meta);
+        if (this.maxStoreBytes > 0) change += storedBytes(meta) - storedBefore;
       }
     }
+    this.stored += change;
+    return change;
+  }
+
+  /**
+   * What filled the store, when `cause` (a failed commit's) says it is full: a full disk (ENOSPC,
+   * EDQUOT, or an EIO with the disk nearly full: LMDB's "short write") or map. Undefined otherwise.
+   */
+  private fullStore(cause: unknown): string | undefined {
+    const code = (cause as { code?: unknown } | null)?.code;
+    const message = cause instanceof Error ? cause.message : '';
+    if (code === -30792 || /MDB_MAP_FULL/.test(message)) return 'the lmdb map is full';
+    if (FULL_CODES.has(code) || /No space left on device/i.test(message)) {
+      return `no space left on the disk of ${this.path}`;
+    }
+    if (EIO_CODES.has(code)) {
+      try {
+        const fs = statfsSync(this.path);
+        const free = fs.bavail * fs.bsize;
+        if (free < SHORT_WRITE_FREE_BYTES) {
+          return `a write was cut short with ${free} bytes free on the disk of ${this.path}`;
+        }
+      } catch {
+        // Not even statfs answers: not a question of space.
+      }
+    }
+    return undefined;
+  }
+}
+
+/** Bytes of events in a topic's stored blocks. */
+function storedBytes(meta: TopicRecord): number {
+  return (meta.o ?? 0) - (meta.fo ?? 0);
+}
+
+/** {@link eventBytes} of event `i` of a block. */
+function blockEventBytes(block: BlockRecord, data: readonly string[], i: number): number {
+  let n = Buffer.byteLength(data[i] as string);
+  const type = block.y?.[i];
+  if (type != null) n += Buffer.byteLength(type);
+  const key = block.k?.[i];
+  if (key != null) n += Buffer.byteLength(key);
+  return n;
+}
+
+/**
+ * The cause of a failed lmdb commit. lmdb rejects each write of the failed batch with "Commit
+ * failed" and a separate promise, `commitError`, with the cause; that promise needs a handler too,
+ * or it is an unhandled rejection, which ends the process. Call it before any other `await`.
+ */
+async function commitCause(err: unknown): Promise<unknown> {
+  const pending = (err as { commitError?: PromiseLike<unknown> } | null)?.commitError;
+  if (pending === undefined) return err;
+  try {
+    await pending;
+    return err;
+  } catch (cause) {
+    return cause;
   }
 }
 

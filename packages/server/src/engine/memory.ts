@@ -16,8 +16,11 @@ import {
   Feed,
   MAX_LIST_LIMIT,
   MAX_READ_LIMIT,
+  StorageLog,
   clampLimit,
+  eventBytes,
   makeEvent,
+  storageFull,
 } from './common.js';
 import { Lifecycle } from './lifecycle.js';
 import { newEpoch, resolveRetention, type TopicRetention } from './retention.js';
@@ -41,7 +44,11 @@ interface TopicState {
   readonly retention: TopicRetention;
   /** Retained events are `events[start..]`. */
   events: RillEvent[];
+  /** The size of each event ({@link eventBytes}), index for index with `events`. */
+  sizes: number[];
   start: number;
+  /** Bytes of the retained events. */
+  bytes: number;
   lastSeq: number;
   lastTime: number;
   /** Insertion order is expiry order: `expires` never decreases within a topic. */
@@ -50,7 +57,9 @@ interface TopicState {
 
 /**
  * An engine that keeps every log in process memory: for tests and ephemeral use. Nothing survives
- * the process, and watchers are called synchronously once an append is applied.
+ * the process, and watchers are called synchronously once an append is applied. `maxStoreBytes`
+ * bounds the bytes of events kept over all topics: an append that would go past it after its own
+ * retention is undone and refused with `insufficient_storage`.
  */
 export class MemoryEngine implements Engine {
   readonly name = 'memory';
@@ -63,11 +72,17 @@ export class MemoryEngine implements Engine {
   private readonly retention: RetentionConfig;
   private readonly windowMs: number;
   private readonly now: () => number;
+  private readonly maxStoreBytes: number;
+  private readonly storage: StorageLog;
+  /** Bytes of the events retained over all topics. */
+  private stored = 0;
 
   constructor(options: EngineOptions = {}) {
     this.retention = options.retention ?? DEFAULT_RETENTION;
     this.windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
     this.now = options.now ?? Date.now;
+    this.maxStoreBytes = options.maxStoreBytes ?? 0;
+    this.storage = new StorageLog(options.log, this.name);
     this.life.every(options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS, () => this.sweep());
   }
 
@@ -80,6 +95,15 @@ export class MemoryEngine implements Engine {
     const created = state === undefined;
     if (state === undefined) state = this.create(topic, now);
     expireKeys(state, now);
+    // What the append changes, to undo it when the store budget refuses it.
+    const before = {
+      lastSeq: state.lastSeq,
+      lastTime: state.lastTime,
+      length: state.events.length,
+      start: state.start,
+      bytes: state.bytes,
+    };
+    const keysSet: string[] = [];
 
     const time = Math.max(now, state.lastTime);
     const results: AppendResult[] = [];
@@ -93,17 +117,42 @@ export class MemoryEngine implements Engine {
         }
       }
       const event = makeEvent(topic, state.epoch, ++state.lastSeq, time, input);
+      const size = eventBytes(input);
       state.events.push(event);
+      state.sizes.push(size);
+      state.bytes += size;
       if (input.key !== undefined) {
-        // Re-inserting moves the key to the end of the map, keeping it in expiry order.
+        // Re-inserting moves the key to the end of the map, keeping it in expiry order. A key
+        // re-inserted here was absent or expired, so undoing the append may simply delete it.
         state.keys.delete(input.key);
         state.keys.set(input.key, { event, expires: time + this.windowMs });
+        keysSet.push(input.key);
       }
       fresh.push(event);
       results.push({ event, duplicate: false });
     }
     if (fresh.length > 0) state.lastTime = time;
     trim(state, now);
+    const stored = this.stored + state.bytes - before.bytes;
+    if (fresh.length > 0 && this.maxStoreBytes > 0 && stored > this.maxStoreBytes) {
+      state.events.length = before.length;
+      state.sizes.length = before.length;
+      state.start = before.start;
+      state.bytes = before.bytes;
+      state.lastSeq = before.lastSeq;
+      state.lastTime = before.lastTime;
+      for (const key of keysSet) state.keys.delete(key);
+      if (created) this.drop(topic);
+      const err = storageFull(
+        this.name,
+        `it keeps at most ${this.maxStoreBytes} bytes of events (storage.maxBytes)`,
+      );
+      this.storage.refused(err);
+      throw err;
+    }
+    this.stored = stored;
+    compact(state);
+    if (fresh.length > 0) this.storage.stored();
 
     this.feed.events(topic, fresh);
     if (created) this.feed.topicCreated(topic);
@@ -180,7 +229,9 @@ export class MemoryEngine implements Engine {
       created: now,
       retention: resolveRetention(this.retention, topic),
       events: [],
+      sizes: [],
       start: 0,
+      bytes: 0,
       lastSeq: 0,
       lastTime: 0,
       keys: new Map(),
@@ -190,11 +241,20 @@ export class MemoryEngine implements Engine {
     return state;
   }
 
+  /** Forgets a topic an undone append had created. */
+  private drop(topic: string): void {
+    this.topics.delete(topic);
+    this.names.splice(lowerBound(this.names, topic), 1);
+  }
+
   private sweep(): void {
     const now = this.now();
     for (const state of this.topics.values()) {
       expireKeys(state, now);
+      const before = state.bytes;
       trim(state, now);
+      compact(state);
+      this.stored += state.bytes - before;
     }
   }
 }
@@ -221,21 +281,31 @@ function expireKeys(state: TopicState, now: number): void {
   }
 }
 
-/** Applies count and age retention, from the start of the log only. */
+/** Applies count, byte and age retention, from the start of the log only. */
 function trim(state: TopicState, now: number): void {
-  const { maxEvents, maxAgeMs } = state.retention;
-  const events = state.events;
-  if (maxEvents > 0 && events.length - state.start > maxEvents) {
-    state.start = events.length - maxEvents;
+  const { maxEvents, maxAgeMs, maxBytes } = state.retention;
+  const { events, sizes } = state;
+  const drop = (): void => {
+    state.bytes -= sizes[state.start] as number;
+    state.start++;
+  };
+  if (maxEvents > 0) {
+    while (events.length - state.start > maxEvents) drop();
+  }
+  if (maxBytes > 0) {
+    while (state.bytes > maxBytes && state.start < events.length) drop();
   }
   if (maxAgeMs > 0) {
     const oldest = now - maxAgeMs;
-    while (state.start < events.length && (events[state.start] as RillEvent).time < oldest) {
-      state.start++;
-    }
+    while (state.start < events.length && (events[state.start] as RillEvent).time < oldest) drop();
   }
-  if (state.start >= COMPACT_MIN && state.start * 2 >= events.length) {
-    state.events = events.slice(state.start);
+}
+
+/** Copies the retained events once the dropped prefix is both large and at least half. */
+function compact(state: TopicState): void {
+  if (state.start >= COMPACT_MIN && state.start * 2 >= state.events.length) {
+    state.events = state.events.slice(state.start);
+    state.sizes = state.sizes.slice(state.start);
     state.start = 0;
   }
 }

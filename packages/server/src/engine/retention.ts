@@ -6,6 +6,7 @@ import type { RetentionConfig } from './engine.js';
 export interface TopicRetention {
   maxEvents: number;
   maxAgeMs: number;
+  maxBytes: number;
 }
 
 /**
@@ -18,10 +19,11 @@ export function resolveRetention(config: RetentionConfig, topic: string): TopicR
       return {
         maxEvents: rule.maxEvents ?? config.maxEvents,
         maxAgeMs: rule.maxAgeMs ?? config.maxAgeMs,
+        maxBytes: rule.maxBytes ?? config.maxBytes ?? 0,
       };
     }
   }
-  return { maxEvents: config.maxEvents, maxAgeMs: config.maxAgeMs };
+  return { maxEvents: config.maxEvents, maxAgeMs: config.maxAgeMs, maxBytes: config.maxBytes ?? 0 };
 }
 
 /** Most topics whose resolved limits a {@link RetentionResolver} remembers before starting over. */

@@ -154,6 +154,12 @@ export const ERRORS = {
     close: 4006,
     message: 'The token has expired; get a new one and resume',
   },
+  insufficient_storage: {
+    status: 507,
+    retryable: true,
+    close: 4007,
+    message: 'Storage is full: nothing was stored; retry once retention or an operator frees space',
+  },
   internal: { status: 500, retryable: true, close: 4002, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;
 

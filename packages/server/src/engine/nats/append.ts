@@ -3,10 +3,12 @@ import { DeliverPolicy, JetStreamApiCodes } from '@nats-io/jetstream';
 import type { EventInput, RillEvent } from '../../model/event.js';
 import { RillError, isRillError } from '../../model/errors.js';
 import type { AppendResult } from '../engine.js';
+import { storageFull, type StorageLog } from '../common.js';
 import type { Lifecycle } from '../lifecycle.js';
 import { newEpoch, type RetentionResolver } from '../retention.js';
 import type { NatsClient } from './client.js';
 import {
+  batchBytes,
   batchHeaders,
   describeLog,
   parseBatch,
@@ -16,8 +18,15 @@ import {
   type Batch,
   type Triple,
 } from './codec.js';
-import { locate } from './read.js';
-import { getMsg, hasNoResponders, isCode, isNoStream, type Streams } from './streams.js';
+import { locate, locateOffset } from './read.js';
+import {
+  getMsg,
+  hasNoResponders,
+  isCode,
+  isNoStream,
+  refusedForSpace,
+  type Streams,
+} from './streams.js';
 
 /** Most appends of one topic merged into one JetStream message (group commit). */
 const GROUP_MAX = 256;
@@ -52,6 +61,9 @@ interface Log {
   /** Seq of the first event physically kept, and its message's time. */
   physFirst: number;
   firstTime: number;
+  /** Byte offsets (see `Batch.offset`): after the newest event, before the first message kept. */
+  lastOff: number;
+  firstOff: number;
   keys: Map<string, KeyEntry>;
   queue: Pending[];
   busy: boolean;
@@ -74,6 +86,7 @@ export class Appender {
     private readonly windowMs: number,
     private readonly now: () => number,
     private readonly life: Lifecycle,
+    private readonly storage: StorageLog,
   ) {}
 
   /** Queues a validated, non-empty append; it resolves once its group is stored. */
@@ -103,6 +116,8 @@ export class Appender {
       lastTime: 0,
       physFirst: 1,
       firstTime: 0,
+      lastOff: 0,
+      firstOff: 0,
       keys: new Map(),
       queue: [],
       busy: false,
@@ -118,12 +133,19 @@ export class Appender {
         const group = log.queue.splice(0, GROUP_MAX);
         try {
           const results = await this.commit(log, group);
+          this.storage.stored();
           group.forEach((p, i) => p.resolve(results[i]!));
         } catch (err) {
           log.valid = false;
+          const full = isRillError(err) ? undefined : refusedForSpace(err);
           const e = isRillError(err)
             ? err
-            : new RillError('engine_unavailable', 'NATS did not store the events', { cause: err });
+            : full !== undefined
+              ? storageFull('nats', full, err)
+              : new RillError('engine_unavailable', 'NATS did not store the events', {
+                  cause: err,
+                });
+          if (full !== undefined) this.storage.refused(e);
           for (const p of group) p.reject(e);
         }
       }
@@ -154,6 +176,8 @@ export class Appender {
     log.lastTime = 0;
     log.physFirst = 1;
     log.firstTime = 0;
+    log.lastOff = 0;
+    log.firstOff = 0;
     let last = info.state.last_seq;
     if (last === 0) {
       // Genesis: gives every append a last sequence to expect. Deduplicated, so racing nodes
@@ -179,11 +203,13 @@ export class Appender {
       if (lb !== null) {
         log.lastSeq = lb.first + lb.count - 1;
         log.lastTime = lb.time;
+        log.lastOff = lb.offset + batchBytes(lb.events);
       }
       const fb = firstMsg === null ? null : parseBatch(firstMsg);
       if (fb !== null) {
         log.physFirst = fb.first;
         log.firstTime = fb.time;
+        log.firstOff = fb.offset;
       }
       // Keys of the window: only if its newest message is still inside it.
       if (lb !== null && lb.time + this.windowMs > now) await this.loadKeys(log, last, now);
@@ -239,6 +265,7 @@ export class Appender {
   private applyBatch(log: Log, b: Batch): void {
     log.lastSeq = b.first + b.count - 1;
     log.lastTime = b.time;
+    log.lastOff = b.offset + batchBytes(b.events);
     for (let i = 0; i < b.events.length; i++) {
       const key = b.events[i]![1];
       if (key !== null) {
@@ -302,11 +329,18 @@ export class Appender {
           {
             msgID: randomBytes(12).toString('base64url'),
             expect: { lastSequence: log.lastMsg, streamName: log.stream },
-            headers: batchHeaders(first, fresh.length, time),
+            headers: batchHeaders(first, fresh.length, time, log.lastOff),
           },
         );
         log.lastMsg = ack.seq;
-        this.applyBatch(log, { msgSeq: ack.seq, first, count: fresh.length, time, events: fresh });
+        this.applyBatch(log, {
+          msgSeq: ack.seq,
+          first,
+          count: fresh.length,
+          time,
+          offset: log.lastOff,
+          events: fresh,
+        });
         await this.trim(log).catch(() => undefined);
         return results;
       } catch (err) {
@@ -359,6 +393,12 @@ export class Appender {
         purgeBefore = Math.max(purgeBefore, at);
       }
     }
+    // Bytes: whole messages, once the kept ones hold a share over the limit (hysteresis, as above).
+    if (r.maxBytes > 0 && log.lastOff - log.firstOff > r.maxBytes * (1 + PURGE_SLACK)) {
+      const info = await jsm.streams.info(log.stream);
+      const at = await locateOffset(jsm, log.stream, info, log.lastOff - r.maxBytes);
+      purgeBefore = Math.max(purgeBefore, at);
+    }
     if (purgeBefore <= 0) return;
     // The newest message stays: it carries lastSeq.
     purgeBefore = Math.min(purgeBefore, log.lastMsg);
@@ -368,6 +408,7 @@ export class Appender {
     if (b !== null) {
       log.physFirst = b.first;
       log.firstTime = b.time;
+      log.firstOff = b.offset;
     }
   }
 

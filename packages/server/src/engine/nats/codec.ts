@@ -1,6 +1,6 @@
 // How a topic's log is written in JetStream: one message per append group, its events as a JSON
-// array of `[type, key, data]` triples, the first seq, the count and the time in headers; the
-// stream's description carries the epoch and the creation time.
+// array of `[type, key, data]` triples, the first seq, the count, the time and the byte offset in
+// headers; the stream's description carries the epoch and the creation time.
 
 import { headers as natsHeaders, type MsgHdrs } from '@nats-io/transport-node';
 import type { StoredMsg } from '@nats-io/jetstream';
@@ -10,6 +10,7 @@ import { makeEvent } from '../common.js';
 const H_SEQ = 'Rill-Seq';
 const H_TIME = 'Rill-Time';
 const H_COUNT = 'Rill-N';
+const H_OFFSET = 'Rill-Off';
 
 /** One stored event: `[type, key, data]`, `null` for a field the event does not have. */
 export type Triple = [string | null, string | null, string];
@@ -20,15 +21,33 @@ export interface Batch {
   first: number;
   count: number;
   time: number;
+  /**
+   * The bytes (as `eventBytes` in `common.ts` counts them) of the events appended in the epoch
+   * before this batch; 0 in
+   * messages written before the header existed.
+   */
+  offset: number;
   events: Triple[];
 }
 
-export function batchHeaders(first: number, count: number, time: number): MsgHdrs {
+export function batchHeaders(first: number, count: number, time: number, offset = 0): MsgHdrs {
   const h = natsHeaders();
   h.set(H_SEQ, String(first));
   h.set(H_COUNT, String(count));
   h.set(H_TIME, String(time));
+  h.set(H_OFFSET, String(offset));
   return h;
+}
+
+/** The bytes of a batch's events, counted as `eventBytes` in `common.ts` counts them. */
+export function batchBytes(events: readonly Triple[]): number {
+  let n = 0;
+  for (const [type, key, data] of events) {
+    n += Buffer.byteLength(data);
+    if (type !== null) n += Buffer.byteLength(type);
+    if (key !== null) n += Buffer.byteLength(key);
+  }
+  return n;
 }
 
 /** The batch a stored message holds; `null` for the genesis message or anything not a batch. */
@@ -42,6 +61,7 @@ export function parseJsMsg(h: MsgHdrs | undefined, data: Uint8Array, msgSeq: num
   const first = Number(h.get(H_SEQ));
   const count = Number(h.get(H_COUNT));
   const time = Number(h.get(H_TIME));
+  const offset = Number(h.get(H_OFFSET)) || 0;
   if (!(first >= 1) || !(count >= 1)) return null;
   let events: Batch['events'];
   try {
@@ -50,7 +70,7 @@ export function parseJsMsg(h: MsgHdrs | undefined, data: Uint8Array, msgSeq: num
     return null;
   }
   if (!Array.isArray(events) || events.length !== count) return null;
-  return { msgSeq, first, count, time, events };
+  return { msgSeq, first, count, time, offset, events };
 }
 
 /** The description of a topic's stream: `rill:<epoch>:<created ms>`. */

@@ -12,7 +12,14 @@ import {
   type TopicHead,
   type WatchListener,
 } from '../engine.js';
-import { DEFAULT_LIST_LIMIT, Feed, MAX_LIST_LIMIT, MAX_READ_LIMIT, clampLimit } from '../common.js';
+import {
+  DEFAULT_LIST_LIMIT,
+  Feed,
+  MAX_LIST_LIMIT,
+  MAX_READ_LIMIT,
+  StorageLog,
+  clampLimit,
+} from '../common.js';
 import { Lifecycle } from '../lifecycle.js';
 import { RetentionResolver } from '../retention.js';
 import { Appender } from './append.js';
@@ -70,9 +77,15 @@ export interface NatsEngineOptions extends EngineOptions {
  * **Watch** uses an ordered consumer per watched topic (it recreates itself on a gap or after a
  * reconnect, resuming after the last message it delivered); a new epoch restarts it from seq 1.
  *
- * **Retention**: count and age, applied by purging whole messages from the start (`purge` with a
- * sequence); a message partly under the count limit stays stored but hidden (`firstSeq` is
- * computed). `duplicate_window` is the idempotency window.
+ * **Retention**: count, age and bytes, applied by purging whole messages from the start (`purge`
+ * with a sequence); a message partly under the count limit stays stored but hidden (`firstSeq` is
+ * computed), while bytes are kept in whole messages (each carries the byte offset of its events, so
+ * the cut is found by binary search). `duplicate_window` is the idempotency window.
+ *
+ * **A full store.** When JetStream refuses a publish for a stream limit with `discard: new`
+ * (maximum bytes or messages), an account or server storage limit, the append fails with
+ * `insufficient_storage`: the batch is one message, so nothing of it was stored. Reads and watches
+ * go on, and the next append tries again (after reloading its view of the log).
  *
  * The parts: `client.ts` (the connection), `streams.ts` (stream names and creation), `codec.ts`
  * (the message format), `append.ts` (appends and retention), `read.ts` (heads and reads),
@@ -112,7 +125,15 @@ export class NatsEngine implements Engine, HealthCheck {
       this.life,
     );
     this.reader = new Reader(this.client, streams, retention, now);
-    this.appender = new Appender(this.client, streams, retention, windowMs, now, this.life);
+    this.appender = new Appender(
+      this.client,
+      streams,
+      retention,
+      windowMs,
+      now,
+      this.life,
+      new StorageLog(options.log, this.name),
+    );
     this.live = new NatsWatch(this.client, streams, this.feed, this.life);
     this.life.every(options.sweepIntervalMs ?? DEFAULT_NATS_SWEEP_INTERVAL_MS, () =>
       this.appender.sweep(),

@@ -158,3 +158,26 @@ export async function locate(
   }
   return lo;
 }
+
+/**
+ * Stream sequence of the first message whose batch offset is at least `target` (binary search:
+ * offsets never decrease); the stream's last sequence + 1 when there is none. A message that is
+ * not a batch (the genesis) counts as offset 0.
+ */
+export async function locateOffset(
+  jsm: JetStreamManager,
+  stream: string,
+  info: StreamInfo,
+  target: number,
+): Promise<number> {
+  let lo = info.state.first_seq;
+  let hi = info.state.last_seq + 1;
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    const msg = await getMsg(jsm, stream, mid);
+    const b = msg === null ? null : parseBatch(msg);
+    if ((b?.offset ?? 0) < target) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

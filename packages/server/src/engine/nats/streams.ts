@@ -124,3 +124,27 @@ export function hasNoResponders(err: unknown): boolean {
 export function isNoStream(err: unknown): boolean {
   return err instanceof Error && /no stream|stream not found/i.test(err.message);
 }
+
+/** JetStream API error codes of a full store: account, server, memory and storage limits. */
+const FULL_CODES = new Set([10002, 10023, 10028, 10047]);
+/** JSStreamStoreFailedF: the stream's store refused the message (the description says why). */
+const STORE_FAILED = 10077;
+
+/**
+ * Why JetStream refused a publish for lack of space, if it did: an account or server storage
+ * limit, or a stream's own limit with `discard: new` ("maximum bytes exceeded", "maximum messages
+ * exceeded", also per subject), which comes as a store failure (10077). Not a message too large
+ * for the stream (10054): retrying that cannot help.
+ */
+export function refusedForSpace(err: unknown): string | undefined {
+  if (!(err instanceof JetStreamApiError)) return undefined;
+  const description = err.apiError().description;
+  if (FULL_CODES.has(err.code)) return `JetStream: ${description}`;
+  if (
+    err.code === STORE_FAILED &&
+    /maximum (bytes|messages)|resources exceeded|no space left|insufficient/i.test(description)
+  ) {
+    return `JetStream: ${description}`;
+  }
+  return undefined;
+}

@@ -1,16 +1,17 @@
 import { Redis, type RedisOptions } from 'ioredis';
 import { RillError, isRillError } from '../../model/errors.js';
 import type { EngineLog } from '../engine.js';
-import { ReachabilityLog } from '../common.js';
+import { ReachabilityLog, StorageLog, storageFull } from '../common.js';
 import { quietly, type Lifecycle } from '../lifecycle.js';
-import type { AppendReply } from './codec.js';
-import { APPEND, SEQ_AT_TIME, TRIM } from './scripts.js';
+import type { AppendReply, StreamEntry } from './codec.js';
+import { APPEND, READ, SEQ_AT_TIME, TRIM } from './scripts.js';
 
 /** The engine's scripts, as commands of the command connection. */
 interface ScriptCommands {
   rillAppend(...args: string[]): Promise<AppendReply>;
   rillTrim(...args: string[]): Promise<number | null>;
   rillSeqAtTime(...args: string[]): Promise<number | null>;
+  rillRead(...args: string[]): Promise<[(string | null)[], StreamEntry[]]>;
 }
 
 /** What {@link RedisClients} needs, every default already applied. */
@@ -32,7 +33,9 @@ export class RedisClients {
   readonly sub: Redis;
   private readonly connectWaitMs: number;
   private readonly probeTimeoutMs: number;
+  private readonly storage: StorageLog;
   private probing = false;
+  private evictionChecked = false;
 
   constructor(
     options: RedisClientsOptions,
@@ -64,11 +67,16 @@ export class RedisClients {
     this.cmd.on('error', (err) => {
       if (!this.life.closed) reach.unreachable(err);
     });
-    this.cmd.on('ready', () => reach.reachable());
+    this.storage = new StorageLog(options.log, 'redis');
+    this.cmd.on('ready', () => {
+      reach.reachable();
+      void this.checkEviction(options.log);
+    });
     this.sub.on('error', () => undefined);
     this.cmd.defineCommand('rillAppend', { numberOfKeys: 6, lua: APPEND });
     this.cmd.defineCommand('rillTrim', { numberOfKeys: 2, lua: TRIM });
     this.cmd.defineCommand('rillSeqAtTime', { numberOfKeys: 2, lua: SEQ_AT_TIME });
+    this.cmd.defineCommand('rillRead', { numberOfKeys: 2, lua: READ });
   }
 
   /** Resolves once both connections are ready (or rejects after `timeoutMs`). */
@@ -106,6 +114,8 @@ export class RedisClients {
       return await op();
     } catch (err) {
       if (isRillError(err)) throw err;
+      const full = refusedForSpace(err);
+      if (full !== undefined) throw storageFull('redis', full, err);
       if (err instanceof Error && /timed out/i.test(err.message)) {
         // No answer in time: the connection may be half-open. Replace it rather than wait on it.
         this.cmd.disconnect(true);
@@ -113,6 +123,44 @@ export class RedisClients {
       throw new RillError('engine_unavailable', 'Redis did not complete the operation', {
         cause: err,
       });
+    }
+  }
+
+  /**
+   * {@link run} for an append: Redis refusing it for lack of memory or of disk is
+   * `insufficient_storage`, logged once until an append is stored again.
+   */
+  async write<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      const out = await this.run(op);
+      this.storage.stored();
+      return out;
+    } catch (err) {
+      if (isRillError(err) && err.code === 'insufficient_storage') this.storage.refused(err);
+      throw err;
+    }
+  }
+
+  /**
+   * Warns once when Redis may evict keys: at `maxmemory` with a policy other than `noeviction` it
+   * would drop logs (their topics start over under a new epoch) instead of refusing publishes.
+   */
+  private async checkEviction(log: EngineLog | undefined): Promise<void> {
+    if (this.evictionChecked || log === undefined) return;
+    this.evictionChecked = true;
+    let info: string;
+    try {
+      info = await this.cmd.info('memory');
+    } catch {
+      return; // INFO may be renamed or disabled (managed Redis): nothing to tell
+    }
+    const max = Number(/^maxmemory:(\d+)/m.exec(info)?.[1] ?? 0);
+    const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1];
+    if (max > 0 && policy !== undefined && policy !== 'noeviction') {
+      log.warn(
+        { maxmemory: max, policy },
+        `Redis evicts keys at maxmemory (maxmemory-policy ${policy}), which can drop Rill's logs; set maxmemory-policy noeviction so that a full Redis refuses publishes (507) instead`,
+      );
     }
   }
 
@@ -150,6 +198,17 @@ export class RedisClients {
     if (this.cmd.status === 'ready') await quietly(this.cmd.quit());
     this.cmd.disconnect();
   }
+}
+
+/**
+ * Why Redis refused a command for lack of space, if it did: `OOM` at `maxmemory`, `MISCONF` when
+ * it cannot write its snapshot or AOF (a full disk, most often) and refuses writes.
+ */
+function refusedForSpace(err: unknown): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  if (/^OOM\b/.test(err.message)) return 'Redis is at its maxmemory';
+  if (/^MISCONF\b/.test(err.message)) return 'Redis cannot persist to disk and refuses writes';
+  return undefined;
 }
 
 function waitReady(client: Redis, timeoutMs: number): Promise<void> {

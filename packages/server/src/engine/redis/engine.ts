@@ -23,7 +23,7 @@ import {
 import { Lifecycle } from '../lifecycle.js';
 import { newEpoch, RetentionResolver } from '../retention.js';
 import { RedisClients } from './client.js';
-import { fromEntry, fromFields, toHead, type AppendReply, type StreamEntry } from './codec.js';
+import { fromEntry, fromFields, toHead, type AppendReply } from './codec.js';
 import { RedisKeys } from './keys.js';
 import { RedisWatch } from './watch.js';
 
@@ -87,6 +87,10 @@ export interface RedisEngineOptions extends EngineOptions {
  *   connection every watched topic is re-read from its last delivered seq.
  * - A **liveness probe** pings the pub/sub connection; one that stays silent is dropped and
  *   replaced (a half-open TCP connection would otherwise look subscribed forever).
+ * - When Redis is at `maxmemory` (with `maxmemory-policy noeviction`: any other policy lets Redis
+ *   evict logs silently) or cannot persist (`MISCONF`), an append fails with
+ *   `insufficient_storage` having changed nothing; reads and live feeds go on, and appends succeed
+ *   again once memory is freed (age retention's sweep, an operator, a larger `maxmemory`).
  * - While Redis is unreachable every operation fails with `engine_unavailable` (after waiting up
  *   to `connectWaitMs` for a reconnect); nothing is queued to be replayed later, so a publish is
  *   never stored after its caller was told it failed — except a command already sent when the
@@ -174,7 +178,7 @@ export class RedisEngine implements Engine, HealthCheck {
     const r = this.retention.for(topic);
     const now = this.now();
     const reply: AppendReply = await this.life.track(
-      this.clients.run(() =>
+      this.clients.write(() =>
         this.clients.cmd.rillAppend(
           k.meta,
           k.stream,
@@ -191,6 +195,7 @@ export class RedisEngine implements Engine, HealthCheck {
           this.keys.channel(topic),
           this.keys.createdChannel,
           String(this.inlineBytes),
+          String(r.maxBytes),
           String(inputs.length),
           ...args,
         ),
@@ -218,18 +223,12 @@ export class RedisEngine implements Engine, HealthCheck {
     let from = Math.floor(afterSeq) + 1;
     if (!(from >= 1)) from = 1;
     const k = this.keys.topic(topic);
-    // One MULTI: the head and the entries come from the same moment.
-    const replies = await this.clients.run(async () => {
-      const m = this.clients.cmd.multi().hmget(k.meta, 'e', 'c', 'f', 'l', 't');
-      if (n > 0) m.xrange(k.stream, `${from}-0`, '+', 'COUNT', n);
-      const out = await m.exec();
-      if (out === null) throw new Error('MULTI aborted');
-      for (const [err] of out) if (err) throw err;
-      return out.map(([, v]) => v);
-    });
-    const head = toHead(topic, replies[0] as (string | null)[]);
+    // One script: the head and the entries come from the same moment.
+    const [meta, entries] = await this.clients.run(() =>
+      this.clients.cmd.rillRead(k.meta, k.stream, String(from), String(n)),
+    );
+    const head = toHead(topic, meta);
     if (head === null) return { events: [], head: null };
-    const entries = (replies[1] ?? []) as StreamEntry[];
     return { events: entries.map((e) => fromEntry(topic, head.epoch, e)), head };
   }
 
@@ -321,7 +320,14 @@ export class RedisEngine implements Engine, HealthCheck {
           const r = this.retention.for(t);
           if (r.maxAgeMs <= 0) return null;
           const k = this.keys.topic(t);
-          return cmd.rillTrim(k.meta, k.stream, now, String(r.maxEvents), String(r.maxAgeMs));
+          return cmd.rillTrim(
+            k.meta,
+            k.stream,
+            now,
+            String(r.maxEvents),
+            String(r.maxAgeMs),
+            String(r.maxBytes),
+          );
         }),
       );
     };
