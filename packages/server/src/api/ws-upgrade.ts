@@ -6,6 +6,7 @@ import { WebSocketServer } from 'ws';
 import { RillError } from '../model/errors.js';
 import { answerAndClose, serveAsHttp, tooManyHeaders } from '../net/connection.js';
 import type { AppContext } from './context.js';
+import { listsOrigin } from './cors.js';
 import type { HostPolicy } from './host.js';
 import { WsSession } from './ws-session.js';
 
@@ -38,9 +39,8 @@ export function isOriginAllowed(
   allowed: readonly string[],
 ): boolean {
   if (origin === undefined) return true;
-  if (allowed.includes('*')) return true;
+  if (listsOrigin(allowed, origin)) return true;
   const o = origin.trim().toLowerCase().replace(/\/+$/, '');
-  if (allowed.some((a) => a.trim().toLowerCase().replace(/\/+$/, '') === o)) return true;
   if (host === undefined || o === 'null') return false;
   try {
     const u = new URL(o);
