@@ -442,15 +442,20 @@ describe('eventJson', () => {
     expect(parsed.data).toBe(0);
   });
 
-  it('caches the string on the event and returns the cache', () => {
-    const ev = makeEvent({ topic: 'a', seq: 1, epoch: 'e', time: 5, data: '1' });
-    expect(ev.json).toBeUndefined();
+  it('leaves the event as it was: nothing is cached on it', () => {
+    const ev = makeEvent({
+      topic: 'a',
+      seq: 1,
+      epoch: 'e',
+      time: 5,
+      type: 't',
+      key: 'k',
+      data: '1',
+    });
+    const before = { ...ev };
     const first = eventJson(ev);
-    expect(ev.json).toBe(first);
     expect(eventJson(ev)).toBe(first);
-    // Proof that the cache is what is returned, not a rebuilt string.
-    ev.json = 'sentinel';
-    expect(eventJson(ev)).toBe('sentinel');
+    expect(ev).toStrictEqual(before);
   });
 
   it('property: parses back to {topic, seq, id, type?, time, key?, data}', () => {
@@ -488,9 +493,12 @@ describe('eventJson', () => {
           expect(parsed).toEqual(expected);
           expect(Object.keys(parsed)).toEqual(Object.keys(expected));
 
-          // Cached: the same string again, stored on the event.
-          expect(ev.json).toBe(json);
+          // The same string again, and nothing stored on the event.
           expect(eventJson(ev)).toBe(json);
+          const fields = ['topic', 'seq', 'epoch', 'time', 'data'];
+          if (type !== undefined) fields.push('type');
+          if (key !== undefined) fields.push('key');
+          expect(Object.keys(ev).sort()).toEqual(fields.sort());
         },
       ),
       { numRuns: 500 },

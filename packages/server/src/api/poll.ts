@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
-import { eventJson } from '../model/event.js';
+import { sharedEventJson } from '../wire/frame-cache.js';
 import type { Hub } from '../fanout/hub.js';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
 import type { StartSpec, Subscription } from '../fanout/subscription.js';
@@ -11,33 +11,30 @@ import type { AppContext } from './context.js';
 import type { StreamQuery } from './params.js';
 import { parseLimit, parseWait } from './params.js';
 
+/** How a long-poll's sink ended: a page (possibly empty) or an error. */
+type PollOutcome = { page: string } | { error: RillError };
+
 /**
  * A sink that collects one response's worth of events for a long-poll. The subscription does the
  * resume work (cursors, patterns, reset notices, replay in bounded steps); the first write — one
- * tick's or one replay step's events, at most `limit` of them — becomes the response, and the
- * cursor is taken in the same tick, so it covers exactly what the response holds.
+ * tick's or one replay step's events, at most `limit` of them — becomes the response. The sink
+ * only receives calls: `write` answers false ("page full"), which stops the subscription in the
+ * same tick, so the cursor the route takes afterwards covers exactly what the page holds.
  */
 class CollectSink implements Sink {
   private count = 0;
-  private sub: Subscription | null = null;
   readonly resets: string[] = [];
-  private closed!: () => void;
-  private readonly closedP = new Promise<void>((r) => (this.closed = r));
+  /** The first outcome; later ones (an error after the page, a second write) are ignored. */
+  outcome: PollOutcome | null = null;
+  private settle!: () => void;
+  /** Resolves with the first outcome; the subscription's drain waits end with it too. */
+  readonly settled = new Promise<void>((r) => (this.settle = r));
 
-  constructor(
-    private readonly limit: number,
-    private readonly done: (r: { events: string; cursor: string } | { error: RillError }) => void,
-    private readonly hub: Hub,
-    private readonly maxCursorLength: number,
-  ) {}
-
-  attached(sub: Subscription): void {
-    this.sub = sub;
-  }
+  constructor(private readonly limit: number) {}
 
   frameEvent(ev: RillEvent): string {
     this.count++;
-    return eventJson(ev) + ',';
+    return sharedEventJson(ev) + ',';
   }
 
   frameReset(n: ResetNotice): string {
@@ -46,24 +43,9 @@ class CollectSink implements Sink {
     return '';
   }
 
-  write(chunk: string): void {
-    const sub = this.sub!;
-    const cursor = sub.cursor(this.maxCursorLength);
-    this.hub.unsubscribe(sub);
-    this.closed();
-    this.done({ events: chunk.endsWith(',') ? chunk.slice(0, -1) : chunk, cursor });
-  }
-
-  /** Flushes what is queued; if nothing was, answers with no events. */
-  finish(): void {
-    const sub = this.sub;
-    if (!sub || sub.closed) return;
-    sub.flush();
-    if (sub.closed) return;
-    const cursor = sub.cursor(this.maxCursorLength);
-    this.hub.unsubscribe(sub);
-    this.closed();
-    this.done({ events: '', cursor });
+  write(chunk: string): boolean {
+    this.resolve({ page: chunk.endsWith(',') ? chunk.slice(0, -1) : chunk });
+    return false;
   }
 
   bufferedBytes(): number {
@@ -72,23 +54,29 @@ class CollectSink implements Sink {
   }
 
   waitDrain(): Promise<void> {
-    return this.closedP;
+    return this.settled;
   }
 
   heartbeat(): void {}
 
   end(error?: RillError): void {
-    this.closed();
-    this.done(
-      error ? { error } : { events: '', cursor: this.sub?.cursor(this.maxCursorLength) ?? '' },
-    );
+    this.resolve(error ? { error } : { page: '' });
   }
 
-  /** Answers with an error instead of the page collected so far (its cursor is not given out). */
+  /** Ends with an error instead of a page, unless the page was taken already. */
   fail(error: RillError): void {
-    if (!this.sub || this.sub.closed) return;
-    this.hub.unsubscribe(this.sub);
-    this.end(error);
+    this.resolve({ error });
+  }
+
+  /** Ends with no events, unless something else ended it first. */
+  empty(): void {
+    this.resolve({ page: '' });
+  }
+
+  private resolve(outcome: PollOutcome): void {
+    if (this.outcome !== null) return;
+    this.outcome = outcome;
+    this.settle();
   }
 }
 
@@ -106,13 +94,23 @@ async function pollOnce(
     signal: AbortSignal;
   },
 ): Promise<{ events: string; cursor: string; resets: string[] }> {
-  let settle!: (r: { events: string; cursor: string } | { error: RillError }) => void;
-  const result = new Promise<{ events: string; cursor: string } | { error: RillError }>(
-    (r) => (settle = r),
-  );
-  const sink = new CollectSink(opts.limit, (r) => settle(r), hub, opts.maxCursorLength);
-  const finish = (): void => sink.finish();
-  const sub = await hub.subscribe(sink, {
+  const sink = new CollectSink(opts.limit);
+  let sub: Subscription | undefined = undefined;
+  /** Set when the subscription caught up before `hub.subscribe` returned it. */
+  let finishEarly = false;
+  /** Answers with what is queued (the flush hands it to the sink), or with no events. */
+  const finish = (): void => {
+    if (sink.outcome !== null) return;
+    if (sub === undefined) {
+      finishEarly = true;
+      return;
+    }
+    sub.flush();
+    // Stopped where the page ends (or, with none, where it stands): nothing more reaches it.
+    hub.unsubscribe(sub);
+    sink.empty();
+  };
+  sub = await hub.subscribe(sink, {
     patterns: opts.patterns,
     start: opts.start,
     ...(opts.cursor ? { cursor: opts.cursor } : {}),
@@ -122,19 +120,25 @@ async function pollOnce(
     onCaughtUp: opts.waitMs === 0 ? finish : undefined,
     // An engine that cannot be read gives 503 (the client retries with the same cursor), never
     // an empty page.
-    onEngineError: (e) => sink.fail(e),
+    onEngineError: (e) => {
+      sink.fail(e);
+      if (sub) hub.unsubscribe(sub);
+    },
   });
-  if (opts.waitMs === 0 && sub.states.size === 0) finish();
+  if (finishEarly || (opts.waitMs === 0 && sub.states.size === 0)) finish();
   const timer = opts.waitMs > 0 ? setTimeout(finish, opts.waitMs) : undefined;
   opts.signal.addEventListener('abort', finish, { once: true });
   try {
-    const r = await result;
+    await sink.settled;
+    // Ended outside the sink's write. It has stopped already (a full page stops it within the
+    // write, `finish` unsubscribes before answering), so its cursor is where the page ends.
+    hub.unsubscribe(sub);
+    const r = sink.outcome!;
     if ('error' in r) throw r.error;
-    return { ...r, resets: sink.resets };
+    return { events: r.page, cursor: sub.cursor(opts.maxCursorLength), resets: sink.resets };
   } finally {
     clearTimeout(timer);
     opts.signal.removeEventListener('abort', finish);
-    hub.unsubscribe(sub);
   }
 }
 

@@ -10,7 +10,8 @@ import { resumeIsExact, startCursor } from '../fanout/resume.js';
 import type { StartSpec, Subscription } from '../fanout/subscription.js';
 import type { RequestId, WsPublish, WsSubscribe, WsUnsubscribe } from '../wire/ws-request.js';
 import { parseWsRequest } from '../wire/ws-request.js';
-import { WsSink, WsWriter, wsErrorFrame } from '../net/ws-sink.js';
+import { WsSink, WsWriter } from '../net/ws-sink.js';
+import { wsErrorFrame } from '../wire/ws.js';
 import type { AppContext } from './context.js';
 
 /**

@@ -1,20 +1,13 @@
 import type { Engine } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
-import type { RillEvent } from '../model/event.js';
+import { Channel } from './channel.js';
+import { FlushScheduler } from './flush-scheduler.js';
 import type { Sink } from './sink.js';
-import type { SubscribeOptions, TopicState } from './subscription.js';
+import type { SubscribeOptions, SubscriptionHost, SubscriptionLimits } from './subscription.js';
 import { Subscription } from './subscription.js';
 
-/** Longest a flush is put off to batch more events into each socket write, ms (see markDirty). */
-const MAX_FLUSH_DELAY_MS = 10;
-
 /** The hub's bounds; see `limits` in config.ts for their meaning and defaults. */
-export interface HubLimits {
-  maxSubscriberBufferBytes: number;
-  replayBatch: number;
-  maxTopicsPerSubscription: number;
-  maxCursorTopics: number;
-}
+export type HubLimits = SubscriptionLimits;
 
 export interface HubOptions {
   limits: HubLimits;
@@ -23,93 +16,13 @@ export interface HubOptions {
 }
 
 /**
- * One topic's local fan-out: a single engine watch shared by every local subscriber of the topic.
+ * The per-process fan-out (docs/architecture.md § The fan-out core): one watch per topic with
+ * local subscribers (a {@link Channel}), each event framed once per wire format, one coalesced
+ * write per subscriber per tick ({@link FlushScheduler}), one shared heartbeat sweep instead of a
+ * timer per connection.
  *
- * `lastSeq` is the highest seq the watch has shown (or the head when the watch started): every
- * event up to it is in the log, every event after it will come through the watch. A subscriber
- * whose position reached it can join `live` and miss nothing.
- */
-export class Channel {
-  readonly members = new Set<TopicState>();
-  readonly live = new Set<TopicState>();
-  /** Long-poll requests waiting for the next event; told after every batch. */
-  readonly waiters = new Set<() => void>();
-  lastSeq = 0;
-  epoch: string | null = null;
-  private readonly unwatch: () => void;
-  private head: Promise<void>;
-  private headFailed = false;
-
-  constructor(
-    readonly topic: string,
-    private readonly engine: Engine,
-  ) {
-    // Watch first, then read the head: an event committed in between shows up in both, and the
-    // subscribers drop the repeat; the other order could miss it.
-    this.unwatch = engine.watch(topic, (events) => this.onEvents(events));
-    this.head = this.readHead();
-  }
-
-  /**
-   * Resolves once the head is known. A failed read (engine unreachable) is retried by the next
-   * caller rather than remembered, so the channel recovers with the engine.
-   */
-  get ready(): Promise<void> {
-    if (this.headFailed) {
-      this.headFailed = false;
-      this.head = this.readHead();
-    }
-    return this.head;
-  }
-
-  private readHead(): Promise<void> {
-    const p = this.engine.head(this.topic).then((head) => {
-      if (head && (this.epoch === null || this.epoch === head.epoch)) {
-        this.epoch = head.epoch;
-        if (head.lastSeq > this.lastSeq) this.lastSeq = head.lastSeq;
-      }
-    });
-    // A failing head read surfaces to every subscriber's step; don't let it go unhandled here.
-    p.catch(() => {
-      this.headFailed = true;
-    });
-    return p;
-  }
-
-  private onEvents(events: readonly RillEvent[]): void {
-    for (const ev of events) {
-      if (ev.epoch !== this.epoch) {
-        // A new log (wiped and recreated): its seqs restart, so the watermark does too.
-        this.epoch = ev.epoch;
-        this.lastSeq = ev.seq;
-      } else if (ev.seq > this.lastSeq) {
-        this.lastSeq = ev.seq;
-      }
-      for (const st of this.live) {
-        if (st.epoch !== ev.epoch) {
-          if (st.epoch === null && st.pos === 0) st.epoch = ev.epoch;
-          else {
-            st.sub.fallBehind(st);
-            continue;
-          }
-        }
-        if (ev.seq <= st.pos) continue;
-        if (ev.seq === st.pos + 1) st.sub.deliver(st, ev);
-        else st.sub.fallBehind(st);
-      }
-    }
-    for (const w of this.waiters) w();
-  }
-
-  close(): void {
-    this.unwatch();
-  }
-}
-
-/**
- * The per-process fan-out (docs/architecture.md § The fan-out core): one watch per topic with local subscribers, each event
- * framed once per wire format, one coalesced write per subscriber per tick, one shared heartbeat
- * sweep instead of a timer per connection.
+ * The hub sets subscriptions up and takes them down; it is not on an event's path. Subscriptions
+ * reach it only through the {@link SubscriptionHost} it hands them.
  */
 export class Hub {
   readonly engine: Engine;
@@ -120,18 +33,23 @@ export class Hub {
   /** Long-poll waits, woken at shutdown. */
   private readonly waiting = new Set<() => void>();
   private unwatchTopics: (() => void) | null = null;
-  private dirty: Subscription[] = [];
-  private flushScheduled = false;
-  /** When the last flush ended and how long it took (flush pacing, see markDirty). */
-  private lastFlushEnd = 0;
-  private lastFlushMs = 0;
   private readonly heartbeatTimer: NodeJS.Timeout;
   private readonly heartbeatMs: number;
+  /** What every subscription of this hub is given: made once, not per subscription. */
+  private readonly host: SubscriptionHost;
 
   constructor(engine: Engine, options: HubOptions) {
     this.engine = engine;
     this.limits = options.limits;
     this.heartbeatMs = options.heartbeatMs;
+    this.host = {
+      engine,
+      limits: options.limits,
+      flushes: new FlushScheduler(),
+      openChannel: (topic) => this.channel(topic),
+      releaseChannel: (ch) => this.releaseChannel(ch),
+      ended: (sub) => this.forget(sub),
+    };
     // Sweep at a fraction of the interval so no stream stays silent much longer than it.
     this.heartbeatTimer = setInterval(
       () => this.sweep(),
@@ -155,7 +73,7 @@ export class Hub {
    * followed as new ones appear. Resolves once every initial topic is attached; events then flow.
    */
   async subscribe(sink: Sink, options: SubscribeOptions): Promise<Subscription> {
-    const sub = new Subscription(this, sink, options);
+    const sub = new Subscription(this.host, sink, options);
     this.subs.add(sub);
     try {
       const plain = options.patterns.filter((p) => !p.includes('*') && !p.includes('>'));
@@ -197,8 +115,13 @@ export class Hub {
     return sub;
   }
 
+  /** Ends a subscription without telling its client (the connection is gone, a page is done). */
   unsubscribe(sub: Subscription): void {
     sub.detach();
+    this.forget(sub);
+  }
+
+  private forget(sub: Subscription): void {
     this.subs.delete(sub);
     if (this.patternSubs.delete(sub) && this.patternSubs.size === 0 && this.unwatchTopics) {
       this.unwatchTopics();
@@ -206,8 +129,7 @@ export class Hub {
     }
   }
 
-  /** @internal */
-  channel(topic: string): Channel {
+  private channel(topic: string): Channel {
     let ch = this.channels.get(topic);
     if (!ch) {
       ch = new Channel(topic, this.engine);
@@ -235,7 +157,7 @@ export class Hub {
     const check = (): void => {
       if (ch.lastSeq > afterSeq || (epoch !== undefined && ch.epoch !== epoch)) wake();
     };
-    ch.waiters.add(check);
+    ch.addWaiter(check);
     const timer = setTimeout(wake, ms);
     signal?.addEventListener('abort', wake, { once: true });
     this.waiting.add(wake);
@@ -248,44 +170,17 @@ export class Hub {
       clearTimeout(timer);
       signal?.removeEventListener('abort', wake);
       this.waiting.delete(wake);
-      ch.waiters.delete(check);
+      ch.removeWaiter(check);
       this.releaseChannel(ch);
     }
   }
 
-  /** @internal */
-  releaseChannel(ch: Channel): void {
-    if (ch.members.size === 0 && ch.waiters.size === 0 && this.channels.get(ch.topic) === ch) {
+  private releaseChannel(ch: Channel): void {
+    if (ch.idle && this.channels.get(ch.topic) === ch) {
       ch.close();
       this.channels.delete(ch.topic);
     }
   }
-
-  /** @internal Queues a subscription for this tick's coalesced write. */
-  markDirty(sub: Subscription): void {
-    this.dirty.push(sub);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      // Write less often under load (the fan-out profile is mostly writev syscalls, one per socket
-      // per flush): the next flush waits as long as the last one took, so flushing never takes
-      // more than about half the process and each write carries every event that arrived
-      // meanwhile. A light flush (few sockets, microseconds) adds no delay; a heavy one adds at
-      // most MAX_FLUSH_DELAY_MS to an event's latency. Nothing is dropped, only batched.
-      const wait = this.lastFlushEnd + this.lastFlushMs - performance.now();
-      if (wait < 1) setImmediate(this.flushAll);
-      else setTimeout(this.flushAll, Math.min(wait, MAX_FLUSH_DELAY_MS));
-    }
-  }
-
-  private readonly flushAll = (): void => {
-    this.flushScheduled = false;
-    const dirty = this.dirty;
-    this.dirty = [];
-    const start = performance.now();
-    for (const sub of dirty) sub.flush();
-    this.lastFlushEnd = performance.now();
-    this.lastFlushMs = this.lastFlushEnd - start;
-  };
 
   private ensureTopicWatch(): void {
     if (this.unwatchTopics) return;
@@ -298,13 +193,9 @@ export class Hub {
   }
 
   private sweep(): void {
-    const idleSince = Date.now() - this.heartbeatMs;
-    for (const sub of this.subs) {
-      if (sub.lastWrite <= idleSince) {
-        sub.lastWrite = Date.now();
-        sub.sink.heartbeat();
-      }
-    }
+    const now = Date.now();
+    const idleSince = now - this.heartbeatMs;
+    for (const sub of this.subs) sub.heartbeatIfIdle(idleSince, now);
   }
 
   /**

@@ -1,7 +1,15 @@
 import type { Cursor, Position } from '../model/cursor.js';
 import { encodeCursor } from '../model/cursor.js';
 import type { TopicHead } from '../engine/engine.js';
-import type { StartSpec } from './subscription.js';
+
+/** Where a topic's delivery starts when the cursor says nothing about it. */
+export type StartSpec =
+  | { kind: 'now' }
+  | { kind: 'earliest' }
+  /** Deliver events with seq > `seq`. */
+  | { kind: 'after'; seq: number }
+  /** Deliver events with time >= `time`. */
+  | { kind: 'time'; time: number };
 
 /**
  * How far behind "now" a watermark reaches when it stands for topics a cursor does not list: a

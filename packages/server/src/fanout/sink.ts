@@ -1,22 +1,30 @@
 import type { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
-import type { Subscription } from './subscription.js';
 
 /**
  * What the hub needs from a transport: framing and a byte pipe with backpressure. SSE, NDJSON
  * and WebSocket each implement it; the hub never knows which one it feeds.
+ *
+ * A sink only receives calls: it never calls back into its subscription or the hub. What it has
+ * to say goes back as a return value (`write`) or to its owner (the route), which acts after the
+ * call returned.
  */
 export interface Sink {
   /**
    * One event as wire bytes. `id` is the cursor to attach: `null` means the event's own id
-   * (single-topic streams, where the frame can be shared by every subscriber and cached on the
-   * event); a string is a multi-topic cursor that differs per subscriber.
+   * (single-topic streams, where one frame serves every subscriber the event is handed to in a
+   * row); a string is a multi-topic cursor that differs per subscriber. Never cache on `ev`: the
+   * engine may keep that object for as long as retention keeps the event.
    */
   frameEvent(ev: RillEvent, id: string | null): string;
   /** A reset notice (docs/protocol.md § Reset notice) with the cursor to resume from after it. */
   frameReset(notice: ResetNotice, id: string): string;
-  /** Writes bytes; the hub coalesces frames so this is called at most once per tick. */
-  write(chunk: string): void;
+  /**
+   * Writes bytes; the hub coalesces frames so this is called at most once per tick. Returns false
+   * when the sink takes nothing more (a long-poll page is complete): the subscription stops at
+   * once, keeping its cursor at what was written, and the sink's owner ends it.
+   */
+  write(chunk: string): boolean | void;
   /** Bytes accepted by `write` that the kernel has not taken yet. */
   bufferedBytes(): number;
   /** Resolves when the buffer has drained, or the connection closed. */
@@ -25,8 +33,6 @@ export interface Sink {
   heartbeat(): void;
   /** Ends the stream, telling the client why when `error` is given. */
   end(error?: RillError): void;
-  /** Optional: told which subscription it feeds, when the subscription is created. */
-  attached?(sub: Subscription): void;
 }
 
 /**

@@ -3,24 +3,43 @@ import { encodePosition } from '../model/cursor.js';
 import type { Engine } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
-import type { Channel, Hub } from './hub.js';
-import type { ResetNotice, Sink } from './sink.js';
 import { compilePattern } from '../model/topic.js';
-import { WATERMARK_MARGIN_MS } from './resume.js';
+import type { Channel, ChannelMember } from './channel.js';
+import type { Flushable } from './flush-scheduler.js';
+import { WATERMARK_MARGIN_MS, type StartSpec } from './resume.js';
 
-/** Where a topic's delivery starts when the cursor says nothing about it. */
-export type StartSpec =
-  | { kind: 'now' }
-  | { kind: 'earliest' }
-  /** Deliver events with seq > `seq`. */
-  | { kind: 'after'; seq: number }
-  /** Deliver events with time >= `time`. */
-  | { kind: 'time'; time: number };
+export type { StartSpec } from './resume.js';
+import type { ResetNotice, Sink } from './sink.js';
 
 /** First delay before a catch-up that failed on an unreachable engine is retried, ms. */
 const CATCH_UP_RETRY_MS = 100;
 /** Longest delay between catch-up retries while the engine stays unreachable, ms. */
 const CATCH_UP_RETRY_MAX_MS = 2_000;
+
+/** A subscription's bounds; see `limits` in config.ts for their meaning and defaults. */
+export interface SubscriptionLimits {
+  maxSubscriberBufferBytes: number;
+  replayBatch: number;
+  maxTopicsPerSubscription: number;
+  maxCursorTopics: number;
+}
+
+/**
+ * What a subscription needs from whoever runs it (the hub): the log, the bounds, the channels by
+ * topic, and the flush pacing. Narrow on purpose, so a subscription can be driven without a hub.
+ */
+export interface SubscriptionHost {
+  readonly engine: Engine;
+  readonly limits: SubscriptionLimits;
+  /** Queues a subscription for the next coalesced flush (see FlushScheduler). */
+  readonly flushes: { markDirty(sub: Flushable): void };
+  /** The channel of `topic`, opened if there is none yet. */
+  openChannel(topic: string): Channel;
+  /** The subscription no longer uses `channel` (it has removed itself from it). */
+  releaseChannel(channel: Channel): void;
+  /** The subscription ended itself (an error was sent); the host forgets it. */
+  ended(sub: Subscription): void;
+}
 
 /**
  * One subscriber's position in one topic, and whether it is on the live path.
@@ -31,7 +50,7 @@ const CATCH_UP_RETRY_MAX_MS = 2_000;
  * rejoins synchronously — no await between the check and the switch, so no event can slip between
  * (the pitfall of Mercure's bolt.go and centrifuge's recovery sync).
  */
-export class TopicState {
+export class TopicState implements ChannelMember {
   pos = 0;
   epoch: string | null = null;
   lastTime = 0;
@@ -46,6 +65,21 @@ export class TopicState {
     readonly channel: Channel,
     public start: StartSpec | { kind: 'cursor'; epoch: string; seq: number },
   ) {}
+
+  deliver(ev: RillEvent): void {
+    this.sub.deliver(this, ev);
+  }
+
+  fallBehind(): void {
+    this.sub.fallBehind(this);
+  }
+
+  /** Only a topic not started in any log (a `now` start on a topic that did not exist) takes it. */
+  adoptEpoch(epoch: string): boolean {
+    if (this.epoch !== null || this.pos !== 0) return false;
+    this.epoch = epoch;
+    return true;
+  }
 }
 
 export interface SubscribeOptions {
@@ -69,9 +103,13 @@ let touchCounter = 0;
 
 /**
  * A subscription: one connection's set of topics, its outbound queue (coalesced per tick, bounded
- * by `maxBufferBytes`), and its live ⇄ catch-up state machine.
+ * by `maxSubscriberBufferBytes`), and its live ⇄ catch-up state machine.
+ *
+ * Events flow one way: channel → subscription (`deliver`, queued) → flush pacing → `flush` →
+ * sink. The sink only receives calls; when it takes nothing more (`write` returned false, a
+ * long-poll page) the subscription stops, and its owner ends it.
  */
-export class Subscription {
+export class Subscription implements Flushable {
   readonly states = new Map<string, TopicState>();
   /** Single plain topic: frames carry the event's own id and are shared between subscribers. */
   readonly single: boolean;
@@ -89,17 +127,20 @@ export class Subscription {
   /** When the subscription started: the floor of a `now` start no head has been read for. */
   private readonly startedAt = Date.now();
   private readonly engine: Engine;
+  private readonly limits: SubscriptionLimits;
+  private readonly flushes: SubscriptionHost['flushes'];
 
   constructor(
-    readonly hub: Hub,
+    private readonly host: SubscriptionHost,
     readonly sink: Sink,
     readonly options: SubscribeOptions,
   ) {
-    this.engine = hub.engine;
+    this.engine = host.engine;
+    this.limits = host.limits;
+    this.flushes = host.flushes;
     this.matchers = options.patterns.map(compilePattern);
     this.isPatternSub = options.patterns.some((p) => p.includes('*') || p.includes('>'));
     this.single = !this.isPatternSub && options.patterns.length === 1;
-    sink.attached?.(this);
   }
 
   matches(topic: string): boolean {
@@ -109,11 +150,11 @@ export class Subscription {
   /** Adds a topic to this subscription, starting from the cursor or the start spec. */
   addTopic(topic: string, start?: StartSpec): void {
     if (this.closed || this.states.has(topic)) return;
-    if (this.states.size >= this.hub.limits.maxTopicsPerSubscription) {
+    if (this.states.size >= this.limits.maxTopicsPerSubscription) {
       this.fail(
         new RillError(
           'too_many_topics',
-          `Subscription would exceed ${this.hub.limits.maxTopicsPerSubscription} topics`,
+          `Subscription would exceed ${this.limits.maxTopicsPerSubscription} topics`,
         ),
       );
       return;
@@ -125,14 +166,14 @@ export class Subscription {
     else if (this.options.cursor?.watermark !== undefined)
       spec = { kind: 'time', time: this.options.cursor.watermark };
     else spec = this.options.start;
-    const ch = this.hub.channel(topic);
+    const ch = this.host.openChannel(topic);
     const st = new TopicState(topic, this, ch, spec);
     this.states.set(topic, st);
-    ch.members.add(st);
+    ch.addSubscriber(st);
     this.kick();
   }
 
-  // ---- live path (called by Channel for every event; keep it lean) ----
+  // ---- live path (called through the channel for every event; keep it lean) ----
 
   /** Hands one event to the queue. The caller checked `ev.seq === st.pos + 1`. */
   deliver(st: TopicState, ev: RillEvent): void {
@@ -147,7 +188,7 @@ export class Subscription {
   fallBehind(st: TopicState): void {
     if (st.live) {
       st.live = false;
-      st.channel.live.delete(st);
+      st.channel.leaveLive(st);
     }
     this.kick();
   }
@@ -155,8 +196,8 @@ export class Subscription {
   private enqueue(chunk: string): void {
     this.pending.push(chunk);
     this.pendingBytes += chunk.length;
-    if (this.pending.length === 1) this.hub.markDirty(this);
-    if (this.pendingBytes + this.sink.bufferedBytes() > this.hub.limits.maxSubscriberBufferBytes) {
+    if (this.pending.length === 1) this.flushes.markDirty(this);
+    if (this.pendingBytes + this.sink.bufferedBytes() > this.limits.maxSubscriberBufferBytes) {
       this.overflow();
     }
   }
@@ -166,20 +207,31 @@ export class Subscription {
     for (const st of this.states.values()) {
       if (st.live) {
         st.live = false;
-        st.channel.live.delete(st);
+        st.channel.leaveLive(st);
       }
     }
     this.kick();
   }
 
-  /** One write per tick with everything queued since the last. */
+  /**
+   * One write per tick with everything queued since the last. A sink that takes nothing more
+   * (`write` returned false) stops the subscription here, in the same tick, so its positions — and
+   * so its cursor — cover exactly what the sink took; the owner ends it.
+   */
   flush(): void {
     if (this.pending.length === 0 || this.closed) return;
     const chunk = this.pending.length === 1 ? this.pending[0]! : this.pending.join('');
     this.pending = [];
     this.pendingBytes = 0;
     this.lastWrite = Date.now();
-    this.sink.write(chunk);
+    if (this.sink.write(chunk) === false) this.detach();
+  }
+
+  /** Sends the sink a heartbeat when nothing was written since `idleSince` (the hub's sweep). */
+  heartbeatIfIdle(idleSince: number, now: number): void {
+    if (this.lastWrite > idleSince) return;
+    this.lastWrite = now;
+    this.sink.heartbeat();
   }
 
   // ---- catch-up path ----
@@ -215,7 +267,7 @@ export class Subscription {
   }
 
   private async catchUp(): Promise<void> {
-    const limit = this.hub.limits.maxSubscriberBufferBytes;
+    const limit = this.limits.maxSubscriberBufferBytes;
     for (;;) {
       if (this.closed) return;
       const behind = [...this.states.values()].filter((s) => !s.live);
@@ -242,7 +294,7 @@ export class Subscription {
     if (!st.resolved) await this.resolveStart(st);
     if (this.closed) return;
 
-    const batch = this.options.replayBatch ?? this.hub.limits.replayBatch;
+    const batch = this.options.replayBatch ?? this.limits.replayBatch;
     const r = await this.engine.read(st.topic, st.pos, batch);
     if (this.closed || st.live) return;
     const head = r.head;
@@ -279,7 +331,7 @@ export class Subscription {
     // Stop at the byte limit even inside a page: the log keeps the rest for the next step, and
     // `pos` only covers what was handed over. The drain wait before each step leaves room for at
     // least one event, so this always progresses.
-    const room = this.hub.limits.maxSubscriberBufferBytes;
+    const room = this.limits.maxSubscriberBufferBytes;
     let full = false;
     for (const ev of r.events) {
       if (ev.seq <= st.pos) continue;
@@ -324,7 +376,7 @@ export class Subscription {
       (ch.epoch === null || st.epoch === null || ch.epoch === st.epoch)
     ) {
       st.live = true;
-      ch.live.add(st);
+      ch.goLive(st);
     } else if (r.events.length === 0 && st.pos < ch.lastSeq) {
       // The live feed is ahead of what the log lets us read yet (a shared engine's replica lag):
       // try again shortly rather than spin.
@@ -392,8 +444,7 @@ export class Subscription {
     let watermark = this.isPatternSub ? time - WATERMARK_MARGIN_MS : Infinity;
     const parts: string[] = [];
     let states = [...this.states.values()];
-    const max =
-      maxLength === undefined ? this.hub.limits.maxCursorTopics : fitting(states, maxLength);
+    const max = maxLength === undefined ? this.limits.maxCursorTopics : fitting(states, maxLength);
     if (states.length > max) {
       // Keep the topics only a listing can place (no event handed over, so no time to resume
       // from), then the most recently advanced; the rest resume from the oldest time among them.
@@ -453,20 +504,24 @@ export class Subscription {
   fail(err: RillError): void {
     if (this.closed) return;
     this.flush();
+    // The flush may have stopped it (a sink that took its last write): that sink still hears why.
     this.sink.end(err);
-    this.hub.unsubscribe(this);
+    this.detach();
+    this.host.ended(this);
   }
 
-  /** Detaches from the hub; the transport calls it when the connection closes. */
+  /**
+   * Stops taking events and leaves every channel; positions (and so `cursor()`) stay as they are.
+   * The host calls it when the owner unsubscribes.
+   */
   detach(): void {
     if (this.closed) return;
     this.closed = true;
     this.pending = [];
     this.pendingBytes = 0;
     for (const st of this.states.values()) {
-      st.channel.live.delete(st);
-      st.channel.members.delete(st);
-      this.hub.releaseChannel(st.channel);
+      st.channel.removeSubscriber(st);
+      this.host.releaseChannel(st.channel);
     }
   }
 }

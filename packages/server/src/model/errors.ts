@@ -194,10 +194,34 @@ export class RillError extends Error {
     this.details = options?.details;
   }
 
-  /** The wire body: `{"error":{"code","message",...details}}`. */
-  toJSON(): { error: Record<string, unknown> } {
-    return { error: { code: this.code, message: this.message, ...this.details } };
+  /**
+   * The one encoding of an error, the same on every transport: the `error` member of an HTTP body
+   * ({@link toJSON}), the data of an SSE `error` frame and of an NDJSON error line, the `error` of
+   * a WebSocket `error` message. Details (such as `limit`) follow the four fixed fields.
+   */
+  body(): ErrorBody {
+    return {
+      ...this.details,
+      code: this.code,
+      message: this.message,
+      retryable: this.retryable,
+      closeCode: this.closeCode,
+    };
   }
+
+  /** An HTTP error body: `{"error":{...body()}}`. */
+  toJSON(): { error: ErrorBody } {
+    return { error: this.body() };
+  }
+}
+
+/** What every transport says about an error (see {@link RillError.body}). */
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  retryable: boolean;
+  closeCode: number;
+  [detail: string]: unknown;
 }
 
 export function isRillError(err: unknown): err is RillError {

@@ -40,6 +40,10 @@ export interface EventInput {
 /**
  * A stored event as engines return it. `data` stays JSON text end to end, so the log and every
  * transport reuse the publisher's bytes instead of re-serializing them.
+ *
+ * Nothing is ever cached on it: an engine may keep the very object for as long as retention keeps
+ * the event (the memory engine does), so a cache here would grow the log several times over. The
+ * wire modules keep their frames in small caches of their own (wire/frame-cache.ts).
  */
 export interface RillEvent {
   readonly topic: string;
@@ -51,8 +55,6 @@ export interface RillEvent {
   readonly key?: string;
   /** JSON text of the payload. */
   readonly data: string;
-  /** Cache of {@link eventJson}; filled on first use and shared by every subscriber. */
-  json?: string;
 }
 
 // C0 controls, DEL, C1 controls (NEL among them) and the Unicode line/paragraph separators: none
@@ -217,19 +219,16 @@ export function eventId(ev: RillEvent): string {
 }
 
 /**
- * The wire JSON of an event, built once and cached on the event. Hand-written rather than
- * `JSON.stringify` because `data` is already JSON text and this runs once per event on the fan-out
- * path; topic and epoch never need escaping (their alphabets exclude it).
+ * The wire JSON of an event. Hand-written rather than `JSON.stringify` because `data` is already
+ * JSON text and this runs once per event on the fan-out path; topic and epoch never need escaping
+ * (their alphabets exclude it). Not cached: the fan-out shares it through wire/frame-cache.ts.
  */
 export function eventJson(ev: RillEvent): string {
-  let s = ev.json;
-  if (s !== undefined) return s;
-  s = `{"topic":"${ev.topic}","seq":${ev.seq},"id":"${eventId(ev)}"`;
+  let s = `{"topic":"${ev.topic}","seq":${ev.seq},"id":"${eventId(ev)}"`;
   if (ev.type !== undefined) s += `,"type":${JSON.stringify(ev.type)}`;
   s += `,"time":${ev.time}`;
   if (ev.key !== undefined) s += `,"key":${JSON.stringify(ev.key)}`;
   s += `,"data":${ev.data}}`;
-  ev.json = s;
   return s;
 }
 

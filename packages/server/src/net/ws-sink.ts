@@ -1,49 +1,14 @@
 import { WebSocket } from 'ws';
+import type { ResetNotice, Sink } from '../fanout/sink.js';
 import type { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
-import { eventJson } from '../model/event.js';
+import { FRAME_END, wsErrorFrame, wsEventFrame, wsEventPrefix, wsResetFrame } from '../wire/ws.js';
 import { idleRawSocket, socketOf, textFrameHeader } from './ws-internals.js';
-import type { ResetNotice, Sink } from '../fanout/sink.js';
 
 /**
- * WebSocket framing (protocol `rill.v1`, docs/protocol.md § WebSocket): every message is one JSON
- * object with an `op`. An event travels as `{"op":"event","sub":"s1","event":<event JSON>}` (plus
- * `"cursor"` on multi-topic subscriptions), built by concatenation around the event's shared JSON
- * text, so fan-out never parses or re-serializes an event.
+ * The socket side of WebSocket subscriptions: the writer every subscription of a connection
+ * shares, and one hub sink per subscription. What goes in the messages is wire/ws.ts.
  */
-
-/** A client-chosen request id, echoed in the reply. */
-export type RequestId = string | number;
-
-/**
- * Ends each frame inside the hub's coalesced chunk so the sink can send one WebSocket message per
- * frame. NUL can never occur in JSON text (raw control characters are invalid in strings and are
- * not whitespace), unlike `\n`, which a pretty-printed `data` would contain.
- */
-const FRAME_END = '\u0000';
-
-/** An event with its last WebSocket frame and the prefix (sub id) it was built for. */
-type WsCached = RillEvent & { wsFrame?: string; wsPrefix?: string };
-
-export function wsResetFrame(sub: string, n: ResetNotice, cursor: string): string {
-  return JSON.stringify({ op: 'reset', sub, ...n, cursor });
-}
-
-/** The error body shared with SSE (`code`, `message`, `retryable`, `closeCode`) plus details. */
-export function wsErrorFrame(err: RillError, ref: { id?: RequestId; sub?: string } = {}): string {
-  return JSON.stringify({
-    op: 'error',
-    ...(ref.id === undefined ? {} : { id: ref.id }),
-    ...(ref.sub === undefined ? {} : { sub: ref.sub }),
-    error: {
-      code: err.code,
-      message: err.message,
-      retryable: err.retryable,
-      closeCode: err.closeCode,
-      ...err.details,
-    },
-  });
-}
 
 /** Buffers go out as text messages (they hold UTF-8 JSON). */
 const TEXT = { binary: false } as const;
@@ -208,8 +173,7 @@ export class WsSink implements Sink {
     readonly sub: string,
     private readonly onEnd: (sink: WsSink, error?: RillError) => void,
   ) {
-    // `sub` ids are server-made (`s` + digits): nothing to escape.
-    this.eventPrefix = `{"op":"event","sub":"${sub}",`;
+    this.eventPrefix = wsEventPrefix(sub);
   }
 
   get isEnded(): boolean {
@@ -227,17 +191,7 @@ export class WsSink implements Sink {
   }
 
   frameEvent(ev: RillEvent, id: string | null): string {
-    if (id !== null)
-      return `${this.eventPrefix}"cursor":"${id}","event":${eventJson(ev)}}${FRAME_END}`;
-    // Frame once: single-topic subscriptions share their frame whenever their sub ids match,
-    // which is the common case (`s1` on every connection holding one subscription), so a
-    // fan-out to N sockets builds it once instead of N times.
-    const c = ev as WsCached;
-    if (c.wsPrefix !== this.eventPrefix) {
-      c.wsFrame = `${this.eventPrefix}"event":${eventJson(ev)}}${FRAME_END}`;
-      c.wsPrefix = this.eventPrefix;
-    }
-    return c.wsFrame!;
+    return wsEventFrame(this.eventPrefix, ev, id);
   }
 
   frameReset(notice: ResetNotice, id: string): string {

@@ -1,7 +1,8 @@
 import type { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
-import { escapeLineSeparators, eventId, eventJson } from '../model/event.js';
+import { escapeLineSeparators, eventId } from '../model/event.js';
 import type { ResetNotice } from '../fanout/sink.js';
+import { FrameCache, sharedEventJson } from './frame-cache.js';
 import type { Framing } from './framing.js';
 import { errorPayload } from './sse.js';
 
@@ -18,31 +19,29 @@ import { errorPayload } from './sse.js';
  * leave in `data`, turned into spaces) for events that did not come through a publish route.
  */
 
-type Cached = RillEvent & { ndjson?: string; ndjsonBody?: string };
-
 const BREAK_RE = /[\r\n\u0085\u2028\u2029]/;
 
-/** The event JSON without its opening brace, on one line; cached on the event. */
-function body(ev: Cached): string {
-  let b = ev.ndjsonBody;
-  if (b === undefined) {
-    b = eventJson(ev).slice(1);
-    if (BREAK_RE.test(ev.data) || BREAK_RE.test(ev.type ?? '') || BREAK_RE.test(ev.key ?? '')) {
-      b = escapeLineSeparators(b.replace(/[\r\n]/g, ' '));
-    }
-    ev.ndjsonBody = b;
+const bodies = new FrameCache();
+const lines = new FrameCache();
+
+/** The event JSON without its opening brace, on one line; shared through a {@link FrameCache}. */
+function body(ev: RillEvent): string {
+  const cached = bodies.get(ev);
+  if (cached !== undefined) return cached;
+  let b = sharedEventJson(ev).slice(1);
+  if (BREAK_RE.test(ev.data) || BREAK_RE.test(ev.type ?? '') || BREAK_RE.test(ev.key ?? '')) {
+    b = escapeLineSeparators(b.replace(/[\r\n]/g, ' '));
   }
-  return b;
+  return bodies.set(ev, b);
 }
 
-export function ndjsonEventLine(ev: Cached, id: string | null): string {
+/**
+ * An event's line. With `id === null` (single-topic streams) the line is the same for every
+ * subscriber and shared through a {@link FrameCache}; a multi-topic cursor is per subscriber.
+ */
+export function ndjsonEventLine(ev: RillEvent, id: string | null): string {
   if (id !== null) return `{"cursor":"${id}",${body(ev)}\n`;
-  let line = ev.ndjson;
-  if (line === undefined) {
-    line = `{"cursor":"${eventId(ev)}",${body(ev)}\n`;
-    ev.ndjson = line;
-  }
-  return line;
+  return lines.get(ev) ?? lines.set(ev, `{"cursor":"${eventId(ev)}",${body(ev)}\n`);
 }
 
 export function ndjsonFraming(): Framing {

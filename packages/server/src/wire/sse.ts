@@ -1,7 +1,8 @@
 import type { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
-import { eventId, eventJson } from '../model/event.js';
+import { eventId } from '../model/event.js';
 import type { ResetNotice } from '../fanout/sink.js';
+import { FrameCache, sharedEventJson } from './frame-cache.js';
 import type { Framing } from './framing.js';
 
 /**
@@ -23,40 +24,31 @@ export function sseData(text: string): string {
     .join('');
 }
 
-type Cached = RillEvent & { sse?: string; sseBody?: string };
+const bodies = new FrameCache();
+const frames = new FrameCache();
 
 /**
- * Everything after the `id:` line of an event's frame; cached on the event. Of the event JSON's
- * parts only `data` can hold a raw line break (topic and id exclude them by grammar, type and key
- * are JSON strings with control characters escaped), so only `data` is searched: the whole JSON
- * is not scanned (nor flattened) per event on the replay path.
+ * Everything after the `id:` line of an event's frame; shared through a {@link FrameCache}. Of
+ * the event JSON's parts only `data` can hold a raw line break (topic and id exclude them by
+ * grammar, type and key are JSON strings with control characters escaped), so only `data` is
+ * searched: the whole JSON is not scanned (nor flattened) per event on the replay path.
  */
-function body(ev: Cached): string {
-  let b = ev.sseBody;
-  if (b === undefined) {
-    const d = ev.data;
-    const data =
-      d.indexOf('\n') === -1 && d.indexOf('\r') === -1
-        ? `data: ${eventJson(ev)}\n`
-        : sseData(eventJson(ev));
-    b = (ev.type === undefined ? '' : `event: ${ev.type}\n`) + data + '\n';
-    ev.sseBody = b;
-  }
-  return b;
+function body(ev: RillEvent): string {
+  const cached = bodies.get(ev);
+  if (cached !== undefined) return cached;
+  const d = ev.data;
+  const json = sharedEventJson(ev);
+  const data = d.indexOf('\n') === -1 && d.indexOf('\r') === -1 ? `data: ${json}\n` : sseData(json);
+  return bodies.set(ev, (ev.type === undefined ? '' : `event: ${ev.type}\n`) + data + '\n');
 }
 
 /**
  * An event's frame. With `id === null` (single-topic streams) the frame is the same for every
- * subscriber and cached on the event; a multi-topic cursor is per subscriber.
+ * subscriber and shared through a {@link FrameCache}; a multi-topic cursor is per subscriber.
  */
-export function sseEventFrame(ev: Cached, id: string | null): string {
+export function sseEventFrame(ev: RillEvent, id: string | null): string {
   if (id !== null) return `id: ${id}\n${body(ev)}`;
-  let f = ev.sse;
-  if (f === undefined) {
-    f = `id: ${eventId(ev)}\n${body(ev)}`;
-    ev.sse = f;
-  }
-  return f;
+  return frames.get(ev) ?? frames.set(ev, `id: ${eventId(ev)}\n${body(ev)}`);
 }
 
 export function sseResetFrame(n: ResetNotice, id: string): string {
@@ -65,12 +57,7 @@ export function sseResetFrame(n: ResetNotice, id: string): string {
 
 /** The error body shared by the streaming transports' error frames. */
 export function errorPayload(err: RillError): string {
-  return JSON.stringify({
-    code: err.code,
-    message: err.message,
-    retryable: err.retryable,
-    closeCode: err.closeCode,
-  });
+  return JSON.stringify(err.body());
 }
 
 export function sseErrorFrame(err: RillError): string {

@@ -15,9 +15,9 @@ import { parseEventInput } from '../model/event.js';
 import { assertTopic } from '../model/topic.js';
 import type { StartSpec } from '../fanout/subscription.js';
 import { parseResumeCursor, parseStart, parseTopicsParam } from './subscribe-params.js';
+import type { RequestId } from './ws.js';
 
-/** A request's `id`, chosen by the client and echoed in every reply to it. */
-export type RequestId = string | number;
+export type { RequestId };
 
 /** Longest string `id`. */
 export const MAX_ID_LENGTH = 256;
