@@ -5,8 +5,11 @@ import { RillError } from '../model/errors.js';
 export interface TrackedStream {
   /** Its credential was revoked: end it with `err` (`unauthorized`). */
   revoked(err: RillError): void;
-  /** Its identity's `expiresAt` has come: end it with `err` (`token_expired`). */
-  expired(err: RillError): void;
+  /**
+   * Its identity's `expiresAt` has come: end it with `err` (`token_expired`). Without it no
+   * deadline is kept (a long-poll bounds its own wait).
+   */
+  expired?(err: RillError): void;
 }
 
 /** A stream's place in the registry. */
@@ -85,6 +88,11 @@ export class Deadlines {
   }
 }
 
+/** What a stream whose token expired ends with. */
+export function tokenExpired(): RillError {
+  return new RillError('token_expired', 'The token has expired');
+}
+
 interface Entry {
   stream: TrackedStream;
   credentialId: string;
@@ -154,11 +162,12 @@ export class OpenStreams {
     let set = this.byCredential.get(identity.credentialId);
     if (!set) this.byCredential.set(identity.credentialId, (set = new Set()));
     set.add(entry);
-    if (identity.expiresAt !== null) {
+    const expired = entry.stream.expired;
+    if (identity.expiresAt !== null && expired) {
       entry.cancelExpiry = this.deadlines.at(identity.expiresAt, () => {
         entry.cancelExpiry = undefined;
         this.remove(entry);
-        entry.stream.expired(new RillError('token_expired', 'The token has expired'));
+        expired.call(entry.stream, tokenExpired());
       });
     }
   }

@@ -7,6 +7,7 @@ import { assertTopic, assertTopicPrefix } from '../model/topic.js';
 import type { Grants } from '../auth/index.js';
 import { forbidden, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
+import { tokenExpired } from './open-streams.js';
 import { parseLimit, parseWait } from './params.js';
 
 /** Window of the `rate` figure in topic listings, ms. */
@@ -136,8 +137,30 @@ export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
       // Long-poll: nothing yet, so wait for the next event (or the topic's first).
       const ac = new AbortController();
       reply.raw.on('close', () => ac.abort());
-      await ctx.hub.waitBeyond(topic, afterSeq, waitMs, ac.signal);
+      // Never past the token's expiry, and no longer than its credential stays valid.
+      let refusal: RillError | undefined;
+      const tracked = ctx.streams.track(identity, {
+        revoked: (e) => {
+          refusal = e;
+          ac.abort();
+        },
+      });
+      const exp = identity.expiresAt;
+      const expiresFirst = exp !== null && exp - Date.now() < waitMs;
+      try {
+        await ctx.hub.waitBeyond(
+          topic,
+          afterSeq,
+          expiresFirst ? Math.max(0, exp - Date.now()) : waitMs,
+          ac.signal,
+        );
+      } finally {
+        tracked.untrack();
+      }
+      if (refusal) throw refusal;
       r = await engine.read(topic, afterSeq, limit);
+      // The wait ended at the expiry with nothing new: the client asks again with a new token.
+      if (expiresFirst && r.events.length === 0 && !ac.signal.aborted) throw tokenExpired();
     }
     if (!r.head) {
       if (waitMs === 0) throw new RillError('topic_not_found', `Unknown topic ${topic}`);
