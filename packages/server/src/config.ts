@@ -1,5 +1,6 @@
-import { createPublicKey } from 'node:crypto';
+import { createPrivateKey, createPublicKey, type KeyObject, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -231,6 +232,96 @@ const AuthSchema = z
     });
   });
 
+/**
+ * The certificate chain and private key of a TLS listener, read and checked: both files readable,
+ * the certificate and the key parseable PEM, and the key the certificate's. Used at start-up (as
+ * part of validating the config) and on every reload, so a bad pair is refused with the same words
+ * either way.
+ */
+export interface TlsPair {
+  cert: Buffer;
+  key: Buffer;
+  /** SHA-256 fingerprint of the leaf certificate (as `openssl x509 -fingerprint -sha256` prints it). */
+  fingerprint: string;
+  /** When the leaf certificate expires (its `notAfter`). */
+  validTo: string;
+}
+
+/** A problem with one of the TLS files; `key` names the config key (`cert` or `key`). */
+export class TlsFileError extends Error {
+  override name = 'TlsFileError';
+  constructor(
+    readonly key: 'cert' | 'key',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Reads and checks the PEM files at `paths`; throws {@link TlsFileError} naming the bad one (its
+ * message leaves the path to the caller, which knows it).
+ */
+export function readTlsPair(paths: { cert: string; key: string }): TlsPair {
+  const read = (which: 'cert' | 'key'): Buffer => {
+    try {
+      return readFileSync(paths[which]);
+    } catch (err) {
+      throw new TlsFileError(which, `cannot read it: ${(err as Error).message}`);
+    }
+  };
+  const cert = read('cert');
+  const key = read('key');
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(cert);
+  } catch (err) {
+    throw new TlsFileError('cert', `not a PEM certificate (${(err as Error).message})`);
+  }
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (err) {
+    throw new TlsFileError('key', `not an unencrypted PEM private key (${(err as Error).message})`);
+  }
+  if (!leaf.checkPrivateKey(privateKey)) {
+    throw new TlsFileError('key', 'not the private key of the certificate in tls.cert');
+  }
+  try {
+    // What the listener will do with them: whatever OpenSSL refuses is refused here.
+    createSecureContext({ cert, key });
+  } catch (err) {
+    throw new TlsFileError('cert', `cannot be used (${(err as Error).message})`);
+  }
+  return { cert, key, fingerprint: leaf.fingerprint256, validTo: leaf.validTo };
+}
+
+const TlsSchema = z
+  .strictObject({
+    /** PEM file: the server certificate, then any intermediates. */
+    cert: z.string().min(1).optional(),
+    /** PEM file: the certificate's private key (unencrypted). */
+    key: z.string().min(1).optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.cert === undefined && t.key === undefined) return;
+    if (t.cert === undefined || t.key === undefined) {
+      const missing = t.cert === undefined ? 'cert' : 'key';
+      ctx.addIssue({
+        code: 'custom',
+        path: [missing],
+        message: `required with tls.${missing === 'cert' ? 'key' : 'cert'} (give both or neither)`,
+      });
+      return;
+    }
+    try {
+      readTlsPair({ cert: t.cert, key: t.key });
+    } catch (err) {
+      if (!(err instanceof TlsFileError)) throw err;
+      ctx.addIssue({ code: 'custom', path: [err.key], message: err.message });
+    }
+  });
+
 export const ConfigSchema = z.strictObject({
   /** Address to bind. Non-loopback addresses need `insecure: true` until auth is configured. */
   host: z.string().min(1).default('127.0.0.1'),
@@ -369,6 +460,11 @@ export const ConfigSchema = z.strictObject({
       perMessageDeflate: z.boolean().default(false),
     })
     .prefault({}),
+  /**
+   * Serve HTTPS (HTTP/2 with HTTP/1.1 fallback) with this certificate and key; plain HTTP when
+   * neither is set. Reloaded on SIGHUP.
+   */
+  tls: TlsSchema.prefault({}),
   sse: z
     .strictObject({
       /** Comment line sent on an idle stream so proxies and clients know it is alive. */
@@ -441,6 +537,8 @@ const FLAGS: Record<string, string> = {
   demo: '--demo',
   insecure: '--insecure',
   logLevel: '--log-level',
+  'tls.cert': '--tls-cert',
+  'tls.key': '--tls-key',
 };
 
 /** ` (--port, RILL_PORT)`: where a key can be set besides a config file. */

@@ -1,9 +1,18 @@
+import type { Http2SecureServer } from 'node:http2';
 import { resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
 import type { RillConfig, RillConfigInput } from './config.js';
-import { authEnabled, isLoopback, resolveConfig } from './config.js';
+import {
+  authEnabled,
+  ConfigError,
+  isLoopback,
+  readTlsPair,
+  resolveConfig,
+  TlsFileError,
+  type TlsPair,
+} from './config.js';
 import { Authenticator, type ReloadReport } from './auth/index.js';
 import { redactAccessToken } from './model/redact.js';
 import type { Engine } from './engine/engine.js';
@@ -53,6 +62,13 @@ export interface RillServer {
   reload(): Promise<ReloadReport>;
   /** Binds the configured host and port; resolves with the base URL. */
   listen(): Promise<string>;
+  /**
+   * Reads the TLS certificate and key again (SIGHUP) and serves new connections with them;
+   * connections already open keep theirs. A pair that cannot be read, parsed or used is refused:
+   * the old one stays and the error is logged. Returns whether the new pair is in use (false
+   * without TLS).
+   */
+  reloadTls(): boolean;
   /**
    * Graceful shutdown: stop accepting, end open streams with `shutting_down` so clients resume
    * elsewhere, let in-flight publishes finish, then close the engine.
@@ -126,8 +142,19 @@ export async function createServer(
     const ended = streams.revoke(report.revoked);
     if (ended > 0) log.info({ revoked: report.revoked, ended }, 'auth: ended revoked streams');
   });
-  const app = buildApp({ config, engine, hub, state, budget, auth, streams }, log);
-  const connections = new ConnectionRegistry(app.server);
+  const tlsPaths = tlsFiles(config);
+  // Checked already by resolveConfig; read once more for use (the files may have changed since).
+  let tls: TlsPair | null = tlsPaths ? readTlsOrThrow(tlsPaths) : null;
+  const app = buildApp({ config, engine, hub, state, budget, auth, streams }, log, tls);
+  if (tls)
+    log.info(
+      tlsFields(tlsPaths!, tls),
+      'TLS on: HTTP/2, and HTTP/1.1 for clients that do not offer it',
+    );
+  // An HTTP/2 session still finishing at shutdown is cut well before the CLI's shutdown timeout.
+  const connections = new ConnectionRegistry(app.server, {
+    http2CloseGraceMs: Math.max(1000, Math.floor(config.shutdownTimeout / 2)),
+  });
   // Streams never end on their own: end them first, or closing the listener would wait forever.
   app.addHook('preClose', (done) => {
     state.closing = true;
@@ -157,7 +184,33 @@ export async function createServer(
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-      return `http://${host}:${port}`;
+      return `${tls ? 'https' : 'http'}://${host}:${port}`;
+    },
+    reloadTls() {
+      if (!tlsPaths || !tls) return false;
+      let next: TlsPair;
+      try {
+        next = readTlsPair(tlsPaths);
+      } catch (err) {
+        const setting = err instanceof TlsFileError ? `tls.${err.key}` : 'tls';
+        const file = err instanceof TlsFileError ? tlsPaths[err.key] : undefined;
+        log.error(
+          { ...tlsFields(tlsPaths, tls), setting, file, error: (err as Error).message },
+          `TLS reload failed: ${setting}${file ? ` (${file})` : ''}: ${(err as Error).message}; ` +
+            'still serving the previous certificate',
+        );
+        return false;
+      }
+      (app.server as unknown as Http2SecureServer).setSecureContext({
+        cert: next.cert,
+        key: next.key,
+      });
+      log.info(
+        { ...tlsFields(tlsPaths, next), previousFingerprint: tls.fingerprint },
+        'TLS certificate reloaded',
+      );
+      tls = next;
+      return true;
     },
     close() {
       closing ??= (async () => {
@@ -182,6 +235,27 @@ function serializeRequest(req: { method?: string; url?: string; id?: unknown }):
     url: req.url === undefined ? undefined : redactAccessToken(req.url),
     ...(req.id === undefined ? {} : { id: req.id }),
   };
+}
+
+/** The TLS files the configuration names, or null for plain HTTP. */
+function tlsFiles(config: RillConfig): { cert: string; key: string } | null {
+  const { cert, key } = config.tls;
+  return cert !== undefined && key !== undefined ? { cert, key } : null;
+}
+
+/** The pair at `paths`, or a ConfigError naming the setting whose file is wrong. */
+function readTlsOrThrow(paths: { cert: string; key: string }): TlsPair {
+  try {
+    return readTlsPair(paths);
+  } catch (err) {
+    if (!(err instanceof TlsFileError)) throw err;
+    throw new ConfigError(`tls.${err.key} (${paths[err.key]}): ${err.message}`);
+  }
+}
+
+/** What the log says about a certificate in use. */
+function tlsFields(paths: { cert: string; key: string }, pair: TlsPair): Record<string, string> {
+  return { cert: paths.cert, key: paths.key, fingerprint: pair.fingerprint, validTo: pair.validTo };
 }
 
 /** Builds the engine the configuration names. */

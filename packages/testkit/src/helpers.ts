@@ -72,7 +72,7 @@ export async function spawnServer(
     );
     proc.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /"url":"(http:\/\/[^"]+)"/.exec(out);
+      const m = /"url":"(https?:\/\/[^"]+)"/.exec(out);
       if (m) {
         clearTimeout(timer);
         resolveUrl(m[1]!);

@@ -1,5 +1,6 @@
+import type { Http2SecureServer, SecureServerOptions } from 'node:http2';
 import Fastify, { LogController } from 'fastify';
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { Logger } from 'pino';
 import { hasHealthCheck } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
@@ -63,9 +64,86 @@ export const API_INDEX = {
   docs: 'docs/protocol.md in the Rill repository',
 } as const;
 
-export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
+/**
+ * Most concurrent streams one HTTP/2 connection may carry (the client is told in its SETTINGS).
+ * Node's default is unbounded; a browser opens far fewer, and a stream costs memory, not a file
+ * descriptor, so the connection budget does not see them.
+ */
+export const H2_MAX_CONCURRENT_STREAMS = 1000;
+
+/** Response headers that only mean something on an HTTP/1.1 connection. */
+const H2_FORBIDDEN_HEADERS = [
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+] as const;
+
+/** Pseudo-headers of an HTTP/2 request (`:method`, `:path`, …), listed among its raw headers. */
+function pseudoHeaders(rawHeaders: string[]): number {
+  let n = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.startsWith(':')) n++;
+  return n;
+}
+
+/** The certificate and key the listener serves TLS with (read and checked by config.ts). */
+export interface TlsCredentials {
+  cert: Buffer;
+  key: Buffer;
+}
+
+/**
+ * With TLS the listener is HTTP/2 (`http2.createSecureServer`) and serves HTTP/1.1 on the same
+ * port to clients that do not offer h2 in ALPN (`allowHTTP1`), WebSocket upgrades among them.
+ * Node's HTTP/2 server keeps its own HTTP/1.1 bounds: they are set on it as on a plain server
+ * (Node 24 would also take them as options; earlier versions only as properties, which every
+ * version reads when a connection or request needs them).
+ */
+function secureServer(
+  tls: TlsCredentials,
+  http: AppContext['config']['http'],
+): { http2: true; https: SecureServerOptions; http2SessionTimeout: number } {
+  return {
+    http2: true,
+    https: {
+      allowHTTP1: true,
+      cert: tls.cert,
+      key: tls.key,
+      // The handshake is the start of the request head: the same bound (Node's default is 120 s).
+      ...(http.headersTimeout > 0 ? { handshakeTimeout: http.headersTimeout } : {}),
+      settings: {
+        maxConcurrentStreams: H2_MAX_CONCURRENT_STREAMS,
+        maxHeaderListSize: http.maxHeaderSize,
+      },
+      // One more than allowed, as for HTTP/1.1 below, so "too many" is answered with a 431.
+      maxHeaderListPairs: http.maxHeadersCount + 1 + 4,
+    },
+    // An HTTP/2 connection with no frames either way for this long is closed (GOAWAY), as an
+    // idle HTTP/1.1 keep-alive connection is; heartbeats keep a streaming one busy.
+    http2SessionTimeout: http.keepAliveTimeout,
+  };
+}
+
+function applyHttp1Bounds(server: Http2SecureServer, http: AppContext['config']['http']): void {
+  Object.assign(server, {
+    maxHeaderSize: http.maxHeaderSize,
+    headersTimeout: http.headersTimeout,
+    requestTimeout: http.requestTimeout,
+    keepAliveTimeout: http.keepAliveTimeout,
+    connectionsCheckingInterval: checkingInterval(http.headersTimeout, http.requestTimeout),
+    requireHostHeader: false,
+  });
+}
+
+export function buildApp(
+  ctx: AppContext,
+  logger: Logger,
+  tls: TlsCredentials | null = null,
+): FastifyInstance {
   const http = ctx.config.http;
   const app = Fastify({
+    ...(tls ? secureServer(tls, http) : {}),
     loggerInstance: logger,
     // No per-request lines: they would carry URLs, and URLs may carry tokens and cursors.
     logController: new LogController({ disableRequestLogging: true }),
@@ -91,12 +169,30 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
       maxHeaderSize: http.maxHeaderSize,
       maxHeadersCount: http.maxHeadersCount,
     }),
-  }) as unknown as FastifyInstance;
+  } as FastifyServerOptions) as unknown as FastifyInstance;
+  if (tls) applyHttp1Bounds(app.server as unknown as Http2SecureServer, http);
+
+  // Routes answer HTTP/1.1 and HTTP/2 alike; HTTP/2 forbids the connection-specific headers some
+  // set for HTTP/1.1 (`connection: close` with a refusal, the 426's `upgrade`), and Node throws on
+  // them rather than drop them (RFC 9113 §8.2.2).
+  if (tls) {
+    app.addHook('onSend', (req, reply, payload, done) => {
+      if (req.raw.httpVersionMajor === 2) {
+        for (const h of H2_FORBIDDEN_HEADERS) if (reply.hasHeader(h)) void reply.removeHeader(h);
+      }
+      done(null, payload);
+    });
+  }
 
   // First of all: is this a Host the server answers for (DNS rebinding)?
   const hosts = new HostPolicy(http.allowedHosts, ctx.config.host);
   app.addHook('onRequest', (req, reply, done) => {
-    const e = hosts.check(req.headers.host, req.raw.httpVersion);
+    // HTTP/2 names the host in `:authority` (a `Host` header is the fallback, RFC 9113 §8.3.1).
+    const host =
+      req.raw.httpVersionMajor === 2
+        ? ((req.headers[':authority'] as string | undefined) ?? req.headers.host)
+        : req.headers.host;
+    const e = hosts.check(host, req.raw.httpVersion);
     if (e === null) return done();
     void reply.code(e.status).type('application/json; charset=utf-8').send(e.toJSON());
   });
@@ -107,7 +203,12 @@ export function buildApp(ctx: AppContext, logger: Logger): FastifyInstance {
   const maxHeaders = http.maxHeadersCount;
   app.server.maxHeadersCount = maxHeaders + 1;
   app.addHook('onRequest', (req, reply, done) => {
-    if (req.raw.rawHeaders.length / 2 <= maxHeaders) return done();
+    const raw = req.raw.rawHeaders;
+    if (raw.length / 2 <= maxHeaders) return done();
+    // HTTP/2 lists its pseudo-headers among them: they are not the client's headers.
+    if (req.raw.httpVersionMajor === 2 && raw.length / 2 - pseudoHeaders(raw) <= maxHeaders) {
+      return done();
+    }
     const e = tooManyHeaders(maxHeaders);
     void reply.code(431).type('application/json; charset=utf-8').send(e.toJSON());
   });

@@ -1,7 +1,9 @@
+import type { Http2ServerResponse } from 'node:http2';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RillError } from '../model/errors.js';
 import type { Subscription } from '../fanout/subscription.js';
 import { assertTopic } from '../model/topic.js';
+import { H2StreamSink } from '../net/h2-sink.js';
 import { HttpStreamSink, streamHeaders } from '../net/http-sink.js';
 import { ndjsonFraming } from '../wire/ndjson.js';
 import { sseFraming } from '../wire/sse.js';
@@ -86,7 +88,10 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       reply.raw.writeHead(200, headers).end();
       return;
     }
-    const sink = new HttpStreamSink(reply.raw, framing, encoding);
+    const sink =
+      req.raw.httpVersionMajor === 2
+        ? new H2StreamSink(reply.raw as unknown as Http2ServerResponse, framing, encoding)
+        : new HttpStreamSink(reply.raw, framing, encoding);
     reply.hijack();
     let sub: Subscription | undefined;
     let gone = false;

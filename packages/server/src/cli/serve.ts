@@ -27,6 +27,8 @@ interface ServeFlags {
   demo?: boolean;
   insecure?: boolean;
   logLevel?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 /** Topic the demo feeds and the interval between its events. */
@@ -50,6 +52,10 @@ export function serveConfig(flags: ServeFlags, env: NodeJS.ProcessEnv): RillConf
     demo: flags.demo,
     insecure: flags.insecure,
     logLevel: flags.logLevel,
+    tls:
+      flags.tlsCert === undefined && flags.tlsKey === undefined
+        ? undefined
+        : { cert: flags.tlsCert, key: flags.tlsKey },
   };
   const merged = mergeConfig(fromFile, configFromEnv(env), fromFlags);
   resolveConfig(merged);
@@ -86,6 +92,11 @@ export function registerServe(program: Command): void {
       'allow a non-loopback --host without authentication (not needed once auth is configured)',
     )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+    .option(
+      '--tls-cert <file>',
+      'serve HTTPS and HTTP/2 with this PEM certificate chain (with --tls-key; env RILL_TLS__CERT)',
+    )
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert (env RILL_TLS__KEY)')
     .action(async (flags: ServeFlags) => {
       // Exit at once: once shut down, nothing left running (a broker client still retrying, a
       // timer) may keep the process alive.
@@ -143,7 +154,7 @@ async function serve(flags: ServeFlags): Promise<number> {
   } else {
     log.warn(`listening on ${config.host} WITHOUT authentication (--insecure)`);
   }
-  const stopReloading = reloadOnSighup(server);
+  const stopReloading = authEnabled(config) ? reloadOnSighup(server) : () => undefined;
 
   let demoTimer: NodeJS.Timeout | undefined;
   if (config.demo) {
@@ -202,13 +213,21 @@ async function serve(flags: ServeFlags): Promise<number> {
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
+    // SIGHUP re-reads the certificate and key (renewed in place by certbot and the like). Only
+    // with TLS (or auth, above): without either SIGHUP keeps its default meaning.
+    if (config.tls.cert !== undefined) {
+      process.on('SIGHUP', () => {
+        log.info({ signal: 'SIGHUP' }, 'reloading the TLS certificate and key');
+        server.reloadTls();
+      });
+    }
   });
 }
 
 /**
  * `SIGHUP` reloads the authentication settings (the configuration file and environment, the keys
- * file, each JWKS), logging what changed or why nothing did; the server goes on either way.
- * Returns what removes the handler.
+ * file, each JWKS), logging what changed or why nothing did; the server goes on either way. Its
+ * own handler, next to the TLS one: each reloads what it owns. Returns what removes it.
  */
 export function reloadOnSighup(server: RillServer): () => void {
   const { log } = server;

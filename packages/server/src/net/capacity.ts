@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
-import type { Server } from 'node:http';
+import type { Server } from 'node:net';
 import { RillError } from '../model/errors.js';
 
 /**
@@ -91,6 +91,9 @@ class RateLimitedLog {
  * - Streams (SSE, NDJSON, WebSocket) may use all but a reserve of them: past `maxStreams` open
  *   connections a new stream is refused with `503 too_many_connections`, so health checks and
  *   publishes still get a connection.
+ * - Over TLS a connection counts from its accept, handshake done or not. An HTTP/2 session is one
+ *   connection however many streams it carries (streams cost memory, not descriptors): a new
+ *   stream on it is refused by the same rule, and the session stays open for publishes.
  *
  * Both are logged as a warning once, then at most once a minute with a count.
  */

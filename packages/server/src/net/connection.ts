@@ -1,7 +1,9 @@
-import type { IncomingMessage, Server } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { STATUS_CODES } from 'node:http';
-import type { Socket } from 'node:net';
+import type { ServerHttp2Session } from 'node:http2';
+import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { FastifyBaseLogger } from 'fastify';
 import { RillError } from '../model/errors.js';
 import { activeResponse, hasParser, parsedRequest } from './node-http-internals.js';
@@ -117,7 +119,8 @@ export function clientErrorHandler(
  * `Upgrade` header and put back in front of the unread bytes (the body, further requests), and
  * the connection is given to node:http again, which parses it as any other: bodies, keep-alive and
  * every check of the routes apply. Waits first for earlier requests on the connection to be
- * answered, so answers are never interleaved.
+ * answered, so answers are never interleaved. Over TLS the decrypted socket goes back the way it
+ * first came, as a `secureConnection` (a `connection` there is a TCP connection to encrypt).
  */
 export function serveAsHttp(
   server: Server,
@@ -141,9 +144,18 @@ export function serveAsHttp(
   whenIdle(socket, () => {
     socket.off('error', onError);
     socket.unshift(head.length > 0 ? Buffer.concat([rebuilt, head]) : rebuilt);
-    server.emit('connection', socket as Socket);
+    server.emit(isTlsSocket(socket) ? 'secureConnection' : 'connection', socket);
     socket.resume();
   });
+}
+
+function isTlsSocket(socket: Duplex): socket is TLSSocket {
+  return (socket as Partial<TLSSocket>).encrypted === true;
+}
+
+/** The TCP connection a socket is on: its peer's address and port (the same for its TLS socket). */
+function peerOf(socket: Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}`;
 }
 
 /**
@@ -152,34 +164,96 @@ export function serveAsHttp(
  * closed. node:http's own `closeIdleConnections()` (which `server.close()` runs) leaves open a
  * connection that has not sent a complete request head, such as one opened ahead of use, and the
  * listener's close then waits for it until the client gives up.
+ *
+ * Over TLS a connection is counted from its TCP accept (one file descriptor, handshake done or
+ * not), whatever it then speaks: HTTP/1.1 on its TLS socket, or an HTTP/2 session with any number
+ * of streams. At shutdown a connection still in its handshake is closed, an HTTP/1.1 one as
+ * without TLS, and an HTTP/2 session is closed gracefully: a GOAWAY, then the end of the session
+ * once its streams have ended (the hub ends the subscriptions' streams first).
  */
 export class ConnectionRegistry {
   private readonly sockets = new Set<Socket>();
+  /** Over TLS: TCP connections waiting for their handshake, by peer. */
+  private readonly handshaking = new Map<string, Socket>();
+  /** Over TLS: the TLS socket of each TCP connection whose handshake is done. */
+  private readonly secured = new WeakMap<Socket, TLSSocket>();
+  private readonly sessions = new Set<ServerHttp2Session>();
 
-  constructor(server: Server) {
+  /**
+   * `http2CloseGraceMs`: how long a closed HTTP/2 session may take to finish its streams and send
+   * what it still has before it is destroyed (see {@link closeUnused}).
+   */
+  constructor(
+    server: Server,
+    private readonly options: { http2CloseGraceMs: number } = { http2CloseGraceMs: 5000 },
+  ) {
+    const tls = server instanceof TlsServer;
     server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
+      const peer = tls ? peerOf(socket) : '';
+      if (tls) this.handshaking.set(peer, socket);
+      socket.once('close', () => {
+        this.sockets.delete(socket);
+        if (this.handshaking.get(peer) === socket) this.handshaking.delete(peer);
+      });
+    });
+    if (!tls) return;
+    server.on('secureConnection', (secure: TLSSocket) => {
+      const peer = peerOf(secure);
+      const socket = this.handshaking.get(peer);
+      if (socket === undefined) return;
+      this.handshaking.delete(peer);
+      this.secured.set(socket, secure);
+    });
+    server.on('session', (session: ServerHttp2Session) => {
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
     });
   }
 
-  /** Connections open now. */
+  /** Connections open now (TCP connections: each TLS connection or HTTP/2 session is one). */
   get size(): number {
     return this.sockets.size;
   }
 
-  /** Closes connections with no request in flight; one in flight finishes, then closes. */
+  /**
+   * Closes connections with no request in flight; one in flight finishes, then closes. HTTP/2
+   * sessions get a GOAWAY and close once their streams have ended, or are destroyed when they have
+   * not within `http2CloseGraceMs`: a session waits until the peer has read what it still has to
+   * send, and Node 24 waits so even for a peer that is gone (one that vanished as shutdown began),
+   * which would hold the listener's close forever.
+   */
   closeUnused(): void {
     for (const socket of this.sockets) {
-      // No parser: the connection is a WebSocket or a detached stream, ended by the hub.
-      if (!hasParser(socket) || socket.destroyed) continue;
-      const res = activeResponse(socket);
-      if (!res) {
+      if (socket.destroyed) continue;
+      if (this.handshaking.has(peerOf(socket))) {
+        // No request can be in flight before the handshake is done.
         socket.destroy();
         continue;
       }
-      if (!res.headersSent) res.shouldKeepAlive = false;
-      res.once('finish', () => socket.end());
+      const http = this.secured.get(socket) ?? socket;
+      // An HTTP/2 connection's session is closed below.
+      if (isTlsSocket(http) && http.alpnProtocol === 'h2') continue;
+      closeUnusedHttp1(http);
+    }
+    for (const session of this.sessions) {
+      // Node 24's server.close() may have sent the GOAWAY already.
+      if (!session.closed) session.close();
+      setTimeout(() => {
+        if (!session.destroyed) session.destroy();
+      }, this.options.http2CloseGraceMs).unref();
     }
   }
+}
+
+function closeUnusedHttp1(socket: Duplex): void {
+  // No parser: the connection is a WebSocket or a detached stream, ended by the hub.
+  if (!hasParser(socket) || socket.destroyed) return;
+  const res = activeResponse(socket);
+  if (!res) {
+    socket.destroy();
+    return;
+  }
+  if (!res.headersSent) res.shouldKeepAlive = false;
+  res.once('finish', () => socket.end());
 }
