@@ -6,9 +6,9 @@
  * topic listing shows only readable topics; requests without credentials get the anonymous grants.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openSse } from '@rill/testkit';
+import { openSse, startServer } from '@rill/testkit';
 import type { RillServer } from '../src/server.js';
-import { apiKey, authConfig, bearer, sign, startAuthServer } from './auth-helpers.js';
+import { apiKey, authConfig, bearer, sign } from '@rill/testkit/auth';
 
 const backend = apiKey('backend', { publish: ['orders.>', 'public.>'], subscribe: ['orders.>'] });
 /** A server without anonymous access, and one with it. */
@@ -19,10 +19,10 @@ let openUrl: string;
 const closing: Array<() => Promise<void>> = [];
 
 beforeAll(async () => {
-  const a = await startAuthServer({
+  const a = await startServer({
     auth: authConfig({ apiKeys: [backend.entry], cookie: 'rill_token' }),
   });
-  const b = await startAuthServer({
+  const b = await startServer({
     auth: authConfig({
       apiKeys: [backend.entry],
       anonymous: { subscribe: ['public.>'], publish: [] },

@@ -1,13 +1,11 @@
 /**
- * Credentials for the tests of a server with authentication: JWTs signed with a known secret,
- * API keys with their configured entries, and an in-process server configured with both.
+ * Credentials for the tests of a server with authentication: JWTs signed with a known secret and
+ * API keys with their configured entries, for an `auth` section ({@link authConfig}).
  */
 import { SignJWT } from 'jose';
-import { pino, type Logger } from 'pino';
-import { generateApiKey, hashApiKey } from '../src/auth/index.js';
-import type { RillConfigInput } from '../src/config.js';
-import type { ApiKeyEntry } from '../src/model/credentials.js';
-import { createServer, type RillServer } from '../src/server.js';
+import { generateApiKey, hashApiKey } from '../../server/src/auth/index.js';
+import type { RillConfigInput } from '../../server/src/config.js';
+import type { ApiKeyEntry } from '../../server/src/model/credentials.js';
 
 /** The `auth.jwt.secret` of {@link authConfig}. */
 export const SECRET = 'auth-test-secret-0123456789-abcdefghijklmnop';
@@ -58,19 +56,7 @@ export function authConfig(extra: Record<string, unknown> = {}): RillConfigInput
   return { jwt: { secret: SECRET, clockSkew: 0 }, ...extra } as RillConfigInput['auth'];
 }
 
-/** An in-process server (memory engine, loopback, any port) with `config`; its base URL. */
-export async function startAuthServer(
-  config: RillConfigInput,
-  logger: Logger = pino({ level: 'silent' }),
-): Promise<{ server: RillServer; url: string; close: () => Promise<void> }> {
-  const server = await createServer(
-    { engine: 'memory', port: 0, logLevel: 'silent', ...config },
-    { logger },
-  );
-  const url = await server.listen();
-  return { server, url, close: () => server.close() };
-}
-
+/** `Authorization: Bearer <token>`. */
 export const bearer = (token: string): Record<string, string> => ({
   authorization: `Bearer ${token}`,
 });
