@@ -116,27 +116,20 @@ async function pollOnce(
     hub.unsubscribe(sub);
     sink.empty();
   };
-  sub = await hub.subscribe(sink, {
-    patterns: opts.patterns,
-    start: opts.start,
-    ...(opts.cursor ? { cursor: opts.cursor } : {}),
-    replayBatch: opts.limit,
-    // `wait=0` answers once every topic has been read up to its head, never before: an answer
-    // taken while the engine is still being read would be a page of nothing.
-    onCaughtUp: opts.waitMs === 0 ? finish : undefined,
-    // An engine that cannot be read gives 503 (the client retries with the same cursor), never
-    // an empty page.
-    onEngineError: (e) => {
-      sink.fail(e);
-      if (sub) hub.unsubscribe(sub);
-    },
-  });
-  if (finishEarly || (opts.waitMs === 0 && sub.states.size === 0)) finish();
   /** Ends with an error instead of a page (the page's cursor is not given out). */
   const refuse = (e: RillError): void => {
     sink.fail(e);
-    hub.unsubscribe(sub);
+    if (sub) hub.unsubscribe(sub);
   };
+  // Tracked from the start: a credential revoked while the subscription is set up refuses it too.
+  const tracked = opts.streams.track(opts.identity, { revoked: refuse });
+  try {
+    sub = await subscribe();
+  } catch (err) {
+    tracked.untrack();
+    throw err;
+  }
+  if (finishEarly || (opts.waitMs === 0 && sub.states.size === 0)) finish();
   // A wait never runs past the token's expiry: then the poll is refused as expired (the client
   // polls again with a new token and the same cursor).
   const exp = opts.identity.expiresAt;
@@ -148,7 +141,6 @@ async function pollOnce(
           expiresFirst ? Math.max(0, exp - Date.now()) : opts.waitMs,
         )
       : undefined;
-  const tracked = opts.streams.track(opts.identity, { revoked: refuse });
   opts.signal.addEventListener('abort', finish, { once: true });
   try {
     await sink.settled;
@@ -162,6 +154,24 @@ async function pollOnce(
     clearTimeout(timer);
     tracked.untrack();
     opts.signal.removeEventListener('abort', finish);
+  }
+
+  function subscribe(): Promise<Subscription> {
+    return hub.subscribe(sink, {
+      patterns: opts.patterns,
+      start: opts.start,
+      ...(opts.cursor ? { cursor: opts.cursor } : {}),
+      replayBatch: opts.limit,
+      // `wait=0` answers once every topic has been read up to its head, never before: an answer
+      // taken while the engine is still being read would be a page of nothing.
+      onCaughtUp: opts.waitMs === 0 ? finish : undefined,
+      // An engine that cannot be read gives 503 (the client retries with the same cursor), never
+      // an empty page.
+      onEngineError: (e) => {
+        sink.fail(e);
+        if (sub) hub.unsubscribe(sub);
+      },
+    });
   }
 }
 
