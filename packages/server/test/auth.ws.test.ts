@@ -73,6 +73,10 @@ describe('credentials at the upgrade', () => {
       await c.until(() => c.events().length === 1);
       c.close();
     }
+    // Without them, the same request is refused.
+    const none = await open();
+    const r = await none.request({ op: 'subscribe', topics: ['orders.eu'], from: 'earliest' });
+    expect(errorOf(r)).toBe('unauthorized');
   });
 
   it('bad credentials: an error message, then close 4524; an expired token: 4006', async () => {
