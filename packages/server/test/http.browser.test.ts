@@ -46,6 +46,8 @@ describe('Host check (DNS rebinding)', () => {
           error: {
             code: 'host_not_allowed',
             message: `Host rebind.test:${p} is not served here (see http.allowedHosts)`,
+            retryable: false,
+            closeCode: 4522,
           },
         },
         read: 421,

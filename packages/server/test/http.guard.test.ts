@@ -116,6 +116,8 @@ describe('Host check (DNS rebinding)', () => {
         error: {
           code: 'host_not_allowed',
           message: `Host rebind.example:${port} is not served here (see http.allowedHosts)`,
+          retryable: false,
+          closeCode: 4522,
         },
       });
     }

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer } from '@rill/testkit';
 import { FrameReader, frame, rawRequest, WsClient, wsUrl } from '@rill/testkit/ws';
+import { ERRORS } from '../src/model/errors.js';
 
 let url: string;
 let close: () => Promise<void>;
@@ -65,7 +66,12 @@ describe('WebSocket handshake', () => {
       expect(r.status, origin).toBe(403);
       expect(r.headers['content-type']).toMatch(/^application\/json/);
       expect(JSON.parse(r.body), origin).toEqual({
-        error: { code: 'forbidden_origin', message: `Origin ${origin} not allowed` },
+        error: {
+          code: 'forbidden_origin',
+          message: `Origin ${origin} not allowed`,
+          retryable: false,
+          closeCode: ERRORS.forbidden_origin.close,
+        },
       });
       await r.ended;
     }
@@ -144,7 +150,13 @@ describe('WebSocket handshake', () => {
     const many = await rawRequest(url, { extraLines: fill(35) });
     expect(many.status).toBe(431);
     expect(JSON.parse(many.body)).toEqual({
-      error: { code: 'invalid_parameter', message: 'More than 40 request headers', limit: 40 },
+      error: {
+        code: 'invalid_parameter',
+        message: 'More than 40 request headers',
+        limit: 40,
+        retryable: false,
+        closeCode: ERRORS.invalid_parameter.close,
+      },
     });
     await many.ended;
     // Plain HTTP routes get the same answer.

@@ -363,3 +363,34 @@ export async function pageServer(
       }),
   };
 }
+
+/**
+ * Samples a process's RssAnon every 20 ms from construction on; `peak` is the highest seen.
+ * `stop()` ends sampling (after one last sample) and returns the growth, peak minus the first
+ * sample.
+ */
+export class RssSampler {
+  readonly base: number;
+  peak: number;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly pid: number) {
+    this.base = rssAnon(pid);
+    this.peak = this.base;
+    this.timer = setInterval(() => this.sample(), 20);
+  }
+
+  sample(): void {
+    try {
+      this.peak = Math.max(this.peak, rssAnon(this.pid));
+    } catch {
+      // The process is gone; the test's assertions report it.
+    }
+  }
+
+  stop(): number {
+    clearInterval(this.timer);
+    this.sample();
+    return this.peak - this.base;
+  }
+}
