@@ -429,10 +429,10 @@ export const ConfigSchema = z
         /** Most request headers; Node's `maxHeadersCount`. */
         maxHeadersCount: z.number().int().min(8).default(100),
         /**
-         * Origins whose pages may open a WebSocket here: exact origins such as
-         * `https://app.example.com`, or `*`. Handshakes without an `Origin` header (non-browser
-         * clients) and same-origin ones are always allowed. Not CORS: no `Access-Control-*` headers
-         * are sent, so other origins' pages cannot read HTTP responses.
+         * Origins of other sites' pages that may use this server: exact origins such as
+         * `https://app.example.com`, or `*`. They get CORS on HTTP (api/cors.ts) and may open a
+         * WebSocket. Handshakes without an `Origin` header (non-browser clients) and same-origin
+         * ones are always allowed; with an empty list no `Access-Control-*` header is sent.
          */
         allowedOrigins: z.array(z.string().min(1)).default([]),
         /**

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { pino } from 'pino';
 import type { RillConfig, RillConfigInput } from './config.js';
 import {
+  authEnabled,
   ConfigError,
   isLoopback,
   readTlsPair,
@@ -12,6 +13,8 @@ import {
   TlsFileError,
   type TlsPair,
 } from './config.js';
+import { Authenticator, type ReloadReport } from './auth/index.js';
+import { redactAccessToken } from './model/redact.js';
 import type { Engine } from './engine/engine.js';
 import type { EngineLog, EngineOptions } from './engine/engine.js';
 import { LmdbEngine } from './engine/lmdb.js';
@@ -19,6 +22,7 @@ import { MemoryEngine } from './engine/memory.js';
 import { NatsEngine } from './engine/nats/engine.js';
 import { RedisEngine } from './engine/redis/engine.js';
 import { buildApp } from './api/app.js';
+import { OpenStreams } from './api/open-streams.js';
 import { ConnectionBudget } from './net/capacity.js';
 import { ConnectionRegistry } from './net/connection.js';
 import { Hub } from './fanout/hub.js';
@@ -47,6 +51,15 @@ export interface RillServer {
   readonly hub: Hub;
   readonly app: FastifyInstance;
   readonly log: Logger;
+  /** Who a request is; `enabled` is false on a server without an `auth` section. */
+  readonly auth: Authenticator;
+  /**
+   * Re-reads the `auth` settings (the configuration file and environment, through
+   * `CreateServerOptions.loadConfig`), the keys file and every JWKS, as `SIGHUP` does. Streams of
+   * credentials it revoked end with `unauthorized`. Rejects, changing nothing, when the new
+   * settings cannot be used.
+   */
+  reload(): Promise<ReloadReport>;
   /** Binds the configured host and port; resolves with the base URL. */
   listen(): Promise<string>;
   /**
@@ -67,6 +80,11 @@ export interface CreateServerOptions {
   /** Use this engine instead of building the configured one (tests, embedding). */
   engine?: Engine;
   logger?: Logger;
+  /**
+   * Reads the configuration again (file, environment, flags), for {@link RillServer.reload}. Only
+   * its `auth` section is taken; without it a reload re-reads the keys file and JWKS only.
+   */
+  loadConfig?: () => RillConfigInput | Promise<RillConfigInput>;
 }
 
 /**
@@ -89,13 +107,22 @@ export async function createServer(
         paths: ['req.headers.authorization', 'req.headers.cookie', '*.token', '*.password'],
         censor: '[redacted]',
       },
+      // A request's URL may carry a token (`access_token`, for EventSource): never logged as is.
+      serializers: { req: serializeRequest },
     });
-  if (!isLoopback(config.host) && !config.insecure) {
+  if (!isLoopback(config.host) && !config.insecure && !authEnabled(config)) {
     throw new Error(
       `Refusing to listen on ${config.host} without authentication: Rill binds a loopback address ` +
-        `unless told otherwise. Use --host 127.0.0.1, or --insecure to expose it unauthenticated.`,
+        `unless credentials are configured (the auth section, e.g. RILL_AUTH__JWT__SECRET). ` +
+        `Use --host 127.0.0.1, configure auth, or --insecure to expose it unauthenticated.`,
     );
   }
+  const auth = await Authenticator.create(config.auth, {
+    logger: log,
+    ...(options.loadConfig
+      ? { loadSettings: async () => resolveConfig(await options.loadConfig!()).auth }
+      : {}),
+  });
   logFastPaths(log);
   const engine = options.engine ?? createEngine(config, log);
   const hub = new Hub(engine, {
@@ -109,10 +136,16 @@ export async function createServer(
   });
   const state = { closing: false };
   const budget = new ConnectionBudget(log);
+  const streams = new OpenStreams();
+  // A revoked credential's streams end now, whatever opened them (SSE, NDJSON, long-poll, WebSocket).
+  auth.on('revoked', (report) => {
+    const ended = streams.revoke(report.revoked);
+    if (ended > 0) log.info({ revoked: report.revoked, ended }, 'auth: ended revoked streams');
+  });
   const tlsPaths = tlsFiles(config);
   // Checked already by resolveConfig; read once more for use (the files may have changed since).
   let tls: TlsPair | null = tlsPaths ? readTlsOrThrow(tlsPaths) : null;
-  const app = buildApp({ config, engine, hub, state, budget }, log, tls);
+  const app = buildApp({ config, engine, hub, state, budget, auth, streams }, log, tls);
   if (tls)
     log.info(
       tlsFields(tlsPaths!, tls),
@@ -125,6 +158,8 @@ export async function createServer(
   // Streams never end on their own: end them first, or closing the listener would wait forever.
   app.addHook('preClose', (done) => {
     state.closing = true;
+    auth.close();
+    streams.close();
     hub.close();
     done();
     // By now the listener is closed and node:http has closed its idle keep-alive connections.
@@ -138,6 +173,8 @@ export async function createServer(
     hub,
     app,
     log,
+    auth,
+    reload: () => auth.reload(),
     async listen() {
       // A reconnect storm (thousands of clients back at once) overflows Node's default accept
       // backlog of 511: the kernel then resets connections the clients believed open
@@ -181,11 +218,22 @@ export async function createServer(
           await app.close();
         } finally {
           budget.close();
+          auth.close();
+          streams.close();
           await engine.close();
         }
       })();
       return closing;
     },
+  };
+}
+
+/** A request as log lines show it: its URL without the `access_token` query parameter's value. */
+function serializeRequest(req: { method?: string; url?: string; id?: unknown }): object {
+  return {
+    method: req.method,
+    url: req.url === undefined ? undefined : redactAccessToken(req.url),
+    ...(req.id === undefined ? {} : { id: req.id }),
   };
 }
 

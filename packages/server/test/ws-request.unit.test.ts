@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { RillError } from '../src/model/errors.js';
 import type { WsRequest, WsRequestError, WsRequestLimits } from '../src/wire/ws-request.js';
-import { MAX_ID_LENGTH, parseWsRequest } from '../src/wire/ws-request.js';
+import { MAX_ID_LENGTH, MAX_TOKEN_LENGTH, parseWsRequest } from '../src/wire/ws-request.js';
 
 const LIMITS: WsRequestLimits = {
   maxEventBytes: 64,
@@ -31,6 +31,22 @@ describe('parseWsRequest: each op', () => {
   it('reads a ping', () => {
     expect(accepted({ op: 'ping', id: 7 })).toEqual({ op: 'ping', id: 7 });
     expect(accepted({ op: 'ping', id: 'p-1' })).toEqual({ op: 'ping', id: 'p-1' });
+  });
+
+  it("reads an auth with its token as sent (checking it is the session's job)", () => {
+    expect(accepted({ op: 'auth', id: 1, token: 'eyJ.a.b' })).toEqual({
+      op: 'auth',
+      id: 1,
+      token: 'eyJ.a.b',
+    });
+    const key = `rill_${'A'.repeat(43)}`;
+    expect(accepted({ op: 'auth', id: 'a', token: key })).toEqual({
+      op: 'auth',
+      id: 'a',
+      token: key,
+    });
+    const long = 'x'.repeat(MAX_TOKEN_LENGTH);
+    expect(accepted({ op: 'auth', id: 2, token: long })).toMatchObject({ token: long });
   });
 
   it('reads an unsubscribe', () => {
@@ -153,7 +169,7 @@ describe('parseWsRequest: refusals', () => {
     (op) => {
       const r = refused({ op, id: 1 });
       expect(r.error.code).toBe('unknown_op');
-      expect(r.error.message).toContain('use subscribe, unsubscribe, publish or ping');
+      expect(r.error.message).toContain('use auth, subscribe, unsubscribe, publish or ping');
       expect(r.id).toBe(1);
     },
   );
@@ -178,6 +194,7 @@ describe('parseWsRequest: refusals', () => {
     ['unsubscribe', { op: 'unsubscribe', id: 1, sub: 's1', topics: ['a'] }, 'topics'],
     ['publish', { op: 'publish', id: 1, topic: 'a', data: 1, ttl: 5 }, 'ttl'],
     ['ping', { op: 'ping', id: 1, data: 1 }, 'data'],
+    ['auth', { op: 'auth', id: 1, token: 't', sub: 'alice' }, 'sub'],
     ['ping', JSON.parse('{"op":"ping","id":1,"__proto__":{}}') as unknown, '__proto__'],
   ])('refuses an unknown field in %s with invalid_message', (op, msg, field) => {
     const r = refused(msg);
@@ -222,6 +239,20 @@ describe('parseWsRequest: refusals', () => {
     expect(r.error.code).toBe(code);
     expect(r.error.message).toMatch(message);
     expect(r.id).toBe('q');
+  });
+
+  it.each([
+    ['missing', undefined],
+    ['empty', ''],
+    ['a number', 42],
+    ['null', null],
+    ['an object', { jwt: 'x' }],
+    ['too long', 'x'.repeat(MAX_TOKEN_LENGTH + 1)],
+  ])('refuses an auth whose token is %s with invalid_message, echoing the id', (_what, token) => {
+    const r = refused({ op: 'auth', id: 9, token });
+    expect(r.error.code).toBe('invalid_message');
+    expect(r.error.message).toMatch(/"token" must be a JWT or API key/);
+    expect(r.id).toBe(9);
   });
 
   it('gives too_many_topics its limit as a detail', () => {

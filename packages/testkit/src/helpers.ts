@@ -46,6 +46,8 @@ export interface ChildServer {
   proc: ChildProcess;
   url: string;
   stderr: () => string;
+  /** Everything the server wrote to stdout so far (its JSON log lines). */
+  stdout: () => string;
   /** Resolves with the exit code (or signal name) once the process ended. */
   exited: Promise<number | string>;
 }
@@ -83,7 +85,7 @@ export async function spawnServer(
       reject(new Error(`server exited with ${code} before listening:\n${out}\n${err}`));
     });
   });
-  return { proc, url, stderr: () => err, exited };
+  return { proc, url, stderr: () => err, stdout: () => out, exited };
 }
 
 export async function publish(
@@ -327,6 +329,39 @@ export function rssAnon(pid: number): number {
   const m = /RssAnon:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m) throw new Error(`no RssAnon in /proc/${pid}/status`);
   return Number(m[1]) * 1024;
+}
+
+/** What a {@link pageServer} answers at one path: a fixed body, or one made per request. */
+export type PageRoute = { type: string; body: string | (() => string | Promise<string>) };
+
+/**
+ * A loopback HTTP server for browser test pages on an origin of their own (another port than the
+ * Rill server they use): each path answers its route, anything else 404.
+ */
+export async function pageServer(
+  routes: Record<string, PageRoute>,
+): Promise<{ url: string; close: () => Promise<void> }> {
+  const srv = http.createServer((req, res) => {
+    const route = routes[new URL(req.url ?? '/', 'http://x').pathname];
+    if (!route) {
+      res.writeHead(404).end();
+      return;
+    }
+    void (async () => {
+      const body = typeof route.body === 'string' ? route.body : await route.body();
+      res.writeHead(200, { 'content-type': route.type, 'cache-control': 'no-store' }).end(body);
+    })().catch((err: unknown) => res.destroy(err as Error));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as net.AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((r) => {
+        srv.closeAllConnections();
+        srv.close(() => r());
+      }),
+  };
 }
 
 /**

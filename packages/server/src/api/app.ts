@@ -6,7 +6,9 @@ import { hasHealthCheck } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
 import { clientErrorHandler, tooManyHeaders } from '../net/connection.js';
 import { decodeUtf8Body, parseJsonBody } from './body.js';
+import { authHook, challengeFor } from './authn.js';
 import type { AppContext } from './context.js';
+import { corsPlugin } from './cors.js';
 import { demoPage } from './demo-page.js';
 import { HostPolicy } from './host.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
@@ -215,6 +217,11 @@ export function buildApp(
   // every route, before a handler could read an array where it expects a string.
   app.addHook('onRequest', (req, _reply, done) => done(queryError(req.query) ?? undefined));
 
+  // CORS for the configured origins (preflights are answered in its hook, before authentication),
+  // then who the request is.
+  corsPlugin(app, http.allowedOrigins, ctx.auth.settings.cookie);
+  authHook(app, ctx.auth);
+
   // Publish takes JSON or NDJSON only; anything else is a 415, not a string event. Both bodies
   // must be valid UTF-8 (never decoded with U+FFFD in place of bad bytes); JSON is parsed by
   // plain JSON.parse and every event then checked by the one event validator (parseEventInput).
@@ -247,8 +254,11 @@ export function buildApp(
     const e = toRillError(err);
     if (e.code === 'internal') req.log.error({ err }, 'unhandled error');
     else if (e.code === 'engine_unavailable') req.log.warn({ err }, 'engine unavailable');
-    if (e.retryable && (e.status === 503 || e.status === 507))
+    if (e.retryable && (e.status === 503 || e.status === 507)) {
       void reply.header('retry-after', '1');
+    }
+    const challenge = challengeFor(e);
+    if (challenge !== undefined) void reply.header('www-authenticate', challenge);
     return reply.code(e.status).type('application/json; charset=utf-8').send(e.toJSON());
   });
 

@@ -1,7 +1,9 @@
+import type { Authenticator } from '../auth/index.js';
 import type { RillConfig } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import type { Hub } from '../fanout/hub.js';
 import type { ConnectionBudget } from '../net/capacity.js';
+import type { OpenStreams } from './open-streams.js';
 
 /**
  * What every route needs. It lives apart from `app.ts` so that a route module depends on the
@@ -15,4 +17,8 @@ export interface AppContext {
   state: { closing: boolean };
   /** Refuses new streams once connections near the open-files limit. */
   budget?: ConnectionBudget;
+  /** Who a request is (`enabled` false: everything is allowed, as without an `auth` section). */
+  auth: Authenticator;
+  /** Open streams by credential, to end them at expiry or when the credential is revoked. */
+  streams: OpenStreams;
 }

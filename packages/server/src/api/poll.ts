@@ -7,7 +7,10 @@ import type { ResetNotice, Sink } from '../fanout/sink.js';
 import type { StartSpec, Subscription } from '../fanout/subscription.js';
 import type { Cursor } from '../model/cursor.js';
 import { parseResumeCursor, parseStart, parseTopicsParam } from '../wire/subscribe-params.js';
+import type { Identity } from '../auth/index.js';
+import { checkSubscribe, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
+import { tokenExpired, type OpenStreams } from './open-streams.js';
 import type { StreamQuery } from './params.js';
 import { parseLimit, parseWait } from './params.js';
 
@@ -92,6 +95,9 @@ async function pollOnce(
     /** Longest cursor the next request may carry: the page's cursor lists what fits in it. */
     maxCursorLength: number;
     signal: AbortSignal;
+    /** Who polls: the wait ends at its token's expiry, and when its credential is revoked. */
+    identity: Identity;
+    streams: OpenStreams;
   },
 ): Promise<{ events: string; cursor: string; resets: string[] }> {
   const sink = new CollectSink(opts.limit);
@@ -110,23 +116,31 @@ async function pollOnce(
     hub.unsubscribe(sub);
     sink.empty();
   };
-  sub = await hub.subscribe(sink, {
-    patterns: opts.patterns,
-    start: opts.start,
-    ...(opts.cursor ? { cursor: opts.cursor } : {}),
-    replayBatch: opts.limit,
-    // `wait=0` answers once every topic has been read up to its head, never before: an answer
-    // taken while the engine is still being read would be a page of nothing.
-    onCaughtUp: opts.waitMs === 0 ? finish : undefined,
-    // An engine that cannot be read gives 503 (the client retries with the same cursor), never
-    // an empty page.
-    onEngineError: (e) => {
-      sink.fail(e);
-      if (sub) hub.unsubscribe(sub);
-    },
-  });
+  /** Ends with an error instead of a page (the page's cursor is not given out). */
+  const refuse = (e: RillError): void => {
+    sink.fail(e);
+    if (sub) hub.unsubscribe(sub);
+  };
+  // Tracked from the start: a credential revoked while the subscription is set up refuses it too.
+  const tracked = opts.streams.track(opts.identity, { revoked: refuse });
+  try {
+    sub = await subscribe();
+  } catch (err) {
+    tracked.untrack();
+    throw err;
+  }
   if (finishEarly || (opts.waitMs === 0 && sub.states.size === 0)) finish();
-  const timer = opts.waitMs > 0 ? setTimeout(finish, opts.waitMs) : undefined;
+  // A wait never runs past the token's expiry: then the poll is refused as expired (the client
+  // polls again with a new token and the same cursor).
+  const exp = opts.identity.expiresAt;
+  const expiresFirst = exp !== null && exp - Date.now() < opts.waitMs;
+  const timer =
+    opts.waitMs > 0
+      ? setTimeout(
+          expiresFirst ? () => refuse(tokenExpired()) : finish,
+          expiresFirst ? Math.max(0, exp - Date.now()) : opts.waitMs,
+        )
+      : undefined;
   opts.signal.addEventListener('abort', finish, { once: true });
   try {
     await sink.settled;
@@ -138,7 +152,26 @@ async function pollOnce(
     return { events: r.page, cursor: sub.cursor(opts.maxCursorLength), resets: sink.resets };
   } finally {
     clearTimeout(timer);
+    tracked.untrack();
     opts.signal.removeEventListener('abort', finish);
+  }
+
+  function subscribe(): Promise<Subscription> {
+    return hub.subscribe(sink, {
+      patterns: opts.patterns,
+      start: opts.start,
+      ...(opts.cursor ? { cursor: opts.cursor } : {}),
+      replayBatch: opts.limit,
+      // `wait=0` answers once every topic has been read up to its head, never before: an answer
+      // taken while the engine is still being read would be a page of nothing.
+      onCaughtUp: opts.waitMs === 0 ? finish : undefined,
+      // An engine that cannot be read gives 503 (the client retries with the same cursor), never
+      // an empty page.
+      onEngineError: (e) => {
+        sink.fail(e);
+        if (sub) hub.unsubscribe(sub);
+      },
+    });
   }
 }
 
@@ -155,6 +188,8 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
     async (req, reply) => {
       if (ctx.state.closing) throw new RillError('shutting_down');
       const patterns = parseTopicsParam(req.query.topics, limits.maxPatternsPerSubscription);
+      const identity = identityOf(req, ctx.auth);
+      checkSubscribe(identity, patterns);
       const asked = parseWait(req.query.wait);
       // HEAD answers at once: it asks what a GET would answer now, not for the next event.
       const waitMs = req.method === 'HEAD' ? 0 : asked;
@@ -175,6 +210,8 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
         waitMs,
         maxCursorLength: limits.maxCursorLength,
         signal: ac.signal,
+        identity,
+        streams: ctx.streams,
       });
       return reply
         .type('application/json; charset=utf-8')

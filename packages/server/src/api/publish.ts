@@ -1,8 +1,9 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { RillError } from '../model/errors.js';
 import type { EventInput } from '../model/event.js';
 import { eventId, parseEventInput, rawDataText } from '../model/event.js';
 import { assertTopic } from '../model/topic.js';
+import { forbidden, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
 
 const topicParams = {
@@ -21,7 +22,21 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
 
   app.post<{ Params: { topic: string }; Headers: { 'idempotency-key'?: string } }>(
     '/v1/topics/:topic/events',
-    { schema: { params: topicParams } },
+    {
+      schema: { params: topicParams },
+      // Before the body is read: a publish the identity may not make is not worth receiving.
+      // Without authentication every publish is allowed, and the hot path gets no extra hook.
+      ...(ctx.auth.enabled
+        ? {
+            preParsing: async (req: FastifyRequest<{ Params: { topic: string } }>) => {
+              const topic = assertTopic(req.params.topic);
+              if (!identityOf(req, ctx.auth).grants.canPublish(topic)) {
+                throw forbidden('publish to', topic);
+              }
+            },
+          }
+        : {}),
+    },
     async (req, reply) => {
       const topic = assertTopic(req.params.topic);
       const { raws, lines } = bodyToEvents(req.body, req.headers['content-type']);

@@ -8,6 +8,7 @@ import { HttpStreamSink, streamHeaders } from '../net/http-sink.js';
 import { ndjsonFraming } from '../wire/ndjson.js';
 import { sseFraming } from '../wire/sse.js';
 import { parseResumeCursor, parseStart, parseTopicsParam } from '../wire/subscribe-params.js';
+import { challengeFor, checkSubscribe, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
 import type { StreamQuery } from './params.js';
 
@@ -38,6 +39,13 @@ export function acceptsGzip(header: string | undefined): boolean {
     });
 }
 
+/** Sets the headers the reply holds (CORS, from the hooks) on its raw response. */
+function copyHeaders(reply: FastifyReply): void {
+  for (const [name, value] of Object.entries(reply.getHeaders())) {
+    if (value !== undefined) reply.raw.setHeader(name, value);
+  }
+}
+
 export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { limits } = ctx.config;
   // Shared by every stream: an idle connection should hold as little of its own as possible.
@@ -52,6 +60,8 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     patterns: string[],
   ): Promise<void> {
     if (ctx.state.closing) throw new RillError('shutting_down');
+    const identity = identityOf(req, ctx.auth);
+    checkSubscribe(identity, patterns);
     const full = ctx.budget?.refuseStream();
     if (full) {
       // Free the connection too: the refusal is about connections.
@@ -68,6 +78,8 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     const framing = format === 'sse' ? sse : ndjson;
     const encoding =
       ctx.config.http.compression && acceptsGzip(req.headers['accept-encoding']) ? gzip : plain;
+    // The stream's head is written on the raw response: take along what the hooks set (CORS).
+    copyHeaders(reply);
     // HEAD: the stream's headers, at once; no subscription (it would never end).
     if (req.method === 'HEAD') {
       reply.hijack();
@@ -83,13 +95,24 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     reply.hijack();
     let sub: Subscription | undefined;
     let gone = false;
+    /** Why the stream must end, when that was decided while it was being set up. */
+    let ending: RillError | undefined;
+    // Revoked credentials and the token's expiry end the stream with an error frame (or, before
+    // it opened, with the error's status).
+    const endWith = (e: RillError): void => {
+      if (sub) sub.fail(e);
+      else ending ??= e;
+    };
+    const tracked = ctx.streams.track(identity, { revoked: endWith, expired: endWith });
     sink.onClose(() => {
       gone = true;
+      tracked.untrack();
       if (sub) ctx.hub.unsubscribe(sub);
     });
     try {
       sub = await ctx.hub.subscribe(sink, { patterns, start, ...(cursor ? { cursor } : {}) });
     } catch (err) {
+      tracked.untrack();
       const e =
         err instanceof RillError
           ? err
@@ -98,7 +121,13 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       return;
     }
     if (gone) ctx.hub.unsubscribe(sub);
-    else sink.open();
+    else if (ending) {
+      tracked.untrack();
+      ctx.hub.unsubscribe(sub);
+      const challenge = challengeFor(ending);
+      if (challenge !== undefined) reply.raw.setHeader('www-authenticate', challenge);
+      sink.end(ending);
+    } else sink.open();
   }
 
   app.get<{ Params: { topic: string }; Querystring: StreamQuery }>(

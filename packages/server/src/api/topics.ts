@@ -4,7 +4,10 @@ import type { Engine, TopicHead } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
 import { eventJson } from '../model/event.js';
 import { assertTopic, assertTopicPrefix } from '../model/topic.js';
+import type { Grants } from '../auth/index.js';
+import { forbidden, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
+import { tokenExpired } from './open-streams.js';
 import { parseLimit, parseWait } from './params.js';
 
 /** Window of the `rate` figure in topic listings, ms. */
@@ -44,6 +47,44 @@ function parseAfter(
   return p;
 }
 
+/** Engine pages a filtered listing reads at most for one answer (then it answers with `next`). */
+const MAX_LISTING_PAGES = 10;
+
+/**
+ * A page of the topics `grants` may read, in name order: engine pages are read and filtered until
+ * `limit` readable topics are found or the engine has no more. `next` is the last name looked at
+ * when more may follow (a page may then hold fewer than `limit` topics), else null. Unfiltered
+ * (everything readable) it is exactly one engine page.
+ */
+async function readableTopics(
+  engine: Engine,
+  grants: Grants,
+  opts: { prefix?: string; after?: string; limit: number },
+): Promise<{ heads: TopicHead[]; next: string | null }> {
+  const out: TopicHead[] = [];
+  let after = opts.after;
+  for (let page = 0; page < MAX_LISTING_PAGES; page++) {
+    const heads = await engine.listTopics({
+      limit: opts.limit,
+      ...(opts.prefix === undefined ? {} : { prefix: opts.prefix }),
+      ...(after === undefined ? {} : { after }),
+    });
+    for (let i = 0; i < heads.length; i++) {
+      const h = heads[i]!;
+      if (!grants.canRead(h.topic)) continue;
+      out.push(h);
+      if (out.length === opts.limit) {
+        // Full: more may follow unless this was the engine's very last topic.
+        const last = i === heads.length - 1 && heads.length < opts.limit;
+        return { heads: out, next: last ? null : h.topic };
+      }
+    }
+    if (heads.length < opts.limit) return { heads: out, next: null };
+    after = heads[heads.length - 1]!.topic;
+  }
+  return { heads: out, next: after ?? null };
+}
+
 export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { engine } = ctx;
   const { limits } = ctx.config;
@@ -51,22 +92,25 @@ export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
   app.get<{ Querystring: { prefix?: string; after?: string; limit?: string } }>(
     '/v1/topics',
     async (req, reply) => {
+      const grants = identityOf(req, ctx.auth).grants;
       const limit = parseLimit(req.query.limit, 100, 1000);
       const opts: { prefix?: string; after?: string; limit: number } = { limit };
       if (req.query.prefix) opts.prefix = assertTopicPrefix(req.query.prefix, 'prefix');
       if (req.query.after) opts.after = assertTopicPrefix(req.query.after, 'after');
-      const heads = await engine.listTopics(opts);
+      const { heads, next } = await readableTopics(engine, grants, opts);
       const now = Date.now();
       const items = await Promise.all(heads.map((h) => topicInfo(engine, h, now)));
-      const next = heads.length === limit ? JSON.stringify(heads[heads.length - 1]!.topic) : 'null';
       return reply
         .type('application/json; charset=utf-8')
-        .send(`{"topics":[${items.join(',')}],"next":${next}}`);
+        .send(
+          `{"topics":[${items.join(',')}],"next":${next === null ? 'null' : JSON.stringify(next)}}`,
+        );
     },
   );
 
   app.get<{ Params: { topic: string } }>('/v1/topics/:topic', async (req, reply) => {
     const topic = assertTopic(req.params.topic);
+    if (!identityOf(req, ctx.auth).grants.canRead(topic)) throw forbidden('read', topic);
     const h = await engine.head(topic);
     if (!h) throw new RillError('topic_not_found', `Unknown topic ${topic}`);
     return reply
@@ -79,6 +123,8 @@ export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
     Querystring: { after?: string; limit?: string; wait?: string };
   }>('/v1/topics/:topic/events', async (req, reply) => {
     const topic = assertTopic(req.params.topic);
+    const identity = identityOf(req, ctx.auth);
+    if (!identity.grants.canRead(topic)) throw forbidden('read', topic);
     const after = parseAfter(req.query.after, topic, limits.maxCursorLength);
     const limit = parseLimit(req.query.limit, 100, limits.maxPageSize);
     const asked = parseWait(req.query.wait);
@@ -91,8 +137,30 @@ export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
       // Long-poll: nothing yet, so wait for the next event (or the topic's first).
       const ac = new AbortController();
       reply.raw.on('close', () => ac.abort());
-      await ctx.hub.waitBeyond(topic, afterSeq, waitMs, ac.signal);
+      // Never past the token's expiry, and no longer than its credential stays valid.
+      let refusal: RillError | undefined;
+      const tracked = ctx.streams.track(identity, {
+        revoked: (e) => {
+          refusal = e;
+          ac.abort();
+        },
+      });
+      const exp = identity.expiresAt;
+      const expiresFirst = exp !== null && exp - Date.now() < waitMs;
+      try {
+        await ctx.hub.waitBeyond(
+          topic,
+          afterSeq,
+          expiresFirst ? Math.max(0, exp - Date.now()) : waitMs,
+          ac.signal,
+        );
+      } finally {
+        tracked.untrack();
+      }
+      if (refusal) throw refusal;
       r = await engine.read(topic, afterSeq, limit);
+      // The wait ended at the expiry with nothing new: the client asks again with a new token.
+      if (expiresFirst && r.events.length === 0 && !ac.signal.aborted) throw tokenExpired();
     }
     if (!r.head) {
       if (waitMs === 0) throw new RillError('topic_not_found', `Unknown topic ${topic}`);

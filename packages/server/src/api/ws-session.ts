@@ -8,11 +8,21 @@ import { eventId } from '../model/event.js';
 import { isPattern } from '../model/topic.js';
 import { resumeIsExact, startCursor } from '../fanout/resume.js';
 import type { StartSpec, Subscription } from '../fanout/subscription.js';
-import type { RequestId, WsPublish, WsSubscribe, WsUnsubscribe } from '../wire/ws-request.js';
+import type {
+  RequestId,
+  WsAuth,
+  WsPublish,
+  WsSubscribe,
+  WsUnsubscribe,
+} from '../wire/ws-request.js';
 import { parseWsRequest } from '../wire/ws-request.js';
 import { WsSink, WsWriter } from '../net/ws-sink.js';
 import { wsErrorFrame } from '../wire/ws.js';
+import { checkSubscribe, forbidden } from './authn.js';
 import type { AppContext } from './context.js';
+import { WsCredentials, type SessionStart } from './ws-auth.js';
+
+export type { SessionStart } from './ws-auth.js';
 
 /**
  * Most requests (`subscribe`, `publish`) one socket may have in progress. Past it the server
@@ -23,6 +33,8 @@ export const WS_MAX_INFLIGHT = 64;
 
 interface SubEntry {
   sink: WsSink;
+  /** What it subscribed to: checked again when the connection's grants change. */
+  patterns: readonly string[];
   /** Null until the hub has attached it. */
   sub: Subscription | null;
   /** An `unsubscribe` that arrived while the subscription was being set up. */
@@ -32,6 +44,13 @@ interface SubEntry {
 /** Bits of why reading from the socket is paused. */
 const PAUSE_INFLIGHT = 1;
 const PAUSE_BACKLOG = 2;
+const PAUSE_AUTH = 4;
+
+/** A message that arrived while an `auth` was being checked: handled after it, in order. */
+interface Queued {
+  data: RawData;
+  isBinary: boolean;
+}
 
 /**
  * One `rill.v1` WebSocket connection, once the handshake is done (`ws-upgrade.ts`): reads requests
@@ -48,14 +67,26 @@ export class WsSession {
   private closed = false;
   private pingSentAt = 0;
   private nextPingAt: number;
+  private readonly credentials: WsCredentials;
+  /** Set while an `auth` is being checked: the messages behind it wait here. */
+  private queue: Queued[] | null = null;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly ctx: AppContext,
     private readonly log: FastifyBaseLogger,
     private readonly onGone: () => void,
+    start: SessionStart,
   ) {
     this.writer = new WsWriter(ws);
+    this.credentials = new WsCredentials(
+      ctx,
+      {
+        send: (text) => this.send(text),
+        close: (err) => this.close(err),
+      },
+      start,
+    );
     const interval = ctx.config.ws.pingInterval;
     this.nextPingAt = Date.now() + interval / 2 + Math.random() * (interval / 2);
     ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
@@ -91,6 +122,8 @@ export class WsSession {
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
+    this.credentials.dispose();
+    this.queue = null;
     for (const entry of this.subs.values()) {
       entry.sink.detach();
       if (entry.sub) this.ctx.hub.unsubscribe(entry.sub);
@@ -137,6 +170,17 @@ export class WsSession {
 
   private onMessage(data: RawData, isBinary: boolean): void {
     if (this.closed) return;
+    if (this.queue !== null) {
+      // Behind an `auth` being checked: a client may send `auth` and `subscribe` without waiting.
+      // Reading pauses, so at most what had arrived with it queues.
+      this.queue.push({ data, isBinary });
+      this.pause(PAUSE_AUTH);
+      return;
+    }
+    this.handle(data, isBinary);
+  }
+
+  private handle(data: RawData, isBinary: boolean): void {
     if (isBinary) {
       this.sendError(
         new RillError('invalid_message', 'Binary messages are not supported: send JSON text'),
@@ -157,6 +201,11 @@ export class WsSession {
       return;
     }
     try {
+      if (req.op === 'auth') {
+        this.authenticate(req);
+        return;
+      }
+      this.credentials.require();
       switch (req.op) {
         case 'subscribe':
           this.subscribe(req);
@@ -176,6 +225,62 @@ export class WsSession {
     }
   }
 
+  // ---- auth ----
+
+  /**
+   * Checks the token and answers `authed`, or `error` (the first `auth` refused closes the
+   * socket, with the error's code). Messages behind it wait until it is answered.
+   */
+  private authenticate({ id, token }: WsAuth): void {
+    this.queue = [];
+    const first = this.credentials.identity === null;
+    this.credentials
+      .authenticate(token)
+      .then(
+        (identity) => {
+          if (this.closed) return;
+          this.send(
+            JSON.stringify({ op: 'authed', id, sub: identity.sub, expiresAt: identity.expiresAt }),
+          );
+          this.dropForbidden();
+        },
+        (err: unknown) => {
+          if (this.closed) return;
+          const e = this.toError(err);
+          this.sendError(e, { id });
+          if (first) this.close(e);
+        },
+      )
+      .finally(() => this.drainQueue());
+  }
+
+  /** Handles the messages that waited for an `auth`, until one of them is an `auth` again. */
+  private drainQueue(): void {
+    const waiting = this.queue ?? [];
+    this.queue = null;
+    while (waiting.length > 0 && this.queue === null && !this.closed) {
+      const m = waiting.shift()!;
+      this.handle(m.data, m.isBinary);
+    }
+    if (this.queue !== null) (this.queue as Queued[]).unshift(...waiting);
+    else this.resume(PAUSE_AUTH);
+  }
+
+  /** Ends, with `forbidden`, the subscriptions the connection's new grants no longer allow. */
+  private dropForbidden(): void {
+    const grants = this.credentials.require().grants;
+    for (const [subId, entry] of [...this.subs]) {
+      const lost = entry.patterns.find((p) => !grants.canSubscribe(p));
+      if (lost === undefined) continue;
+      const err = forbidden('subscribe to', lost);
+      // Set up: the hub ends it and the sink tells the client (`error` with its `sub`). Still
+      // being set up: its `subscribe` is answered with the error instead.
+      if (entry.sub) entry.sub.fail(err);
+      else entry.sink.end(err);
+      if (this.subs.get(subId) === entry) this.subs.delete(subId);
+    }
+  }
+
   private toError(err: unknown): RillError {
     if (err instanceof RillError) return err;
     this.log.error({ err }, 'websocket request failed');
@@ -189,6 +294,7 @@ export class WsSession {
    * background. The request itself was checked by {@link parseWsRequest}.
    */
   private subscribe({ id, patterns, start, cursor }: WsSubscribe): void {
+    checkSubscribe(this.credentials.require(), patterns);
     const max = this.ctx.config.ws.maxSubscriptions;
     if (this.subs.size >= max) {
       throw new RillError('too_many_subscriptions', `At most ${max} subscriptions per connection`, {
@@ -202,6 +308,7 @@ export class WsSession {
       sink: new WsSink(this.writer, subId, (sink) => {
         if (this.subs.get(subId)?.sink === sink) this.subs.delete(subId);
       }),
+      patterns,
       sub: null,
     };
     this.subs.set(subId, entry);
@@ -324,6 +431,7 @@ export class WsSession {
   // ---- publish ----
 
   private publish({ id, topic, event: input }: WsPublish): void {
+    if (!this.credentials.require().grants.canPublish(topic)) throw forbidden('publish to', topic);
     if (this.ctx.state.closing) throw new RillError('shutting_down');
     this.begin();
     this.ctx.engine

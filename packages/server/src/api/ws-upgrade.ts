@@ -3,11 +3,14 @@ import type { Duplex } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { ServerOptions } from 'ws';
 import { WebSocketServer } from 'ws';
+import { extractToken, OPEN_IDENTITY, type Authenticator } from '../auth/index.js';
 import { RillError } from '../model/errors.js';
+import { redactAccessToken } from '../model/redact.js';
 import { answerAndClose, serveAsHttp, tooManyHeaders } from '../net/connection.js';
 import type { AppContext } from './context.js';
+import { listsOrigin } from './cors.js';
 import type { HostPolicy } from './host.js';
-import { WsSession } from './ws-session.js';
+import { WsSession, type SessionStart } from './ws-session.js';
 
 /** Where the WebSocket endpoint lives. */
 export const WS_PATH = '/v1/ws';
@@ -38,9 +41,8 @@ export function isOriginAllowed(
   allowed: readonly string[],
 ): boolean {
   if (origin === undefined) return true;
-  if (allowed.includes('*')) return true;
+  if (listsOrigin(allowed, origin)) return true;
   const o = origin.trim().toLowerCase().replace(/\/+$/, '');
-  if (allowed.some((a) => a.trim().toLowerCase().replace(/\/+$/, '') === o)) return true;
   if (host === undefined || o === 'null') return false;
   try {
     const u = new URL(o);
@@ -113,10 +115,28 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
       rejectUpgrade(socket, err.error, err);
       return;
     }
-    wss.handleUpgrade(req, socket, head, (ws) => {
-      const session = new WsSession(ws, ctx, log, () => sessions.delete(session));
-      sessions.add(session);
-      if (ctx.state.closing) session.close(new RillError('shutting_down'));
+    const upgrade = (start: SessionStart): void => {
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        const session = new WsSession(ws, ctx, log, () => sessions.delete(session), start);
+        sessions.add(session);
+        if (ctx.state.closing) session.close(new RillError('shutting_down'));
+      });
+    };
+    if (!ctx.auth.enabled) {
+      upgrade({ identity: OPEN_IDENTITY });
+      return;
+    }
+    // Credentials at the upgrade are checked before the socket is taken over; whatever the
+    // outcome, it is told over the WebSocket (close 4524 or 4006), which a browser can see.
+    void handshakeIdentity(req, ctx.auth).then((start) => {
+      if ('error' in start) {
+        log.debug(
+          { url: redactAccessToken(req.url ?? ''), code: start.error.code },
+          'auth: WebSocket credentials refused',
+        );
+      }
+      // ws itself drops a socket that went away meanwhile.
+      upgrade(start);
     });
   });
 
@@ -149,6 +169,38 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
     clearInterval(sweep);
     done();
   });
+}
+
+/**
+ * How a WebSocket starts on a server with authentication: the identity of the credentials the
+ * upgrade carried (`Authorization`, `access_token`, the cookie), the anonymous identity when it
+ * carried none and anonymous access is configured, else waiting for an `auth` message. Never
+ * rejects: a refusal is returned for the session to tell.
+ */
+async function handshakeIdentity(req: IncomingMessage, auth: Authenticator): Promise<SessionStart> {
+  const q = (req.url ?? '').indexOf('?');
+  const accessToken =
+    q === -1
+      ? undefined
+      : (new URLSearchParams(req.url!.slice(q + 1)).get('access_token') ?? undefined);
+  const creds = {
+    authorization: req.headers.authorization,
+    accessToken,
+    cookie: req.headers.cookie,
+  };
+  try {
+    if (extractToken(creds, auth.settings.cookie) === null && !auth.settings.anonymous) {
+      return { identity: null };
+    }
+    return { identity: await auth.authenticate(creds) };
+  } catch (err) {
+    return {
+      error:
+        err instanceof RillError
+          ? err
+          : new RillError('internal', 'Cannot check the credentials', { cause: err }),
+    };
+  }
 }
 
 function isWebSocketUpgrade(req: IncomingMessage): boolean {

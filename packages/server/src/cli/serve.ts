@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 import type { RillConfigInput } from '../config.js';
 import {
+  authEnabled,
   ConfigError,
   configFromEnv,
   isLoopback,
@@ -13,7 +14,7 @@ import {
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
 import { redactUrl } from '../model/redact.js';
-import { createServer } from '../server.js';
+import { createServer, type RillServer } from '../server.js';
 
 interface ServeFlags {
   host?: string;
@@ -86,7 +87,10 @@ export function registerServe(program: Command): void {
     )
     .option('--config <file>', 'config file, JSON or YAML (env RILL_CONFIG)')
     .option('--demo', `publish a random integer 0-99 to ${DEMO_TOPIC} every ${DEMO_INTERVAL_MS} ms`)
-    .option('--insecure', 'allow a non-loopback --host without authentication')
+    .option(
+      '--insecure',
+      'allow a non-loopback --host without authentication (not needed once auth is configured)',
+    )
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
     .option(
       '--tls-cert <file>',
@@ -113,7 +117,8 @@ async function serve(flags: ServeFlags): Promise<number> {
   }
   let server;
   try {
-    server = await createServer(input);
+    // A reload (SIGHUP) reads the configuration again as start-up did: file, environment, flags.
+    server = await createServer(input, { loadConfig: () => serveConfig(flags, process.env) });
   } catch (err) {
     process.stderr.write(`rill: ${(err as Error).message}\n`);
     return EXIT.config;
@@ -142,11 +147,14 @@ async function serve(flags: ServeFlags): Promise<number> {
     },
     `Rill listening on ${url}`,
   );
-  if (isLoopback(config.host)) {
+  if (authEnabled(config)) {
+    log.info('authentication on: every /v1 request needs credentials or the anonymous grants');
+  } else if (isLoopback(config.host)) {
     log.info('no credentials configured: listening on loopback only');
   } else {
     log.warn(`listening on ${config.host} WITHOUT authentication (--insecure)`);
   }
+  const stopReloading = authEnabled(config) ? reloadOnSighup(server) : () => undefined;
 
   let demoTimer: NodeJS.Timeout | undefined;
   if (config.demo) {
@@ -182,6 +190,7 @@ async function serve(flags: ServeFlags): Promise<number> {
         process.exit(EXIT.runtime);
       }
       stopping = true;
+      stopReloading();
       log.info({ signal }, 'shutting down');
       if (demoTimer) clearInterval(demoTimer);
       const force = setTimeout(() => {
@@ -205,7 +214,7 @@ async function serve(flags: ServeFlags): Promise<number> {
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
     // SIGHUP re-reads the certificate and key (renewed in place by certbot and the like). Only
-    // with TLS: without it SIGHUP keeps its default meaning.
+    // with TLS (or auth, above): without either SIGHUP keeps its default meaning.
     if (config.tls.cert !== undefined) {
       process.on('SIGHUP', () => {
         log.info({ signal: 'SIGHUP' }, 'reloading the TLS certificate and key');
@@ -213,6 +222,26 @@ async function serve(flags: ServeFlags): Promise<number> {
       });
     }
   });
+}
+
+/**
+ * `SIGHUP` reloads the authentication settings (the configuration file and environment, the keys
+ * file, each JWKS), logging what changed or why nothing did; the server goes on either way. Its
+ * own handler, next to the TLS one: each reloads what it owns. Returns what removes it.
+ */
+export function reloadOnSighup(server: RillServer): () => void {
+  const { log } = server;
+  const onHup = (): void => {
+    log.info({ signal: 'SIGHUP' }, 'reloading the authentication settings');
+    server.reload().then(
+      (r) =>
+        log.info({ revoked: r.revoked, changed: r.changed }, 'authentication settings reloaded'),
+      // The authenticator has logged why; the settings in use stay.
+      () => undefined,
+    );
+  };
+  process.on('SIGHUP', onHup);
+  return () => process.off('SIGHUP', onHup);
 }
 
 /** Longest wait for the engine to close once the shutdown timeout has passed, ms. */

@@ -25,7 +25,7 @@ export class H2StreamSink implements Sink {
   private readonly stream: ServerHttp2Stream;
 
   constructor(
-    res: Http2ServerResponse,
+    private readonly res: Http2ServerResponse,
     private readonly framing: Framing,
     private readonly options: HttpSinkOptions,
   ) {
@@ -55,7 +55,8 @@ export class H2StreamSink implements Sink {
     const headers: OutgoingHttpHeaders = streamHeaders(this.framing, this.options.gzip);
     // Connection-specific headers are not allowed in HTTP/2 (RFC 9113 §8.2.2).
     delete headers.connection;
-    this.stream.respond({ ':status': 200, ...headers });
+    // Headers the route set on the response (CORS) go along: the stream is answered directly.
+    this.stream.respond({ ':status': 200, ...this.res.getHeaders(), ...headers });
     if (this.options.gzip) {
       this.gz = createGzip({ flush: zlibConstants.Z_SYNC_FLUSH });
       this.gz.on('error', () => this.stream.destroy());
@@ -121,6 +122,7 @@ export class H2StreamSink implements Sink {
     if (!this.opened) {
       const status = error?.status ?? 200;
       const headers: OutgoingHttpHeaders = {
+        ...this.res.getHeaders(),
         ':status': status,
         'content-type': 'application/json; charset=utf-8',
       };

@@ -32,7 +32,14 @@ const FIELDS: ReadonlyMap<string, ReadonlySet<string>> = new Map([
   ['unsubscribe', new Set(['op', 'id', 'sub'])],
   ['publish', new Set(['op', 'id', 'topic', 'type', 'key', 'data'])],
   ['ping', new Set(['op', 'id'])],
+  ['auth', new Set(['op', 'id', 'token'])],
 ]);
+
+/**
+ * Longest `token` an `auth` message may carry, in characters: far above any JWT or API key a
+ * server verifies (an identity provider's token with many claims is a few KiB).
+ */
+export const MAX_TOKEN_LENGTH = 16 * 1024;
 
 /** The limits a request is checked against (the server's `limits`). */
 export interface WsRequestLimits extends EventLimits {
@@ -69,7 +76,17 @@ export interface WsPing {
   id: RequestId;
 }
 
-export type WsRequest = WsSubscribe | WsUnsubscribe | WsPublish | WsPing;
+/**
+ * Authenticates the connection (the first time, when its upgrade carried no token) or refreshes
+ * its credentials. Whether the token is valid is the session's check.
+ */
+export interface WsAuth {
+  op: 'auth';
+  id: RequestId;
+  token: string;
+}
+
+export type WsRequest = WsSubscribe | WsUnsubscribe | WsPublish | WsPing | WsAuth;
 
 /**
  * A refused message: the error to answer with, and the message's `id` when it had a valid one (the
@@ -127,7 +144,7 @@ function parseFields(
   if (!allowed) {
     throw new RillError(
       'unknown_op',
-      `Unknown op ${JSON.stringify(m.op.slice(0, 64))}: use subscribe, unsubscribe, publish or ping`,
+      `Unknown op ${JSON.stringify(m.op.slice(0, 64))}: use auth, subscribe, unsubscribe, publish or ping`,
     );
   }
   if (id === undefined) {
@@ -154,6 +171,14 @@ function parseFields(
       return { op: 'unsubscribe', id, sub: m.sub };
     case 'publish':
       return parsePublish(m, id, limits);
+    case 'auth':
+      if (typeof m.token !== 'string' || m.token === '' || m.token.length > MAX_TOKEN_LENGTH) {
+        throw new RillError(
+          'invalid_message',
+          `"token" must be a JWT or API key (1-${MAX_TOKEN_LENGTH} characters)`,
+        );
+      }
+      return { op: 'auth', id, token: m.token };
     default:
       return { op: 'ping', id };
   }
