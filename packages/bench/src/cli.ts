@@ -136,6 +136,10 @@ export function configureBench(cmd: Command): Command {
     .option('--drain-ms <ms>', 'longest wait for deliveries after a step', int(100), 10_000)
     .option('--topic-prefix <p>', 'topic name prefix (default: random per run)')
     .option('--connect-concurrency <n>', 'connection attempts in flight per worker', int(1), 200)
+    .option(
+      '--token <token>',
+      'rill with authentication: a JWT or API key every connection sends (default: $RILL_TOKEN)',
+    )
     .option('--json', 'print the result as JSON on stdout')
     .option('-q, --quiet', 'no progress line')
     .action(async (flags: BenchFlags) => {
@@ -167,11 +171,13 @@ async function bench(f: BenchFlags, name: string): Promise<number> {
   }
   const tty = process.stderr.isTTY;
   // The rest of the flags are the run's options under the same names (`json` is ignored there).
-  const { rate, serverPid, stopOnFail, quiet, ...shared } = f;
+  const { rate, serverPid, stopOnFail, quiet, token: flagToken, ...shared } = f;
+  const token = flagToken ?? (process.env.RILL_TOKEN || undefined);
   const options: BenchOptions = {
     ...shared,
     rates: rate ?? [],
     workers,
+    ...(token === undefined ? {} : { token }),
     serverPids: serverPid ?? [],
     stopOnFail: stopOnFail ?? false,
     ...(quiet

@@ -25,6 +25,8 @@ export interface PublisherOptions {
   /** Requests (or unacknowledged WebSocket publishes) in flight at most. */
   concurrency: number;
   padding: string;
+  /** Sent as `Authorization: Bearer` on every publish request and the WebSocket handshake. */
+  token?: string;
 }
 
 export interface PublishStats {
@@ -58,7 +60,12 @@ export class Publisher {
   async open(): Promise<void> {
     if (this.o.mode !== 'ws') return;
     const url = this.o.url.replace(/^http/, 'ws').replace(/\/$/, '') + '/v1/ws';
-    const ws = new WebSocket(url, ['rill.v1'], { perMessageDeflate: false });
+    const ws = new WebSocket(url, ['rill.v1'], {
+      perMessageDeflate: false,
+      ...(this.o.token === undefined
+        ? {}
+        : { headers: { authorization: `Bearer ${this.o.token}` } }),
+    });
     await new Promise<void>((resolve, reject) => {
       ws.once('open', resolve);
       ws.once('error', reject);
@@ -173,7 +180,11 @@ export class Publisher {
       {
         method: 'POST',
         agent: this.agent,
-        headers: { 'content-type': type, 'content-length': Buffer.byteLength(body) },
+        headers: {
+          'content-type': type,
+          'content-length': Buffer.byteLength(body),
+          ...(this.o.token === undefined ? {} : { authorization: `Bearer ${this.o.token}` }),
+        },
       },
       (res) => {
         const status = res.statusCode ?? 0;

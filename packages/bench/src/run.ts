@@ -59,6 +59,11 @@ export interface BenchOptions {
   drainMs: number;
   topicPrefix?: string;
   connectConcurrency: number;
+  /**
+   * A token (JWT or API key) every subscriber and publisher sends as `Authorization: Bearer`, for
+   * a Rill with authentication on. Each connection is verified when it opens.
+   */
+  token?: string;
   /** Called about once a second with a one-line status. */
   onProgress?: (line: string) => void;
 }
@@ -245,6 +250,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   }
   const headers: Record<string, string> =
     o.transport === 'ndjson' ? { accept: 'application/x-ndjson' } : { accept: 'text/event-stream' };
+  if (o.token !== undefined) headers.authorization = `Bearer ${o.token}`;
 
   const watch = new ProcWatch(o.serverPids);
   const before = watch.poll();
@@ -298,6 +304,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
       batch: o.batch,
       concurrency: o.concurrency,
       padding: paddingFor(o.payloadBytes),
+      ...(o.token === undefined ? {} : { token: o.token }),
     },
     topics,
     o.publishers,

@@ -13,6 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { BenchResult } from '../src/run.js';
 import { MarkerScanner, benchPayload, dechunker } from '../src/scan.js';
 import { BIN, spawnServer, type ChildServer } from '@rill/testkit';
+import { SECRET, sign } from '@rill/testkit/auth';
 
 const run = promisify(execFile);
 const servers: ChildServer[] = [];
@@ -110,6 +111,30 @@ describe('rill bench against rill serve', () => {
       if (step.publishedPerSec < 189) expect(step.sound).toBe(false);
       expect(step.ok).toBe(step.sound);
     });
+  }
+});
+
+describe('rill bench against a rill serve with authentication', () => {
+  for (const transport of ['sse', 'ws'] as const) {
+    it(`${transport}: --token authenticates every subscriber and the publisher`, async () => {
+      const server = await spawnServer(['--engine', 'memory', '--port', '0'], {
+        RILL_AUTH__JWT__SECRET: SECRET,
+      });
+      servers.push(server);
+      const args = ['--url', server.url, '--transport', transport, '--publish', 'http', '-s', '8'];
+      const timing = ['-w', '1', '-r', '100', '-d', '1', '--warmup', '0', '--max-p99', '60000'];
+      const token = await sign({ sub: 'bench', subscribe: ['>'], publish: ['>'] });
+      const ok = await runBench([...args, ...timing, '--token', token]);
+      expect(ok.err).toBe('');
+      expect(ok.result.connected).toBe(8);
+      const step = ok.result.steps[0]!;
+      expect(step.published).toBeGreaterThan(0);
+      expect(step.delivered).toBe(step.published * 8);
+      // Without the token every connection is refused (401) and nothing is published.
+      const refused = await runBench([...args, ...timing]);
+      expect(refused.result.connected).toBe(0);
+      expect(refused.result.steps[0]?.published ?? 0).toBe(0);
+    }, 60_000);
   }
 });
 
