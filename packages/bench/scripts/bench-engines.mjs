@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { LmdbEngine } from '../../server/dist/engine/lmdb.js';
 import { MemoryEngine } from '../../server/dist/engine/memory.js';
-import { NatsEngine } from '../../server/dist/engine/nats.js';
-import { RedisEngine } from '../../server/dist/engine/redis.js';
+import { NatsEngine } from '../../server/dist/engine/nats/engine.js';
+import { RedisEngine } from '../../server/dist/engine/redis/engine.js';
 
 const N = Number(process.env.N ?? 5000);
 const wanted = process.argv.slice(2);
