@@ -1,8 +1,8 @@
 import type { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
-import { eventId } from '../model/event.js';
+import { eventId, eventJson } from '../model/event.js';
 import type { ResetNotice } from '../fanout/sink.js';
-import { FrameCache, sharedEventJson } from './frame-cache.js';
+import { FrameCache } from './frame-cache.js';
 import type { Framing } from './framing.js';
 
 /**
@@ -28,27 +28,30 @@ const bodies = new FrameCache();
 const frames = new FrameCache();
 
 /**
- * Everything after the `id:` line of an event's frame; shared through a {@link FrameCache}. Of
- * the event JSON's parts only `data` can hold a raw line break (topic and id exclude them by
- * grammar, type and key are JSON strings with control characters escaped), so only `data` is
- * searched: the whole JSON is not scanned (nor flattened) per event on the replay path.
+ * Everything after the `id:` line of an event's frame. Of the event JSON's parts only `data` can
+ * hold a raw line break (topic and id exclude them by grammar, type and key are JSON strings with
+ * control characters escaped), so only `data` is searched: the whole JSON is not scanned (nor
+ * flattened) per event on the replay path.
  */
-function body(ev: RillEvent): string {
-  const cached = bodies.get(ev);
-  if (cached !== undefined) return cached;
+function buildBody(ev: RillEvent): string {
   const d = ev.data;
-  const json = sharedEventJson(ev);
+  const json = eventJson(ev);
   const data = d.indexOf('\n') === -1 && d.indexOf('\r') === -1 ? `data: ${json}\n` : sseData(json);
-  return bodies.set(ev, (ev.type === undefined ? '' : `event: ${ev.type}\n`) + data + '\n');
+  return (ev.type === undefined ? '' : `event: ${ev.type}\n`) + data + '\n';
 }
 
 /**
- * An event's frame. With `id === null` (single-topic streams) the frame is the same for every
- * subscriber and shared through a {@link FrameCache}; a multi-topic cursor is per subscriber.
+ * An event's frame, shared through a {@link FrameCache} by the subscribers one flush hands it
+ * to: with `id === null` (single-topic streams) the whole frame, otherwise (a multi-topic cursor
+ * per subscriber) the part after the `id:` line.
+ *
+ * A miss builds the frame straight from the event, without filling the body or event-JSON caches
+ * on the way: on the replay path every event is a miss (each subscriber reads its own pages), and
+ * three cache fills per event cost it about a tenth of its framing time.
  */
 export function sseEventFrame(ev: RillEvent, id: string | null): string {
-  if (id !== null) return `id: ${id}\n${body(ev)}`;
-  return frames.get(ev) ?? frames.set(ev, `id: ${eventId(ev)}\n${body(ev)}`);
+  if (id !== null) return `id: ${id}\n${bodies.get(ev) ?? bodies.set(ev, buildBody(ev))}`;
+  return frames.get(ev) ?? frames.set(ev, `id: ${eventId(ev)}\n${buildBody(ev)}`);
 }
 
 export function sseResetFrame(n: ResetNotice, id: string): string {
