@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SignJWT, type JWTPayload } from 'jose';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   Authenticator,
   generateApiKey,
@@ -330,6 +330,42 @@ describe('JWT identities', () => {
         message: expect.stringMatching(/Malformed rill claim/) as unknown,
       });
     }
+  });
+});
+
+describe('verified tokens', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('checks a token once: the same text gives the same identity until its exp', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const a = await authenticator(settings({ jwt: { ...jwtSettings(), clockSkew: 0 } }));
+    const now = Math.floor(Date.now() / 1000);
+    const token = await jwt({ iat: now, exp: now + 60 });
+    const first = await a.identify(token);
+    expect(await a.identify(token)).toBe(first);
+    expect(await a.authenticate({ authorization: `Bearer ${token}` })).toBe(first);
+    // Another token of the same subject is checked on its own.
+    expect(await a.identify(await jwt({ iat: now, exp: now + 30 }))).not.toBe(first);
+    // Past exp the kept identity is not used: the token is checked again, and refused.
+    vi.setSystemTime((now + 61) * 1000);
+    await expect(a.identify(token)).rejects.toMatchObject({ code: 'token_expired' });
+  });
+
+  it('keeps nothing across a reload', async () => {
+    let current = settings({ jwt: jwtSettings() });
+    const a = await authenticator(current, () => current);
+    const token = await jwt();
+    const first = await a.identify(token);
+    await a.reload();
+    // Same settings: still valid, but checked again.
+    const again = await a.identify(token);
+    expect(again).toEqual(first);
+    expect(again).not.toBe(first);
+    current = settings({ jwt: jwtSettings(NEW_SECRET) });
+    await a.reload();
+    await expect(a.identify(token)).rejects.toMatchObject({ code: 'unauthorized' });
   });
 });
 
