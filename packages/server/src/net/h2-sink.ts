@@ -5,6 +5,7 @@ import type { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
 import type { Framing } from '../wire/framing.js';
 import { streamHeaders, type HttpSinkOptions } from './http-sink.js';
+import { drainOrClose } from './drain.js';
 
 /**
  * A hub sink over an HTTP/2 stream (SSE, NDJSON): what `HttpStreamSink` is to an HTTP/1.1
@@ -97,18 +98,7 @@ export class H2StreamSink implements Sink {
   waitDrain(): Promise<void> {
     const stream = this.stream;
     if (this.ended || !this.usable) return Promise.resolve();
-    const gz = this.gz;
-    return new Promise((resolve) => {
-      const done = (): void => {
-        stream.off('drain', done);
-        stream.off('close', done);
-        gz?.off('drain', done);
-        resolve();
-      };
-      stream.on('drain', done);
-      stream.on('close', done);
-      gz?.on('drain', done);
-    });
+    return drainOrClose(stream, this.gz);
   }
 
   heartbeat(): void {

@@ -6,6 +6,7 @@ import type { ResetNotice, Sink } from '../fanout/sink.js';
 import type { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
 import type { Framing } from '../wire/framing.js';
+import { drainOrClose } from './drain.js';
 
 export interface HttpSinkOptions {
   /** gzip the stream (the client sent `Accept-Encoding: gzip` and config allows it). */
@@ -193,18 +194,7 @@ export class HttpStreamSink implements Sink {
   waitDrain(): Promise<void> {
     const target = this.socket ?? this.res!;
     if (this.ended || target.destroyed) return Promise.resolve();
-    const gz = this.gz;
-    return new Promise((resolve) => {
-      const done = (): void => {
-        target.off('drain', done);
-        target.off('close', done);
-        gz?.off('drain', done);
-        resolve();
-      };
-      target.on('drain', done);
-      target.on('close', done);
-      gz?.on('drain', done);
-    });
+    return drainOrClose(target, this.gz);
   }
 
   heartbeat(): void {
