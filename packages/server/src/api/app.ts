@@ -3,7 +3,7 @@ import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { Logger } from 'pino';
 import { hasHealthCheck } from '../engine/engine.js';
-import { RillError } from '../model/errors.js';
+import { RillError, retryAfterSeconds } from '../model/errors.js';
 import { clientErrorHandler, tooManyHeaders } from '../net/connection.js';
 import { decodeUtf8Body, parseJsonBody } from './body.js';
 import { authHook, challengeFor } from './authn.js';
@@ -254,9 +254,8 @@ export function buildApp(
     const e = toRillError(err);
     if (e.code === 'internal') req.log.error({ err }, 'unhandled error');
     else if (e.code === 'engine_unavailable') req.log.warn({ err }, 'engine unavailable');
-    if (e.retryable && (e.status === 503 || e.status === 507)) {
-      void reply.header('retry-after', '1');
-    }
+    const retryAfter = retryAfterSeconds(e);
+    if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
     const challenge = challengeFor(e);
     if (challenge !== undefined) void reply.header('www-authenticate', challenge);
     return reply.code(e.status).type('application/json; charset=utf-8').send(e.toJSON());

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import type { ServerOptions } from 'ws';
 import { WebSocketServer } from 'ws';
 import { extractToken, OPEN_IDENTITY, type Authenticator } from '../auth/index.js';
-import { RillError } from '../model/errors.js';
+import { RillError, retryAfterSeconds } from '../model/errors.js';
 import { redactAccessToken } from '../model/redact.js';
 import { answerAndClose, serveAsHttp, tooManyHeaders } from '../net/connection.js';
 import type { AppContext } from './context.js';
@@ -260,6 +260,6 @@ function checkHandshake(
     return { error: new RillError('shutting_down'), headers: { 'Retry-After': '1' } };
   }
   const full = ctx.budget?.refuseStream();
-  if (full) return { error: full, headers: { 'Retry-After': '1' } };
+  if (full) return { error: full, headers: { 'Retry-After': String(retryAfterSeconds(full)) } };
   return null;
 }

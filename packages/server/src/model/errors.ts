@@ -160,6 +160,18 @@ export const ERRORS = {
     close: 4007,
     message: 'Storage is full: nothing was stored; retry once retention or an operator frees space',
   },
+  rate_limited: {
+    status: 429,
+    retryable: true,
+    close: 4008,
+    message: 'A rate or count limit was reached; retry after the time given',
+  },
+  overloaded: {
+    status: 503,
+    retryable: true,
+    close: 4009,
+    message: 'The server is overloaded; retry later or on another node',
+  },
   internal: { status: 500, retryable: true, close: 4002, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;
 
@@ -184,11 +196,16 @@ export class RillError extends Error {
   readonly closeCode: number;
   /** Extra machine-readable detail included in the error body (never secrets). */
   readonly details: Record<string, unknown> | undefined;
+  /**
+   * Whole seconds a client should wait before retrying (the `Retry-After` header, and
+   * `retryAfter` in the body); undefined for the default ({@link retryAfterSeconds}).
+   */
+  readonly retryAfter: number | undefined;
 
   constructor(
     code: ErrorCode,
     message?: string,
-    options?: { cause?: unknown; details?: Record<string, unknown> },
+    options?: { cause?: unknown; details?: Record<string, unknown>; retryAfter?: number },
   ) {
     const spec: ErrorSpec = ERRORS[code];
     super(message ?? spec.message, options?.cause === undefined ? {} : { cause: options.cause });
@@ -198,6 +215,8 @@ export class RillError extends Error {
     this.retryable = spec.retryable;
     this.closeCode = spec.close;
     this.details = options?.details;
+    this.retryAfter =
+      options?.retryAfter === undefined ? undefined : Math.max(1, Math.ceil(options.retryAfter));
   }
 
   /**
@@ -208,6 +227,7 @@ export class RillError extends Error {
   body(): ErrorBody {
     return {
       ...this.details,
+      ...(this.retryAfter === undefined ? {} : { retryAfter: this.retryAfter }),
       code: this.code,
       message: this.message,
       retryable: this.retryable,
@@ -228,6 +248,17 @@ export interface ErrorBody {
   retryable: boolean;
   closeCode: number;
   [detail: string]: unknown;
+}
+
+/**
+ * The `Retry-After` header (seconds) an HTTP answer carrying `err` sends, or undefined for none:
+ * the error's own `retryAfter`, else 1 s for the retryable states 503 and 507 (engine down or
+ * full, shutting down, connection budget, overload).
+ */
+export function retryAfterSeconds(err: RillError | undefined | null): number | undefined {
+  if (!err) return undefined;
+  if (err.retryAfter !== undefined) return err.retryAfter;
+  return err.retryable && (err.status === 503 || err.status === 507) ? 1 : undefined;
 }
 
 export function isRillError(err: unknown): err is RillError {

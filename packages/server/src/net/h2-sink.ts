@@ -1,7 +1,7 @@
 import type { Http2ServerResponse, OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import { constants as zlibConstants, createGzip, type Gzip } from 'node:zlib';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
-import type { RillError } from '../model/errors.js';
+import { retryAfterSeconds, type RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
 import type { Framing } from '../wire/framing.js';
 import { streamHeaders, type HttpSinkOptions } from './http-sink.js';
@@ -116,7 +116,8 @@ export class H2StreamSink implements Sink {
         ':status': status,
         'content-type': 'application/json; charset=utf-8',
       };
-      if (error?.retryable && status === 503) headers['retry-after'] = '1';
+      const retryAfter = retryAfterSeconds(error);
+      if (retryAfter !== undefined) headers['retry-after'] = String(retryAfter);
       this.stream.respond(headers);
       this.stream.end(error ? JSON.stringify(error.toJSON()) : '');
       return;

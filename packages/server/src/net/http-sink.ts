@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { constants as zlibConstants, createGzip, type Gzip } from 'node:zlib';
 import { detachFromHttp } from './node-http-internals.js';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
-import type { RillError } from '../model/errors.js';
+import { retryAfterSeconds, type RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
 import type { Framing } from '../wire/framing.js';
 import { drainOrClose } from './drain.js';
@@ -215,7 +215,8 @@ export class HttpStreamSink implements Sink {
     if (!this.opened) {
       const status = error?.status ?? 200;
       const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8' };
-      if (error?.retryable && status === 503) headers['retry-after'] = '1';
+      const retryAfter = retryAfterSeconds(error);
+      if (retryAfter !== undefined) headers['retry-after'] = String(retryAfter);
       res.writeHead(status, headers);
       res.end(error ? JSON.stringify(error.toJSON()) : '');
       return;
