@@ -8,7 +8,7 @@ import {
   type SubscriptionHost,
   type TransportName,
 } from './subscription.js';
-import type { EventInput, PublishResult, RillEvent, RillNotice } from './types.js';
+import type { EventInput, PublishResult, RillEvent, RillNotice, TraceContext } from './types.js';
 
 /** Options of a client. */
 export interface ClientOptions {
@@ -53,6 +53,8 @@ export interface PublishOptions {
   type?: string;
   /** Idempotency key; default a random one, reused by every retry of this call. */
   key?: string;
+  /** W3C trace context stored with the event and delivered to subscribers as its `trace`. */
+  trace?: TraceContext;
   signal?: AbortSignal;
   /** Called before each retry: the error that caused it, the attempt that failed, the wait in ms. */
   onRetry?: (retry: PublishRetry) => void;
@@ -169,6 +171,7 @@ export class RillClient {
   ): Promise<PublishResult> {
     const ev: EventInput<T> = { data, key: options.key ?? newKey() };
     if (options.type !== undefined) ev.type = options.type;
+    if (options.trace !== undefined) ev.trace = options.trace;
     const [r] = await this.publishBatch(topic, [ev], {
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onRetry ? { onRetry: options.onRetry } : {}),

@@ -13,7 +13,18 @@ export interface RillEvent<T = unknown> {
   /** Server receive time, ms since the Unix epoch. */
   time: number;
   key?: string;
+  /**
+   * The publisher's W3C trace context, when it sent one: join the producer's trace (e.g. as the
+   * parent or a link of the span that handles the event).
+   */
+  trace?: TraceContext;
   data: T;
+}
+
+/** W3C Trace Context as an event carries it (`traceparent` is a version-00 header value). */
+export interface TraceContext {
+  traceparent: string;
+  tracestate?: string;
 }
 
 /** The server could not resume exactly and says what happened (protocol "Reset notice"). */
@@ -64,4 +75,6 @@ export interface EventInput<T = unknown> {
   data: T;
   type?: string;
   key?: string;
+  /** The trace context to store with the event (an invalid one is ignored by the server). */
+  trace?: TraceContext;
 }

@@ -418,6 +418,49 @@ export function engineContract(
       });
     });
 
+    describe('trace context', () => {
+      const A = { traceparent: `00-${'a1'.repeat(16)}-${'b2'.repeat(8)}-01` };
+      const B = {
+        traceparent: `00-${'c3'.repeat(16)}-${'d4'.repeat(8)}-00`,
+        tracestate: 'rojo=00f067aa0ba902b7,congo=t61rcWkgMzE',
+      };
+
+      it("stores an event's trace and returns it from append, read and watch; none when absent", async () => {
+        const engine = await make();
+        const t = topic('traced');
+        const w = watchEvents(engine, t);
+        const appended = await engine.append(t, [
+          { ...ev(1), trace: A },
+          ev(2, { type: 'plain' }),
+          { ...ev(3, { key: 'k3' }), trace: B },
+        ]);
+        const expected = [A, undefined, B];
+        expect(appended.map((r) => r.event.trace)).toEqual(expected);
+        expect((await readAll(engine, t)).map((e) => e.trace)).toEqual(expected);
+        expect((await w.until(3)).map((e) => e.trace)).toEqual(expected);
+        // An event without one has no `trace` member at all.
+        expect('trace' in (await engine.read(t, 1, 1)).events[0]!).toBe(false);
+        w.stop();
+        // And again from a fresh read after more appends (a page spanning both kinds).
+        await engine.append(t, [ev(4), { ...ev(5), trace: A }]);
+        expect((await engine.read(t, 2, 10)).events.map((e) => e.trace)).toEqual([B, undefined, A]);
+      });
+
+      it('counts the trace in retention.maxBytes', async () => {
+        // 45 bytes of data and a 55-byte traceparent: 100 bytes an event.
+        const engine = await make({
+          retention: { maxEvents: 0, maxAgeMs: 0, maxBytes: 1000, rules: [] },
+        });
+        const t = topic('tracebytes');
+        for (let i = 0; i < 20; i++) {
+          await engine.append(t, [{ data: JSON.stringify('a'.repeat(43)), trace: A }]);
+        }
+        const kept = seqs(await readAll(engine, t));
+        if (traits.byteRetention === 'exact') expect(kept).toEqual(range(11, 20));
+        else expect(kept.length).toBeLessThanOrEqual(12);
+      });
+    });
+
     describe('idempotency', () => {
       it('returns the original for a key seen within the window, without appending twice', async () => {
         const engine = await make();

@@ -3,8 +3,10 @@ import { RillError } from '../model/errors.js';
 import type { EventInput } from '../model/event.js';
 import { eventId, parseEventInput, rawDataText } from '../model/event.js';
 import { assertTopic } from '../model/topic.js';
+import { parseTraceContext } from '../model/trace.js';
 import { forbidden, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
+import { endSpan, startPublishSpan, tracedAppend } from './tracing.js';
 
 const topicParams = {
   type: 'object',
@@ -20,7 +22,10 @@ const topicParams = {
 export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { limits } = ctx.config;
 
-  app.post<{ Params: { topic: string }; Headers: { 'idempotency-key'?: string } }>(
+  app.post<{
+    Params: { topic: string };
+    Headers: { 'idempotency-key'?: string; traceparent?: string; tracestate?: string };
+  }>(
     '/v1/topics/:topic/events',
     {
       schema: { params: topicParams },
@@ -38,7 +43,13 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
         : {}),
     },
     async (req, reply) => {
+      const startTime = Date.now();
       const topic = assertTopic(req.params.topic);
+      // The request's trace context applies to every event that does not carry its own.
+      const requestTrace =
+        req.headers.traceparent === undefined
+          ? undefined
+          : parseTraceContext(req.headers.traceparent, req.headers.tracestate);
       const { raws, lines } = bodyToEvents(req.body, req.headers['content-type']);
       if (raws.length === 0) throw new RillError('invalid_event', 'No events in the request');
       if (raws.length > limits.maxBatchEvents) {
@@ -71,13 +82,22 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
           throw new RillError('invalid_event', 'Idempotency-Key header and event key differ');
         }
       }
+      if (requestTrace !== undefined) {
+        for (const input of inputs) input.trace ??= requestTrace;
+      }
+      const span = startPublishSpan('http', topic, inputs, requestTrace, startTime);
       let results;
       try {
-        results = await ctx.engine.append(topic, inputs);
+        results = await tracedAppend(ctx.engine, topic, inputs, span);
       } catch (err) {
-        if (err instanceof RillError) throw err;
-        throw new RillError('engine_unavailable', 'The event was not stored', { cause: err });
+        const e =
+          err instanceof RillError
+            ? err
+            : new RillError('engine_unavailable', 'The event was not stored', { cause: err });
+        endSpan(span, e);
+        throw e;
       }
+      span.end();
       const first = results[0]!.event;
       let out = `{"topic":"${topic}","epoch":"${first.epoch}","events":[`;
       for (let i = 0; i < results.length; i++) {

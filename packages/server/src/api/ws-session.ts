@@ -20,6 +20,7 @@ import { WsSink, WsWriter } from '../net/ws-sink.js';
 import { wsErrorFrame } from '../wire/ws.js';
 import { checkSubscribe, forbidden } from './authn.js';
 import type { AppContext } from './context.js';
+import { endSpan, startPublishSpan, tracedAppend } from './tracing.js';
 import { WsCredentials, type SessionStart } from './ws-auth.js';
 
 export type { SessionStart } from './ws-auth.js';
@@ -434,10 +435,11 @@ export class WsSession {
     if (!this.credentials.require().grants.canPublish(topic)) throw forbidden('publish to', topic);
     if (this.ctx.state.closing) throw new RillError('shutting_down');
     this.begin();
-    this.ctx.engine
-      .append(topic, [input])
+    const span = startPublishSpan('ws', topic, [input], undefined, Date.now());
+    tracedAppend(this.ctx.engine, topic, [input], span)
       .then(
         (results) => {
+          span.end();
           const { event, duplicate } = results[0]!;
           this.send(
             `{"op":"ack","id":${JSON.stringify(id)},"topic":"${topic}","seq":${event.seq},` +
@@ -449,6 +451,7 @@ export class WsSession {
             err instanceof RillError
               ? err
               : new RillError('engine_unavailable', 'The event was not stored', { cause: err });
+          endSpan(span, e);
           if (e.code === 'engine_unavailable') this.log.warn({ err }, 'websocket publish failed');
           this.sendError(e, { id });
         },

@@ -1,6 +1,7 @@
 import type { EventInput, RillEvent } from '../model/event.js';
 import { RillError } from '../model/errors.js';
 import { redactUrl } from '../model/redact.js';
+import { encodeTrace, type TraceContext } from '../model/trace.js';
 import type { EngineLog, WatchListener } from './engine.js';
 
 /** Most events one `read` returns, whatever `limit` asks for. */
@@ -174,13 +175,20 @@ function call<T>(sub: Subscription<T>, value: T): void {
 
 /**
  * The size of an event as retention (`maxBytes`) and the store budget (`maxStoreBytes`) count it:
- * the UTF-8 bytes of its data, type and key. Every engine counts the same way (the redis engine in
- * its scripts, where strings are bytes).
+ * the UTF-8 bytes of its data, type and key, and of its trace context as stored ({@link encodeTrace}).
+ * Every engine counts the same way (the redis engine in its scripts, where strings are bytes).
  */
-export function eventBytes(event: { data: string; type?: string; key?: string }): number {
+export function eventBytes(event: {
+  data: string;
+  type?: string;
+  key?: string;
+  trace?: TraceContext;
+}): number {
   let n = Buffer.byteLength(event.data);
   if (event.type !== undefined) n += Buffer.byteLength(event.type);
   if (event.key !== undefined) n += Buffer.byteLength(event.key);
+  // ASCII by its grammar: characters are bytes.
+  if (event.trace !== undefined) n += encodeTrace(event.trace).length;
   return n;
 }
 
@@ -253,5 +261,6 @@ export function makeEvent(
   };
   if (input.type !== undefined) event.type = input.type;
   if (input.key !== undefined) event.key = input.key;
+  if (input.trace !== undefined) event.trace = input.trace;
   return event;
 }

@@ -3,6 +3,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { MAX_KEY_LENGTH, type EventInput, type RillEvent } from '../model/event.js';
 import { RillError, isRillError } from '../model/errors.js';
 import { assertTopic } from '../model/topic.js';
+import { decodeTrace, encodeTrace } from '../model/trace.js';
 import {
   DEFAULT_IDEMPOTENCY_WINDOW_MS,
   DEFAULT_RETENTION,
@@ -134,6 +135,11 @@ interface BlockRecord {
   y?: (string | null)[];
   /** idempotency key of each event (null when none); absent when none has one */
   k?: (string | null)[];
+  /**
+   * trace context of each event ({@link encodeTrace}; null when none); absent when none has one,
+   * as in blocks written before events had one
+   */
+  r?: (string | null)[];
   /** byte offset before its first event (see `TopicRecord.o`); absent in older blocks */
   o?: number;
 }
@@ -479,6 +485,9 @@ export class LmdbEngine implements Engine {
         this.keys.putSync([topic, input.key], { seq, time, exp });
         this.expiry.putSync([exp, topic, input.key], true);
       } else if (block.k !== undefined) block.k.push(null);
+      if (input.trace !== undefined)
+        (block.r ??= new Array<string | null>(i).fill(null))[i] = encodeTrace(input.trace);
+      else if (block.r !== undefined) block.r.push(null);
       const event = blockEvent(topic, meta.epoch, start, block, data, i);
       fresh.push(event);
       results.push({ event, duplicate: false });
@@ -518,6 +527,7 @@ export class LmdbEngine implements Engine {
     // stand in for the stored ones.
     const fallback: BlockRecord = { t: key.time, n: 1, d: [input.data] };
     if (input.type !== undefined) fallback.y = [input.type];
+    if (input.trace !== undefined) fallback.r = [encodeTrace(input.trace)];
     if (input.key !== undefined) fallback.k = [input.key];
     return blockEvent(topic, epoch, key.seq, fallback, [input.data], 0);
   }
@@ -813,6 +823,8 @@ function blockEventBytes(block: BlockRecord, data: readonly string[], i: number)
   if (type != null) n += Buffer.byteLength(type);
   const key = block.k?.[i];
   if (key != null) n += Buffer.byteLength(key);
+  const trace = block.r?.[i];
+  if (trace != null) n += trace.length;
   return n;
 }
 
@@ -857,6 +869,11 @@ function blockEvent(
   if (type != null) event.type = type;
   const key = block.k?.[i];
   if (key != null) event.key = key;
+  const trace = block.r?.[i];
+  if (trace != null) {
+    const t = decodeTrace(trace);
+    if (t !== undefined) event.trace = t;
+  }
   return event;
 }
 

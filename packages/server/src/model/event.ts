@@ -1,5 +1,6 @@
 import { encodePosition } from './cursor.js';
 import { RillError } from './errors.js';
+import { parseTraceContext, traceJson, type TraceContext } from './trace.js';
 
 /** Largest event accepted by default: `data` as JSON plus `type` and `key`, in bytes. */
 export const DEFAULT_MAX_EVENT_BYTES = 64 * 1024;
@@ -35,6 +36,8 @@ export interface EventInput {
   key?: string;
   /** JSON text of the payload. */
   data: string;
+  /** The publisher's W3C trace context (model/trace.ts), when it sent a valid one. */
+  trace?: TraceContext;
 }
 
 /**
@@ -55,6 +58,8 @@ export interface RillEvent {
   readonly key?: string;
   /** JSON text of the payload. */
   readonly data: string;
+  /** The publisher's W3C trace context, delivered as the event's `trace`. */
+  readonly trace?: TraceContext;
 }
 
 // C0 controls, DEL, C1 controls (NEL among them) and the Unicode line/paragraph separators: none
@@ -159,10 +164,10 @@ export function parseEventInput(
   }
   const obj = raw as Record<string, unknown>;
   for (const k of Object.keys(obj)) {
-    if (k !== 'type' && k !== 'key' && k !== 'data') {
+    if (k !== 'type' && k !== 'key' && k !== 'data' && k !== 'trace') {
       throw new RillError(
         'invalid_event',
-        `Unknown event field ${JSON.stringify(k.slice(0, 64))}${where}: allowed are type, key, data`,
+        `Unknown event field ${JSON.stringify(k.slice(0, 64))}${where}: allowed are type, key, data, trace`,
       );
     }
   }
@@ -172,6 +177,10 @@ export function parseEventInput(
   const out: EventInput = { data: '' };
   if (obj.type !== undefined) out.type = checkLabel('type', obj.type, MAX_TYPE_LENGTH, where);
   if (obj.key !== undefined) out.key = checkLabel('key', obj.key, MAX_KEY_LENGTH, where);
+  if (obj.trace !== undefined && obj.trace !== null) {
+    const trace = eventTrace(obj.trace, where);
+    if (trace !== undefined) out.trace = trace;
+  }
   checkJsonValue(obj.data, limits.maxJsonDepth, where);
   // Valid JSON either way, but some line splitters treat U+0085/U+2028/U+2029 as line ends.
   out.data = escapeLineSeparators(dataText ?? JSON.stringify(obj.data));
@@ -189,6 +198,23 @@ export function parseEventInput(
     });
   }
   return out;
+}
+
+/**
+ * An event's `trace` member: an object with `traceparent` (and `tracestate`) as W3C Trace Context
+ * defines them; other members (a propagator's `baggage`) are ignored. A value that is not valid
+ * Trace Context is ignored too, as the specification asks; only a `trace` that is not an object
+ * is refused. Its size is bounded by the grammar (55 + 512 characters), apart from `maxEventBytes`.
+ */
+function eventTrace(v: unknown, where: string): TraceContext | undefined {
+  if (typeof v !== 'object' || Array.isArray(v)) {
+    throw new RillError(
+      'invalid_event',
+      `Event trace must be an object {traceparent, tracestate?}${where}`,
+    );
+  }
+  const t = v as Record<string, unknown>;
+  return parseTraceContext(t.traceparent, t.tracestate);
 }
 
 function checkLabel(name: string, v: unknown, max: number, where: string): string {
@@ -228,6 +254,7 @@ export function eventJson(ev: RillEvent): string {
   if (ev.type !== undefined) s += `,"type":${JSON.stringify(ev.type)}`;
   s += `,"time":${ev.time}`;
   if (ev.key !== undefined) s += `,"key":${JSON.stringify(ev.key)}`;
+  if (ev.trace !== undefined) s += `,"trace":${traceJson(ev.trace)}`;
   s += `,"data":${ev.data}}`;
   return s;
 }

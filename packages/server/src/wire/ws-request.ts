@@ -30,7 +30,7 @@ export const MAX_ID_LENGTH = 256;
 const FIELDS: ReadonlyMap<string, ReadonlySet<string>> = new Map([
   ['subscribe', new Set(['op', 'id', 'topics', 'from', 'since', 'cursor'])],
   ['unsubscribe', new Set(['op', 'id', 'sub'])],
-  ['publish', new Set(['op', 'id', 'topic', 'type', 'key', 'data'])],
+  ['publish', new Set(['op', 'id', 'topic', 'type', 'key', 'data', 'trace'])],
   ['ping', new Set(['op', 'id'])],
   ['auth', new Set(['op', 'id', 'token'])],
 ]);
@@ -216,7 +216,7 @@ function startParam(v: unknown, name: string): string | undefined {
   throw new RillError('invalid_parameter', `"${name}" must be a string or a non-negative integer`);
 }
 
-/** `topic`, then the event (`type`, `key`, `data`) through the one event validator. */
+/** `topic`, then the event (`type`, `key`, `data`, `trace`) through the one event validator. */
 function parsePublish(
   m: Record<string, unknown>,
   id: RequestId,
@@ -230,5 +230,6 @@ function parsePublish(
   if (m.type !== undefined) raw.type = m.type;
   if (m.key !== undefined) raw.key = m.key;
   if ('data' in m) raw.data = m.data;
+  if (m.trace !== undefined) raw.trace = m.trace;
   return { op: 'publish', id, topic, event: parseEventInput(raw, limits) };
 }

@@ -15,6 +15,7 @@ import {
   parseDescription,
   parseJsMsg,
   toEvent,
+  toTriple,
   type Batch,
   type Triple,
 } from './codec.js';
@@ -302,17 +303,13 @@ export class Appender {
             if (known !== undefined && known.exp > now) {
               // The stored original's fields equal a retry's: the retry stands in for it.
               out.push({
-                event: toEvent(log.topic, log.epoch, known.seq, known.time, [
-                  input.type ?? null,
-                  input.key,
-                  input.data,
-                ]),
+                event: toEvent(log.topic, log.epoch, known.seq, known.time, toTriple(input)),
                 duplicate: true,
               });
               continue;
             }
           }
-          const triple: Triple = [input.type ?? null, input.key ?? null, input.data];
+          const triple = toTriple(input);
           const event = toEvent(log.topic, log.epoch, next++, time, triple);
           fresh.push(triple);
           if (input.key !== undefined) seen.set(input.key, event);

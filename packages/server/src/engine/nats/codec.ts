@@ -5,6 +5,7 @@
 import { headers as natsHeaders, type MsgHdrs } from '@nats-io/transport-node';
 import type { StoredMsg } from '@nats-io/jetstream';
 import type { EventInput, RillEvent } from '../../model/event.js';
+import { decodeTrace, encodeTrace } from '../../model/trace.js';
 import { makeEvent } from '../common.js';
 
 const H_SEQ = 'Rill-Seq';
@@ -12,8 +13,18 @@ const H_TIME = 'Rill-Time';
 const H_COUNT = 'Rill-N';
 const H_OFFSET = 'Rill-Off';
 
-/** One stored event: `[type, key, data]`, `null` for a field the event does not have. */
-export type Triple = [string | null, string | null, string];
+/**
+ * One stored event: `[type, key, data]`, `null` for a field the event does not have, and a fourth
+ * member, its trace context ({@link encodeTrace}), only when it has one.
+ */
+export type Triple = [string | null, string | null, string, string?];
+
+/** An event as stored. */
+export function toTriple(input: EventInput): Triple {
+  const t: Triple = [input.type ?? null, input.key ?? null, input.data];
+  if (input.trace !== undefined) t.push(encodeTrace(input.trace));
+  return t;
+}
 
 /** A batch message: one append group, consecutive seqs. */
 export interface Batch {
@@ -42,10 +53,11 @@ export function batchHeaders(first: number, count: number, time: number, offset 
 /** The bytes of a batch's events, counted as `eventBytes` in `common.ts` counts them. */
 export function batchBytes(events: readonly Triple[]): number {
   let n = 0;
-  for (const [type, key, data] of events) {
+  for (const [type, key, data, trace] of events) {
     n += Buffer.byteLength(data);
     if (type !== null) n += Buffer.byteLength(type);
     if (key !== null) n += Buffer.byteLength(key);
+    if (typeof trace === 'string') n += trace.length;
   }
   return n;
 }
@@ -89,10 +101,12 @@ export function toEvent(
   epoch: string,
   seq: number,
   time: number,
-  [type, key, data]: Triple,
+  [type, key, data, trace]: Triple,
 ): RillEvent {
   const input: EventInput = { data };
   if (type !== null) input.type = type;
+  const t = decodeTrace(trace);
+  if (t !== undefined) input.trace = t;
   if (key !== null) input.key = key;
   return makeEvent(topic, epoch, seq, time, input);
 }

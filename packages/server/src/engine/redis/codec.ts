@@ -2,6 +2,7 @@
 
 import type { EventInput, RillEvent } from '../../model/event.js';
 import type { TopicHead } from '../engine.js';
+import { decodeTrace } from '../../model/trace.js';
 import { makeEvent } from '../common.js';
 
 /** A stream entry as `XRANGE` returns it. */
@@ -16,8 +17,11 @@ export interface Message {
   from: number;
   to: number;
   time: number;
-  /** The batch's `[type, key, data]`, `false` for a missing field; null when not inlined. */
-  events: [string | false, string | false, string][] | null;
+  /**
+   * The batch's `[type, key, data, trace?]`, `false` for a missing field; null when not inlined.
+   * `trace` is there only for an event that has one.
+   */
+  events: [string | false, string | false, string, string?][] | null;
 }
 
 /** `epoch|from|to|time|json-or-empty`, as the append script publishes it. */
@@ -46,10 +50,12 @@ export function parseMessage(message: string): Message | null {
 
 /** The events a message carries inline (`m.events` must not be null). */
 export function messageEvents(topic: string, m: Message): RillEvent[] {
-  return (m.events ?? []).map(([type, key, data], i) => {
+  return (m.events ?? []).map(([type, key, data, trace], i) => {
     const input: EventInput = { data };
     if (type !== false) input.type = type;
     if (key !== false) input.key = key;
+    const t = decodeTrace(trace);
+    if (t !== undefined) input.trace = t;
     return makeEvent(topic, m.epoch, m.from + i, m.time, input);
   });
 }
@@ -72,6 +78,11 @@ export function fromFields(topic: string, epoch: string, seq: number, fields: st
       case 'k':
         input.key = v;
         break;
+      case 'r': {
+        const t = decodeTrace(v);
+        if (t !== undefined) input.trace = t;
+        break;
+      }
     }
   }
   return makeEvent(topic, epoch, seq, time, input);

@@ -23,6 +23,7 @@ import {
 import { Lifecycle } from '../lifecycle.js';
 import { newEpoch, RetentionResolver } from '../retention.js';
 import { RedisClients } from './client.js';
+import { encodeTrace } from '../../model/trace.js';
 import { fromEntry, fromFields, toHead, type AppendReply } from './codec.js';
 import { RedisKeys } from './keys.js';
 import { RedisWatch } from './watch.js';
@@ -171,7 +172,12 @@ export class RedisEngine implements Engine, HealthCheck {
         throw new RillError('invalid_event', `Event key must be 1-${MAX_KEY_LENGTH} characters`);
       }
       if (input.type === '') throw new RillError('invalid_event', 'Event type must not be empty');
-      args.push(input.type ?? '', input.key ?? '', input.data);
+      args.push(
+        input.type ?? '',
+        input.key ?? '',
+        input.data,
+        input.trace === undefined ? '' : encodeTrace(input.trace),
+      );
     }
     if (inputs.length === 0) return [];
     const k = this.keys.topic(topic);

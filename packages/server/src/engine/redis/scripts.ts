@@ -4,10 +4,10 @@
  *
  * Per topic (all keys share the `{topic}` hash tag):
  * - `m` hash: `e` epoch, `c` created, `f` firstSeq, `l` lastSeq, `t` lastTime, `o` the bytes of
- *   events appended in the epoch (data + type + key; Lua strings are bytes)
+ *   events appended in the epoch (data + type + key + trace; Lua strings are bytes)
  * - `s` stream: entry id `<seq>-0`, fields `t` time (always first), `o` the bytes appended before
  *   this event (always second; entries written before it existed count as offset 0), `d` data,
- *   `y` type, `k` key
+ *   `y` type, `k` key, `r` trace context (`encodeTrace` in model/trace.ts)
  * - `k` hash: idempotency key → `seq:time:expiry`; `x` zset: key by expiry, for cleanup
  * Shared: `topics` zset (names, score 0, listed by lex range), `new` stream of created topics.
  *
@@ -70,7 +70,7 @@ end
 /**
  * KEYS: meta, stream, keys, expiry, topics, new.
  * ARGV: topic, now, windowMs, maxEvents, maxAgeMs, newEpoch, channel, newChannel, payloadLimit,
- * maxBytes, count, then type, key, data per event ('' = absent).
+ * maxBytes, count, then type, key, data, trace per event ('' = absent).
  * Returns { epoch, created, { seq, time, dup, fields|false } per event }.
  */
 export const APPEND = `${COMMON}
@@ -110,7 +110,7 @@ local fresh = {}
 local bytes = 0
 local keyed = false
 for i = 0, n - 1 do
-  local y, k, d = ARGV[12 + i * 3], ARGV[13 + i * 3], ARGV[14 + i * 3]
+  local y, k, d, r = ARGV[12 + i * 4], ARGV[13 + i * 4], ARGV[14 + i * 4], ARGV[15 + i * 4]
   local dup = false
   if k ~= '' then
     local rec = redis.call('HGET', KEYS[3], k)
@@ -126,8 +126,9 @@ for i = 0, n - 1 do
   if not dup then
     last = last + 1
     local fields = { 't', fmt(time), 'o', fmt(total), 'd', d }
-    total = total + #d + #y + #k
+    total = total + #d + #y + #k + #r
     if y ~= '' then fields[#fields + 1] = 'y'; fields[#fields + 1] = y end
+    if r ~= '' then fields[#fields + 1] = 'r'; fields[#fields + 1] = r end
     if k ~= '' then
       fields[#fields + 1] = 'k'; fields[#fields + 1] = k
       local exp = time + window
@@ -137,8 +138,12 @@ for i = 0, n - 1 do
     end
     redis.call('XADD', KEYS[2], fmt(last) .. '-0', unpack(fields))
     out[#out + 1] = { last, time, 0, false }
-    fresh[#fresh + 1] = { y ~= '' and y or false, k ~= '' and k or false, d }
-    bytes = bytes + #d + #y + #k
+    if r ~= '' then
+      fresh[#fresh + 1] = { y ~= '' and y or false, k ~= '' and k or false, d, r }
+    else
+      fresh[#fresh + 1] = { y ~= '' and y or false, k ~= '' and k or false, d }
+    end
+    bytes = bytes + #d + #y + #k + #r
   end
 end
 if keyed then
