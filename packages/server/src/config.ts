@@ -297,6 +297,13 @@ export function readTlsPair(paths: { cert: string; key: string }): TlsPair {
   return { cert, key, fingerprint: leaf.fingerprint256, validTo: leaf.validTo };
 }
 
+const LogLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+export type LogLevel = z.infer<typeof LogLevelSchema>;
+
+/** The parts of the server whose log level can be set on its own (`log.levels`). */
+export const LOG_COMPONENTS = ['http', 'ws', 'engine', 'auth', 'fanout'] as const;
+export type LogComponent = (typeof LOG_COMPONENTS)[number];
+
 const TlsSchema = z
   .strictObject({
     /** PEM file: the server certificate, then any intermediates. */
@@ -366,9 +373,29 @@ export const ConfigSchema = z
     demo: z.boolean().default(false),
     /** Allow binding a non-loopback address although no authentication is configured. */
     insecure: z.boolean().default(false),
-    logLevel: z
-      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
-      .default('info'),
+    /** The level of every log line, unless `log.levels` sets its component's. */
+    logLevel: LogLevelSchema.default('info'),
+    log: z
+      .strictObject({
+        /**
+         * A level per component (`http`, `ws`, `engine`, `auth`, `fanout`), over `logLevel`:
+         * `{ ws: 'debug', http: 'warn' }`.
+         */
+        levels: z
+          .strictObject(
+            Object.fromEntries(LOG_COMPONENTS.map((c) => [c, LogLevelSchema.optional()])) as Record<
+              LogComponent,
+              z.ZodOptional<typeof LogLevelSchema>
+            >,
+          )
+          .prefault({}),
+        /**
+         * Human-readable lines (pino-pretty) instead of JSON; by default when standard output is
+         * a terminal.
+         */
+        pretty: z.boolean().optional(),
+      })
+      .prefault({}),
     /** Longest time a graceful shutdown waits for in-flight requests before closing anyway. */
     shutdownTimeout: duration.default(10_000),
     retention: z

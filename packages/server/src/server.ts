@@ -3,11 +3,14 @@ import { resolve } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
+import pinoPretty from 'pino-pretty';
 import type { RillConfig, RillConfigInput } from './config.js';
 import {
   authEnabled,
   ConfigError,
   isLoopback,
+  LOG_COMPONENTS,
+  type LogComponent,
   readTlsPair,
   resolveConfig,
   TlsFileError,
@@ -99,17 +102,8 @@ export async function createServer(
   options: CreateServerOptions = {},
 ): Promise<RillServer> {
   const config = resolveConfig(input);
-  const log =
-    options.logger ??
-    pino({
-      level: config.logLevel,
-      redact: {
-        paths: ['req.headers.authorization', 'req.headers.cookie', '*.token', '*.password'],
-        censor: '[redacted]',
-      },
-      // A request's URL may carry a token (`access_token`, for EventSource): never logged as is.
-      serializers: { req: serializeRequest },
-    });
+  const log = options.logger ?? rootLogger(config);
+  const logs = componentLoggers(log, config);
   if (!isLoopback(config.host) && !config.insecure && !authEnabled(config)) {
     throw new Error(
       `Refusing to listen on ${config.host} without authentication: Rill binds a loopback address ` +
@@ -118,13 +112,13 @@ export async function createServer(
     );
   }
   const auth = await Authenticator.create(config.auth, {
-    logger: log,
+    logger: logs.auth,
     ...(options.loadConfig
       ? { loadSettings: async () => resolveConfig(await options.loadConfig!()).auth }
       : {}),
   });
   logFastPaths(log);
-  const engine = options.engine ?? createEngine(config, log);
+  const engine = options.engine ?? createEngine(config, logs.engine);
   const hub = new Hub(engine, {
     limits: {
       maxSubscriberBufferBytes: config.limits.maxSubscriberBufferBytes,
@@ -133,19 +127,24 @@ export async function createServer(
       maxCursorTopics: config.limits.maxCursorTopics,
     },
     heartbeatMs: config.sse.heartbeat,
+    log: logs.fanout,
   });
   const state = { closing: false };
-  const budget = new ConnectionBudget(log);
+  const budget = new ConnectionBudget(logs.http);
   const streams = new OpenStreams();
   // A revoked credential's streams end now, whatever opened them (SSE, NDJSON, long-poll, WebSocket).
   auth.on('revoked', (report) => {
     const ended = streams.revoke(report.revoked);
-    if (ended > 0) log.info({ revoked: report.revoked, ended }, 'auth: ended revoked streams');
+    if (ended > 0) logs.auth.info({ revoked: report.revoked, ended }, 'ended revoked streams');
   });
   const tlsPaths = tlsFiles(config);
   // Checked already by resolveConfig; read once more for use (the files may have changed since).
   let tls: TlsPair | null = tlsPaths ? readTlsOrThrow(tlsPaths) : null;
-  const app = buildApp({ config, engine, hub, state, budget, auth, streams }, log, tls);
+  const app = buildApp(
+    { config, engine, hub, state, budget, auth, streams, logs: { http: logs.http, ws: logs.ws } },
+    logs.http,
+    tls,
+  );
   if (tls)
     log.info(
       tlsFields(tlsPaths!, tls),
@@ -226,6 +225,69 @@ export async function createServer(
       return closing;
     },
   };
+}
+
+/**
+ * Log fields that may hold a credential, wherever they appear: replaced with `[redacted]`. Request
+ * URLs are redacted by {@link serializeRequest}; the code never logs headers or tokens itself, so
+ * this is the second line of defence.
+ */
+const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'headers.authorization',
+  'headers.cookie',
+  '*.headers.authorization',
+  '*.headers.cookie',
+  'authorization',
+  'cookie',
+  'token',
+  'accessToken',
+  'access_token',
+  'password',
+  'secret',
+  '*.authorization',
+  '*.cookie',
+  '*.token',
+  '*.accessToken',
+  '*.access_token',
+  '*.password',
+  '*.secret',
+];
+
+/**
+ * The process's logger: JSON lines on standard output, or readable lines (pino-pretty) when it is
+ * a terminal or `log.pretty` says so. Its level is `logLevel`; components may differ
+ * ({@link componentLoggers}).
+ */
+function rootLogger(config: RillConfig): Logger {
+  const options = {
+    level: config.logLevel,
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    // A request's URL may carry a token (`access_token`, for EventSource): never logged as is.
+    serializers: { req: serializeRequest },
+  };
+  if (!(config.log.pretty ?? process.stdout.isTTY === true)) return pino(options);
+  // In process and synchronous: a terminal is read by a person, at a person's pace, and the lines
+  // must be out before the process exits.
+  return pino(
+    options,
+    pinoPretty({ sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }),
+  );
+}
+
+/**
+ * A child logger per component (`component` on each line), at its `log.levels` level when one is
+ * set, else at the root's: the http one is Fastify's (requests, SSE, NDJSON and long-poll streams),
+ * ws the WebSocket connections', engine, auth and fanout their modules'.
+ */
+function componentLoggers(root: Logger, config: RillConfig): Record<LogComponent, Logger> {
+  const out = {} as Record<LogComponent, Logger>;
+  for (const c of LOG_COMPONENTS) {
+    const level = config.log.levels[c];
+    out[c] = root.child({ component: c }, level === undefined ? {} : { level });
+  }
+  return out;
 }
 
 /** A request as log lines show it: its URL without the `access_token` query parameter's value. */

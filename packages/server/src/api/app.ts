@@ -13,6 +13,7 @@ import { demoPage } from './demo-page.js';
 import { HostPolicy } from './host.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { queryError } from './params.js';
+import { nextRequestId } from './request-id.js';
 import { pollRoutes } from './poll.js';
 import { publishRoutes } from './publish.js';
 import { streamRoutes } from './stream.js';
@@ -148,6 +149,8 @@ export function buildApp(
     // No per-request lines: they would carry URLs, and URLs may carry tokens and cursors.
     logController: new LogController({ disableRequestLogging: true }),
     childLoggerFactory: lazyChildLoggerFactory as never,
+    // `req-<n>`: unique in the process, the `reqId` of every line about the request or its stream.
+    genReqId: nextRequestId,
     bodyLimit: ctx.config.limits.maxBodyBytes,
     // Topic names may be 200 characters; Fastify's default caps params at 100.
     routerOptions: { maxParamLength: 256, ignoreTrailingSlash: true },

@@ -1,3 +1,4 @@
+import type { Logger } from 'pino';
 import type { Authenticator } from '../auth/index.js';
 import type { RillConfig } from '../config.js';
 import type { Engine } from '../engine/engine.js';
@@ -21,4 +22,9 @@ export interface AppContext {
   auth: Authenticator;
   /** Open streams by credential, to end them at expiry or when the credential is revoked. */
   streams: OpenStreams;
+  /**
+   * The loggers of the components with a level of their own (`log.levels`): HTTP requests and
+   * streams log through `http` (also Fastify's logger), WebSocket connections through `ws`.
+   */
+  logs: { http: Logger; ws: Logger };
 }

@@ -10,6 +10,7 @@ import { parseResumeCursor, parseStart, parseTopicsParam } from '../wire/subscri
 import type { Identity } from '../auth/index.js';
 import { checkSubscribe, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
+import { logStreamEnd } from './stream-log.js';
 import { tokenExpired, type OpenStreams } from './open-streams.js';
 import type { StreamQuery } from './params.js';
 import { parseLimit, parseWait } from './params.js';
@@ -98,8 +99,10 @@ async function pollOnce(
     /** Who polls: the wait ends at its token's expiry, and when its credential is revoked. */
     identity: Identity;
     streams: OpenStreams;
+    /** The request's id, for the subscription's log lines. */
+    id: string;
   },
-): Promise<{ events: string; cursor: string; resets: string[] }> {
+): Promise<{ events: string; count: number; bytes: number; cursor: string; resets: string[] }> {
   const sink = new CollectSink(opts.limit);
   let sub: Subscription | undefined = undefined;
   /** Set when the subscription caught up before `hub.subscribe` returned it. */
@@ -149,7 +152,13 @@ async function pollOnce(
     hub.unsubscribe(sub);
     const r = sink.outcome!;
     if ('error' in r) throw r.error;
-    return { events: r.page, cursor: sub.cursor(opts.maxCursorLength), resets: sink.resets };
+    return {
+      events: r.page,
+      count: sub.sentEvents,
+      bytes: sub.sentBytes,
+      cursor: sub.cursor(opts.maxCursorLength),
+      resets: sink.resets,
+    };
   } finally {
     clearTimeout(timer);
     tracked.untrack();
@@ -158,6 +167,7 @@ async function pollOnce(
 
   function subscribe(): Promise<Subscription> {
     return hub.subscribe(sink, {
+      id: opts.id,
       patterns: opts.patterns,
       start: opts.start,
       ...(opts.cursor ? { cursor: opts.cursor } : {}),
@@ -202,17 +212,37 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
       );
       const ac = new AbortController();
       reply.raw.on('close', () => ac.abort());
-      const r = await pollOnce(ctx.hub, {
-        patterns,
-        start,
-        cursor,
-        limit,
-        waitMs,
-        maxCursorLength: limits.maxCursorLength,
-        signal: ac.signal,
-        identity,
-        streams: ctx.streams,
-      });
+      const startedAt = Date.now();
+      const ended = (events: number, bytes: number, reason: string): void =>
+        logStreamEnd(
+          ctx.logs.http,
+          req.id,
+          { transport: 'poll', topics: patterns, startedAt, events, bytes, reason },
+          'debug',
+        );
+      let r;
+      try {
+        r = await pollOnce(ctx.hub, {
+          patterns,
+          start,
+          cursor,
+          limit,
+          waitMs,
+          maxCursorLength: limits.maxCursorLength,
+          signal: ac.signal,
+          identity,
+          streams: ctx.streams,
+          id: req.id,
+        });
+      } catch (err) {
+        ended(0, 0, err instanceof RillError ? err.code : 'internal');
+        throw err;
+      }
+      ended(
+        r.count,
+        r.bytes,
+        ac.signal.aborted ? 'client_closed' : r.count > 0 ? 'page' : 'timeout',
+      );
       return reply
         .type('application/json; charset=utf-8')
         .header('cache-control', 'no-store')

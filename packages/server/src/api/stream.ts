@@ -10,6 +10,7 @@ import { sseFraming } from '../wire/sse.js';
 import { parseResumeCursor, parseStart, parseTopicsParam } from '../wire/subscribe-params.js';
 import { challengeFor, checkSubscribe, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
+import { logStreamEnd, logStreamOpen } from './stream-log.js';
 import type { StreamQuery } from './params.js';
 
 /** `?format=` wins; else `Accept: application/x-ndjson` (without text/event-stream) means NDJSON. */
@@ -93,24 +94,51 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
         ? new H2StreamSink(reply.raw as unknown as Http2ServerResponse, framing, encoding)
         : new HttpStreamSink(reply.raw, framing, encoding);
     reply.hijack();
+    const reqId = req.id;
     let sub: Subscription | undefined;
     let gone = false;
+    let opened = false;
     /** Why the stream must end, when that was decided while it was being set up. */
     let ending: RillError | undefined;
+    /** Why the server ended it, when that is not its error's code (a revoked credential). */
+    let reason: string | undefined;
     // Revoked credentials and the token's expiry end the stream with an error frame (or, before
     // it opened, with the error's status).
     const endWith = (e: RillError): void => {
       if (sub) sub.fail(e);
       else ending ??= e;
     };
-    const tracked = ctx.streams.track(identity, { revoked: endWith, expired: endWith });
+    const tracked = ctx.streams.track(identity, {
+      revoked: (e) => {
+        reason ??= 'revoked';
+        endWith(e);
+      },
+      expired: endWith,
+    });
     sink.onClose(() => {
       gone = true;
       tracked.untrack();
-      if (sub) ctx.hub.unsubscribe(sub);
+      if (!sub) return;
+      ctx.hub.unsubscribe(sub);
+      if (opened) {
+        logStreamEnd(ctx.logs.http, reqId, {
+          transport: format,
+          topics: patterns,
+          startedAt: sub.startedAt,
+          events: sub.sentEvents,
+          bytes: sub.sentBytes,
+          reason: reason ?? sub.endReason ?? 'client_closed',
+          fellBehind: sub.fellBehind,
+        });
+      }
     });
     try {
-      sub = await ctx.hub.subscribe(sink, { patterns, start, ...(cursor ? { cursor } : {}) });
+      sub = await ctx.hub.subscribe(sink, {
+        id: reqId,
+        patterns,
+        start,
+        ...(cursor ? { cursor } : {}),
+      });
     } catch (err) {
       tracked.untrack();
       const e =
@@ -127,7 +155,11 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       const challenge = challengeFor(ending);
       if (challenge !== undefined) reply.raw.setHeader('www-authenticate', challenge);
       sink.end(ending);
-    } else sink.open();
+    } else {
+      opened = true;
+      sink.open();
+      logStreamOpen(ctx.logs.http, reqId, format, patterns);
+    }
   }
 
   app.get<{ Params: { topic: string }; Querystring: StreamQuery }>(

@@ -14,8 +14,11 @@ export type SessionStart = { identity: Identity | null } | { error: RillError };
 export interface WsCredentialsHost {
   /** Sends one message. */
   send(text: string): void;
-  /** Closes the socket with the error's close code. */
-  close(err: RillError): void;
+  /**
+   * Closes the socket with the error's close code; `why` is the reason its log line gives when it
+   * is not the error's code (`revoked`).
+   */
+  close(err: RillError, why?: string): void;
 }
 
 /**
@@ -106,7 +109,7 @@ export class WsCredentials {
     if (this.tracked) this.tracked.update(identity);
     else {
       this.tracked = this.ctx.streams.track(identity, {
-        revoked: (e) => this.host.close(e),
+        revoked: (e) => this.host.close(e, 'revoked'),
         expired: (e) => this.host.close(e),
       });
     }

@@ -1,4 +1,4 @@
-import type { FastifyBaseLogger } from 'fastify';
+import type { Logger } from 'pino';
 import type { RawData } from 'ws';
 import { WebSocket } from 'ws';
 import type { Cursor } from '../model/cursor.js';
@@ -20,6 +20,8 @@ import { WsSink, WsWriter } from '../net/ws-sink.js';
 import { wsErrorFrame } from '../wire/ws.js';
 import { checkSubscribe, forbidden } from './authn.js';
 import type { AppContext } from './context.js';
+import { lazyChildLoggerFactory } from './lazy-logger.js';
+import { logStreamEnd, logStreamOpen } from './stream-log.js';
 import { endSpan, startPublishSpan, tracedAppend } from './tracing.js';
 import { WsCredentials, type SessionStart } from './ws-auth.js';
 
@@ -71,20 +73,36 @@ export class WsSession {
   private readonly credentials: WsCredentials;
   /** Set while an `auth` is being checked: the messages behind it wait here. */
   private queue: Queued[] | null = null;
+  /** When the connection opened. */
+  readonly startedAt = Date.now();
+  /** Events and bytes sent by the subscriptions that ended; the open ones' are added at close. */
+  private sentEvents = 0;
+  private sentBytes = 0;
+  private fellBehind = 0;
+  /** What it subscribed to (bounded: the first ones, for the end line). */
+  private readonly topics: string[] = [];
+  private topicCount = 0;
+  /** Why the server closed it, when it did. */
+  private endReason: string | undefined;
+  /** This connection's logger: `reqId` on every line, a real child only once a line is written. */
+  private readonly log: Logger;
 
   constructor(
     private readonly ws: WebSocket,
     private readonly ctx: AppContext,
-    private readonly log: FastifyBaseLogger,
+    private readonly wsLog: Logger,
+    /** The connection's id (`reqId` in the log). */
+    readonly id: string,
     private readonly onGone: () => void,
     start: SessionStart,
   ) {
+    this.log = lazyChildLoggerFactory(wsLog, { reqId: id }, {});
     this.writer = new WsWriter(ws);
     this.credentials = new WsCredentials(
       ctx,
       {
         send: (text) => this.send(text),
-        close: (err) => this.close(err),
+        close: (err, why) => this.close(err, why),
       },
       start,
     );
@@ -96,7 +114,8 @@ export class WsSession {
     });
     // Protocol violations (1002, 1007, 1008, 1009): ws has already sent the close frame.
     ws.on('error', (err) => this.log.debug({ err }, 'websocket error'));
-    ws.on('close', () => this.onClose());
+    ws.on('close', (code) => this.onClose(code));
+    logStreamOpen(wsLog, id, 'ws', []);
   }
 
   /** Called by the shared sweep. */
@@ -106,6 +125,7 @@ export class WsSession {
       if (now - this.pingSentAt >= timeout) {
         // Best effort: a dead peer never sees the close frame, but a merely slow one may.
         this.close(new RillError('ping_timeout'));
+        this.endReason ??= 'ping_timeout';
         this.ws.terminate();
       }
     } else if (now >= this.nextPingAt) {
@@ -115,22 +135,60 @@ export class WsSession {
     }
   }
 
-  /** Closes the socket with the error's close code (shutdown: 4001). */
-  close(err: RillError): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(err.closeCode, err.code);
+  /**
+   * Closes the socket with the error's close code (shutdown: 4001); the end line's reason is
+   * `why`, else the error's code.
+   */
+  close(err: RillError, why?: string): void {
+    if (this.ws.readyState === WebSocket.OPEN) {
+      this.endReason ??= why ?? err.code;
+      this.ws.close(err.closeCode, err.code);
+    }
   }
 
-  private onClose(): void {
+  private onClose(code: number): void {
     if (this.closed) return;
     this.closed = true;
     this.credentials.dispose();
     this.queue = null;
     for (const entry of this.subs.values()) {
       entry.sink.detach();
-      if (entry.sub) this.ctx.hub.unsubscribe(entry.sub);
+      if (entry.sub) {
+        this.ctx.hub.unsubscribe(entry.sub);
+        this.count(entry.sub);
+      }
     }
     this.subs.clear();
     this.onGone();
+    logStreamEnd(this.wsLog, this.id, {
+      transport: 'ws',
+      topics: this.topics,
+      topicCount: this.topicCount,
+      startedAt: this.startedAt,
+      events: this.sentEvents,
+      bytes: this.sentBytes,
+      reason: this.endReason ?? closeReason(code),
+      fellBehind: this.fellBehind,
+      closeCode: code,
+    });
+  }
+
+  /** Adds what an ended subscription sent to the connection's totals (once per subscription). */
+  private count(sub: Subscription): void {
+    this.sentEvents += sub.sentEvents;
+    this.sentBytes += sub.sentBytes;
+    this.fellBehind += sub.fellBehind;
+    sub.sentEvents = 0;
+    sub.sentBytes = 0;
+    sub.fellBehind = 0;
+  }
+
+  /** Notes what a subscription asked for, for the end line (the first ten patterns, and a count). */
+  private noteTopics(patterns: readonly string[]): void {
+    for (const p of patterns) {
+      this.topicCount++;
+      if (this.topics.length < 10 && !this.topics.includes(p)) this.topics.push(p);
+    }
   }
 
   private send(text: string): void {
@@ -308,11 +366,13 @@ export class WsSession {
     const entry: SubEntry = {
       sink: new WsSink(this.writer, subId, (sink) => {
         if (this.subs.get(subId)?.sink === sink) this.subs.delete(subId);
+        if (entry.sub) this.count(entry.sub);
       }),
       patterns,
       sub: null,
     };
     this.subs.set(subId, entry);
+    this.noteTopics(patterns);
     this.begin();
     this.setUp(id, subId, entry, patterns, start, cursor)
       .catch((err: unknown) => {
@@ -354,6 +414,7 @@ export class WsSession {
     }
 
     const sub = await hub.subscribe(entry.sink, {
+      id: this.id,
       patterns,
       start,
       ...(cursor ? { cursor } : {}),
@@ -424,7 +485,10 @@ export class WsSession {
 
   private drop(id: RequestId, subId: string, entry: SubEntry): void {
     entry.sink.detach();
-    if (entry.sub) this.ctx.hub.unsubscribe(entry.sub);
+    if (entry.sub) {
+      this.ctx.hub.unsubscribe(entry.sub);
+      this.count(entry.sub);
+    }
     this.subs.delete(subId);
     this.send(JSON.stringify({ op: 'unsubscribed', id, sub: subId }));
   }
@@ -458,4 +522,11 @@ export class WsSession {
       )
       .finally(() => this.finish());
   }
+}
+
+/** Why a connection the server did not close ended, by its close code. */
+function closeReason(code: number): string {
+  if (code === 1000 || code === 1001 || code === 1005) return 'client_closed';
+  if (code === 1006) return 'connection_lost';
+  return 'protocol_error';
 }

@@ -9,6 +9,7 @@ import { redactAccessToken } from '../model/redact.js';
 import { answerAndClose, serveAsHttp, tooManyHeaders } from '../net/connection.js';
 import type { AppContext } from './context.js';
 import { listsOrigin } from './cors.js';
+import { nextRequestId } from './request-id.js';
 import type { HostPolicy } from './host.js';
 import { WsSession, type SessionStart } from './ws-session.js';
 
@@ -74,7 +75,7 @@ const rejectUpgrade = answerAndClose;
  */
 export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolicy): void {
   const cfg = ctx.config.ws;
-  const log = app.log;
+  const log = ctx.logs.ws;
   const sessions = new Set<WsSession>();
   const options: ServerOptions & { closeTimeout: number } = {
     noServer: true,
@@ -110,6 +111,8 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
       return;
     }
     socket.on('error', () => socket.destroy());
+    // The connection's id: its `reqId` in the log, as an HTTP request's.
+    const reqId = nextRequestId();
     const err = checkHandshake(req, ctx, hosts);
     if (err) {
       rejectUpgrade(socket, err.error, err);
@@ -117,7 +120,7 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
     }
     const upgrade = (start: SessionStart): void => {
       wss.handleUpgrade(req, socket, head, (ws) => {
-        const session = new WsSession(ws, ctx, log, () => sessions.delete(session), start);
+        const session = new WsSession(ws, ctx, log, reqId, () => sessions.delete(session), start);
         sessions.add(session);
         if (ctx.state.closing) session.close(new RillError('shutting_down'));
       });
@@ -131,8 +134,8 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
     void handshakeIdentity(req, ctx.auth).then((start) => {
       if ('error' in start) {
         log.debug(
-          { url: redactAccessToken(req.url ?? ''), code: start.error.code },
-          'auth: WebSocket credentials refused',
+          { reqId, url: redactAccessToken(req.url ?? ''), code: start.error.code },
+          'WebSocket credentials refused',
         );
       }
       // ws itself drops a socket that went away meanwhile.

@@ -3,7 +3,12 @@ import { RillError } from '../model/errors.js';
 import { Channel } from './channel.js';
 import { FlushScheduler } from './flush-scheduler.js';
 import type { Sink } from './sink.js';
-import type { SubscribeOptions, SubscriptionHost, SubscriptionLimits } from './subscription.js';
+import type {
+  FanoutLog,
+  SubscribeOptions,
+  SubscriptionHost,
+  SubscriptionLimits,
+} from './subscription.js';
 import { Subscription } from './subscription.js';
 
 /** The hub's bounds; see `limits` in config.ts for their meaning and defaults. */
@@ -13,6 +18,8 @@ export interface HubOptions {
   limits: HubLimits;
   /** Idle time after which a stream gets a heartbeat, ms. */
   heartbeatMs: number;
+  /** The `fanout` logger (slow consumers, at debug level). */
+  log?: FanoutLog;
 }
 
 /**
@@ -49,6 +56,7 @@ export class Hub {
       openChannel: (topic) => this.channel(topic),
       releaseChannel: (ch) => this.releaseChannel(ch),
       ended: (sub) => this.forget(sub),
+      ...(options.log === undefined ? {} : { log: options.log }),
     };
     // Sweep at a fraction of the interval so no stream stays silent much longer than it.
     this.heartbeatTimer = setInterval(

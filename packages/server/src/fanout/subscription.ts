@@ -39,6 +39,14 @@ export interface SubscriptionHost {
   releaseChannel(channel: Channel): void;
   /** The subscription ended itself (an error was sent); the host forgets it. */
   ended(sub: Subscription): void;
+  /** Where a subscription says, at debug level, that it fell behind (the `fanout` logger). */
+  readonly log?: FanoutLog;
+}
+
+/** What the fan-out logs through (a pino logger). */
+export interface FanoutLog {
+  isLevelEnabled(level: string): boolean;
+  debug(obj: object, msg: string): void;
 }
 
 /**
@@ -83,6 +91,8 @@ export class TopicState implements ChannelMember {
 }
 
 export interface SubscribeOptions {
+  /** The connection's id (its `reqId` in the log); `""` when it has none. */
+  id?: string;
   /** Topic names and patterns. */
   patterns: string[];
   /** Start for topics the cursor does not list. */
@@ -125,7 +135,19 @@ export class Subscription implements Flushable {
   exact = true;
   lastWrite = Date.now();
   /** When the subscription started: the floor of a `now` start no head has been read for. */
-  private readonly startedAt = Date.now();
+  readonly startedAt = Date.now();
+  /** The connection's id, as its log lines carry it. */
+  readonly id: string;
+  /** Events handed to the sink; counted per flush, not per event. */
+  sentEvents = 0;
+  /** UTF-8 bytes of the frames handed to the sink (before compression and transport framing). */
+  sentBytes = 0;
+  /** Times it fell behind its socket and left the live path (a slow consumer). */
+  fellBehind = 0;
+  /** Why the server ended it (an error code), when it did. */
+  endReason: string | undefined;
+  /** Reset notices among `pending`: frames that are not events. */
+  private pendingNotices = 0;
   private readonly engine: Engine;
   private readonly limits: SubscriptionLimits;
   private readonly flushes: SubscriptionHost['flushes'];
@@ -136,6 +158,7 @@ export class Subscription implements Flushable {
     readonly options: SubscribeOptions,
   ) {
     this.engine = host.engine;
+    this.id = options.id ?? '';
     this.limits = host.limits;
     this.flushes = host.flushes;
     this.matchers = options.patterns.map(compilePattern);
@@ -204,10 +227,22 @@ export class Subscription implements Flushable {
 
   /** Too much waiting for this socket: every topic leaves the live path and replays later. */
   private overflow(): void {
+    let left = 0;
     for (const st of this.states.values()) {
       if (st.live) {
         st.live = false;
         st.channel.leaveLive(st);
+        left++;
+      }
+    }
+    if (left > 0) {
+      this.fellBehind++;
+      const log = this.host.log;
+      if (log?.isLevelEnabled('debug')) {
+        log.debug(
+          { reqId: this.id, topics: left, buffered: this.sink.bufferedBytes() },
+          'slow consumer: catching up from the log',
+        );
       }
     }
     this.kick();
@@ -221,8 +256,11 @@ export class Subscription implements Flushable {
   flush(): void {
     if (this.pending.length === 0 || this.closed) return;
     const chunk = this.pending.length === 1 ? this.pending[0]! : this.pending.join('');
+    this.sentEvents += this.pending.length - this.pendingNotices;
+    this.sentBytes += utf8Length(chunk);
     this.pending = [];
     this.pendingBytes = 0;
+    this.pendingNotices = 0;
     this.lastWrite = Date.now();
     if (this.sink.write(chunk) === false) this.detach();
   }
@@ -422,6 +460,7 @@ export class Subscription implements Flushable {
     this.exact = false;
     st.epoch = n.epoch;
     st.pos = n.seq;
+    this.pendingNotices++;
     this.enqueue(
       this.sink.frameReset(
         n,
@@ -503,6 +542,7 @@ export class Subscription implements Flushable {
   /** Ends the subscription with an error the client sees. */
   fail(err: RillError): void {
     if (this.closed) return;
+    this.endReason ??= err.code;
     this.flush();
     // The flush may have stopped it (a sink that took its last write): that sink still hears why.
     this.sink.end(err);
@@ -519,11 +559,30 @@ export class Subscription implements Flushable {
     this.closed = true;
     this.pending = [];
     this.pendingBytes = 0;
+    this.pendingNotices = 0;
     for (const st of this.states.values()) {
       st.channel.removeSubscriber(st);
       this.host.releaseChannel(st.channel);
     }
   }
+}
+
+let lastChunk = '';
+let lastLength = 0;
+
+/**
+ * UTF-8 length of a flushed chunk. Subscribers of one topic are flushed one after another with the
+ * same shared chunk, so a one-entry cache counts it once for all of them (small chunks only: a
+ * replay page is not kept alive for it).
+ */
+function utf8Length(chunk: string): number {
+  if (chunk === lastChunk) return lastLength;
+  const n = Buffer.byteLength(chunk);
+  if (chunk.length <= 16 * 1024) {
+    lastChunk = chunk;
+    lastLength = n;
+  }
+  return n;
 }
 
 /**
