@@ -155,7 +155,8 @@ async function pollOnce(
     return {
       events: r.page,
       count: sub.sentEvents,
-      bytes: sub.sentBytes,
+      // Every frame ends with a comma; the page drops the last one.
+      bytes: r.page === '' ? 0 : sub.sentBytes - 1,
       cursor: sub.cursor(opts.maxCursorLength),
       resets: sink.resets,
     };
