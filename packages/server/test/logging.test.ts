@@ -134,7 +134,7 @@ describe('stream log lines', () => {
 });
 
 describe('secrets in the log', () => {
-  const { cleanups, track } = useCleanups();
+  const { track } = useCleanups();
 
   it('no token appears in the log at trace level: header, query, cookie, WebSocket upgrade and auth message', async () => {
     const srv = track(
@@ -194,6 +194,8 @@ describe('secrets in the log', () => {
     expect((await later.request({ op: 'auth', token: tokens.bad })).op).toBe('error');
     later.ws.close();
     await later.closed;
+    const badUpgrade = await WsClient.open(`${wsUrl(srv.url)}?access_token=${tokens.bad}`);
+    await badUpgrade.closed;
     const refused = await WsClient.open(wsUrl(srv.url));
     await refused.request({ op: 'auth', token: tokens.expired });
     await refused.closed;

@@ -102,7 +102,7 @@ describe('trace context', () => {
     // WebSocket, single topic and multi-topic (a frame of its own per subscriber).
     for (const topics of [[t], [t, 'other']]) {
       const sub = await ws.request({ op: 'subscribe', topics, from: 'earliest' });
-      await ws.until((m) => ws.events(sub.sub).length >= 5);
+      await ws.until(() => ws.events(sub.sub).length >= 5);
       expect(traces(ws.events(sub.sub) as Traced[])).toEqual(expected);
     }
   });
