@@ -230,7 +230,8 @@ export function buildApp(
   app.addContentTypeParser(
     'application/json',
     { parseAs: 'buffer', bodyLimit },
-    (_req, body, done) => {
+    (req, body, done) => {
+      req.bodyBytes = (body as Buffer).length;
       try {
         done(null, parseJsonBody(body as Buffer));
       } catch (err) {
@@ -241,7 +242,8 @@ export function buildApp(
   app.addContentTypeParser(
     'application/x-ndjson',
     { parseAs: 'buffer', bodyLimit },
-    (_req, body, done) => {
+    (req, body, done) => {
+      req.bodyBytes = (body as Buffer).length;
       try {
         done(null, decodeUtf8Body(body as Buffer));
       } catch (err) {
@@ -249,6 +251,8 @@ export function buildApp(
       }
     },
   );
+
+  app.decorateRequest('bodyBytes', 0);
 
   app.setErrorHandler((err, req, reply) => {
     const e = toRillError(err);

@@ -200,6 +200,11 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
         req.query.cursor ?? req.query.lastEventId,
         limits.maxCursorLength,
       );
+      // A HEAD answers at once and holds nothing: not counted.
+      const lease =
+        req.method === 'HEAD' || !ctx.limits.enabled
+          ? null
+          : ctx.limits.openStream(ctx.limits.ofRequest(req, identity));
       const ac = new AbortController();
       reply.raw.on('close', () => ac.abort());
       const r = await pollOnce(ctx.hub, {
@@ -212,7 +217,7 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
         signal: ac.signal,
         identity,
         streams: ctx.streams,
-      });
+      }).finally(() => lease?.release());
       return reply
         .type('application/json; charset=utf-8')
         .header('cache-control', 'no-store')
