@@ -228,7 +228,7 @@ describe('WebSocket', () => {
     expect((refused.error as { retryAfter: number }).retryAfter).toBeGreaterThan(10);
     // The subscription goes on: it got the three stored events, and gets what others publish
     // (here straight into the engine: every publish from this address is refused now).
-    await s.engine.append('live', [{ data: 99 }]);
+    await s.engine.append('live', [{ data: '99' }]);
     const events = await ws.until(
       (m) => m.filter((x) => x.op === 'event' && x.sub === sub.sub).length === 4,
     );
