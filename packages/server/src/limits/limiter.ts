@@ -61,6 +61,8 @@ export class Subject {
   readonly consumed = [0, 0, 0, 0];
   readonly remote: RemoteCounts = { connections: 0, subscriptions: 0 };
   lastUsed: number;
+  /** When this node started counting it. */
+  readonly created: number;
 
   constructor(
     /** `key:<name>`, `user:<sub>`, `address:<ip>`: unique over scopes, the same on every node. */
@@ -72,6 +74,7 @@ export class Subject {
     now: number,
   ) {
     this.lastUsed = now;
+    this.created = now;
   }
 
   bucket(i: number, now: number): TokenBucket | null {

@@ -68,7 +68,7 @@ export class NatsSync implements SyncTransport {
     if (typeof m.node !== 'string' || m.node === this.node || !Array.isArray(m.records)) return;
     const now = Date.now();
     for (const r of m.records as unknown[]) {
-      if (!Array.isArray(r) || r.length !== 7 || typeof r[0] !== 'string') continue;
+      if (!Array.isArray(r) || r.length !== 8 || typeof r[0] !== 'string') continue;
       const n = r.slice(1).map(Number);
       if (!n.every(Number.isFinite)) continue;
       let nodes = this.latest.get(r[0]);
@@ -78,6 +78,7 @@ export class NatsSync implements SyncTransport {
           consumed: [n[0]!, n[1]!, n[2]!, n[3]!],
           connections: n[4]!,
           subscriptions: n[5]!,
+          age: n[6]!,
         },
         at: now,
       });
@@ -92,10 +93,18 @@ export class NatsSync implements SyncTransport {
     await this.connecting;
     const nc = this.nc;
     if (!nc || nc.isClosed()) throw new Error('NATS connection closed');
-    const records = [...mine].map(([id, r]) => [id, ...r.consumed, r.connections, r.subscriptions]);
+    const records = [...mine].map(([id, r]) => [
+      id,
+      ...r.consumed,
+      r.connections,
+      r.subscriptions,
+      r.age,
+    ]);
     for (let at = 0; at < records.length; at += CHUNK) {
       nc.publish(this.subject, JSON.stringify({ node, records: records.slice(at, at + CHUNK) }));
     }
+    // Sent before the exchange ends (a round trip to the server, not to the other nodes).
+    await nc.flush();
     const now = Date.now();
     const out = new Map<string, Map<string, NodeRecord>>();
     for (const [id, nodes] of this.latest) {

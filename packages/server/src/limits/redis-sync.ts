@@ -98,16 +98,17 @@ export class RedisSync implements SyncTransport {
 }
 
 function encode(r: NodeRecord): string {
-  return `${r.consumed.join(' ')} ${r.connections} ${r.subscriptions}`;
+  return `${r.consumed.join(' ')} ${r.connections} ${r.subscriptions} ${r.age}`;
 }
 
-/** A field's value after its timestamp: four consumptions, connections, subscriptions. */
+/** A field's value after its timestamp: four consumptions, connections, subscriptions, age. */
 function decode(v: string): NodeRecord | null {
   const n = v.split(' ').slice(1).map(Number);
-  if (n.length !== 6 || !n.every(Number.isFinite)) return null;
+  if (n.length !== 7 || !n.every(Number.isFinite)) return null;
   return {
     consumed: [n[0]!, n[1]!, n[2]!, n[3]!],
     connections: n[4]!,
     subscriptions: n[5]!,
+    age: n[6]!,
   };
 }

@@ -7,6 +7,8 @@ export interface NodeRecord {
   consumed: [number, number, number, number];
   connections: number;
   subscriptions: number;
+  /** How long that node has been counting the subject, ms. */
+  age: number;
 }
 
 /**
@@ -48,9 +50,11 @@ export class SharedLimits {
   private readonly timer: NodeJS.Timeout;
   /** Per subject, per other node: the consumption last seen, to charge only the difference. */
   private readonly seen = new Map<string, Map<string, number[]>>();
-  private running = false;
+  private current: Promise<void> | null = null;
   private failing = false;
   private stopped = false;
+  /** A record first seen counts whole when its node started counting within this, ms. */
+  private readonly recentMs: number;
 
   constructor(
     private readonly limiter: Limiter,
@@ -58,14 +62,29 @@ export class SharedLimits {
     interval: number,
     private readonly log: SyncLog | undefined,
   ) {
-    this.timer = setInterval(() => void this.sync(), interval);
+    this.recentMs = Math.max(1_000, interval * 5);
+    this.timer = setInterval(() => {
+      if (this.current === null) void this.sync();
+    }, interval);
     this.timer.unref();
   }
 
-  /** One exchange (also called by tests to wait for one). Skipped while the last one runs. */
+  /**
+   * One exchange, started after the one under way (if any) ends: what this node counted until
+   * now is sent (tests call it to wait for one).
+   */
   async sync(): Promise<void> {
-    if (this.running || this.stopped) return;
-    this.running = true;
+    while (this.current !== null) await this.current;
+    if (this.stopped) return;
+    this.current = this.exchange();
+    try {
+      await this.current;
+    } finally {
+      this.current = null;
+    }
+  }
+
+  private async exchange(): Promise<void> {
     try {
       const now = Date.now();
       const mine = new Map<string, NodeRecord>();
@@ -84,6 +103,7 @@ export class SharedLimits {
           consumed: [...s.consumed] as NodeRecord['consumed'],
           connections: s.connections,
           subscriptions: s.subscriptions,
+          age: now - s.created,
         });
       }
       const theirs = await this.transport.exchange(this.node, mine);
@@ -100,8 +120,6 @@ export class SharedLimits {
           'rate limits: cannot exchange counts with the other nodes; each node counts alone until the broker is back',
         );
       }
-    } finally {
-      this.running = false;
     }
   }
 
@@ -121,15 +139,14 @@ export class SharedLimits {
           if (node === this.node) continue;
           connections += r.connections;
           subscriptions += r.subscriptions;
-          const before = seen.get(node);
-          if (before !== undefined) {
-            for (let i = 0; i < 4; i++) {
-              // Smaller than before: that node forgot the subject and started again from 0.
-              const d = r.consumed[i]! >= before[i]! ? r.consumed[i]! - before[i]! : r.consumed[i]!;
-              s.charge(i, d, now);
-            }
+          // First sight of that node's record: what it consumed counts if it is recent (it
+          // started counting within a few intervals); an older total is history, not charged.
+          const before = seen.get(node) ?? (r.age <= this.recentMs ? [0, 0, 0, 0] : r.consumed);
+          for (let i = 0; i < 4; i++) {
+            // Smaller than before: that node forgot the subject and started again from 0.
+            const d = r.consumed[i]! >= before[i]! ? r.consumed[i]! - before[i]! : r.consumed[i]!;
+            s.charge(i, d, now);
           }
-          // First sight of that node's record: what it consumed before is in the past.
           seen.set(node, r.consumed);
         }
         for (const node of seen.keys()) if (!nodes.has(node)) seen.delete(node);
@@ -139,6 +156,11 @@ export class SharedLimits {
       s.remote.connections = connections;
       s.remote.subscriptions = subscriptions;
     }
+  }
+
+  /** How many other nodes' records this node holds for subject `id`. */
+  peers(id: string): number {
+    return this.seen.get(id)?.size ?? 0;
   }
 
   async close(): Promise<void> {
