@@ -232,12 +232,7 @@ describe('WebSocket', () => {
     const events = await ws.until(
       (m) => m.filter((x) => x.op === 'event' && x.sub === sub.sub).length === 4,
     );
-    expect(events.filter((x) => x.op === 'event').map((x) => x.event!.data)).toEqual([
-      0,
-      1,
-      2,
-      99,
-    ]);
+    expect(events.filter((x) => x.op === 'event').map((x) => x.event!.data)).toEqual([0, 1, 2, 99]);
     expect(ws.closeInfo).toBeNull();
   });
 
