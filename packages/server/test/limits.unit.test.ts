@@ -8,7 +8,7 @@ import {
 } from '../src/limits/index.js';
 import { resolveConfig } from '../src/config.js';
 import { OPEN_IDENTITY, type Identity } from '../src/auth/index.js';
-import { RillError } from '../src/model/errors.js';
+import type { RillError } from '../src/model/errors.js';
 
 describe('TokenBucket', () => {
   it('starts full, refills at its rate and never holds more than its burst', () => {
