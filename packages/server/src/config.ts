@@ -16,6 +16,8 @@ import {
 import { DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_JSON_DEPTH } from './model/event.js';
 import { isHostPattern } from './model/host.js';
 import { isValidPattern } from './model/topic.js';
+import { DEFAULT_LIMITS, LimitOverrideSchema, limitSetSchema } from './model/limits.js';
+import proxyaddr from '@fastify/proxy-addr';
 
 /**
  * Configuration: defaults, then a file (JSON or YAML), then `RILL_*` environment variables, then
@@ -194,6 +196,58 @@ const JwtSchema = z
       }
     });
   });
+
+/** An IP address, a CIDR block, or one of `loopback`, `linklocal`, `uniquelocal`. */
+const addressRange = z.string().refine(
+  (s) => {
+    try {
+      proxyaddr.compile(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  {
+    message:
+      'expected an IP address, a CIDR such as "10.0.0.0/8", or loopback/linklocal/uniquelocal',
+  },
+);
+
+/** Rate and count limits per API key, JWT subject and client address (docs/limits.md). */
+const RateLimitsSchema = z
+  .strictObject({
+    /** Off: no rate or count limit at all (the size limits and the connection budget still hold). */
+    enabled: z.boolean().default(true),
+    /** Each API key's limits. */
+    perKey: limitSetSchema(DEFAULT_LIMITS.key),
+    /** Each JWT subject's limits. */
+    perUser: limitSetSchema(DEFAULT_LIMITS.user),
+    /** Each client address's limits (an IPv6 client counts by its /64). */
+    perAddress: limitSetSchema(DEFAULT_LIMITS.address),
+    /** Limits of one key (by name), one subject, one address range; the rest from the scope's. */
+    overrides: z
+      .strictObject({
+        keys: z.record(z.string().min(1).max(64), LimitOverrideSchema).default({}),
+        users: z.record(z.string().min(1).max(1024), LimitOverrideSchema).default({}),
+        addresses: z.record(addressRange, LimitOverrideSchema).default({}),
+      })
+      .prefault({}),
+    /**
+     * Peers whose `Forwarded` / `X-Forwarded-For` is believed: the client is the rightmost address
+     * there that is not a trusted proxy. From any other peer these headers are ignored.
+     */
+    trustedProxies: z.array(addressRange).max(1000).default([]),
+    /** Clients not held to the per-address limits (their key or user limits still apply). */
+    exemptAddresses: z.array(addressRange).max(1000).default(['loopback']),
+    /**
+     * `auto`: with the redis and nats engines, the nodes share their counts through the broker;
+     * `local`: each node counts alone (as with memory and lmdb).
+     */
+    shared: z.enum(['auto', 'local']).default('auto'),
+    /** How often a node exchanges its counts with the others (shared limits). */
+    syncInterval: duration.pipe(z.number().min(20).max(5000)).default(200),
+  })
+  .prefault({});
 
 const AuthSchema = z
   .strictObject({
@@ -512,6 +566,7 @@ export const ConfigSchema = z
         retry: duration.default(2000),
       })
       .prefault({}),
+    rateLimits: RateLimitsSchema,
     /**
      * Authentication: JWTs, API keys, what anonymous requests may do. On when any of `jwt`,
      * `apiKeys`, `apiKeysFile` or `anonymous` is set ({@link authEnabled}).

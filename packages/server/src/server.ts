@@ -25,7 +25,17 @@ import { MemoryEngine } from './engine/memory.js';
 import { NatsEngine } from './engine/nats/engine.js';
 import { RedisEngine } from './engine/redis/engine.js';
 import { buildApp } from './api/app.js';
+import { RequestLimits } from './api/limits.js';
 import { OpenStreams } from './api/open-streams.js';
+import {
+  ClientAddresses,
+  KnownTopics,
+  Limiter,
+  NatsSync,
+  RedisSync,
+  SharedLimits,
+  type SyncTransport,
+} from './limits/index.js';
 import { ConnectionBudget } from './net/capacity.js';
 import { ConnectionRegistry } from './net/connection.js';
 import { Hub } from './fanout/hub.js';
@@ -56,6 +66,10 @@ export interface RillServer {
   readonly log: Logger;
   /** Who a request is; `enabled` is false on a server without an `auth` section. */
   readonly auth: Authenticator;
+  /** The rate and count limits of this node (docs/limits.md). */
+  readonly limiter: Limiter;
+  /** The exchange of limit counts with the other nodes; null when each node counts alone. */
+  readonly sharedLimits: SharedLimits | null;
   /**
    * Re-reads the `auth` settings (the configuration file and environment, through
    * `CreateServerOptions.loadConfig`), the keys file and every JWKS, as `SIGHUP` does. Streams of
@@ -77,6 +91,24 @@ export interface RillServer {
    * elsewhere, let in-flight publishes finish, then close the engine.
    */
   close(): Promise<void>;
+}
+
+/**
+ * With the redis and nats engines (and `rateLimits.shared: auto`) the nodes share their limit
+ * counts through the engine's broker; otherwise each node counts alone.
+ */
+function sharedLimits(config: RillConfig, limiter: Limiter, log: Logger): SharedLimits | null {
+  const rl = config.rateLimits;
+  if (!rl.enabled || rl.shared === 'local') return null;
+  // A node's counts stay in the others' checks this long after its last exchange.
+  const fresh = Math.max(2_000, rl.syncInterval * 5);
+  let transport: SyncTransport;
+  if (config.engine === 'redis')
+    transport = new RedisSync(config.redis.url, config.redis.prefix, fresh);
+  else if (config.engine === 'nats')
+    transport = new NatsSync(config.nats.url, config.nats.prefix, fresh);
+  else return null;
+  return new SharedLimits(limiter, transport, rl.syncInterval, log);
 }
 
 export interface CreateServerOptions {
@@ -140,8 +172,25 @@ export async function createServer(
   const tlsPaths = tlsFiles(config);
   // Checked already by resolveConfig; read once more for use (the files may have changed since).
   let tls: TlsPair | null = tlsPaths ? readTlsOrThrow(tlsPaths) : null;
+  const limiter = new Limiter(config.rateLimits);
+  const shared = sharedLimits(config, limiter, log);
+  const limits = new RequestLimits(
+    limiter,
+    new ClientAddresses(config.rateLimits.trustedProxies, config.rateLimits.exemptAddresses),
+    new KnownTopics((topic) => engine.head(topic)),
+  );
   const app = buildApp(
-    { config, engine, hub, state, budget, auth, streams, logs: { http: logs.http, ws: logs.ws } },
+    {
+      config,
+      engine,
+      hub,
+      state,
+      budget,
+      auth,
+      streams,
+      limits,
+      logs: { http: logs.http, ws: logs.ws },
+    },
     logs.http,
     tls,
   );
@@ -173,6 +222,8 @@ export async function createServer(
     app,
     log,
     auth,
+    limiter,
+    sharedLimits: shared,
     reload: () => auth.reload(),
     async listen() {
       // A reconnect storm (thousands of clients back at once) overflows Node's default accept
@@ -217,6 +268,8 @@ export async function createServer(
           await app.close();
         } finally {
           budget.close();
+          limiter.close();
+          await shared?.close().catch(() => undefined);
           auth.close();
           streams.close();
           await engine.close();

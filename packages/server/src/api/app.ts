@@ -233,7 +233,8 @@ export function buildApp(
   app.addContentTypeParser(
     'application/json',
     { parseAs: 'buffer', bodyLimit },
-    (_req, body, done) => {
+    (req, body, done) => {
+      req.bodyBytes = (body as Buffer).length;
       try {
         done(null, parseJsonBody(body as Buffer));
       } catch (err) {
@@ -244,7 +245,8 @@ export function buildApp(
   app.addContentTypeParser(
     'application/x-ndjson',
     { parseAs: 'buffer', bodyLimit },
-    (_req, body, done) => {
+    (req, body, done) => {
+      req.bodyBytes = (body as Buffer).length;
       try {
         done(null, decodeUtf8Body(body as Buffer));
       } catch (err) {
@@ -252,6 +254,8 @@ export function buildApp(
       }
     },
   );
+
+  app.decorateRequest('bodyBytes', 0);
 
   app.setErrorHandler((err, req, reply) => {
     const e = toRillError(err);

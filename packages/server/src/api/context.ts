@@ -4,6 +4,7 @@ import type { RillConfig } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import type { Hub } from '../fanout/hub.js';
 import type { ConnectionBudget } from '../net/capacity.js';
+import type { RequestLimits } from './limits.js';
 import type { OpenStreams } from './open-streams.js';
 
 /**
@@ -27,4 +28,6 @@ export interface AppContext {
    * streams log through `http` (also Fastify's logger), WebSocket connections through `ws`.
    */
   logs: { http: Logger; ws: Logger };
+  /** Rate and count limits per key, user and client address (`enabled` false: none). */
+  limits: RequestLimits;
 }

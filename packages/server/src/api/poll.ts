@@ -211,6 +211,11 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
         req.query.cursor ?? req.query.lastEventId,
         limits.maxCursorLength,
       );
+      // A HEAD answers at once and holds nothing: not counted.
+      const lease =
+        req.method === 'HEAD' || !ctx.limits.enabled
+          ? null
+          : ctx.limits.openStream(ctx.limits.ofRequest(req, identity));
       const ac = new AbortController();
       reply.raw.on('close', () => ac.abort());
       const startedAt = Date.now();
@@ -236,9 +241,11 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
           id: req.id,
         });
       } catch (err) {
+        lease?.release();
         ended(0, 0, err instanceof RillError ? err.code : 'internal');
         throw err;
       }
+      lease?.release();
       ended(
         r.count,
         r.bytes,

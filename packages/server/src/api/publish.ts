@@ -21,6 +21,8 @@ const topicParams = {
  */
 export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { limits } = ctx.config;
+  const rate = ctx.limits;
+  app.decorateRequest('limitSubjects', null);
 
   app.post<{
     Params: { topic: string };
@@ -29,15 +31,23 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
     '/v1/topics/:topic/events',
     {
       schema: { params: topicParams },
-      // Before the body is read: a publish the identity may not make is not worth receiving.
-      // Without authentication every publish is allowed, and the hot path gets no extra hook.
-      ...(ctx.auth.enabled
+      // Before the body is read: a publish the identity may not make, or that its limits refuse
+      // already, is not worth receiving. Without authentication or limits every publish is
+      // allowed, and the hot path gets no extra hook.
+      ...(ctx.auth.enabled || rate.enabled
         ? {
             preParsing: async (req: FastifyRequest<{ Params: { topic: string } }>) => {
               const topic = assertTopic(req.params.topic);
-              if (!identityOf(req, ctx.auth).grants.canPublish(topic)) {
-                throw forbidden('publish to', topic);
-              }
+              const identity = identityOf(req, ctx.auth);
+              if (!identity.grants.canPublish(topic)) throw forbidden('publish to', topic);
+              if (!rate.enabled) return;
+              const subjects = rate.ofRequest(req, identity);
+              req.limitSubjects = subjects;
+              const announced = Number(req.headers['content-length']);
+              rate.limiter.precheckPublish(
+                subjects,
+                Number.isSafeInteger(announced) ? announced : 0,
+              );
             },
           }
         : {}),
@@ -82,6 +92,11 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
           throw new RillError('invalid_event', 'Idempotency-Key header and event key differ');
         }
       }
+      const subjects = req.limitSubjects;
+      if (subjects !== null && subjects.length > 0) {
+        await rate.checkTopic(topic, subjects);
+        rate.limiter.publish(subjects, inputs.length, req.bodyBytes);
+      }
       if (requestTrace !== undefined) {
         for (const input of inputs) input.trace ??= requestTrace;
       }
@@ -98,6 +113,7 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
         throw e;
       }
       span.end();
+      if (subjects !== null) rate.published(topic);
       const first = results[0]!.event;
       let out = `{"topic":"${topic}","epoch":"${first.epoch}","events":[`;
       for (let i = 0; i < results.length; i++) {

@@ -69,6 +69,9 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       void reply.header('connection', 'close');
       throw full;
     }
+    // A HEAD opens no stream: it is not counted.
+    const limitSubjects =
+      req.method === 'HEAD' || !ctx.limits.enabled ? [] : ctx.limits.ofRequest(req, identity);
     const start = parseStart(req.query);
     const cursor = parseResumeCursor(
       req.headers['last-event-id'],
@@ -89,6 +92,9 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       reply.raw.writeHead(200, headers).end();
       return;
     }
+    // Counted last, once nothing can refuse the request before the stream: a refusal is a 429
+    // with Retry-After, as any error before the stream opens.
+    const lease = ctx.limits.openStream(limitSubjects);
     const sink =
       req.raw.httpVersionMajor === 2
         ? new H2StreamSink(reply.raw as unknown as Http2ServerResponse, framing, encoding)
@@ -117,6 +123,7 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     });
     sink.onClose(() => {
       gone = true;
+      lease?.release();
       tracked.untrack();
       if (!sub) return;
       ctx.hub.unsubscribe(sub);
@@ -141,6 +148,7 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       });
     } catch (err) {
       tracked.untrack();
+      lease?.release();
       const e =
         err instanceof RillError
           ? err
@@ -151,6 +159,7 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     if (gone) ctx.hub.unsubscribe(sub);
     else if (ending) {
       tracked.untrack();
+      lease?.release();
       ctx.hub.unsubscribe(sub);
       const challenge = challengeFor(ending);
       if (challenge !== undefined) reply.raw.setHeader('www-authenticate', challenge);

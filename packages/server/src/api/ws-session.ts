@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import type { RawData } from 'ws';
 import { WebSocket } from 'ws';
+import type { Identity } from '../auth/index.js';
+import type { Lease, Subject } from '../limits/index.js';
 import type { Cursor } from '../model/cursor.js';
 import type { TopicHead } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
@@ -42,6 +44,14 @@ interface SubEntry {
   sub: Subscription | null;
   /** An `unsubscribe` that arrived while the subscription was being set up. */
   cancelId?: RequestId;
+  /** Its place in the `subscriptions` limit, given back when it ends. */
+  lease: Lease | null;
+}
+
+/** Where a connection comes from and its place in the `connections` limit. */
+export interface SessionLimits {
+  address: string | null;
+  lease: Lease | null;
 }
 
 /** Bits of why reading from the socket is paused. */
@@ -86,6 +96,8 @@ export class WsSession {
   private endReason: string | undefined;
   /** This connection's logger: `reqId` on every line, a real child only once a line is written. */
   private readonly log: Logger;
+  /** Who the connection's requests count for, for the identity they were computed for. */
+  private limitSubjects: { identity: Identity; subjects: readonly Subject[] } | null = null;
 
   constructor(
     private readonly ws: WebSocket,
@@ -95,6 +107,7 @@ export class WsSession {
     readonly id: string,
     private readonly onGone: () => void,
     start: SessionStart,
+    private readonly limits: SessionLimits = { address: null, lease: null },
   ) {
     this.log = lazyChildLoggerFactory(wsLog, { reqId: id }, {});
     this.writer = new WsWriter(ws);
@@ -150,8 +163,10 @@ export class WsSession {
     if (this.closed) return;
     this.closed = true;
     this.credentials.dispose();
+    this.limits.lease?.release();
     this.queue = null;
     for (const entry of this.subs.values()) {
+      entry.lease?.release();
       entry.sink.detach();
       if (entry.sub) {
         this.ctx.hub.unsubscribe(entry.sub);
@@ -252,6 +267,7 @@ export class WsSession {
         ? Buffer.concat(data).toString('utf8')
         : Buffer.from(data).toString('utf8');
     const req = parseWsRequest(text, this.ctx.config.limits);
+    const bytes = Buffer.isBuffer(data) ? data.length : text.length;
     if ('error' in req) {
       if (req.error.code === 'internal') {
         this.log.error({ err: req.error.cause }, 'websocket request failed');
@@ -273,7 +289,7 @@ export class WsSession {
           this.unsubscribe(req);
           break;
         case 'publish':
-          this.publish(req);
+          this.publish(req, bytes);
           break;
         case 'ping':
           this.send(`{"op":"pong","id":${JSON.stringify(req.id)}}`);
@@ -298,6 +314,15 @@ export class WsSession {
       .then(
         (identity) => {
           if (this.closed) return;
+          // Now counted for its key or user too: over its connection limit, it is closed (4008).
+          try {
+            this.limits.lease?.moveTo(this.ctx.limits.limiter, this.subjectsOf(identity));
+          } catch (err) {
+            const e = this.toError(err);
+            this.sendError(e, { id });
+            this.close(e);
+            return;
+          }
           this.send(
             JSON.stringify({ op: 'authed', id, sub: identity.sub, expiresAt: identity.expiresAt }),
           );
@@ -336,8 +361,18 @@ export class WsSession {
       // being set up: its `subscribe` is answered with the error instead.
       if (entry.sub) entry.sub.fail(err);
       else entry.sink.end(err);
+      entry.lease?.release();
       if (this.subs.get(subId) === entry) this.subs.delete(subId);
     }
+  }
+
+  /** Who a request of `identity` on this connection counts for (the last answer is kept). */
+  private subjectsOf(identity: Identity): readonly Subject[] {
+    const cached = this.limitSubjects;
+    if (cached !== null && cached.identity === identity) return cached.subjects;
+    const subjects = this.ctx.limits.subjects(identity, this.limits.address);
+    this.limitSubjects = { identity, subjects };
+    return subjects;
   }
 
   private toError(err: unknown): RillError {
@@ -353,7 +388,8 @@ export class WsSession {
    * background. The request itself was checked by {@link parseWsRequest}.
    */
   private subscribe({ id, patterns, start, cursor }: WsSubscribe): void {
-    checkSubscribe(this.credentials.require(), patterns);
+    const identity = this.credentials.require();
+    checkSubscribe(identity, patterns);
     const max = this.ctx.config.ws.maxSubscriptions;
     if (this.subs.size >= max) {
       throw new RillError('too_many_subscriptions', `At most ${max} subscriptions per connection`, {
@@ -361,21 +397,30 @@ export class WsSession {
       });
     }
     if (this.ctx.state.closing) throw new RillError('shutting_down');
+    // Over the subscriptions limit only this request is refused; the others keep flowing.
+    const lease = this.ctx.limits.enabled
+      ? this.ctx.limits.openSubscription(this.subjectsOf(identity))
+      : null;
 
     const subId = `s${this.nextSub++}`;
     const entry: SubEntry = {
       sink: new WsSink(this.writer, subId, (sink) => {
-        if (this.subs.get(subId)?.sink === sink) this.subs.delete(subId);
+        if (this.subs.get(subId)?.sink === sink) {
+          this.subs.delete(subId);
+          lease?.release();
+        }
         if (entry.sub) this.count(entry.sub);
       }),
       patterns,
       sub: null,
+      lease,
     };
     this.subs.set(subId, entry);
     this.noteTopics(patterns);
     this.begin();
     this.setUp(id, subId, entry, patterns, start, cursor)
       .catch((err: unknown) => {
+        entry.lease?.release();
         entry.sink.detach();
         if (entry.sub) this.ctx.hub.unsubscribe(entry.sub);
         if (this.subs.get(subId) === entry) this.subs.delete(subId);
@@ -409,6 +454,7 @@ export class WsSession {
     const before = new Map<string, TopicHead | null>();
     await Promise.all(plain.map(async (t) => before.set(t, await engine.head(t))));
     if (this.closed) {
+      entry.lease?.release();
       this.subs.delete(subId);
       return;
     }
@@ -484,6 +530,7 @@ export class WsSession {
   }
 
   private drop(id: RequestId, subId: string, entry: SubEntry): void {
+    entry.lease?.release();
     entry.sink.detach();
     if (entry.sub) {
       this.ctx.hub.unsubscribe(entry.sub);
@@ -495,12 +542,25 @@ export class WsSession {
 
   // ---- publish ----
 
-  private publish({ id, topic, event: input }: WsPublish): void {
-    if (!this.credentials.require().grants.canPublish(topic)) throw forbidden('publish to', topic);
+  private publish({ id, topic, event: input }: WsPublish, bytes: number): void {
+    const identity = this.credentials.require();
+    if (!identity.grants.canPublish(topic)) throw forbidden('publish to', topic);
     if (this.ctx.state.closing) throw new RillError('shutting_down');
+    const rate = this.ctx.limits;
+    let created: Promise<void> | null = null;
+    if (rate.enabled) {
+      const subjects = this.subjectsOf(identity);
+      // Only this publish is refused (an `error` for its id); the connection goes on.
+      rate.limiter.publish(subjects, 1, bytes);
+      created = rate.checkTopic(topic, subjects);
+    }
     this.begin();
     const span = startPublishSpan('ws', topic, [input], undefined, Date.now());
-    tracedAppend(this.ctx.engine, topic, [input], span)
+    const append = (): ReturnType<typeof this.ctx.engine.append> => {
+      const appended = tracedAppend(this.ctx.engine, topic, [input], span);
+      return rate.enabled ? appended.then((r) => (rate.published(topic), r)) : appended;
+    };
+    (created === null ? append() : created.then(append))
       .then(
         (results) => {
           span.end();

@@ -3,7 +3,8 @@ import type { Duplex } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import type { ServerOptions } from 'ws';
 import { WebSocketServer } from 'ws';
-import { extractToken, OPEN_IDENTITY, type Authenticator } from '../auth/index.js';
+import { extractToken, OPEN_IDENTITY, type Authenticator, type Identity } from '../auth/index.js';
+import type { Lease } from '../limits/index.js';
 import { RillError, retryAfterSeconds } from '../model/errors.js';
 import { redactAccessToken } from '../model/redact.js';
 import { answerAndClose, serveAsHttp, tooManyHeaders } from '../net/connection.js';
@@ -118,15 +119,41 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
       rejectUpgrade(socket, err.error, err);
       return;
     }
-    const upgrade = (start: SessionStart): void => {
+    // The connection counts for its client address and, once known, its key or user: over a
+    // limit the handshake is refused with 429 and Retry-After (after it, with close 4008).
+    const address = ctx.limits.enabled
+      ? ctx.limits.address(req.socket.remoteAddress, req.headers)
+      : null;
+    const admit = (identity: Identity): Lease | null | RillError => {
+      try {
+        return ctx.limits.openConnection(ctx.limits.subjects(identity, address));
+      } catch (e) {
+        if (e instanceof RillError) return e;
+        throw e;
+      }
+    };
+    const upgrade = (start: SessionStart, lease: Lease | null): void => {
+      if (!socket.writable) {
+        lease?.release();
+        socket.destroy();
+        return;
+      }
       wss.handleUpgrade(req, socket, head, (ws) => {
-        const session = new WsSession(ws, ctx, log, reqId, () => sessions.delete(session), start);
+        const session = new WsSession(ws, ctx, log, reqId, () => sessions.delete(session), start, {
+          address,
+          lease,
+        });
         sessions.add(session);
         if (ctx.state.closing) session.close(new RillError('shutting_down'));
       });
     };
+    const refuse = (e: RillError): void => {
+      rejectUpgrade(socket, e, { headers: { 'Retry-After': String(retryAfterSeconds(e) ?? 1) } });
+    };
     if (!ctx.auth.enabled) {
-      upgrade({ identity: OPEN_IDENTITY });
+      const lease = admit(OPEN_IDENTITY);
+      if (lease instanceof RillError) refuse(lease);
+      else upgrade({ identity: OPEN_IDENTITY }, lease);
       return;
     }
     // Credentials at the upgrade are checked before the socket is taken over; whatever the
@@ -138,8 +165,11 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
           'WebSocket credentials refused',
         );
       }
-      // ws itself drops a socket that went away meanwhile.
-      upgrade(start);
+      // Waiting for an `auth` message, the connection counts for its address until then; refused
+      // credentials are told over the WebSocket and hold nothing.
+      const lease = 'error' in start ? null : admit(start.identity ?? OPEN_IDENTITY);
+      if (lease instanceof RillError) refuse(lease);
+      else upgrade(start, lease);
     });
   });
 

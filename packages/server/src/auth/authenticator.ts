@@ -167,6 +167,7 @@ export class Authenticator extends EventEmitter<AuthenticatorEvents> {
         credentialId: `key:${entry.name}`,
         expiresAt: null,
         grants: new Grants(entry),
+        ...(entry.limits === undefined ? {} : { limits: entry.limits }),
       };
     }
     if (!st.verifier) throw new RillError('unauthorized', 'This server does not accept JWTs');

@@ -1,3 +1,4 @@
+import type { LimitOverride } from '../model/limits.js';
 import { Grants } from './grants.js';
 
 /** Who made a request, and what they may do. */
@@ -15,6 +16,8 @@ export interface Identity {
   /** When the credential stops being valid, ms since the epoch (a JWT's `exp`); null: never. */
   expiresAt: number | null;
   grants: Grants;
+  /** An API key's own rate and count limits (its entry's `limits`). */
+  limits?: LimitOverride;
   /** The JWT's `rill.info`, passed through for the application. */
   info?: Record<string, unknown>;
 }

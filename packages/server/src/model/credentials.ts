@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { LimitOverrideSchema } from './limits.js';
 import { isValidPattern } from './topic.js';
 
 /**
@@ -67,6 +68,8 @@ export const ApiKeyEntrySchema = z.strictObject({
   publish: z.array(grantPattern).default([]),
   subscribe: z.array(grantPattern).default([]),
   admin: z.boolean().default(false),
+  /** This key's own rate and count limits; the others from `rateLimits.perKey`. */
+  limits: LimitOverrideSchema.optional(),
 });
 
 export type ApiKeyEntry = z.output<typeof ApiKeyEntrySchema>;
