@@ -55,6 +55,7 @@ async function run(
     const e = err as Error & { stdout?: string; stderr?: string };
     throw new Error(
       `${cmd} ${args.join(' ')} failed:\n${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}`,
+      { cause: err },
     );
   }
 }
