@@ -44,6 +44,8 @@ function withUnits(units: Record<string, number>, what: string) {
     if (!m || mult === undefined) {
       ctx.addIssue({
         code: 'custom',
+        // Said in resolveConfig's words for the key (with its least value) rather than these.
+        params: { units: true },
         message: `expected a ${what} such as ${what === 'duration' ? '"15s", "500ms", "7d"' : '"64KiB", "1MiB"'} or a number`,
       });
       return z.NEVER;
@@ -559,8 +561,10 @@ export function resolveConfig(input: unknown): RillConfig {
 function problem(i: z.core.$ZodIssue, path: string[]): string {
   const s = schemaAt(path);
   const kind = s === undefined ? undefined : kindOf(s);
+  if (i.code === 'custom' && !(i.params as { units?: boolean } | undefined)?.units) {
+    return i.message;
+  }
   if (kind === 'duration' || kind === 'size') return `must be ${formOf(s!, path.join('.'))}`;
-  if (i.code === 'custom') return i.message;
   if (kind === 'string') {
     if (i.code === 'too_small')
       return Number(i.minimum) <= 1
