@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { closest, distance } from 'fastest-levenshtein';
 import { z } from 'zod';
 import { DEFAULT_MAX_CURSOR_LENGTH, DEFAULT_MAX_CURSOR_TOPICS } from './model/cursor.js';
 import { DEFAULT_IDEMPOTENCY_WINDOW_MS, DEFAULT_RETENTION } from './engine/engine.js';
@@ -45,6 +46,8 @@ function withUnits(units: Record<string, number>, what: string) {
     if (!m || mult === undefined) {
       ctx.addIssue({
         code: 'custom',
+        // Said in resolveConfig's words for the key (with its least value) rather than these.
+        params: { units: true },
         message: `expected a ${what} such as ${what === 'duration' ? '"15s", "500ms", "7d"' : '"64KiB", "1MiB"'} or a number`,
       });
       return z.NEVER;
@@ -612,33 +615,72 @@ const SECRET_KEYS = new Set(['secret']);
 export function resolveConfig(input: unknown): RillConfig {
   const r = ConfigSchema.safeParse(input ?? {});
   if (!r.success) {
-    const lines = r.error.issues.map((i) => {
-      const key = i.path.join('.') || '(root)';
-      if (i.code === 'unrecognized_keys') {
-        return `${key === '(root)' ? '' : key + ': '}unknown key(s) ${i.keys.map((k) => JSON.stringify(k)).join(', ')}`;
-      }
+    const lines = r.error.issues.flatMap((i) => {
       const path = i.path.map(String);
-      const form = i.code === 'custom' ? undefined : expectedForm(path);
+      const key = path.join('.');
+      if (i.code === 'unrecognized_keys') {
+        return i.keys.map(
+          (k) =>
+            `${key === '' ? '' : `${key}: `}unknown key ${JSON.stringify(k)}${didYouMean(path, k)}`,
+        );
+      }
       // A plain value is echoed; a secret, or a mapping that may hold one, never is.
       const got = SECRET_KEYS.has(path[path.length - 1] ?? '') ? undefined : valueAt(input, path);
       const echo = isScalar(got) || (Array.isArray(got) && got.every(isScalar));
       const shown = echo ? ` (got ${JSON.stringify(got)?.slice(0, 60)})` : '';
-      const why = form
-        ? `must be ${form}`
-        : i.code === 'too_small'
-          ? `must be at least ${String(i.minimum)}`
-          : i.code === 'too_big'
-            ? `must be at most ${String(i.maximum)}`
-            : i.message;
-      return `${key}${sourcesOf(path)}: ${why}${shown}`;
+      return [`${key || '(root)'}${sourcesOf(path)}: ${problem(i, path)}${shown}`];
     });
     throw new ConfigError(`Invalid configuration:\n  ${lines.join('\n  ')}`);
   }
   return r.data;
 }
 
+/**
+ * What is wrong with a value, in the words of the key's form ("must be a TCP port number …"), so
+ * the validator's own phrasing ("Invalid input: expected number, received string") never reaches
+ * a person. A check the schema words itself (a custom message) is said as written.
+ */
+function problem(i: z.core.$ZodIssue, path: string[]): string {
+  const s = schemaAt(path);
+  const kind = s === undefined ? undefined : kindOf(s);
+  if (i.code === 'custom' && !(i.params as { units?: boolean } | undefined)?.units) {
+    return i.message;
+  }
+  if (kind === 'duration' || kind === 'size') return `must be ${formOf(s!, path.join('.'))}`;
+  if (kind === 'string') {
+    if (i.code === 'too_small')
+      return Number(i.minimum) <= 1
+        ? 'must not be empty'
+        : `must be at least ${String(i.minimum)} characters`;
+    if (i.code === 'too_big') return `must be at most ${String(i.maximum)} characters`;
+    if (i.code === 'invalid_type') return 'must be text';
+    return i.message;
+  }
+  if (kind === 'list') {
+    if (i.code === 'too_small') return `must have at least ${String(i.minimum)} entries`;
+    if (i.code === 'too_big') return `must have at most ${String(i.maximum)} entries`;
+  }
+  if (s !== undefined) return `must be ${formOf(s, path.join('.'))}`;
+  return i.message;
+}
+
+/** `(did you mean "port"?)` for an unknown key: a close sibling, or the same name elsewhere. */
+function didYouMean(path: string[], key: string): string {
+  const here = schemaAt(path);
+  const siblings = here instanceof z.ZodObject ? Object.keys(here.shape) : [];
+  const near = siblings.length > 0 ? closest(key, siblings) : undefined;
+  if (near !== undefined && distance(key, near) <= Math.max(2, Math.floor(key.length / 3))) {
+    return ` (did you mean ${JSON.stringify(near)}?)`;
+  }
+  // The right name in the wrong place: `maxEventBytes` at the top level is `limits.maxEventBytes`.
+  const elsewhere = configSettings().find(
+    (s) => s.path[s.path.length - 1]!.toLowerCase() === key.toLowerCase(),
+  );
+  return elsewhere ? ` (did you mean ${elsewhere.key}?)` : '';
+}
+
 /** Command-line flags of `rill serve` that set a config key. */
-const FLAGS: Record<string, string> = {
+export const CONFIG_FLAGS: Readonly<Record<string, string>> = {
   host: '--host',
   port: '--port',
   engine: '--engine',
@@ -652,54 +694,266 @@ const FLAGS: Record<string, string> = {
   'tls.key': '--tls-key',
 };
 
+/** The environment variable of the key at `path` (`RILL_PORT`, `RILL_LIMITS__MAX_EVENT_BYTES`). */
+export function envNameOf(path: readonly string[]): string {
+  const key = path.join('.');
+  return (
+    Object.keys(ENV_FLAT).find((e) => ENV_FLAT[e] === key) ??
+    `RILL_${path.map((p) => p.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()).join('__')}`
+  );
+}
+
 /** ` (--port, RILL_PORT)`: where a key can be set besides a config file. */
 function sourcesOf(path: string[]): string {
   if (path.length === 0 || path.some((p) => /^\d+$/.test(p))) return '';
-  const key = path.join('.');
-  const env =
-    Object.keys(ENV_FLAT).find((e) => ENV_FLAT[e] === key) ??
-    `RILL_${path.map((p) => p.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()).join('__')}`;
-  return ` (${FLAGS[key] ? `${FLAGS[key]}, ` : ''}${env})`;
+  const flag = CONFIG_FLAGS[path.join('.')];
+  return ` (${flag ? `${flag}, ` : ''}${envNameOf(path)})`;
+}
+
+interface Unwrapped {
+  schema: z.ZodType;
+  /** A default (or prefault) applies when the key is left out. */
+  defaulted: boolean;
+  /** The first description met on the way in (`.describe()` / `.meta()`), if any. */
+  description?: string;
+}
+
+/** Strips default, prefault, optional and nullable wrappers. */
+function unwrap(t: z.ZodType): Unwrapped {
+  let defaulted = false;
+  let description = t.description;
+  for (;;) {
+    const def = t.def as { type: string; innerType?: z.ZodType };
+    if (!['default', 'prefault', 'optional', 'nullable'].includes(def.type) || !def.innerType) {
+      return { schema: t, defaulted, ...(description !== undefined ? { description } : {}) };
+    }
+    if (def.type === 'default' || def.type === 'prefault') defaulted = true;
+    t = def.innerType;
+    description ??= t.description;
+  }
 }
 
 /** The schema of the key at `path` (defaults and optionality unwrapped), when there is one. */
 function schemaAt(path: string[]): z.ZodType | undefined {
   let s: z.ZodType | undefined = ConfigSchema as unknown as z.ZodType;
-  const unwrap = (t: z.ZodType): z.ZodType => {
-    for (;;) {
-      const def = t.def as { type: string; innerType?: z.ZodType };
-      if (['default', 'prefault', 'optional', 'nullable'].includes(def.type) && def.innerType) {
-        t = def.innerType;
-      } else {
-        return t;
-      }
-    }
-  };
   for (const seg of path) {
-    s = unwrap(s);
+    s = unwrap(s).schema;
     if (s instanceof z.ZodObject) s = s.shape[seg] as z.ZodType | undefined;
     else if (s instanceof z.ZodArray) s = s.element as z.ZodType;
     else return undefined;
     if (s === undefined) return undefined;
   }
-  return unwrap(s);
+  return unwrap(s).schema;
 }
 
-/** What the schema takes at `path`, in words ("an integer from 0 to 65535"), when it can tell. */
-function expectedForm(path: string[]): string | undefined {
-  const s = schemaAt(path);
-  if (s instanceof z.ZodNumber) {
-    const what = s.isInt ? 'an integer' : 'a number';
-    const min = Number.isFinite(s.minValue) && s.minValue !== Number.MIN_SAFE_INTEGER;
-    const max = Number.isFinite(s.maxValue) && s.maxValue !== Number.MAX_SAFE_INTEGER;
-    if (min && max) return `${what} from ${s.minValue} to ${s.maxValue}`;
-    if (min) return `${what} of at least ${s.minValue}`;
-    if (max) return `${what} of at most ${s.maxValue}`;
-    return what;
+/** How a setting is written. */
+export type SettingKind =
+  | 'duration'
+  | 'size'
+  | 'integer'
+  | 'number'
+  | 'boolean'
+  | 'choice'
+  | 'string'
+  | 'list'
+  | 'mapping'
+  | 'value';
+
+/** Whether `t` is `base` or a pipe out of it (`duration.pipe(z.number().min(100))`). */
+function pipedFrom(t: z.ZodType, base: z.ZodType): boolean {
+  for (let s: z.ZodType | undefined = t; s !== undefined;) {
+    if (s === base) return true;
+    const def = s.def as { type: string; in?: z.ZodType };
+    s = def.type === 'pipe' ? def.in : undefined;
   }
-  if (s instanceof z.ZodEnum) return `one of ${s.options.join(', ')}`;
-  if (s instanceof z.ZodBoolean) return 'true or false';
-  return undefined;
+  return false;
+}
+
+/** What a pipe delivers (a preprocessed list is a list). */
+function pipeOut(t: z.ZodType): z.ZodType {
+  const def = t.def as { type: string; out?: z.ZodType };
+  return def.type === 'pipe' && def.out ? unwrap(def.out).schema : t;
+}
+
+function kindOf(t: z.ZodType): SettingKind {
+  if (pipedFrom(t, duration)) return 'duration';
+  if (pipedFrom(t, bytes)) return 'size';
+  const s = pipeOut(t);
+  if (s instanceof z.ZodNumber) return s.isInt ? 'integer' : 'number';
+  if (s instanceof z.ZodBoolean) return 'boolean';
+  if (s instanceof z.ZodEnum) return 'choice';
+  if (s instanceof z.ZodString) return 'string';
+  if (s instanceof z.ZodArray) return 'list';
+  if (s instanceof z.ZodObject) return 'mapping';
+  return 'value';
+}
+
+/** The smallest value the last number check of a pipe allows, above 0 (`pingInterval`: 100). */
+function pipeMinimum(t: z.ZodType): number {
+  let min = 0;
+  for (let s: z.ZodType | undefined = t; s !== undefined;) {
+    const def = s.def as { type: string; in?: z.ZodType; out?: z.ZodType };
+    if (def.type !== 'pipe') break;
+    if (def.out instanceof z.ZodNumber && Number.isFinite(def.out.minValue)) {
+      min = Math.max(min, def.out.minValue ?? 0);
+    }
+    s = def.in;
+  }
+  return min;
+}
+
+/** Forms that say more than the type does. */
+const FORMS: Readonly<Record<string, string>> = {
+  port: 'a TCP port number from 0 to 65535 (0 picks a free one)',
+};
+
+/** What the schema takes, in words ("an integer from 0 to 65535"). */
+function formOf(t: z.ZodType, key?: string): string {
+  if (key !== undefined && FORMS[key]) return FORMS[key];
+  const kind = kindOf(t);
+  const s = pipeOut(t);
+  switch (kind) {
+    case 'duration': {
+      const min = pipeMinimum(t);
+      return `a duration${min > 0 ? ` of at least ${formatDuration(min)}` : ''} such as "15s", "500ms" or "7d" (a plain number is ms)`;
+    }
+    case 'size': {
+      const min = pipeMinimum(t);
+      return `a size${min > 0 ? ` of at least ${formatBytes(min)}` : ''} such as "64KiB" or "8MiB" (a plain number is bytes)`;
+    }
+    case 'integer':
+    case 'number': {
+      const n = s as z.ZodNumber;
+      const what = kind === 'integer' ? 'an integer' : 'a number';
+      const min = Number.isFinite(n.minValue) && n.minValue !== Number.MIN_SAFE_INTEGER;
+      const max = Number.isFinite(n.maxValue) && n.maxValue !== Number.MAX_SAFE_INTEGER;
+      if (min && max) return `${what} from ${n.minValue} to ${n.maxValue}`;
+      if (min) return `${what} of at least ${n.minValue}`;
+      if (max) return `${what} of at most ${n.maxValue}`;
+      return what;
+    }
+    case 'boolean':
+      return 'true or false';
+    case 'choice':
+      return `one of ${(s as z.ZodEnum).options.join(', ')}`;
+    case 'string':
+      return 'text';
+    case 'list': {
+      const el = unwrap((s as z.ZodArray).element as z.ZodType).schema;
+      const inner = kindOf(el);
+      return inner === 'mapping'
+        ? 'a list of mappings'
+        : inner === 'string' || inner === 'value'
+          ? 'a list of strings'
+          : `a list, each ${formOf(el)}`;
+    }
+    case 'mapping':
+      return 'a mapping of keys to values';
+    default: {
+      const options = (s.def as { options?: z.ZodType[] }).options;
+      return options
+        ? options.map((o) => formOf(unwrap(o).schema)).join(' or ')
+        : 'a value (see the documentation)';
+    }
+  }
+}
+
+/** `90000` → `"90s"`: the largest unit that says a number of ms exactly. */
+export function formatDuration(ms: number): string | number {
+  if (ms === 0) return 0;
+  for (const [unit, n] of [
+    ['d', 86_400_000],
+    ['h', 3600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
+    if (ms % n === 0) return `${ms / n}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+/** `65536` → `"64KiB"`: the largest binary unit that says a number of bytes exactly. */
+export function formatBytes(n: number): string | number {
+  if (n === 0) return 0;
+  for (const [unit, m] of [
+    ['GiB', 1024 ** 3],
+    ['MiB', 1024 ** 2],
+    ['KiB', 1024],
+  ] as const) {
+    if (n % m === 0) return `${n / m}${unit}`;
+  }
+  return n;
+}
+
+/** One setting of the configuration schema, as `rill init` writes it and `--help` lists it. */
+export interface SettingInfo {
+  /** `limits.maxEventBytes` */
+  key: string;
+  path: string[];
+  /** The top-level key it belongs to (`limits`), or `''` for a top-level scalar. */
+  section: string;
+  /** Its environment variable (`RILL_LIMITS__MAX_EVENT_BYTES`). */
+  env: string;
+  /** Its `rill serve` flag, when it has one. */
+  flag?: string;
+  kind: SettingKind;
+  /** What it takes, in words. */
+  form: string;
+  /** The default as a config file writes it (`"64KiB"`, `8080`, `[]`); undefined when none. */
+  default: unknown;
+  /**
+   * In effect when left out: false under a section that is off unless written (`auth.jwt`), where
+   * writing the key turns the section on.
+   */
+  active: boolean;
+  /** The schema's own description, when it gives one. */
+  description?: string;
+}
+
+let settingsCache: SettingInfo[] | undefined;
+
+/**
+ * Every setting of {@link ConfigSchema}, walked from the schema itself (a key added to it appears
+ * here with its type, default, variable and flag): objects are descended, everything else is a
+ * setting, with the default its schema gives when it is left out.
+ */
+export function configSettings(): SettingInfo[] {
+  if (settingsCache) return settingsCache;
+  const out: SettingInfo[] = [];
+  const visit = (t: z.ZodType, path: string[], active: boolean): void => {
+    const u = unwrap(t);
+    if (u.schema instanceof z.ZodObject) {
+      const on = path.length === 0 || (active && u.defaulted);
+      for (const [k, v] of Object.entries(u.schema.shape)) visit(v as z.ZodType, [...path, k], on);
+      return;
+    }
+    const key = path.join('.');
+    const kind = kindOf(u.schema);
+    // The leaf's own default, also under a section that is off (auth.jwt.maxLifetime: 24h).
+    const parsed = u.defaulted ? t.safeParse(undefined) : undefined;
+    const value = parsed?.success ? parsed.data : undefined;
+    out.push({
+      key,
+      path,
+      section: path.length > 1 ? path[0]! : '',
+      env: envNameOf(path),
+      ...(CONFIG_FLAGS[key] ? { flag: CONFIG_FLAGS[key] } : {}),
+      kind,
+      form: formOf(u.schema, key),
+      default:
+        value === undefined
+          ? undefined
+          : kind === 'duration'
+            ? formatDuration(value as number)
+            : kind === 'size'
+              ? formatBytes(value as number)
+              : value,
+      active,
+      ...(u.description !== undefined ? { description: u.description } : {}),
+    });
+  };
+  visit(ConfigSchema as unknown as z.ZodType, [], true);
+  return (settingsCache = out);
 }
 
 function valueAt(input: unknown, path: string[]): unknown {
@@ -759,11 +1013,23 @@ export function configFromEnv(env: NodeJS.ProcessEnv): Record<string, unknown> {
     const flat = ENV_FLAT[name];
     if (flat) path = flat.split('.');
     else if (name.includes('__')) path = name.slice(5).split('__').map(camel);
-    else throw new ConfigError(`Unknown environment variable ${name}`);
+    else path = [];
+    if (path.length === 0 || schemaAt(path) === undefined) {
+      throw new ConfigError(`Unknown environment variable ${name}${envDidYouMean(name)}`);
+    }
     // A key that takes a string gets the text as it is: a secret of digits stays a string.
     setPath(out, path, schemaAt(path) instanceof z.ZodString ? raw : coerce(raw));
   }
   return out;
+}
+
+/** `(did you mean RILL_PORT?)` for a variable that is not one of Rill's. */
+function envDidYouMean(name: string): string {
+  const names = [...configSettings().map((s) => s.env), ...ENV_OTHER];
+  const near = closest(name, names);
+  return distance(name, near) <= Math.max(2, Math.floor((name.length - 5) / 3))
+    ? ` (did you mean ${near}?)`
+    : '';
 }
 
 function camel(s: string): string {

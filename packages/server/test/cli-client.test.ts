@@ -188,7 +188,9 @@ describe('rill tail / rill publish', () => {
     const tty = track(rillTty(['publish', 'cli.down', '1', '--url', dead]));
     await until(
       tty.stdout,
-      new RegExp(`rill: Cannot reach ${dead}: ECONNREFUSED, retrying in \\d+(\\.\\d)?m?s`),
+      new RegExp(
+        `rill: cannot reach ${dead} \\(connection refused: is rill serve running there\\?\\), retrying in \\d+(\\.\\d)?m?s`,
+      ),
     );
     tty.proc.kill('SIGKILL');
 
@@ -196,7 +198,15 @@ describe('rill tail / rill publish', () => {
     expect(await r.exited).toBe(1);
     // Not a terminal: no retry chatter, one line saying what failed.
     expect(r.stderr()).toBe(
-      `rill: Cannot reach ${dead}: ECONNREFUSED (gave up after 6 attempts)\n`,
+      `rill: cannot reach ${dead} (connection refused: is rill serve running there?), gave up after 6 attempts\n`,
+    );
+  }, 60_000);
+
+  it('publish to a port fetch refuses says so instead of "fetch failed"', async () => {
+    const r = track(rill(['publish', 'cli.down', '1', '--url', 'http://127.0.0.1:9']));
+    expect(await r.exited).toBe(1);
+    expect(r.stderr()).toBe(
+      'rill: cannot reach http://127.0.0.1:9 (port 9 is one fetch refuses to connect to; use another port), gave up after 6 attempts\n',
     );
   }, 60_000);
 
@@ -206,7 +216,9 @@ describe('rill tail / rill publish', () => {
     const tty = track(rillTty(['tail', 'cli.down', '--url', dead]));
     await until(
       tty.stdout,
-      new RegExp(`~ ${dead}: Connection failed: ECONNREFUSED, reconnecting in \\d`),
+      new RegExp(
+        `~ cannot reach ${dead} \\(connection refused: is rill serve running there\\?\\), reconnecting in \\d`,
+      ),
     );
     tty.proc.kill('SIGKILL');
 
@@ -230,6 +242,7 @@ describe('rill tail / rill publish', () => {
       url: dead,
       error: 'connection_failed',
       message: 'Connection failed: ECONNREFUSED',
+      cause: 'connection refused: is rill serve running there?',
     });
     // However many attempts it took: one line for the refused state, one for open.
     expect(states.map((x) => x.state)).toEqual(['connecting', 'open']);

@@ -3,7 +3,7 @@
  * environment and flags, validation and exit codes, the demo feed, graceful shutdown and restart.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -190,7 +190,7 @@ describe('rill serve: validation exits 2 and names the problem', () => {
     const r2 = await runCli(['serve', '--config', json]);
     expect(r2.listened).toBe(false);
     expect(r2.code).toBe(2);
-    expect(r2.stderr).toContain('prot');
+    expect(r2.stderr).toContain('unknown key "prot" (did you mean "port"?)');
   });
 
   it('rejects a bad --engine value', async () => {
@@ -206,7 +206,7 @@ describe('rill serve: validation exits 2 and names the problem', () => {
     expect(r.listened).toBe(false);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(
-      /^\s*port \(--port, RILL_PORT\): must be an integer from 0 to 65535 \(got "notaport"\)$/m,
+      /^\s*port \(--port, RILL_PORT\): must be a TCP port number from 0 to 65535 \(0 picks a free one\) \(got "notaport"\)$/m,
     );
   });
 
@@ -214,7 +214,7 @@ describe('rill serve: validation exits 2 and names the problem', () => {
     const r = await runCli(['serve', '--engine', 'memory', '--port', 'abc']);
     expect(r.code).toBe(2);
     expect(r.stderr).toBe(
-      'rill: Invalid configuration:\n  port (--port, RILL_PORT): must be an integer from 0 to 65535 (got "abc")\n',
+      'rill: Invalid configuration:\n  port (--port, RILL_PORT): must be a TCP port number from 0 to 65535 (0 picks a free one) (got "abc")\n',
     );
     const yaml = file('bad-values.yaml', 'engine: memory\nlimits:\n  maxBatchEvents: 0\n');
     const r2 = await runCli(['serve', '--config', yaml, '--port', String(await freePort())], {
@@ -226,7 +226,9 @@ describe('rill serve: validation exits 2 and names the problem', () => {
       'limits.maxBatchEvents (RILL_LIMITS__MAX_BATCH_EVENTS): must be an integer of at least 1 (got 0)',
     );
     expect(r2.stderr).toContain('demo (--demo, RILL_DEMO): must be true or false (got "yes")');
-    expect(r2.stderr).toContain('ws.pingInterval (RILL_WS__PING_INTERVAL): must be at least 100');
+    expect(r2.stderr).toContain(
+      'ws.pingInterval (RILL_WS__PING_INTERVAL): must be a duration of at least 100ms',
+    );
     expect(r2.stderr).not.toMatch(/Invalid input|expected number/);
   });
 
@@ -236,7 +238,9 @@ describe('rill serve: validation exits 2 and names the problem', () => {
     });
     expect(r.listened).toBe(false);
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('RILL_PROT');
+    expect(r.stderr).toContain(
+      'rill: Unknown environment variable RILL_PROT (did you mean RILL_PORT?)',
+    );
   });
 
   it('refuses a public --host without --insecure', async () => {
@@ -347,5 +351,41 @@ describe('rill --help', () => {
     const r = await runCli(['--help']);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^\s+serve\b/m);
+  });
+});
+
+describe('rill init and rill serve --help', () => {
+  it('rill init writes rill.yaml, which rill serve starts from; it refuses to overwrite it', async () => {
+    const r = await runCli(['init']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('wrote rill.yaml; start with: rill serve --config rill.yaml\n');
+    const written = join(scratch.path, 'rill.yaml');
+    expect(readFileSync(written, 'utf8')).toMatch(/^port: 8080$/m);
+    // Started from it, with the engine and port changed by the flags that win over it.
+    const s = await serve(['--config', written, '--engine', 'memory', '--port', '0']);
+    expect(await healthy(s.url)).toBe(true);
+
+    const again = await runCli(['init']);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toBe('rill: rill.yaml exists; --force overwrites it\n');
+    expect((await runCli(['init', '--force'])).code).toBe(0);
+    const out = await runCli(['init', '-']);
+    expect(out.stdout).toBe(readFileSync(written, 'utf8'));
+  });
+
+  it('rill serve --help lists the settings by section with default, flag and variable', async () => {
+    const r = await runCli(['serve', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^ {2}port = 8080 {3}\(--port, RILL_PORT\)$/m);
+    expect(r.stdout).toMatch(/^Limits:\n {2}limits\.maxEventBytes = 64KiB/m);
+    expect(r.stdout).toMatch(/^ {2}auth\.jwt\.secret = none {3}\(RILL_AUTH__JWT__SECRET\)$/m);
+  });
+
+  it('an unknown flag suggests the close one without printing the whole help', async () => {
+    const r = await runCli(['serve', '--prot', '1']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(
+      "error: unknown option '--prot'\n(Did you mean --port?)\n(add --help for usage)\n",
+    );
   });
 });

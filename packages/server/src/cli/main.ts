@@ -1,10 +1,15 @@
+import { createRequire } from 'node:module';
 import { Command } from 'commander';
 import { registerBench } from './bench-command.js';
+import { registerInit } from './init.js';
 import { registerKeys } from './keys.js';
 import { registerPublish } from './publish.js';
 import { registerServe } from './serve.js';
 import { registerTail } from './tail.js';
 import { registerToken } from './token.js';
+
+/** The version of this package (its package.json, two levels above dist/cli/). */
+const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
 
 /** `rill`: the command-line entry point. */
 export async function main(argv: string[]): Promise<void> {
@@ -12,13 +17,15 @@ export async function main(argv: string[]): Promise<void> {
   program
     .name('rill')
     .description('Rill: a streaming API server (SSE, durable log, lossless resume)')
-    .version('0.1.0')
-    .showHelpAfterError()
+    .version(version)
+    // The help of `serve` lists every setting: after an error, point at it rather than print it.
+    .showHelpAfterError('(add --help for usage)')
     .exitOverride((err) => {
       // Usage errors exit 2, help and version 0.
       process.exit(err.exitCode === 0 ? 0 : 2);
     });
   registerServe(program);
+  registerInit(program);
   registerTail(program);
   registerPublish(program);
   registerToken(program);

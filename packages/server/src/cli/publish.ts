@@ -7,6 +7,7 @@ import {
   type PublishResult,
   type PublishRetry,
 } from '@rill/client';
+import { cannotReach } from './reach.js';
 import { DEFAULT_URL, formatDelay, tokenFrom, tokenOption, urlOption } from './tail.js';
 
 interface PublishFlags {
@@ -73,14 +74,15 @@ async function publish(
   // A server that cannot be reached is not a rejection: say where and why, and that it gave up.
   const failure = (err: unknown): string =>
     err instanceof RillError && err.code === 'connection_failed'
-      ? `${err.message} (gave up after ${retries} attempts)`
+      ? `${cannotReach(url, err)}, gave up after ${retries} attempts`
       : `rejected: ${describe(err)}`;
   // Retries take seconds: on a terminal, say what is happening meanwhile.
   let retries = 1;
   const onRetry = (r: PublishRetry): void => {
     retries = r.attempt + 1;
     if (!process.stderr.isTTY) return;
-    const why = r.error.code === 'connection_failed' ? r.error.message : describe(r.error);
+    const why =
+      r.error.code === 'connection_failed' ? cannotReach(url, r.error) : describe(r.error);
     process.stderr.write(`rill: ${why}, retrying in ${formatDelay(r.delay)}\n`);
   };
 

@@ -15,6 +15,7 @@ import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
 import { redactUrl } from '../model/redact.js';
 import { createServer, type RillServer } from '../server.js';
+import { settingsHelp } from './settings.js';
 
 interface ServeFlags {
   host?: string;
@@ -97,6 +98,7 @@ export function registerServe(program: Command): void {
       'serve HTTPS and HTTP/2 with this PEM certificate chain (with --tls-key; env RILL_TLS__CERT)',
     )
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (env RILL_TLS__KEY)')
+    .addHelpText('after', () => settingsHelp())
     .action(async (flags: ServeFlags) => {
       // Exit at once: once shut down, nothing left running (a broker client still retrying, a
       // timer) may keep the process alive.

@@ -11,6 +11,7 @@ import {
   type StateChange,
   type TransportName,
 } from '@rill/client';
+import { cannotReach, unreachableCause } from './reach.js';
 
 /** Default server URL of the client commands (`--url`, env `RILL_URL`). */
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
@@ -151,12 +152,23 @@ async function tail(topics: string[], flags: TailFlags): Promise<number> {
             transport: s.transport,
             ...(s.delay !== undefined ? { delay: s.delay, attempt: s.attempt } : {}),
             ...(s.error ? { error: s.error.code, message: s.error.message } : {}),
+            ...(s.error?.code === 'connection_failed'
+              ? { cause: unreachableCause(s.error, url) }
+              : {}),
           })}\n`,
         );
       } else if (s.state === 'reconnecting' || (s.state === 'connecting' && s.error)) {
-        const why = s.error ? `${s.error.message}, ` : '';
+        const why =
+          s.error?.code === 'connection_failed'
+            ? cannotReach(url, s.error)
+            : `${url}: ${s.error ? `${s.error.message}, ` : ''}`;
         const delay = s.delay === undefined ? '' : ` in ${formatDelay(s.delay)}`;
-        process.stderr.write(styleText('dim', `~ ${url}: ${why}reconnecting${delay}\n`));
+        process.stderr.write(
+          styleText(
+            'dim',
+            `~ ${why}${s.error?.code === 'connection_failed' ? ', ' : ''}reconnecting${delay}\n`,
+          ),
+        );
         troubled = true;
       } else if (s.state === 'open' && troubled) {
         process.stderr.write(styleText('dim', `~ connected to ${url} (${s.transport})\n`));
