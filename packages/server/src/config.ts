@@ -740,6 +740,7 @@ function schemaAt(path: string[]): z.ZodType | undefined {
     s = unwrap(s).schema;
     if (s instanceof z.ZodObject) s = s.shape[seg] as z.ZodType | undefined;
     else if (s instanceof z.ZodArray) s = s.element as z.ZodType;
+    else if (s instanceof z.ZodRecord) s = s.valueType as z.ZodType;
     else return undefined;
     if (s === undefined) return undefined;
   }
@@ -784,7 +785,12 @@ function kindOf(t: z.ZodType): SettingKind {
   if (s instanceof z.ZodEnum) return 'choice';
   if (s instanceof z.ZodString) return 'string';
   if (s instanceof z.ZodArray) return 'list';
-  if (s instanceof z.ZodObject) return 'mapping';
+  if (s instanceof z.ZodObject || s instanceof z.ZodRecord) return 'mapping';
+  // A mapping read into another form (a scope's limit set, filled from its defaults).
+  const def = t.def as { type: string; in?: z.ZodType };
+  if (def.type === 'pipe' && def.in && unwrap(def.in).schema instanceof z.ZodObject) {
+    return 'mapping';
+  }
   return 'value';
 }
 

@@ -24,6 +24,25 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   logLevel: 'Log level of the JSON log lines on stdout.',
   shutdownTimeout:
     'Longest graceful shutdown; past it the engine is closed and the exit code is 1.',
+  'log.levels.http': 'Level of the HTTP requests and streams (SSE, NDJSON, long-poll) lines.',
+  'log.levels.ws': 'Level of the WebSocket connection lines.',
+  'log.levels.engine': 'Level of the storage engine lines.',
+  'log.levels.auth': 'Level of the authentication lines.',
+  'log.levels.fanout': 'Level of the fan-out lines (slow consumers).',
+  'log.pretty': 'Readable lines instead of JSON; by default when stdout is a terminal.',
+  'rateLimits.enabled':
+    'Rate and count limits per key, user and address (off: only size limits and the budget).',
+  'rateLimits.perKey': "Each API key's limits (connections, subscriptions, rates).",
+  'rateLimits.perUser': "Each JWT subject's limits.",
+  'rateLimits.perAddress': "Each client address's limits (an IPv6 client counts by its /64).",
+  'rateLimits.overrides.keys': 'Limits of named API keys, over the perKey ones.',
+  'rateLimits.overrides.users': 'Limits of named JWT subjects, over the perUser ones.',
+  'rateLimits.overrides.addresses': 'Limits of address ranges (CIDR), over the perAddress ones.',
+  'rateLimits.trustedProxies':
+    'Proxies whose Forwarded / X-Forwarded-For headers name the client address.',
+  'rateLimits.exemptAddresses': 'Addresses not held to the per-address limits.',
+  'rateLimits.shared': 'auto: nodes on redis or nats share their counts; local: each counts alone.',
+  'rateLimits.syncInterval': 'How often a node exchanges its counts with the other nodes.',
   'retention.maxEvents': 'Events kept per topic (0 = no limit).',
   'retention.maxAge': 'Oldest event kept (0 = no limit).',
   'retention.maxBytes':
