@@ -24,6 +24,7 @@ import { RedisEngine } from './engine/redis/engine.js';
 import { buildApp } from './api/app.js';
 import { OpenStreams } from './api/open-streams.js';
 import { ConnectionBudget } from './net/capacity.js';
+import { LoadMonitor } from './net/overload.js';
 import { ConnectionRegistry } from './net/connection.js';
 import { Hub } from './fanout/hub.js';
 import { probeNodeHttp } from './net/node-http-internals.js';
@@ -136,6 +137,7 @@ export async function createServer(
   });
   const state = { closing: false };
   const budget = new ConnectionBudget(log);
+  const load = new LoadMonitor(config.overload, log);
   const streams = new OpenStreams();
   // A revoked credential's streams end now, whatever opened them (SSE, NDJSON, long-poll, WebSocket).
   auth.on('revoked', (report) => {
@@ -145,7 +147,7 @@ export async function createServer(
   const tlsPaths = tlsFiles(config);
   // Checked already by resolveConfig; read once more for use (the files may have changed since).
   let tls: TlsPair | null = tlsPaths ? readTlsOrThrow(tlsPaths) : null;
-  const app = buildApp({ config, engine, hub, state, budget, auth, streams }, log, tls);
+  const app = buildApp({ config, engine, hub, state, budget, load, auth, streams }, log, tls);
   if (tls)
     log.info(
       tlsFields(tlsPaths!, tls),
@@ -180,6 +182,7 @@ export async function createServer(
       // backlog of 511: the kernel then resets connections the clients believed open
       // (ECONNRESET in packages/bench/storm.js). The kernel caps this at net.core.somaxconn.
       budget.attach(app.server, connections);
+      load.start();
       await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
@@ -218,6 +221,7 @@ export async function createServer(
           await app.close();
         } finally {
           budget.close();
+          load.stop();
           auth.close();
           streams.close();
           await engine.close();

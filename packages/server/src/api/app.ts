@@ -280,6 +280,15 @@ export function buildApp(
     if (ctx.state.closing) {
       return reply.code(503).send(new RillError('shutting_down').toJSON());
     }
+    // Overloaded: not ready, so that a load balancer sends new clients elsewhere (open streams
+    // stay; /healthz still answers 200: the process is alive and need not be restarted).
+    if (ctx.load?.overloaded) {
+      const e = new RillError('overloaded');
+      return reply
+        .code(503)
+        .header('retry-after', String(retryAfterSeconds(e)))
+        .send(e.toJSON());
+    }
     if (hasHealthCheck(ctx.engine)) {
       const h = await ctx.engine.health();
       if (!h.ok) {

@@ -68,6 +68,8 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       void reply.header('connection', 'close');
       throw full;
     }
+    const overloaded = ctx.load?.refuse();
+    if (overloaded) throw overloaded;
     const start = parseStart(req.query);
     const cursor = parseResumeCursor(
       req.headers['last-event-id'],

@@ -302,6 +302,8 @@ export class WsSession {
       });
     }
     if (this.ctx.state.closing) throw new RillError('shutting_down');
+    const overloaded = this.ctx.load?.refuse();
+    if (overloaded) throw overloaded;
 
     const subId = `s${this.nextSub++}`;
     const entry: SubEntry = {
@@ -433,6 +435,8 @@ export class WsSession {
   private publish({ id, topic, event: input }: WsPublish): void {
     if (!this.credentials.require().grants.canPublish(topic)) throw forbidden('publish to', topic);
     if (this.ctx.state.closing) throw new RillError('shutting_down');
+    const overloaded = this.ctx.load?.refuse();
+    if (overloaded) throw overloaded;
     this.begin();
     this.ctx.engine
       .append(topic, [input])
