@@ -137,10 +137,11 @@ function classFor(code: string, status: number | undefined): Ctor {
   if (/too_large$/.test(code) || status === 413) return TooLargeError;
   if (/forbidden|unauthorized|token_expired/.test(code) || status === 401 || status === 403)
     return ForbiddenError;
+  // Before bad_response: a proxy's own 429 page is a rate limit too.
+  if (code === 'rate_limited' || status === 429) return RateLimitedError;
   if (code === 'connection_failed' || code === 'stream_blocked' || code === 'bad_response')
     return ConnectionError;
   if (code === 'aborted') return AbortError;
-  if (code === 'rate_limited' || status === 429) return RateLimitedError;
   if (status !== undefined && status >= 500) return UnavailableError;
   if (
     /^(engine_unavailable|shutting_down|internal|ping_timeout|too_many_connections|overloaded)$/.test(
