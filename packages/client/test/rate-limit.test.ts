@@ -55,7 +55,7 @@ async function peer(
 describe('429 rate_limited', () => {
   it('a publish waits Retry-After, says which limit, and is retried with the same key', async () => {
     const keys: string[] = [];
-    const { url, arrivals } = await peer((req, res, n) => {
+    const { url, arrivals } = await peer((_req, res, n) => {
       if (n <= 2) {
         res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
         res.end(limited('publishesPerSecond', 'key', 100, 1));
@@ -109,7 +109,7 @@ describe('429 rate_limited', () => {
 
   for (const transport of ['sse', 'poll'] as const) {
     it(`${transport}: a refused subscription reconnects after Retry-After, then streams`, async () => {
-      const { url, arrivals } = await peer((req, res, n) => {
+      const { url, arrivals } = await peer((_req, res, n) => {
         if (n === 1) {
           res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
           res.end(limited('subscriptions', 'address', 10, 1));

@@ -46,7 +46,8 @@ describe('rate_limited and overloaded errors', () => {
   });
 
   it('takes the Retry-After header when the body has no retryAfter', async () => {
-    const { retryAfter: _, ...rest } = RATE_LIMITED.error;
+    const rest: Record<string, unknown> = { ...RATE_LIMITED.error };
+    delete rest.retryAfter;
     const res = new Response(JSON.stringify({ error: rest }), {
       status: 429,
       headers: { 'retry-after': '7', 'content-type': 'application/json' },
