@@ -1,4 +1,9 @@
-import type { Http2SecureServer, SecureServerOptions } from 'node:http2';
+import {
+  constants as h2constants,
+  type Http2SecureServer,
+  type Http2ServerRequest,
+  type SecureServerOptions,
+} from 'node:http2';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { Logger } from 'pino';
@@ -181,6 +186,33 @@ export function buildApp(
         for (const h of H2_FORBIDDEN_HEADERS) if (reply.hasHeader(h)) void reply.removeHeader(h);
       }
       done(null, payload);
+    });
+  }
+
+  // Node bounds an HTTP/1.1 request's head and body (headersTimeout, requestTimeout), not an
+  // HTTP/2 stream's: a client trickling a body one byte at a time would hold its stream, and what
+  // it sent so far, for as long as it liked. The same bound here: a body not received within
+  // requestTimeout gets 408 request_timeout and the stream is closed (RST_STREAM NO_ERROR after
+  // the answer, RFC 9113 §8.1), so the request is never handled.
+  if (tls && http.requestTimeout > 0) {
+    app.addHook('onRequest', (req, reply, done) => {
+      const raw = req.raw as unknown as Http2ServerRequest;
+      if (raw.httpVersionMajor !== 2 || raw.stream.endAfterHeaders) return done();
+      const stream = raw.stream;
+      const timer = setTimeout(() => {
+        if (raw.complete || stream.destroyed) return;
+        // Nothing more is read: the request is never handled.
+        stream.pause();
+        const close = (): void => stream.close(h2constants.NGHTTP2_NO_ERROR);
+        if (reply.sent || stream.headersSent) return close();
+        // Once the answer is out (END_STREAM), the half the client still holds open is reset.
+        stream.once('finish', close);
+        const e = new RillError('request_timeout');
+        void reply.code(408).type('application/json; charset=utf-8').send(e.toJSON());
+      }, http.requestTimeout);
+      stream.once('close', () => clearTimeout(timer));
+      raw.once('end', () => clearTimeout(timer));
+      done();
     });
   }
 
