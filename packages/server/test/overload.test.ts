@@ -78,6 +78,11 @@ interface Answer {
 }
 
 async function answer(res: Response): Promise<Answer> {
+  // A stream that opened (a sample under the threshold) would never end: not read, closed.
+  if (/event-stream|ndjson/.test(res.headers.get('content-type') ?? '')) {
+    await res.body?.cancel();
+    return { status: res.status, retryAfter: null, body: {} };
+  }
   const text = await res.text();
   return {
     status: res.status,
