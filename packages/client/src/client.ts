@@ -1,5 +1,12 @@
 import { Backoff, type BackoffOptions } from './backoff.js';
-import { fromResponse, networkError, rillError, type RillError } from './errors.js';
+import {
+  fromResponse,
+  MAX_RETRY_AFTER,
+  networkError,
+  retryDelay,
+  rillError,
+  type RillError,
+} from './errors.js';
 import { settleAuth, TokenSource, withToken, type TokenOption } from './token.js';
 import type { Transport, TransportContext } from './transport/transport.js';
 import {
@@ -36,6 +43,11 @@ export interface ClientOptions {
   backoff?: BackoffOptions;
   /** How many times a publish is retried after a retryable failure. Default 5. */
   publishRetries?: number;
+  /**
+   * Longest wait (ms) a server's `Retry-After` (a `429 rate_limited`, a `503`) is honoured for,
+   * before a publish retry or a reconnect; a longer one is cut to it. Default 300 000.
+   */
+  maxRetryAfter?: number;
   /**
    * SSE: ms to wait for a new stream's first byte before deciding a proxy buffers it (then `auto`
    * falls back to long-poll). Default 10 000.
@@ -210,8 +222,9 @@ export class RillClient {
           };
           return j.events.map((e) => ({ topic: j.topic, epoch: j.epoch, ...e }));
         }
-        floor = Number(res.headers.get('retry-after')) * 1000 || 0;
         err = settleAuth(await fromResponse(res), this.tokens);
+        // A 429 or 503 says how long to wait: never retried sooner.
+        floor = retryDelay(err, this.o.maxRetryAfter ?? MAX_RETRY_AFTER) ?? 0;
       } catch (e) {
         err = networkError(e, options.signal, this.url);
       }

@@ -7,20 +7,84 @@ export class RillError extends Error {
   override name = 'RillError';
   /** Whether the same request may succeed later (reconnecting, retrying). */
   readonly retryable: boolean;
-  constructor(
-    readonly code: string,
-    message: string,
-    opts: { retryable?: boolean; status?: number; closeCode?: number; cause?: unknown } = {},
-  ) {
+  constructor(code: string, message: string, opts: RillErrorOptions = {}) {
     super(message, { cause: opts.cause });
+    this.code = code;
     this.retryable = opts.retryable ?? false;
     this.status = opts.status;
     this.closeCode = opts.closeCode;
+    this.retryAfter = opts.retryAfter;
+    this.details = opts.details ?? {};
+    const d = this.details;
+    this.limit = typeof d.limit === 'string' ? d.limit : undefined;
+    this.scope = typeof d.scope === 'string' ? d.scope : undefined;
+    this.limitValue =
+      typeof d.limitValue === 'number'
+        ? d.limitValue
+        : typeof d.limit === 'number'
+          ? d.limit
+          : undefined;
   }
+  /** The server's stable error code (docs/protocol.md § Errors), or a client-side one. */
+  readonly code: string;
   /** HTTP status, when the error came with one. */
   readonly status: number | undefined;
   /** WebSocket close code (4000–4499 reconnect, 4500–4999 stop), when known. */
   readonly closeCode: number | undefined;
+  /**
+   * Seconds the server asked the client to wait before trying again (`Retry-After`, or
+   * `retryAfter` in the error body), when it said.
+   */
+  readonly retryAfter: number | undefined;
+  /** The limit that was reached (`rate_limited`: `publishesPerSecond`, `connections`, …). */
+  readonly limit: string | undefined;
+  /** Whose limit it is (`rate_limited`: `key`, `user` or `address`). */
+  readonly scope: string | undefined;
+  /** The limit's value (events per second, connections, …), when the server said. */
+  readonly limitValue: number | undefined;
+  /** Every other member of the server's error body (never the four fixed ones). */
+  readonly details: Readonly<Record<string, unknown>>;
+}
+
+/** What a {@link RillError} is built from. */
+export interface RillErrorOptions {
+  retryable?: boolean;
+  status?: number;
+  closeCode?: number;
+  cause?: unknown;
+  /** Seconds to wait before retrying, as the server said. */
+  retryAfter?: number;
+  details?: Record<string, unknown>;
+}
+
+/** The longest `Retry-After` honoured, ms: a longer one (a misconfigured server) is cut to it. */
+export const MAX_RETRY_AFTER = 300_000;
+
+/**
+ * How long to wait before retrying after `err`, ms: the server's `Retry-After` (at most `max`),
+ * or undefined when it gave none.
+ */
+export function retryDelay(err: RillError, max = MAX_RETRY_AFTER): number | undefined {
+  return err.retryAfter === undefined ? undefined : Math.min(err.retryAfter * 1000, max);
+}
+
+/**
+ * A `Retry-After` value in seconds: a number of seconds, or an HTTP date (RFC 9110 §10.2.3);
+ * undefined for none, a malformed one, or one in the past.
+ */
+export function parseRetryAfter(
+  value: string | null | undefined,
+  now = Date.now(),
+): number | undefined {
+  if (value === null || value === undefined) return undefined;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) {
+    const n = Number(v);
+    return n > 0 && Number.isSafeInteger(n) ? n : undefined;
+  }
+  const at = Date.parse(v);
+  if (Number.isNaN(at) || at <= now) return undefined;
+  return Math.ceil((at - now) / 1000);
 }
 
 /** The request itself is wrong (bad topic, pattern, cursor, parameter, event): do not retry. */
@@ -42,9 +106,20 @@ export class TooLargeError extends RillError {
 export class ForbiddenError extends RillError {
   override name = 'ForbiddenError';
 }
-/** The server cannot serve now (engine down, shutting down, internal error): retry later. */
+/**
+ * The server cannot serve now (engine down, shutting down, overloaded, internal error): retry
+ * later, after {@link RillError.retryAfter} when it says.
+ */
 export class UnavailableError extends RillError {
   override name = 'UnavailableError';
+}
+/**
+ * A rate or count limit was reached (`rate_limited`, HTTP 429, close 4008): retry after
+ * {@link RillError.retryAfter}. {@link RillError.limit}, {@link RillError.scope} and
+ * {@link RillError.limitValue} say which limit and whose.
+ */
+export class RateLimitedError extends RillError {
+  override name = 'RateLimitedError';
 }
 /** The network failed, or the answer was not what a Rill server sends. */
 export class ConnectionError extends RillError {
@@ -62,11 +137,17 @@ function classFor(code: string, status: number | undefined): Ctor {
   if (/too_large$/.test(code) || status === 413) return TooLargeError;
   if (/forbidden|unauthorized|token_expired/.test(code) || status === 401 || status === 403)
     return ForbiddenError;
+  // Before bad_response: a proxy's own 429 page is a rate limit too.
+  if (code === 'rate_limited' || status === 429) return RateLimitedError;
   if (code === 'connection_failed' || code === 'stream_blocked' || code === 'bad_response')
     return ConnectionError;
   if (code === 'aborted') return AbortError;
   if (status !== undefined && status >= 500) return UnavailableError;
-  if (/^(engine_unavailable|shutting_down|internal|ping_timeout|too_many_connections)$/.test(code))
+  if (
+    /^(engine_unavailable|shutting_down|internal|ping_timeout|too_many_connections|overloaded)$/.test(
+      code,
+    )
+  )
     return UnavailableError;
   return InvalidRequestError;
 }
@@ -79,11 +160,7 @@ export function closeCodeRetryable(code: number): boolean {
 }
 
 /** Builds the right subclass for a code. */
-export function rillError(
-  code: string,
-  message: string,
-  opts: { retryable?: boolean; status?: number; closeCode?: number; cause?: unknown } = {},
-): RillError {
+export function rillError(code: string, message: string, opts: RillErrorOptions = {}): RillError {
   const retryable =
     opts.retryable ??
     (opts.closeCode !== undefined
@@ -94,18 +171,34 @@ export function rillError(
   return new (classFor(code, opts.status))(code, message, { ...opts, retryable });
 }
 
-/** The error of a server error body `{error: {code, message, retryable?, closeCode?}}`. */
-export function fromBody(body: unknown, status?: number): RillError {
+/** The members every error body has (and `retryAfter`); the rest are details. */
+const FIXED = new Set(['code', 'message', 'retryable', 'closeCode', 'retryAfter']);
+
+/**
+ * The error of a server error body `{error: {code, message, retryable, closeCode, retryAfter?,
+ * …details}}` (an HTTP body, a WebSocket `error` message). `retryAfter`, when the body has none,
+ * is the response's `Retry-After` header.
+ */
+export function fromBody(body: unknown, status?: number, retryAfterHeader?: number): RillError {
   const e = (body as { error?: Record<string, unknown> } | null)?.error;
-  if (e && typeof e.code === 'string') {
+  if (e && typeof e === 'object' && typeof e.code === 'string') {
+    const details: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(e)) if (!FIXED.has(k)) details[k] = v;
+    const ra =
+      typeof e.retryAfter === 'number' && e.retryAfter > 0 && Number.isFinite(e.retryAfter)
+        ? Math.ceil(e.retryAfter)
+        : retryAfterHeader;
     return rillError(e.code, typeof e.message === 'string' ? e.message : e.code, {
       status,
       retryable: typeof e.retryable === 'boolean' ? e.retryable : undefined,
       closeCode: typeof e.closeCode === 'number' ? e.closeCode : undefined,
+      ...(ra === undefined ? {} : { retryAfter: ra }),
+      details,
     });
   }
   return rillError('bad_response', `Unexpected answer${status ? ` (HTTP ${status})` : ''}`, {
     status,
+    ...(retryAfterHeader === undefined ? {} : { retryAfter: retryAfterHeader }),
   });
 }
 
@@ -117,7 +210,7 @@ export async function fromResponse(res: Response): Promise<RillError> {
   } catch {
     // not JSON: a proxy's page; the status says enough
   }
-  return fromBody(body, res.status);
+  return fromBody(body, res.status, parseRetryAfter(res.headers.get('retry-after')));
 }
 
 /**

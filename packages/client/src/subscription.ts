@@ -1,6 +1,6 @@
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { parseId, cursorPositions, type Position } from './cursor.js';
-import { RillError, networkError, rillError } from './errors.js';
+import { MAX_RETRY_AFTER, RillError, networkError, retryDelay, rillError } from './errors.js';
 import { settleAuth } from './token.js';
 import type {
   StreamHandlers,
@@ -278,7 +278,11 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
     ) {
       this.kind = 'poll';
     }
-    const delay = this.backoff.next(retryAfter);
+    // Never sooner than the server asked (a 429's or 503's Retry-After), within maxRetryAfter.
+    const maxRetryAfter = this.host.ctx.options.maxRetryAfter as number | undefined;
+    const delay = this.backoff.next(
+      retryAfter ?? retryDelay(err, maxRetryAfter ?? MAX_RETRY_AFTER),
+    );
     this.setState({
       state: this.wasOpen ? 'reconnecting' : 'connecting',
       error: err,

@@ -26,6 +26,13 @@ import proxyaddr from '@fastify/proxy-addr';
  * are rejected with a message naming the key.
  */
 
+/** Load shedding's defaults (see the `overload` section and docs/operations.md § Load shedding). */
+export const DEFAULT_OVERLOAD = {
+  maxEventLoopDelay: 1000,
+  maxEventLoopUtilization: 0,
+  sampleInterval: 1000,
+} as const;
+
 const UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3600_000, d: 86_400_000 };
 const UNITS_BYTES: Record<string, number> = {
   b: 1,
@@ -546,6 +553,27 @@ export const ConfigSchema = z
       .refine((h) => h.requestTimeout === 0 || h.headersTimeout <= h.requestTimeout, {
         message: 'headersTimeout must not exceed requestTimeout',
         path: ['headersTimeout'],
+      })
+      .prefault({}),
+    /**
+     * Load shedding (net/overload.ts): while the event loop is this late or this busy, new
+     * streams, WebSocket connections and publishes are refused with `503 overloaded`; open streams
+     * go on. Both thresholds 0 turn it off.
+     */
+    overload: z
+      .strictObject({
+        /** Mean event-loop delay over one sample past which the process is overloaded; 0 = off. */
+        maxEventLoopDelay: duration.default(DEFAULT_OVERLOAD.maxEventLoopDelay),
+        /** Event-loop utilisation (0–1) over one sample past which it is overloaded; 0 = off. */
+        maxEventLoopUtilization: z
+          .number()
+          .min(0)
+          .max(1)
+          .default(DEFAULT_OVERLOAD.maxEventLoopUtilization),
+        /** How often the event loop is measured. */
+        sampleInterval: duration
+          .pipe(z.number().min(10).max(60_000))
+          .default(DEFAULT_OVERLOAD.sampleInterval),
       })
       .prefault({}),
     ws: z

@@ -37,6 +37,7 @@ import {
   type SyncTransport,
 } from './limits/index.js';
 import { ConnectionBudget } from './net/capacity.js';
+import { LoadMonitor } from './net/overload.js';
 import { ConnectionRegistry } from './net/connection.js';
 import { Hub } from './fanout/hub.js';
 import { probeNodeHttp } from './net/node-http-internals.js';
@@ -163,6 +164,7 @@ export async function createServer(
   });
   const state = { closing: false };
   const budget = new ConnectionBudget(logs.http);
+  const load = new LoadMonitor(config.overload, logs.http);
   const streams = new OpenStreams();
   // A revoked credential's streams end now, whatever opened them (SSE, NDJSON, long-poll, WebSocket).
   auth.on('revoked', (report) => {
@@ -186,6 +188,7 @@ export async function createServer(
       hub,
       state,
       budget,
+      load,
       auth,
       streams,
       limits,
@@ -230,6 +233,7 @@ export async function createServer(
       // backlog of 511: the kernel then resets connections the clients believed open
       // (ECONNRESET in packages/bench/storm.js). The kernel caps this at net.core.somaxconn.
       budget.attach(app.server, connections);
+      load.start();
       await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
@@ -270,6 +274,7 @@ export async function createServer(
           budget.close();
           limiter.close();
           await shared?.close().catch(() => undefined);
+          load.stop();
           auth.close();
           streams.close();
           await engine.close();

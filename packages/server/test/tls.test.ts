@@ -303,6 +303,44 @@ describe('TLS listener', () => {
     await waitFor(() => text.includes('"data":"zipped"'));
   });
 
+  it('answers an HTTP/2 publish whose body trickles past http.requestTimeout with 408, storing nothing, and keeps the session', async () => {
+    const { url } = await tlsServer({
+      http: { requestTimeout: 600, headersTimeout: 300, keepAliveTimeout: 5000 },
+    });
+    const s = await session(url);
+    const body = JSON.stringify({ data: 'x'.repeat(200) });
+    const req = s.request({
+      ':method': 'POST',
+      ':path': '/v1/topics/h2slow/events',
+      'content-type': 'application/json',
+      'content-length': String(body.length),
+    });
+    const started = Date.now();
+    let sent = 0;
+    // One byte every 50 ms: the whole body would take 10 s.
+    const drip = setInterval(() => {
+      if (sent < body.length && !req.closed) req.write(body[sent++]!);
+    }, 50);
+    cleanups.push(() => clearInterval(drip));
+    let status = 0;
+    let text = '';
+    req.on('response', (h) => (status = Number(h[':status'])));
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (text += d));
+    await new Promise<void>((r) => req.once('close', () => r()));
+    const ms = Date.now() - started;
+    expect(status).toBe(408);
+    expect((JSON.parse(text) as { error: { code: string } }).error.code).toBe('request_timeout');
+    expect(req.rstCode).toBe(0);
+    expect(ms).toBeGreaterThanOrEqual(550);
+    expect(ms).toBeLessThan(3000);
+    expect(sent).toBeLessThan(body.length);
+    // The session stays for other requests; nothing of the trickled publish was stored.
+    const hist = await h2Request(s, 'GET', '/v1/topics/h2slow/events');
+    expect(hist.status).toBe(404);
+    expect((await h2Request(s, 'POST', '/v1/topics/h2slow/events', { data: 1 })).status).toBe(201);
+  });
+
   it('closes a connection whose TLS handshake does not end within http.headersTimeout', async () => {
     const { url } = await tlsServer({ http: { headersTimeout: 300 } });
     const u = new URL(url);

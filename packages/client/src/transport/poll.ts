@@ -29,9 +29,8 @@ export const pollTransport: Transport = (req, h, ctx) => {
         cache: 'no-store',
       });
       if (!res.ok) {
-        const ra = Number(res.headers.get('retry-after'));
-        const err = noteExpiry(await fromResponse(res), ctx, token);
-        return h.close(err, ra > 0 ? ra * 1000 : undefined);
+        // A Retry-After (429, 503) rides on the error: the subscription waits at least that long.
+        return h.close(noteExpiry(await fromResponse(res), ctx, token));
       }
       const body = (await res.json()) as { events: RillEvent[]; cursor: string; resets?: string[] };
       if (!opened) {

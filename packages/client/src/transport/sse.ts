@@ -1,4 +1,4 @@
-import { fromResponse, networkError, rillError, type RillError } from '../errors.js';
+import { fromBody, fromResponse, networkError, rillError, type RillError } from '../errors.js';
 import type { ResetNotice, RillEvent } from '../types.js';
 import { withToken } from '../token.js';
 import {
@@ -81,8 +81,8 @@ async function run(
   });
   if (!res.ok) {
     clearTimeout(timer);
-    const ra = Number(res.headers.get('retry-after'));
-    return close(await fromResponse(res), ra > 0 ? ra * 1000 : undefined);
+    // A Retry-After (429, 503) rides on the error: the subscription waits at least that long.
+    return close(await fromResponse(res));
   }
   if (!res.body || !(res.headers.get('content-type') ?? '').includes('text/event-stream')) {
     clearTimeout(timer);
@@ -154,10 +154,7 @@ function dispatch(
   const json = JSON.parse(data) as Record<string, unknown>;
   if (type === 'error') {
     close(
-      rillError(String(json.code), String(json.message), {
-        retryable: json.retryable === true,
-        closeCode: typeof json.closeCode === 'number' ? json.closeCode : undefined,
-      }),
+      fromBody({ error: { ...json, code: String(json.code), retryable: json.retryable === true } }),
     );
     return true;
   }

@@ -15,6 +15,8 @@ interface Entry {
 /** Close codes that name a Rill error (docs/protocol.md § Errors); others are `connection_failed`. */
 const CLOSE_CODES: Record<number, string> = {
   4006: 'token_expired',
+  4008: 'rate_limited',
+  4009: 'overloaded',
   4524: 'unauthorized',
   4525: 'forbidden',
 };

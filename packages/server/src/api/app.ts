@@ -1,4 +1,9 @@
-import type { Http2SecureServer, SecureServerOptions } from 'node:http2';
+import {
+  constants as h2constants,
+  type Http2SecureServer,
+  type Http2ServerRequest,
+  type SecureServerOptions,
+} from 'node:http2';
 import Fastify, { LogController } from 'fastify';
 import type { FastifyError, FastifyInstance, FastifyServerOptions } from 'fastify';
 import type { Logger } from 'pino';
@@ -187,6 +192,33 @@ export function buildApp(
     });
   }
 
+  // Node bounds an HTTP/1.1 request's head and body (headersTimeout, requestTimeout), not an
+  // HTTP/2 stream's: a client trickling a body one byte at a time would hold its stream, and what
+  // it sent so far, for as long as it liked. The same bound here: a body not received within
+  // requestTimeout gets 408 request_timeout and the stream is closed (RST_STREAM NO_ERROR after
+  // the answer, RFC 9113 §8.1), so the request is never handled.
+  if (tls && http.requestTimeout > 0) {
+    app.addHook('onRequest', (req, reply, done) => {
+      const raw = req.raw as unknown as Http2ServerRequest;
+      if (raw.httpVersionMajor !== 2 || raw.stream.endAfterHeaders) return done();
+      const stream = raw.stream;
+      const timer = setTimeout(() => {
+        if (raw.complete || stream.destroyed) return;
+        // Nothing more is read: the request is never handled.
+        stream.pause();
+        const close = (): void => stream.close(h2constants.NGHTTP2_NO_ERROR);
+        if (reply.sent || stream.headersSent) return close();
+        // Once the answer is out (END_STREAM), the half the client still holds open is reset.
+        stream.once('finish', close);
+        const e = new RillError('request_timeout');
+        void reply.code(408).type('application/json; charset=utf-8').send(e.toJSON());
+      }, http.requestTimeout);
+      stream.once('close', () => clearTimeout(timer));
+      raw.once('end', () => clearTimeout(timer));
+      done();
+    });
+  }
+
   // First of all: is this a Host the server answers for (DNS rebinding)?
   const hosts = new HostPolicy(http.allowedHosts, ctx.config.host);
   app.addHook('onRequest', (req, reply, done) => {
@@ -286,6 +318,15 @@ export function buildApp(
   app.get('/readyz', async (_req, reply) => {
     if (ctx.state.closing) {
       return reply.code(503).send(new RillError('shutting_down').toJSON());
+    }
+    // Overloaded: not ready, so that a load balancer sends new clients elsewhere (open streams
+    // stay; /healthz still answers 200: the process is alive and need not be restarted).
+    if (ctx.load?.overloaded) {
+      const e = new RillError('overloaded');
+      return reply
+        .code(503)
+        .header('retry-after', String(retryAfterSeconds(e)))
+        .send(e.toJSON());
     }
     if (hasHealthCheck(ctx.engine)) {
       const h = await ctx.engine.health();

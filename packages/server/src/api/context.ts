@@ -5,6 +5,7 @@ import type { Engine } from '../engine/engine.js';
 import type { Hub } from '../fanout/hub.js';
 import type { ConnectionBudget } from '../net/capacity.js';
 import type { RequestLimits } from './limits.js';
+import type { LoadMonitor } from '../net/overload.js';
 import type { OpenStreams } from './open-streams.js';
 
 /**
@@ -19,6 +20,8 @@ export interface AppContext {
   state: { closing: boolean };
   /** Refuses new streams once connections near the open-files limit. */
   budget?: ConnectionBudget;
+  /** Refuses new streams, WebSocket connections and publishes while the event loop is overloaded. */
+  load?: LoadMonitor;
   /** Who a request is (`enabled` false: everything is allowed, as without an `auth` section). */
   auth: Authenticator;
   /** Open streams by credential, to end them at expiry or when the credential is revoked. */

@@ -201,6 +201,8 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
       const patterns = parseTopicsParam(req.query.topics, limits.maxPatternsPerSubscription);
       const identity = identityOf(req, ctx.auth);
       checkSubscribe(identity, patterns);
+      const overloaded = ctx.load?.refuse();
+      if (overloaded) throw overloaded;
       const asked = parseWait(req.query.wait);
       // HEAD answers at once: it asks what a GET would answer now, not for the next event.
       const waitMs = req.method === 'HEAD' ? 0 : asked;

@@ -31,6 +31,15 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
     '/v1/topics/:topic/events',
     {
       schema: { params: topicParams },
+      // Overloaded: refused before the body is read (after authentication, in the app's hooks).
+      ...(ctx.load?.enabled
+        ? {
+            onRequest: async () => {
+              const overloaded = ctx.load?.refuse();
+              if (overloaded) throw overloaded;
+            },
+          }
+        : {}),
       // Before the body is read: a publish the identity may not make, or that its limits refuse
       // already, is not worth receiving. Without authentication or limits every publish is
       // allowed, and the hot path gets no extra hook.

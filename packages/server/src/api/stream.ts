@@ -69,6 +69,8 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       void reply.header('connection', 'close');
       throw full;
     }
+    const overloaded = ctx.load?.refuse();
+    if (overloaded) throw overloaded;
     // A HEAD opens no stream: it is not counted.
     const limitSubjects =
       req.method === 'HEAD' || !ctx.limits.enabled ? [] : ctx.limits.ofRequest(req, identity);

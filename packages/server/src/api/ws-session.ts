@@ -397,6 +397,8 @@ export class WsSession {
       });
     }
     if (this.ctx.state.closing) throw new RillError('shutting_down');
+    const overloaded = this.ctx.load?.refuse();
+    if (overloaded) throw overloaded;
     // Over the subscriptions limit only this request is refused; the others keep flowing.
     const lease = this.ctx.limits.enabled
       ? this.ctx.limits.openSubscription(this.subjectsOf(identity))
@@ -546,6 +548,8 @@ export class WsSession {
     const identity = this.credentials.require();
     if (!identity.grants.canPublish(topic)) throw forbidden('publish to', topic);
     if (this.ctx.state.closing) throw new RillError('shutting_down');
+    const overloaded = this.ctx.load?.refuse();
+    if (overloaded) throw overloaded;
     const rate = this.ctx.limits;
     let created: Promise<void> | null = null;
     if (rate.enabled) {

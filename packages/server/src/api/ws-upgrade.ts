@@ -294,5 +294,12 @@ function checkHandshake(
   }
   const full = ctx.budget?.refuseStream();
   if (full) return { error: full, headers: { 'Retry-After': String(retryAfterSeconds(full)) } };
+  const overloaded = ctx.load?.refuse();
+  if (overloaded) {
+    return {
+      error: overloaded,
+      headers: { 'Retry-After': String(retryAfterSeconds(overloaded)) },
+    };
+  }
   return null;
 }

@@ -8,6 +8,7 @@ import {
   type PublishRetry,
 } from '@rill/client';
 import { cannotReach } from './reach.js';
+import { CLI_MAX_RETRY_AFTER, describeRefusal } from './refusal.js';
 import { DEFAULT_URL, formatDelay, tokenFrom, tokenOption, urlOption } from './tail.js';
 
 interface PublishFlags {
@@ -62,14 +63,18 @@ async function publish(
 ): Promise<number> {
   const url = flags.url ?? process.env.RILL_URL ?? DEFAULT_URL;
   const token = tokenFrom(flags);
-  const client = createClient({ url, ...(token !== undefined ? { token } : {}) });
+  const client = createClient({
+    url,
+    maxRetryAfter: CLI_MAX_RETRY_AFTER,
+    ...(token !== undefined ? { token } : {}),
+  });
   const fail = (msg: string, code = 1): number => {
     process.stderr.write(`rill: ${msg}\n`);
     return code;
   };
   const describe = (err: unknown): string =>
     err instanceof RillError
-      ? `${err.code}: ${err.message}`
+      ? (describeRefusal(err, null) ?? `${err.code}: ${err.message}`)
       : String((err as Error)?.message ?? err);
   // A server that cannot be reached is not a rejection: say where and why, and that it gave up.
   const failure = (err: unknown): string =>
@@ -80,6 +85,12 @@ async function publish(
   let retries = 1;
   const onRetry = (r: PublishRetry): void => {
     retries = r.attempt + 1;
+    // Asked to wait (429, overloaded): always said, with the limit, as it slows the command down.
+    const refusal = describeRefusal(r.error, r.delay);
+    if (refusal !== undefined) {
+      process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}rill: ${refusal}\n`);
+      return;
+    }
     if (!process.stderr.isTTY) return;
     const why =
       r.error.code === 'connection_failed' ? cannotReach(url, r.error) : describe(r.error);

@@ -43,6 +43,11 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'rateLimits.exemptAddresses': 'Addresses not held to the per-address limits.',
   'rateLimits.shared': 'auto: nodes on redis or nats share their counts; local: each counts alone.',
   'rateLimits.syncInterval': 'How often a node exchanges its counts with the other nodes.',
+  'overload.maxEventLoopDelay':
+    'Mean event-loop delay past which new streams and publishes get 503 overloaded (0 = off).',
+  'overload.maxEventLoopUtilization':
+    'Event-loop utilisation (0-1) past which new streams and publishes are refused (0 = off).',
+  'overload.sampleInterval': 'How often the event loop is measured for load shedding.',
   'retention.maxEvents': 'Events kept per topic (0 = no limit).',
   'retention.maxAge': 'Oldest event kept (0 = no limit).',
   'retention.maxBytes':

@@ -2,6 +2,7 @@ import { styleText } from 'node:util';
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { WebSocket } from 'ws';
+import { CLI_MAX_RETRY_AFTER, describeRefusal, formatDelay } from './refusal.js';
 import {
   createClient,
   RillError,
@@ -25,10 +26,7 @@ interface TailFlags {
   transport?: TransportName;
 }
 
-/** `1s`, `1.5s`, `250ms`. */
-export function formatDelay(ms: number): string {
-  return ms >= 1000 ? `${Math.round(ms / 100) / 10}s` : `${Math.round(ms)}ms`;
-}
+export { formatDelay } from './refusal.js';
 
 export function urlOption(): Option {
   return new Option('--url <url>', `server URL (default ${DEFAULT_URL}, env RILL_URL)`);
@@ -127,6 +125,7 @@ async function tail(topics: string[], flags: TailFlags): Promise<number> {
   const token = tokenFrom(flags);
   const client = createClient({
     url,
+    maxRetryAfter: CLI_MAX_RETRY_AFTER,
     transport: flags.transport ?? 'auto',
     WebSocket,
     ...(token !== undefined ? { token } : {}),
@@ -155,13 +154,17 @@ async function tail(topics: string[], flags: TailFlags): Promise<number> {
             ...(s.error?.code === 'connection_failed'
               ? { cause: unreachableCause(s.error, url) }
               : {}),
+            ...(s.error?.limit !== undefined ? { limit: s.error.limit } : {}),
+            ...(s.error?.scope !== undefined ? { scope: s.error.scope } : {}),
+            ...(s.error?.limitValue !== undefined ? { limitValue: s.error.limitValue } : {}),
+            ...(s.error?.retryAfter !== undefined ? { retryAfter: s.error.retryAfter } : {}),
           })}\n`,
         );
       } else if (s.state === 'reconnecting' || (s.state === 'connecting' && s.error)) {
         const why =
           s.error?.code === 'connection_failed'
             ? cannotReach(url, s.error)
-            : `${url}: ${s.error ? `${s.error.message}, ` : ''}`;
+            : `${url}: ${s.error ? `${describeRefusal(s.error) ?? s.error.message}, ` : ''}`;
         const delay = s.delay === undefined ? '' : ` in ${formatDelay(s.delay)}`;
         process.stderr.write(
           styleText(
