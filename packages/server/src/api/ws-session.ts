@@ -19,6 +19,7 @@ import { parseWsRequest } from '../wire/ws-request.js';
 import { WsSink, WsWriter } from '../net/ws-sink.js';
 import { wsErrorFrame } from '../wire/ws.js';
 import { checkSubscribe, forbidden } from './authn.js';
+import { ephemeralOf } from './publish.js';
 import type { AppContext } from './context.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { logStreamEnd, logStreamOpen } from './stream-log.js';
@@ -499,6 +500,26 @@ export class WsSession {
     if (!this.credentials.require().grants.canPublish(topic)) throw forbidden('publish to', topic);
     if (this.ctx.state.closing) throw new RillError('shutting_down');
     this.begin();
+    if (input.ephemeral === true) {
+      const ev = ephemeralOf(topic, input, Date.now());
+      this.ctx.engine
+        .broadcast(topic, [ev])
+        .then(
+          () =>
+            this.send(
+              `{"op":"ack","id":${JSON.stringify(id)},"topic":"${topic}","ephemeral":true,"time":${ev.time}}`,
+            ),
+          (err: unknown) =>
+            this.sendError(
+              err instanceof RillError
+                ? err
+                : new RillError('engine_unavailable', 'The event was not sent', { cause: err }),
+              { id },
+            ),
+        )
+        .finally(() => this.finish());
+      return;
+    }
     const span = startPublishSpan('ws', topic, [input], undefined, Date.now());
     tracedAppend(this.ctx.engine, topic, [input], span)
       .then(
