@@ -248,9 +248,11 @@ export class NatsEngine implements Engine, HealthCheck {
   ): Promise<TopicRetentionInfo | null> {
     this.life.assertOpen();
     const o = cleanOverride(override);
+    // What the limits hid so far stays gone when they loosen: the floor holds it.
+    const before = await this.reader.head(topic);
+    if (before === null) return null;
     const done = await this.updateSettings(topic, (s) => {
-      const next: LogSettings = {};
-      if (s.floor !== undefined) next.floor = s.floor;
+      const next: LogSettings = { floor: Math.max(s.floor ?? 0, before.firstSeq) };
       if (o !== null) next.retention = o;
       return next;
     });
