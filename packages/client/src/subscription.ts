@@ -334,6 +334,12 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
   }
 
   private onEvent(ev: RillEvent, c: string | undefined): void | Promise<void> {
+    if (ev.ephemeral === true) {
+      // Live only: no seq, no position to keep, nothing to fill.
+      for (const fn of this.ls.event) call(fn, ev as RillEvent<T>);
+      this.enqueue(ev as Item);
+      return;
+    }
     const epoch = parseId(ev.id)?.epoch ?? '';
     const p = this.pos.get(ev.topic);
     if (p && p.epoch === epoch) {

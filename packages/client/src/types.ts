@@ -18,6 +18,11 @@ export interface RillEvent<T = unknown> {
    * parent or a link of the span that handles the event).
    */
   trace?: TraceContext;
+  /**
+   * True for an ephemeral event: delivered live only, never stored. The server sends it without
+   * `seq`, `id` or `key`, and it never moves the subscription's cursor.
+   */
+  ephemeral?: true;
   data: T;
 }
 
@@ -31,7 +36,7 @@ export interface TraceContext {
 export interface ResetNotice {
   kind: 'reset';
   topic: string;
-  reason: 'retention' | 'epoch' | 'ahead';
+  reason: 'retention' | 'epoch' | 'ahead' | 'deleted';
   epoch: string;
   /** The stream continues after this seq. */
   seq: number;

@@ -72,6 +72,13 @@ export function parseDuration(value: string | number): number {
   return r.data;
 }
 const bytes = withUnits(UNITS_BYTES, 'size').pipe(z.number().int().min(0));
+
+/** A size as the config takes it (`"64KiB"`, `"10MB"`, a number of bytes) in bytes. */
+export function parseSize(value: string | number): number {
+  const r = bytes.safeParse(value);
+  if (!r.success) throw new ConfigError(`${JSON.stringify(value)}: ${r.error.issues[0]?.message}`);
+  return r.data;
+}
 const pattern = z
   .string()
   .refine(isValidPattern, { message: 'expected a topic or pattern such as "logs.>"' });

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isEpoch } from '../src/model/cursor.js';
-import type { AppendResult, Engine, EngineOptions } from '../src/engine/engine.js';
+import type { AppendResult, Engine, EngineOptions, TopicSignal } from '../src/engine/engine.js';
 import { RillError } from '../src/model/errors.js';
 import type { EventInput, RillEvent } from '../src/model/event.js';
 
@@ -974,6 +974,150 @@ export function engineContract(
         expect(await engine.listTopics({ prefix: topic('b.'), after: topic('a') })).toEqual(
           await engine.listTopics({ prefix: topic('b.') }),
         );
+      });
+    });
+
+    describe('ephemeral events and administration', () => {
+      /** A watch whose stored events and signals are collected; ready once `warm` came through. */
+      async function watchAll(engine: Engine, t: string) {
+        const signals: TopicSignal[] = [];
+        const events = collector<RillEvent>((push) =>
+          engine.watch(t, push, (s) => signals.push(s)),
+        );
+        return { events, signals };
+      }
+
+      async function until(check: () => boolean, what: string): Promise<void> {
+        await eventually(async () => check(), what);
+      }
+
+      it('broadcast reaches watchers only: nothing stored, no seq consumed', async () => {
+        const engine = await make();
+        const t = topic('eph');
+        const w = await watchAll(engine, t);
+        await engine.append(t, [ev('warm')]);
+        await w.events.until(1);
+        await engine.broadcast(t, [{ topic: t, time: 5, type: 'typing', data: '{"u":"a"}' }]);
+        await until(() => w.signals.length === 1, 'the ephemeral event arrived');
+        expect(w.signals[0]).toEqual({
+          kind: 'ephemeral',
+          events: [{ topic: t, time: 5, type: 'typing', data: '{"u":"a"}' }],
+        });
+        const [next] = await engine.append(t, [ev('after')]);
+        expect(next?.event.seq).toBe(2);
+        expect((await readAll(engine, t)).map((e) => e.data)).toEqual(['"warm"', '"after"']);
+        expect((await engine.head(t))?.lastSeq).toBe(2);
+        w.events.stop();
+      });
+
+      it('deleteTopic removes the log, tells watchers, and the next append starts a new epoch', async () => {
+        const engine = await make();
+        const t = topic('del');
+        await engine.append(t, [ev(1), ev(2), ev(3)]);
+        const old = (await engine.head(t))!.epoch;
+        const w = await watchAll(engine, t);
+        await engine.append(t, [ev(4)]);
+        await w.events.until(1);
+        expect(await engine.deleteTopic(t)).toBe(true);
+        await until(
+          () => w.signals.some((s) => s.kind === 'deleted'),
+          'the deletion was signalled',
+        );
+        expect(w.signals).toContainEqual({ kind: 'deleted', epoch: old });
+        expect(await engine.head(t)).toBeNull();
+        expect(await engine.read(t, 0, 10)).toEqual({ events: [], head: null });
+        expect((await engine.listTopics({ prefix: t })).map((h) => h.topic)).not.toContain(t);
+        const [first] = await engine.append(t, [ev('new')]);
+        expect(first?.event.seq).toBe(1);
+        expect(first?.event.epoch).not.toBe(old);
+        expect(isEpoch(first!.event.epoch)).toBe(true);
+        expect((await readAll(engine, t)).map((e) => e.data)).toEqual(['"new"']);
+        // The watch goes on into the new log.
+        await eventuallyHas(w.events, 1);
+        expect(w.events.items.at(-1)).toMatchObject({ seq: 1, epoch: first!.event.epoch });
+        expect(await engine.deleteTopic(topic('never'))).toBe(false);
+        w.events.stop();
+      });
+
+      it('purge drops the events before a seq; appends go on', async () => {
+        const engine = await make();
+        const t = topic('purge');
+        await engine.append(
+          t,
+          Array.from({ length: 6 }, (_, i) => ev(i + 1)),
+        );
+        await engine.append(
+          t,
+          Array.from({ length: 4 }, (_, i) => ev(i + 7)),
+        );
+        const head = await engine.purge(t, 5);
+        expect([head?.firstSeq, head?.lastSeq]).toEqual([5, 10]);
+        expect(seqs(await readAll(engine, t))).toEqual(range(5, 10));
+        expect(seqs((await engine.read(t, 0, 2)).events)).toEqual([5, 6]);
+        // Purging before an earlier seq changes nothing; past the head empties the log.
+        expect((await engine.purge(t, 2))?.firstSeq).toBe(5);
+        const all = await engine.purge(t, 1_000);
+        expect([all?.firstSeq, all?.lastSeq]).toEqual([11, 10]);
+        expect(await readAll(engine, t)).toEqual([]);
+        const [next] = await engine.append(t, [ev(11)]);
+        expect(next?.event.seq).toBe(11);
+        expect(seqs(await readAll(engine, t))).toEqual([11]);
+        expect(await engine.purge(topic('never'), 3)).toBeNull();
+      });
+
+      it('setRetention overrides the configured limits for one topic, and can be cleared', async () => {
+        const engine = await make({ retention: { maxEvents: 100, maxAgeMs: 0, rules: [] } });
+        const t = topic('ret');
+        const other = topic('other');
+        await engine.append(
+          t,
+          Array.from({ length: 10 }, (_, i) => ev(i + 1)),
+        );
+        await engine.append(other, [ev(1), ev(2), ev(3), ev(4)]);
+        expect(await engine.getRetention(t)).toEqual({
+          maxEvents: 100,
+          maxAgeMs: 0,
+          maxBytes: 0,
+          override: null,
+        });
+        const set = await engine.setRetention(t, { maxEvents: 3 });
+        expect(set).toEqual({ maxEvents: 3, maxAgeMs: 0, maxBytes: 0, override: { maxEvents: 3 } });
+        expect(await engine.getRetention(t)).toEqual(set);
+        expect((await engine.head(t))?.firstSeq).toBe(8);
+        expect(seqs(await readAll(engine, t))).toEqual([8, 9, 10]);
+        await engine.append(t, [ev(11), ev(12)]);
+        expect(seqs(await readAll(engine, t))).toEqual([10, 11, 12]);
+        // Other topics keep the configured limits.
+        expect((await engine.head(other))?.firstSeq).toBe(1);
+        const cleared = await engine.setRetention(t, null);
+        expect(cleared).toEqual({ maxEvents: 100, maxAgeMs: 0, maxBytes: 0, override: null });
+        await engine.append(
+          t,
+          Array.from({ length: 5 }, (_, i) => ev(i + 13)),
+        );
+        expect(seqs(await readAll(engine, t))).toEqual(range(10, 17));
+        expect(await engine.setRetention(topic('never'), { maxEvents: 1 })).toBeNull();
+        expect(await engine.getRetention(topic('never'))).toBeNull();
+      });
+
+      it('an override looser than the configuration keeps more', async () => {
+        const engine = await make({ retention: { maxEvents: 2, maxAgeMs: 0, rules: [] } });
+        const t = topic('loose');
+        await engine.append(t, [ev(1), ev(2)]);
+        await engine.setRetention(t, { maxEvents: 50 });
+        for (let i = 3; i <= 30; i++) await engine.append(t, [ev(i)]);
+        expect(seqs(await readAll(engine, t))).toEqual(range(1, 30));
+      });
+
+      it('deleting a topic drops its override', async () => {
+        const engine = await make({ retention: { maxEvents: 100, maxAgeMs: 0, rules: [] } });
+        const t = topic('delret');
+        await engine.append(t, [ev(1)]);
+        await engine.setRetention(t, { maxEvents: 1 });
+        await engine.deleteTopic(t);
+        await engine.append(t, [ev(1), ev(2), ev(3)]);
+        expect((await engine.getRetention(t))?.override).toBeNull();
+        expect(seqs(await readAll(engine, t))).toEqual([1, 2, 3]);
       });
     });
 

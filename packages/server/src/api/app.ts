@@ -23,6 +23,7 @@ import { pollRoutes } from './poll.js';
 import { publishRoutes } from './publish.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
+import { topicAdminRoutes } from './topic-admin.js';
 import { wsRoutes } from './ws-upgrade.js';
 
 const FASTIFY_TO_RILL: Record<string, RillError['code']> = {
@@ -347,6 +348,7 @@ export function buildApp(
 
   publishRoutes(app, ctx);
   topicRoutes(app, ctx);
+  topicAdminRoutes(app, ctx);
   streamRoutes(app, ctx);
   wsRoutes(app, ctx, hosts);
   pollRoutes(app, ctx);

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { RillError } from '../model/errors.js';
-import type { EventInput } from '../model/event.js';
+import type { EphemeralEvent, EventInput } from '../model/event.js';
 import { eventId, parseEventInput, rawDataText } from '../model/event.js';
 import { assertTopic } from '../model/topic.js';
 import { parseTraceContext } from '../model/trace.js';
@@ -109,6 +109,30 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
       if (requestTrace !== undefined) {
         for (const input of inputs) input.trace ??= requestTrace;
       }
+      const ephemeral = inputs.filter((i) => i.ephemeral === true).length;
+      if (ephemeral > 0) {
+        if (ephemeral < inputs.length) {
+          throw new RillError(
+            'invalid_event',
+            'A batch is either all ephemeral or all stored: send ephemeral events on their own',
+          );
+        }
+        const time = Date.now();
+        try {
+          await ctx.engine.broadcast(
+            topic,
+            inputs.map((i) => ephemeralOf(topic, i, time)),
+          );
+        } catch (err) {
+          throw err instanceof RillError
+            ? err
+            : new RillError('engine_unavailable', 'The events were not sent', { cause: err });
+        }
+        return reply
+          .code(202)
+          .type('application/json; charset=utf-8')
+          .send(`{"topic":"${topic}","ephemeral":true,"count":${inputs.length},"time":${time}}`);
+      }
       const span = startPublishSpan('http', topic, inputs, requestTrace, startTime);
       let results;
       try {
@@ -134,6 +158,18 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
       return reply.code(201).type('application/json; charset=utf-8').send(out);
     },
   );
+}
+
+/** The ephemeral event a validated input stands for (received at `time`). */
+export function ephemeralOf(topic: string, input: EventInput, time: number): EphemeralEvent {
+  const ev: { -readonly [K in keyof EphemeralEvent]: EphemeralEvent[K] } = {
+    topic,
+    time,
+    data: input.data,
+  };
+  if (input.type !== undefined) ev.type = input.type;
+  if (input.trace !== undefined) ev.trace = input.trace;
+  return ev;
 }
 
 /** The raw events of a body and, for NDJSON, the line each came from. */

@@ -21,6 +21,7 @@ import { parseWsRequest } from '../wire/ws-request.js';
 import { WsSink, WsWriter } from '../net/ws-sink.js';
 import { wsErrorFrame } from '../wire/ws.js';
 import { checkSubscribe, forbidden } from './authn.js';
+import { ephemeralOf } from './publish.js';
 import type { AppContext } from './context.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { logStreamEnd, logStreamOpen } from './stream-log.js';
@@ -559,6 +560,26 @@ export class WsSession {
       created = rate.checkTopic(topic, subjects);
     }
     this.begin();
+    if (input.ephemeral === true) {
+      const ev = ephemeralOf(topic, input, Date.now());
+      this.ctx.engine
+        .broadcast(topic, [ev])
+        .then(
+          () =>
+            this.send(
+              `{"op":"ack","id":${JSON.stringify(id)},"topic":"${topic}","ephemeral":true,"time":${ev.time}}`,
+            ),
+          (err: unknown) =>
+            this.sendError(
+              err instanceof RillError
+                ? err
+                : new RillError('engine_unavailable', 'The event was not sent', { cause: err }),
+              { id },
+            ),
+        )
+        .finally(() => this.finish());
+      return;
+    }
     const span = startPublishSpan('ws', topic, [input], undefined, Date.now());
     const append = (): ReturnType<typeof this.ctx.engine.append> => {
       const appended = tracedAppend(this.ctx.engine, topic, [input], span);

@@ -2,7 +2,7 @@ import type { EventInput, RillEvent } from '../model/event.js';
 import { RillError } from '../model/errors.js';
 import { redactUrl } from '../model/redact.js';
 import { encodeTrace, type TraceContext } from '../model/trace.js';
-import type { EngineLog, WatchListener } from './engine.js';
+import type { EngineLog, SignalListener, TopicSignal, WatchListener } from './engine.js';
 
 /** Most events one `read` returns, whatever `limit` asks for. */
 export const MAX_READ_LIMIT = 10_000;
@@ -68,10 +68,12 @@ export class ReachabilityLog {
 interface Subscription<T> {
   fn: (value: T) => void;
   active: boolean;
+  signals?: SignalListener;
 }
 
 type Delivery =
   | { kind: 'events'; topic: string; events: readonly RillEvent[] }
+  | { kind: 'signal'; topic: string; signal: TopicSignal }
   | { kind: 'topic'; topic: string };
 
 /**
@@ -85,8 +87,9 @@ export class Feed {
   private readonly queue: Delivery[] = [];
   private draining = false;
 
-  watch(topic: string, listener: WatchListener): () => void {
+  watch(topic: string, listener: WatchListener, signals?: SignalListener): () => void {
     const sub: Subscription<readonly RillEvent[]> = { fn: listener, active: true };
+    if (signals !== undefined) sub.signals = signals;
     let set = this.watchers.get(topic);
     if (set === undefined) {
       set = new Set();
@@ -123,6 +126,13 @@ export class Feed {
     this.drain();
   }
 
+  /** Delivers a signal (an ephemeral batch, a deletion) of one topic, in order with its events. */
+  signal(topic: string, signal: TopicSignal): void {
+    if (!this.watchers.has(topic)) return;
+    this.queue.push({ kind: 'signal', topic, signal });
+    this.drain();
+  }
+
   topicCreated(topic: string): void {
     if (this.topicWatchers.size === 0) return;
     this.queue.push({ kind: 'topic', topic });
@@ -149,6 +159,13 @@ export class Feed {
         if (d.kind === 'events') {
           const set = this.watchers.get(d.topic);
           if (set !== undefined) for (const sub of set) call(sub, d.events);
+        } else if (d.kind === 'signal') {
+          const set = this.watchers.get(d.topic);
+          if (set !== undefined) {
+            for (const sub of set) {
+              if (sub.signals !== undefined) call({ ...sub, fn: sub.signals }, d.signal);
+            }
+          }
         } else {
           for (const sub of this.topicWatchers) call(sub, d.topic);
         }

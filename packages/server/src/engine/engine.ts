@@ -1,4 +1,4 @@
-import type { EventInput, RillEvent } from '../model/event.js';
+import type { EphemeralEvent, EventInput, RillEvent } from '../model/event.js';
 
 /**
  * The Engine contract. An engine is the only stateful part of Rill: it owns every topic's log.
@@ -28,6 +28,15 @@ import type { EventInput, RillEvent } from '../model/event.js';
  *    gap from the log before delivering later events.
  * 7. **Epoch.** A random alphanumeric string fixed when a topic's log is created. If the log is
  *    wiped and recreated, the epoch changes, so a cursor from the old log is never trusted.
+ * 8. **Ephemeral events** (`broadcast`) reach the topic's watchers on every node through the
+ *    watch's `signals` listener, and nothing else: they are not stored, take no seq and are never
+ *    read back. Delivery is best effort (a watcher that is not connected at that moment misses
+ *    them).
+ * 9. **Administration.** `deleteTopic` removes a log whole (the next append starts a new epoch) and
+ *    tells the topic's watchers on every node with a `deleted` signal; `purge` drops events from
+ *    the start as retention does; `setRetention` stores a per-topic override of the configured
+ *    retention with the log, seen by every node and surviving restarts (until the topic is
+ *    deleted).
  */
 export interface Engine {
   /** `memory`, `lmdb`, … */
@@ -51,8 +60,40 @@ export interface Engine {
    */
   seqAtTime(topic: string, ms: number): Promise<number | null>;
 
-  /** Subscribes to a topic's live feed (guarantee 6). Returns the function that stops it. */
-  watch(topic: string, listener: WatchListener): () => void;
+  /**
+   * Subscribes to a topic's live feed (guarantee 6), and to its signals (ephemeral events, the
+   * topic's deletion: guarantees 8 and 9) when `signals` is given. Returns the function that
+   * stops it.
+   */
+  watch(topic: string, listener: WatchListener, signals?: SignalListener): () => void;
+
+  /** Hands ephemeral events to the topic's watchers on every node (guarantee 8). */
+  broadcast(topic: string, events: readonly EphemeralEvent[]): Promise<void>;
+
+  /**
+   * Deletes a topic's log and its retention override; its watchers get a `deleted` signal. The
+   * next append creates a new log under a new epoch. False when there was no such topic.
+   */
+  deleteTopic(topic: string): Promise<boolean>;
+
+  /**
+   * Drops the retained events with `seq < beforeSeq` (at most up to `lastSeq + 1`), as retention
+   * would. Returns the head afterwards, or null for an unknown topic.
+   */
+  purge(topic: string, beforeSeq: number): Promise<TopicHead | null>;
+
+  /**
+   * Sets a topic's retention override (null clears it): its fields win over the configured rules,
+   * the ones it leaves out come from them. Applied at once. Returns the limits now in force, or
+   * null for an unknown topic.
+   */
+  setRetention(
+    topic: string,
+    override: RetentionOverride | null,
+  ): Promise<TopicRetentionInfo | null>;
+
+  /** The limits in force for a topic and its override, or null for an unknown topic. */
+  getRetention(topic: string): Promise<TopicRetentionInfo | null>;
 
   /**
    * Subscribes to topic creation: `listener` gets the name of every topic created after the call
@@ -68,6 +109,29 @@ export interface Engine {
 }
 
 export type WatchListener = (events: readonly RillEvent[]) => void;
+
+/** What passes through a topic's watch besides its stored events. */
+export type TopicSignal =
+  | { kind: 'ephemeral'; events: readonly EphemeralEvent[] }
+  /** The log of `epoch` was deleted. */
+  | { kind: 'deleted'; epoch: string };
+
+export type SignalListener = (signal: TopicSignal) => void;
+
+/** A topic's own retention limits, set at runtime; an absent field falls back to the config. */
+export interface RetentionOverride {
+  maxEvents?: number;
+  maxAgeMs?: number;
+  maxBytes?: number;
+}
+
+/** The retention of one topic: the limits in force (0 = unlimited) and its override, if any. */
+export interface TopicRetentionInfo {
+  maxEvents: number;
+  maxAgeMs: number;
+  maxBytes: number;
+  override: RetentionOverride | null;
+}
 
 export interface AppendResult {
   event: RillEvent;

@@ -1,6 +1,11 @@
 import { statSync, statfsSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { MAX_KEY_LENGTH, type EventInput, type RillEvent } from '../model/event.js';
+import {
+  MAX_KEY_LENGTH,
+  type EphemeralEvent,
+  type EventInput,
+  type RillEvent,
+} from '../model/event.js';
 import { RillError, isRillError } from '../model/errors.js';
 import { assertTopic } from '../model/topic.js';
 import { decodeTrace, encodeTrace } from '../model/trace.js';
@@ -11,7 +16,10 @@ import {
   type Engine,
   type EngineOptions,
   type ReadResult,
+  type RetentionOverride,
+  type SignalListener,
   type TopicHead,
+  type TopicRetentionInfo,
   type WatchListener,
 } from './engine.js';
 import {
@@ -25,7 +33,14 @@ import {
   storageFull,
 } from './common.js';
 import { Lifecycle } from './lifecycle.js';
-import { newEpoch, RetentionResolver } from './retention.js';
+import {
+  applyOverride,
+  cleanOverride,
+  newEpoch,
+  RetentionResolver,
+  retentionInfo,
+  type TopicRetention,
+} from './retention.js';
 
 /** How often age retention and expired idempotency keys are swept by default, ms. */
 export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
@@ -111,6 +126,8 @@ interface TopicRecord {
   o?: number;
   fo?: number;
   ro?: number;
+  /** The topic's retention override (`Engine.setRetention`); absent when it has none. */
+  rt?: RetentionOverride;
 }
 
 /**
@@ -360,9 +377,98 @@ export class LmdbEngine implements Engine {
     return this.firstSeqAtTime(topic, meta, ms);
   }
 
-  watch(topic: string, listener: WatchListener): () => void {
+  watch(topic: string, listener: WatchListener, signals?: SignalListener): () => void {
     if (this.life.closed) return () => {};
-    return this.feed.watch(topic, listener);
+    return this.feed.watch(topic, listener, signals);
+  }
+
+  async broadcast(topic: string, events: readonly EphemeralEvent[]): Promise<void> {
+    this.life.assertOpen();
+    assertTopic(topic);
+    if (events.length > 0) this.feed.signal(topic, { kind: 'ephemeral', events });
+  }
+
+  async deleteTopic(topic: string): Promise<boolean> {
+    this.life.assertOpen();
+    let epoch: string | undefined;
+    let change = 0;
+    await this.life.track(
+      this.root.transaction(() => {
+        this.root.committed.then(ignore, ignore); // see applyAppend
+        const meta = this.topics.get(topic);
+        if (meta === undefined) return;
+        epoch = meta.epoch;
+        change = -storedBytes(meta);
+        for (const key of this.blocks.getKeys({
+          start: [topic, 0],
+          end: [topic, meta.lastSeq + 1],
+        }))
+          this.blocks.removeSync(key);
+        // The key-expiry index keeps its entries: the sweep drops them, finding no key.
+        for (const key of this.keys.getKeys({ start: [topic, ''], end: [topic, '\uffff'] }))
+          this.keys.removeSync(key);
+        this.topics.removeSync(topic);
+      }),
+    );
+    if (epoch === undefined) return false;
+    this.stored += change;
+    this.feed.signal(topic, { kind: 'deleted', epoch });
+    return true;
+  }
+
+  async purge(topic: string, beforeSeq: number): Promise<TopicHead | null> {
+    this.life.assertOpen();
+    return this.updateTopic(topic, (meta, now) => {
+      this.trim(topic, meta, now, Number.MAX_SAFE_INTEGER, beforeSeq);
+      return toHead(topic, meta);
+    });
+  }
+
+  async setRetention(
+    topic: string,
+    override: RetentionOverride | null,
+  ): Promise<TopicRetentionInfo | null> {
+    this.life.assertOpen();
+    return this.updateTopic(topic, (meta, now) => {
+      const rt = cleanOverride(override);
+      if (rt === null) delete meta.rt;
+      else meta.rt = rt;
+      this.trim(topic, meta, now, Number.MAX_SAFE_INTEGER);
+      return retentionInfo(this.retention.for(topic), meta.rt);
+    });
+  }
+
+  async getRetention(topic: string): Promise<TopicRetentionInfo | null> {
+    this.life.assertOpen();
+    const meta = this.topics.get(topic);
+    return meta === undefined ? null : retentionInfo(this.retention.for(topic), meta.rt);
+  }
+
+  /** Runs `fn` on a topic's record in a write transaction and stores it; null for no topic. */
+  private async updateTopic<T>(
+    topic: string,
+    fn: (meta: TopicRecord, now: number) => T,
+  ): Promise<T | null> {
+    let out: T | null = null;
+    let change = 0;
+    await this.life.track(
+      this.root.transaction(() => {
+        this.root.committed.then(ignore, ignore); // see applyAppend
+        const meta = this.topics.get(topic);
+        if (meta === undefined) return;
+        const before = storedBytes(meta);
+        out = fn(meta, this.now());
+        change = storedBytes(meta) - before;
+        this.topics.putSync(topic, meta);
+      }),
+    );
+    this.stored += change;
+    return out;
+  }
+
+  /** The limits in force for a topic: the configured ones with its override applied. */
+  private limitsOf(topic: string, meta: TopicRecord): TopicRetention {
+    return applyOverride(this.retention.for(topic), meta.rt);
   }
 
   watchTopics(listener: (topic: string) => void): () => void {
@@ -550,7 +656,7 @@ export class LmdbEngine implements Engine {
    * due). Only reads, so it works inside a write transaction or on a read snapshot.
    */
   private retainFrom(topic: string, meta: TopicRecord, now: number): number {
-    const { maxEvents, maxAgeMs, maxBytes } = this.retention.for(topic);
+    const { maxEvents, maxAgeMs, maxBytes } = this.limitsOf(topic, meta);
     let cut = meta.firstSeq;
     if (maxEvents > 0) cut = Math.max(cut, meta.lastSeq - maxEvents + 1);
     // Time never decreases, so nothing is too old while the first stored block is not.
@@ -615,11 +721,14 @@ export class LmdbEngine implements Engine {
    * Drops events from the start of `topic` beyond its limits, at most `budget` of them, and
    * advances `meta.firstSeq`. Runs inside a write transaction; true when it dropped any.
    */
-  private trim(topic: string, meta: TopicRecord, now: number, budget: number): boolean {
-    const cut = Math.min(this.retainFrom(topic, meta, now), meta.firstSeq + budget);
+  private trim(topic: string, meta: TopicRecord, now: number, budget: number, floor = 0): boolean {
+    const cut = Math.min(
+      Math.max(this.retainFrom(topic, meta, now), Math.min(floor, meta.lastSeq + 1)),
+      meta.firstSeq + budget,
+    );
     // A topic with a byte limit keeps the offset of its first retained event (`ro`), so that the
     // next append knows without reading whether it went over.
-    const keepsOffset = this.retention.for(topic).maxBytes > 0 && meta.o !== undefined;
+    const keepsOffset = this.limitsOf(topic, meta).maxBytes > 0 && meta.o !== undefined;
     if (cut <= meta.firstSeq) {
       if (keepsOffset && meta.ro === undefined) {
         meta.ro = this.offsetBefore(topic, meta, meta.firstSeq);
@@ -747,7 +856,7 @@ export class LmdbEngine implements Engine {
 
   /** Whether a topic with a byte limit does not know its first retained event's offset yet. */
   private lacksOffset(topic: string, meta: TopicRecord): boolean {
-    return meta.ro === undefined && meta.o !== undefined && this.retention.for(topic).maxBytes > 0;
+    return meta.ro === undefined && meta.o !== undefined && this.limitsOf(topic, meta).maxBytes > 0;
   }
 
   /** Runs inside the write transaction; returns the change of the stored bytes it counted. */

@@ -1,4 +1,4 @@
-import type { EventInput, RillEvent } from '../model/event.js';
+import type { EphemeralEvent, EventInput, RillEvent } from '../model/event.js';
 import { assertTopic } from '../model/topic.js';
 import {
   DEFAULT_IDEMPOTENCY_WINDOW_MS,
@@ -8,7 +8,10 @@ import {
   type EngineOptions,
   type ReadResult,
   type RetentionConfig,
+  type RetentionOverride,
+  type SignalListener,
   type TopicHead,
+  type TopicRetentionInfo,
   type WatchListener,
 } from './engine.js';
 import {
@@ -23,7 +26,14 @@ import {
   storageFull,
 } from './common.js';
 import { Lifecycle } from './lifecycle.js';
-import { newEpoch, resolveRetention, type TopicRetention } from './retention.js';
+import {
+  applyOverride,
+  cleanOverride,
+  newEpoch,
+  resolveRetention,
+  retentionInfo,
+  type TopicRetention,
+} from './retention.js';
 
 /** How often age retention and expired idempotency keys are swept by default, ms. */
 export const DEFAULT_SWEEP_INTERVAL_MS = 1_000;
@@ -41,7 +51,9 @@ interface TopicState {
   readonly name: string;
   readonly epoch: string;
   readonly created: number;
-  readonly retention: TopicRetention;
+  /** The limits in force: the configured ones with `override` applied. */
+  retention: TopicRetention;
+  override: RetentionOverride | null;
   /** Retained events are `events[start..]`. */
   events: RillEvent[];
   /** The size of each event ({@link eventBytes}), index for index with `events`. */
@@ -190,9 +202,62 @@ export class MemoryEngine implements Engine {
     return firstSeq(state) + (lo - state.start);
   }
 
-  watch(topic: string, listener: WatchListener): () => void {
+  watch(topic: string, listener: WatchListener, signals?: SignalListener): () => void {
     if (this.life.closed) return () => {};
-    return this.feed.watch(topic, listener);
+    return this.feed.watch(topic, listener, signals);
+  }
+
+  async broadcast(topic: string, events: readonly EphemeralEvent[]): Promise<void> {
+    this.life.assertOpen();
+    assertTopic(topic);
+    if (events.length > 0) this.feed.signal(topic, { kind: 'ephemeral', events });
+  }
+
+  async deleteTopic(topic: string): Promise<boolean> {
+    this.life.assertOpen();
+    const state = this.topics.get(topic);
+    if (state === undefined) return false;
+    this.stored -= state.bytes;
+    this.drop(topic);
+    this.feed.signal(topic, { kind: 'deleted', epoch: state.epoch });
+    return true;
+  }
+
+  async purge(topic: string, beforeSeq: number): Promise<TopicHead | null> {
+    this.life.assertOpen();
+    const state = this.topics.get(topic);
+    if (state === undefined) return null;
+    const before = state.bytes;
+    while (state.start < state.events.length && firstSeq(state) < beforeSeq) {
+      state.bytes -= state.sizes[state.start] as number;
+      state.start++;
+    }
+    compact(state);
+    this.stored += state.bytes - before;
+    return headOf(state);
+  }
+
+  async setRetention(
+    topic: string,
+    override: RetentionOverride | null,
+  ): Promise<TopicRetentionInfo | null> {
+    this.life.assertOpen();
+    const state = this.topics.get(topic);
+    if (state === undefined) return null;
+    state.override = cleanOverride(override);
+    state.retention = applyOverride(resolveRetention(this.retention, topic), state.override);
+    const before = state.bytes;
+    trim(state, this.now());
+    compact(state);
+    this.stored += state.bytes - before;
+    return retentionInfo(resolveRetention(this.retention, topic), state.override);
+  }
+
+  async getRetention(topic: string): Promise<TopicRetentionInfo | null> {
+    this.life.assertOpen();
+    const state = this.topics.get(topic);
+    if (state === undefined) return null;
+    return retentionInfo(resolveRetention(this.retention, topic), state.override);
   }
 
   watchTopics(listener: (topic: string) => void): () => void {
@@ -228,6 +293,7 @@ export class MemoryEngine implements Engine {
       epoch: newEpoch(),
       created: now,
       retention: resolveRetention(this.retention, topic),
+      override: null,
       events: [],
       sizes: [],
       start: 0,

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { matchPattern } from '../model/topic.js';
-import type { RetentionConfig } from './engine.js';
+import type { RetentionConfig, RetentionOverride, TopicRetentionInfo } from './engine.js';
 
 /** The retention limits that apply to one topic; `0` means unlimited. */
 export interface TopicRetention {
@@ -24,6 +24,37 @@ export function resolveRetention(config: RetentionConfig, topic: string): TopicR
     }
   }
   return { maxEvents: config.maxEvents, maxAgeMs: config.maxAgeMs, maxBytes: config.maxBytes ?? 0 };
+}
+
+/** `base` with the fields `override` sets taken from it. */
+export function applyOverride(
+  base: TopicRetention,
+  override: RetentionOverride | null | undefined,
+): TopicRetention {
+  if (override === null || override === undefined) return base;
+  return {
+    maxEvents: override.maxEvents ?? base.maxEvents,
+    maxAgeMs: override.maxAgeMs ?? base.maxAgeMs,
+    maxBytes: override.maxBytes ?? base.maxBytes,
+  };
+}
+
+/** What `Engine.getRetention` returns. */
+export function retentionInfo(
+  base: TopicRetention,
+  override: RetentionOverride | null | undefined,
+): TopicRetentionInfo {
+  return { ...applyOverride(base, override), override: cleanOverride(override) };
+}
+
+/** The override with only its set fields; null when it sets none. */
+export function cleanOverride(o: RetentionOverride | null | undefined): RetentionOverride | null {
+  if (o === null || o === undefined) return null;
+  const out: RetentionOverride = {};
+  if (o.maxEvents !== undefined) out.maxEvents = o.maxEvents;
+  if (o.maxAgeMs !== undefined) out.maxAgeMs = o.maxAgeMs;
+  if (o.maxBytes !== undefined) out.maxBytes = o.maxBytes;
+  return Object.keys(out).length === 0 ? null : out;
 }
 
 /** Most topics whose resolved limits a {@link RetentionResolver} remembers before starting over. */

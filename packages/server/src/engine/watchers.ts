@@ -1,5 +1,5 @@
 import type { Feed } from './common.js';
-import type { WatchListener } from './engine.js';
+import type { SignalListener, WatchListener } from './engine.js';
 
 /** The broker side of one watched topic, as an engine keeps it. */
 export interface TopicWatch {
@@ -41,9 +41,9 @@ export class Watchers<W extends TopicWatch> {
   ) {}
 
   /** `Engine.watch`: a no-op once the engine is closed. */
-  watch(topic: string, listener: WatchListener): () => void {
+  watch(topic: string, listener: WatchListener, signals?: SignalListener): () => void {
     if (this.isClosed()) return () => {};
-    const unwatch = this.feed.watch(topic, listener);
+    const unwatch = this.feed.watch(topic, listener, signals);
     if (!this.live.has(topic)) this.begin(topic, unwatch);
     return () => {
       unwatch();

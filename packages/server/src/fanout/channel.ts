@@ -1,5 +1,5 @@
-import type { Engine } from '../engine/engine.js';
-import type { RillEvent } from '../model/event.js';
+import type { Engine, TopicSignal } from '../engine/engine.js';
+import type { EphemeralEvent, RillEvent } from '../model/event.js';
 
 /**
  * What a channel hands its topic's events to: one subscriber's position in the topic. The channel
@@ -20,6 +20,10 @@ export interface ChannelMember {
    * (it has not started in any), false when it must catch up instead.
    */
   adoptEpoch(epoch: string): boolean;
+  /** An ephemeral event (only members on the live path get them). */
+  ephemeral(ev: EphemeralEvent): void;
+  /** The log of `epoch` was deleted (every member hears it, live or catching up). */
+  deleted(epoch: string): void;
 }
 
 /**
@@ -48,7 +52,11 @@ export class Channel {
   ) {
     // Watch first, then read the head: an event committed in between shows up in both, and the
     // members drop the repeat; the other order could miss it.
-    this.unwatch = engine.watch(topic, (events) => this.onEvents(events));
+    this.unwatch = engine.watch(
+      topic,
+      (events) => this.onEvents(events),
+      (signal) => this.onSignal(signal),
+    );
     this.head = this.readHead();
   }
 
@@ -128,6 +136,23 @@ export class Channel {
       this.headFailed = true;
     });
     return p;
+  }
+
+  /**
+   * Ephemeral events go to the live members only: one catching up from the log is behind the
+   * moment they belong to. A deletion goes to every member, and the next event starts a new log.
+   */
+  private onSignal(signal: TopicSignal): void {
+    if (signal.kind === 'ephemeral') {
+      for (const ev of signal.events) for (const m of this.live) m.ephemeral(ev);
+      return;
+    }
+    if (this.log === signal.epoch) {
+      this.log = null;
+      this.seq = 0;
+    }
+    for (const m of this.members) m.deleted(signal.epoch);
+    for (const w of this.waiters) w();
   }
 
   /** The fan-out loop: every event to every live member, in order. Keep it lean. */

@@ -1,5 +1,5 @@
 import type { RillError } from '../model/errors.js';
-import type { RillEvent } from '../model/event.js';
+import type { EphemeralEvent, RillEvent } from '../model/event.js';
 
 /**
  * What the hub needs from a transport: framing and a byte pipe with backpressure. SSE, NDJSON
@@ -17,6 +17,11 @@ export interface Sink {
    * engine may keep that object for as long as retention keeps the event.
    */
   frameEvent(ev: RillEvent, id: string | null): string;
+  /**
+   * An ephemeral event as wire bytes: no id or cursor (it has no place in the log). A sink without
+   * it (a long-poll page) drops ephemeral events.
+   */
+  frameEphemeral?(ev: EphemeralEvent): string;
   /** A reset notice (docs/protocol.md § Reset notice) with the cursor to resume from after it. */
   frameReset(notice: ResetNotice, id: string): string;
   /**
@@ -45,7 +50,7 @@ export interface Sink {
  */
 export interface ResetNotice {
   topic: string;
-  reason: 'retention' | 'epoch' | 'ahead';
+  reason: 'retention' | 'epoch' | 'ahead' | 'deleted';
   /** The epoch the stream continues in. */
   epoch: string;
   /** The stream continues with events after this seq. */

@@ -2,7 +2,7 @@ import type { Cursor } from '../model/cursor.js';
 import { encodePosition } from '../model/cursor.js';
 import type { Engine } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
-import type { RillEvent } from '../model/event.js';
+import type { EphemeralEvent, RillEvent } from '../model/event.js';
 import { compilePattern } from '../model/topic.js';
 import type { Channel, ChannelMember } from './channel.js';
 import type { Flushable } from './flush-scheduler.js';
@@ -80,6 +80,14 @@ export class TopicState implements ChannelMember {
 
   fallBehind(): void {
     this.sub.fallBehind(this);
+  }
+
+  ephemeral(ev: EphemeralEvent): void {
+    this.sub.deliverEphemeral(ev);
+  }
+
+  deleted(epoch: string): void {
+    this.sub.topicDeleted(this, epoch);
   }
 
   /** Only a topic not started in any log (a `now` start on a topic that did not exist) takes it. */
@@ -205,6 +213,32 @@ export class Subscription implements Flushable {
     st.touched = ++touchCounter;
     const chunk = this.sink.frameEvent(ev, this.single ? null : this.cursorFor(ev.time));
     this.enqueue(chunk);
+  }
+
+  /**
+   * Hands an ephemeral event to the queue, unless the socket is already as full as the bound
+   * allows: it is dropped then, rather than push the subscription off the live path for an event
+   * no log holds.
+   */
+  deliverEphemeral(ev: EphemeralEvent): void {
+    if (this.closed || this.sink.frameEphemeral === undefined) return;
+    const chunk = this.sink.frameEphemeral(ev);
+    if (
+      this.pendingBytes + chunk.length + this.sink.bufferedBytes() >
+      this.limits.maxSubscriberBufferBytes
+    ) {
+      return;
+    }
+    this.enqueue(chunk);
+  }
+
+  /**
+   * The topic's log was deleted: a `deleted` notice right away, at the position handed over so
+   * far, so a cursor taken from it resumes into the next epoch with an `epoch` notice.
+   */
+  topicDeleted(st: TopicState, epoch: string): void {
+    if (this.closed || !st.resolved || st.epoch !== epoch) return;
+    this.notice(st, { topic: st.topic, reason: 'deleted', epoch, seq: st.pos });
   }
 
   /** Takes a topic off the live path; the catch-up loop will bring it back. */

@@ -32,6 +32,11 @@ export function isReservedType(type: string): boolean {
 
 /** What a publisher sends: `data` is already JSON text (validated). */
 export interface EventInput {
+  /**
+   * `ephemeral: true` in the published event: delivered live only, never stored. The publish
+   * routes act on it; engines never see it set.
+   */
+  ephemeral?: true;
   type?: string;
   key?: string;
   /** JSON text of the payload. */
@@ -60,6 +65,30 @@ export interface RillEvent {
   readonly data: string;
   /** The publisher's W3C trace context, delivered as the event's `trace`. */
   readonly trace?: TraceContext;
+}
+
+/**
+ * An ephemeral event: handed to the topic's live subscribers and forgotten. No seq, no epoch, no
+ * key: nothing can resume to it or deduplicate it.
+ */
+export interface EphemeralEvent {
+  readonly topic: string;
+  /** Server receive time, ms since the Unix epoch. */
+  readonly time: number;
+  readonly type?: string;
+  /** JSON text of the payload. */
+  readonly data: string;
+  readonly trace?: TraceContext;
+}
+
+/** The wire JSON of an ephemeral event: `ephemeral: true` and no seq, id or key. */
+export function ephemeralJson(ev: EphemeralEvent): string {
+  let s = `{"topic":"${ev.topic}","ephemeral":true`;
+  if (ev.type !== undefined) s += `,"type":${JSON.stringify(ev.type)}`;
+  s += `,"time":${ev.time}`;
+  if (ev.trace !== undefined) s += `,"trace":${traceJson(ev.trace)}`;
+  s += `,"data":${ev.data}}`;
+  return s;
 }
 
 // C0 controls, DEL, C1 controls (NEL among them) and the Unicode line/paragraph separators: none
@@ -164,10 +193,10 @@ export function parseEventInput(
   }
   const obj = raw as Record<string, unknown>;
   for (const k of Object.keys(obj)) {
-    if (k !== 'type' && k !== 'key' && k !== 'data' && k !== 'trace') {
+    if (k !== 'type' && k !== 'key' && k !== 'data' && k !== 'trace' && k !== 'ephemeral') {
       throw new RillError(
         'invalid_event',
-        `Unknown event field ${JSON.stringify(k.slice(0, 64))}${where}: allowed are type, key, data, trace`,
+        `Unknown event field ${JSON.stringify(k.slice(0, 64))}${where}: allowed are type, key, data, trace, ephemeral`,
       );
     }
   }
@@ -175,6 +204,18 @@ export function parseEventInput(
     throw new RillError('invalid_event', `Event has no "data" field${where}`);
   }
   const out: EventInput = { data: '' };
+  if (obj.ephemeral !== undefined && obj.ephemeral !== false) {
+    if (obj.ephemeral !== true) {
+      throw new RillError('invalid_event', `Event ephemeral must be true or false${where}`);
+    }
+    if (obj.key !== undefined) {
+      throw new RillError(
+        'invalid_event',
+        `An ephemeral event has no key: it is never stored, so nothing can repeat it${where}`,
+      );
+    }
+    out.ephemeral = true;
+  }
   if (obj.type !== undefined) out.type = checkLabel('type', obj.type, MAX_TYPE_LENGTH, where);
   if (obj.key !== undefined) out.key = checkLabel('key', obj.key, MAX_KEY_LENGTH, where);
   if (obj.trace !== undefined && obj.trace !== null) {

@@ -2,7 +2,7 @@ import type { Http2ServerResponse, OutgoingHttpHeaders, ServerHttp2Stream } from
 import { constants as zlibConstants, createGzip, type Gzip } from 'node:zlib';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
 import { retryAfterSeconds, type RillError } from '../model/errors.js';
-import type { RillEvent } from '../model/event.js';
+import type { EphemeralEvent, RillEvent } from '../model/event.js';
 import type { Framing } from '../wire/framing.js';
 import { streamHeaders, type HttpSinkOptions } from './http-sink.js';
 import { drainOrClose } from './drain.js';
@@ -81,6 +81,10 @@ export class H2StreamSink implements Sink {
 
   frameReset(n: ResetNotice, id: string): string {
     return this.framing.reset(n, id);
+  }
+
+  frameEphemeral(ev: EphemeralEvent): string {
+    return this.framing.ephemeral(ev);
   }
 
   write(chunk: string): void {

@@ -4,7 +4,7 @@ import { constants as zlibConstants, createGzip, type Gzip } from 'node:zlib';
 import { detachFromHttp } from './node-http-internals.js';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
 import { retryAfterSeconds, type RillError } from '../model/errors.js';
-import type { RillEvent } from '../model/event.js';
+import type { EphemeralEvent, RillEvent } from '../model/event.js';
 import type { Framing } from '../wire/framing.js';
 import { drainOrClose } from './drain.js';
 
@@ -171,6 +171,10 @@ export class HttpStreamSink implements Sink {
 
   frameReset(n: ResetNotice, id: string): string {
     return this.framing.reset(n, id);
+  }
+
+  frameEphemeral(ev: EphemeralEvent): string {
+    return this.framing.ephemeral(ev);
   }
 
   /**

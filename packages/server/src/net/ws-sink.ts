@@ -1,8 +1,15 @@
 import { WebSocket } from 'ws';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
 import type { RillError } from '../model/errors.js';
-import type { RillEvent } from '../model/event.js';
-import { FRAME_END, wsErrorFrame, wsEventFrame, wsEventPrefix, wsResetFrame } from '../wire/ws.js';
+import type { EphemeralEvent, RillEvent } from '../model/event.js';
+import {
+  FRAME_END,
+  wsEphemeralFrame,
+  wsErrorFrame,
+  wsEventFrame,
+  wsEventPrefix,
+  wsResetFrame,
+} from '../wire/ws.js';
 import { idleRawSocket, socketOf, textFrameHeader } from './ws-internals.js';
 
 /**
@@ -196,6 +203,10 @@ export class WsSink implements Sink {
 
   frameReset(notice: ResetNotice, id: string): string {
     return wsResetFrame(this.sub, notice, id) + FRAME_END;
+  }
+
+  frameEphemeral(ev: EphemeralEvent): string {
+    return wsEphemeralFrame(this.eventPrefix, ev);
   }
 
   write(chunk: string): void {

@@ -1,6 +1,6 @@
 import type { RillError } from '../model/errors.js';
-import type { RillEvent } from '../model/event.js';
-import { escapeLineSeparators, eventId } from '../model/event.js';
+import type { EphemeralEvent, RillEvent } from '../model/event.js';
+import { ephemeralJson, escapeLineSeparators, eventId } from '../model/event.js';
 import type { ResetNotice } from '../fanout/sink.js';
 import { FrameCache, sharedEventJson } from './frame-cache.js';
 import type { Framing } from './framing.js';
@@ -44,11 +44,21 @@ export function ndjsonEventLine(ev: RillEvent, id: string | null): string {
   return lines.get(ev) ?? lines.set(ev, `{"cursor":"${eventId(ev)}",${body(ev)}\n`);
 }
 
+/** An ephemeral event's line: no `"cursor"` (resuming never comes back to it). */
+export function ndjsonEphemeralLine(ev: EphemeralEvent): string {
+  let line = ephemeralJson(ev);
+  if (BREAK_RE.test(ev.data) || BREAK_RE.test(ev.type ?? '')) {
+    line = escapeLineSeparators(line.replace(/[\r\n]/g, ' '));
+  }
+  return line + '\n';
+}
+
 export function ndjsonFraming(): Framing {
   return {
     contentType: 'application/x-ndjson; charset=utf-8',
     preamble: '',
     event: ndjsonEventLine,
+    ephemeral: ndjsonEphemeralLine,
     reset: (n: ResetNotice, id: string) => `{"reset":${JSON.stringify(n)},"cursor":"${id}"}\n`,
     error: (err: RillError) => `{"error":${errorPayload(err)}}\n`,
     heartbeat: '\n',

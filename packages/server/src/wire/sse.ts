@@ -1,6 +1,6 @@
 import type { RillError } from '../model/errors.js';
-import type { RillEvent } from '../model/event.js';
-import { eventId, eventJson } from '../model/event.js';
+import type { EphemeralEvent, RillEvent } from '../model/event.js';
+import { ephemeralJson, eventId, eventJson } from '../model/event.js';
 import type { ResetNotice } from '../fanout/sink.js';
 import { FrameCache } from './frame-cache.js';
 import type { Framing } from './framing.js';
@@ -54,6 +54,14 @@ export function sseEventFrame(ev: RillEvent, id: string | null): string {
   return frames.get(ev) ?? frames.set(ev, `id: ${eventId(ev)}\n${buildBody(ev)}`);
 }
 
+/**
+ * An ephemeral event's frame: no `id:` line, so a browser's Last-Event-ID (and the cursor it
+ * resumes from) stays at the last stored event.
+ */
+export function sseEphemeralFrame(ev: EphemeralEvent): string {
+  return (ev.type === undefined ? '' : `event: ${ev.type}\n`) + sseData(ephemeralJson(ev)) + '\n';
+}
+
 export function sseResetFrame(n: ResetNotice, id: string): string {
   return `id: ${id}\nevent: reset\n${sseData(JSON.stringify(n))}\n`;
 }
@@ -73,6 +81,7 @@ export function sseFraming(retryMs: number): Framing {
     preamble: `retry: ${retryMs}\n\n`,
     event: sseEventFrame,
     reset: sseResetFrame,
+    ephemeral: sseEphemeralFrame,
     error: sseErrorFrame,
     heartbeat: ':\n\n',
   };

@@ -231,5 +231,6 @@ function parsePublish(
   if (m.key !== undefined) raw.key = m.key;
   if ('data' in m) raw.data = m.data;
   if (m.trace !== undefined) raw.trace = m.trace;
+  if (m.ephemeral !== undefined) raw.ephemeral = m.ephemeral;
   return { op: 'publish', id, topic, event: parseEventInput(raw, limits) };
 }

@@ -1,6 +1,7 @@
 import type { ResetNotice } from '../fanout/sink.js';
 import type { RillError } from '../model/errors.js';
-import type { RillEvent } from '../model/event.js';
+import type { EphemeralEvent, RillEvent } from '../model/event.js';
+import { ephemeralJson } from '../model/event.js';
 import { FrameCache, sharedEventJson } from './frame-cache.js';
 
 /**
@@ -54,6 +55,11 @@ export function wsEventFrame(prefix: string, ev: RillEvent, id: string | null): 
     frames.get(ev, prefix) ??
     frames.set(ev, `${prefix}"event":${sharedEventJson(ev)}}${FRAME_END}`, prefix)
   );
+}
+
+/** An ephemeral event message, FRAME_END-terminated: `"ephemeral":true` in the event, no cursor. */
+export function wsEphemeralFrame(prefix: string, ev: EphemeralEvent): string {
+  return `${prefix}"event":${ephemeralJson(ev)}}${FRAME_END}`;
 }
 
 export function wsResetFrame(sub: string, n: ResetNotice, cursor: string): string {

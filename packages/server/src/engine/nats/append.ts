@@ -5,7 +5,7 @@ import { RillError, isRillError } from '../../model/errors.js';
 import type { AppendResult } from '../engine.js';
 import { storageFull, type StorageLog } from '../common.js';
 import type { Lifecycle } from '../lifecycle.js';
-import { newEpoch, type RetentionResolver } from '../retention.js';
+import { applyOverride, newEpoch, type RetentionResolver } from '../retention.js';
 import type { NatsClient } from './client.js';
 import {
   batchBytes,
@@ -17,6 +17,7 @@ import {
   toEvent,
   toTriple,
   type Batch,
+  type LogSettings,
   type Triple,
 } from './codec.js';
 import { locate, locateOffset } from './read.js';
@@ -66,6 +67,8 @@ interface Log {
   lastOff: number;
   firstOff: number;
   keys: Map<string, KeyEntry>;
+  /** The stream description's settings as this node last read them. */
+  settings: LogSettings;
   queue: Pending[];
   busy: boolean;
   valid: boolean;
@@ -120,6 +123,7 @@ export class Appender {
       lastOff: 0,
       firstOff: 0,
       keys: new Map(),
+      settings: {},
       queue: [],
       busy: false,
       valid: false,
@@ -172,6 +176,7 @@ export class Appender {
     }
     log.epoch = meta.epoch;
     log.created = meta.created;
+    log.settings = settingsOf(meta);
     log.keys.clear();
     log.lastSeq = 0;
     log.lastTime = 0;
@@ -360,9 +365,22 @@ export class Appender {
     throw new RillError('engine_unavailable', 'Too much contention appending to this topic');
   }
 
-  /** Purges whole messages before the retained range. */
-  private async trim(log: Log): Promise<void> {
-    const r = this.retention.for(log.topic);
+  /**
+   * Makes the next append reload the topic's view (its stream was deleted or its settings
+   * changed by this node).
+   */
+  invalidate(topic: string): void {
+    const log = this.logs.get(topic);
+    if (log !== undefined) log.valid = false;
+  }
+
+  /**
+   * Purges whole messages before the retained range. The limits are this node's view of the
+   * topic's override; before purging anything they are read again from the stream, so an
+   * override another node loosened meanwhile never loses events it keeps.
+   */
+  private async trim(log: Log, fresh = false): Promise<void> {
+    const r = applyOverride(this.retention.for(log.topic), log.settings.retention);
     const now = this.now();
     const jsm = await this.client.api();
     let purgeBefore = 0;
@@ -397,6 +415,16 @@ export class Appender {
       purgeBefore = Math.max(purgeBefore, at);
     }
     if (purgeBefore <= 0) return;
+    if (!fresh) {
+      const info = await jsm.streams.info(log.stream);
+      const meta = parseDescription(info.config.description);
+      if (meta === null || meta.epoch !== log.epoch) return;
+      const settings = settingsOf(meta);
+      if (JSON.stringify(settings.retention) !== JSON.stringify(log.settings.retention)) {
+        log.settings = settings;
+        return this.trim(log, true);
+      }
+    }
     // The newest message stays: it carries lastSeq.
     purgeBefore = Math.min(purgeBefore, log.lastMsg);
     await jsm.streams.purge(log.stream, { seq: purgeBefore });
@@ -416,7 +444,8 @@ export class Appender {
     const run = async (): Promise<void> => {
       for (const log of [...this.logs.values()]) {
         if (this.life.closed) return;
-        if (log.valid && !log.busy && this.retention.for(log.topic).maxAgeMs > 0) {
+        const r = applyOverride(this.retention.for(log.topic), log.settings.retention);
+        if (log.valid && !log.busy && r.maxAgeMs > 0) {
           await this.trim(log);
         }
       }
@@ -429,4 +458,12 @@ export class Appender {
         }),
     );
   }
+}
+
+/** The settings part of a parsed description. */
+function settingsOf(meta: LogSettings): LogSettings {
+  const out: LogSettings = {};
+  if (meta.floor !== undefined) out.floor = meta.floor;
+  if (meta.retention !== undefined) out.retention = meta.retention;
+  return out;
 }

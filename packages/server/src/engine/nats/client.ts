@@ -56,6 +56,11 @@ export class NatsClient {
     return this.jsClient as JetStreamClient;
   }
 
+  /** The core connection once the first one is up (it may be down again since). */
+  get connection(): NatsConnection | undefined {
+    return this.nc;
+  }
+
   /** The JetStream manager once the first connection is up (it may be down again since). */
   get manager(): JetStreamManager | undefined {
     return this.jsm;

@@ -7,6 +7,7 @@ import type { StoredMsg } from '@nats-io/jetstream';
 import type { EventInput, RillEvent } from '../../model/event.js';
 import { decodeTrace, encodeTrace } from '../../model/trace.js';
 import { makeEvent } from '../common.js';
+import type { RetentionOverride } from '../engine.js';
 
 const H_SEQ = 'Rill-Seq';
 const H_TIME = 'Rill-Time';
@@ -85,14 +86,48 @@ export function parseJsMsg(h: MsgHdrs | undefined, data: Uint8Array, msgSeq: num
   return { msgSeq, first, count, time, offset, events };
 }
 
-/** The description of a topic's stream: `rill:<epoch>:<created ms>`. */
-export function describeLog(epoch: string, created: number): string {
-  return `rill:${epoch}:${created}`;
+/** What a topic's stream description holds besides the epoch and creation time. */
+export interface LogSettings {
+  /** Seqs before it were purged (`Engine.purge`): hidden even where a message still holds them. */
+  floor?: number;
+  /** The topic's retention override (`Engine.setRetention`). */
+  retention?: RetentionOverride;
 }
 
-export function parseDescription(d: string | undefined): { epoch: string; created: number } | null {
-  const m = d === undefined ? null : /^rill:([A-Za-z0-9]+):(\d+)$/.exec(d);
-  return m === null ? null : { epoch: m[1]!, created: Number(m[2]) };
+/**
+ * The description of a topic's stream: `rill:<epoch>:<created ms>`, then `:f<floor>` after a purge
+ * and `:r<maxEvents>,<maxAgeMs>,<maxBytes>` (empty fields not set) with a retention override. In
+ * the stream's own configuration, so every node reads it with the stream's state and a deleted
+ * stream takes it along.
+ */
+export function describeLog(epoch: string, created: number, settings: LogSettings = {}): string {
+  let d = `rill:${epoch}:${created}`;
+  if (settings.floor !== undefined && settings.floor > 1) d += `:f${settings.floor}`;
+  const r = settings.retention;
+  if (r !== undefined) d += `:r${r.maxEvents ?? ''},${r.maxAgeMs ?? ''},${r.maxBytes ?? ''}`;
+  return d;
+}
+
+const DESCRIPTION_RE = /^rill:([A-Za-z0-9]+):(\d+)(?::f(\d+))?(?::r(\d*),(\d*),(\d*))?$/;
+
+export function parseDescription(
+  d: string | undefined,
+): ({ epoch: string; created: number } & LogSettings) | null {
+  const m = d === undefined ? null : DESCRIPTION_RE.exec(d);
+  if (m === null) return null;
+  const out: { epoch: string; created: number } & LogSettings = {
+    epoch: m[1]!,
+    created: Number(m[2]),
+  };
+  if (m[3] !== undefined) out.floor = Number(m[3]);
+  if (m[4] !== undefined) {
+    const r: RetentionOverride = {};
+    if (m[4] !== '') r.maxEvents = Number(m[4]);
+    if (m[5] !== '') r.maxAgeMs = Number(m[5]);
+    if (m[6] !== '') r.maxBytes = Number(m[6]);
+    out.retention = r;
+  }
+  return out;
 }
 
 /** A stored `[type, key, data]` triple as the event at `seq`. */

@@ -1,4 +1,4 @@
-import { MAX_KEY_LENGTH, type EventInput } from '../../model/event.js';
+import { MAX_KEY_LENGTH, type EphemeralEvent, type EventInput } from '../../model/event.js';
 import { RillError } from '../../model/errors.js';
 import { assertTopic } from '../../model/topic.js';
 import {
@@ -9,7 +9,10 @@ import {
   type EngineOptions,
   type HealthCheck,
   type ReadResult,
+  type RetentionOverride,
+  type SignalListener,
   type TopicHead,
+  type TopicRetentionInfo,
   type WatchListener,
 } from '../engine.js';
 import {
@@ -21,12 +24,14 @@ import {
   clampLimit,
 } from '../common.js';
 import { Lifecycle } from '../lifecycle.js';
-import { RetentionResolver } from '../retention.js';
+import { cleanOverride, RetentionResolver, retentionInfo } from '../retention.js';
+import { describeLog, parseDescription, type LogSettings } from './codec.js';
+import { locate } from './read.js';
 import { Appender } from './append.js';
 import { NatsClient } from './client.js';
 import { Reader } from './read.js';
 import { Streams } from './streams.js';
-import { NatsWatch } from './watch.js';
+import { encodeSignal, NatsWatch } from './watch.js';
 
 /** Default NATS address. */
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
@@ -100,6 +105,8 @@ export class NatsEngine implements Engine, HealthCheck {
   private readonly reader: Reader;
   private readonly appender: Appender;
   private readonly live: NatsWatch;
+  private readonly streams: Streams;
+  private readonly retention: RetentionResolver;
 
   constructor(options: NatsEngineOptions = {}) {
     const prefix = options.prefix ?? DEFAULT_NATS_PREFIX;
@@ -113,6 +120,8 @@ export class NatsEngine implements Engine, HealthCheck {
     const windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
     const now = options.now ?? Date.now;
     const streams = new Streams(prefix, options.replicas ?? 1, windowMs);
+    this.streams = streams;
+    this.retention = retention;
     this.client = new NatsClient(
       {
         url: options.url ?? DEFAULT_NATS_URL,
@@ -186,8 +195,102 @@ export class NatsEngine implements Engine, HealthCheck {
     return this.reader.seqAtTime(topic, ms);
   }
 
-  watch(topic: string, listener: WatchListener): () => void {
-    return this.live.watch(topic, listener);
+  watch(topic: string, listener: WatchListener, signals?: SignalListener): () => void {
+    return this.live.watch(topic, listener, signals);
+  }
+
+  /** A core NATS publish on the topic's signal subject, which no stream stores. */
+  async broadcast(topic: string, events: readonly EphemeralEvent[]): Promise<void> {
+    this.life.assertOpen();
+    assertTopic(topic);
+    if (events.length === 0) return;
+    await this.client.api();
+    this.signal(topic, encodeSignal({ kind: 'ephemeral', events }));
+  }
+
+  async deleteTopic(topic: string): Promise<boolean> {
+    this.life.assertOpen();
+    const jsm = await this.client.api();
+    const info = await this.client.guard(() => this.streams.info(jsm, topic));
+    const meta = info === null ? null : parseDescription(info.config.description);
+    if (info === null || meta === null) return false;
+    await this.client.guard(() => jsm.streams.delete(info.config.name));
+    this.appender.invalidate(topic);
+    this.signal(topic, encodeSignal({ kind: 'deleted', epoch: meta.epoch }));
+    return true;
+  }
+
+  /**
+   * Purges the messages wholly before `beforeSeq` and records it as the log's floor in the
+   * stream's description, which hides the events before it in a message that stays.
+   */
+  async purge(topic: string, beforeSeq: number): Promise<TopicHead | null> {
+    this.life.assertOpen();
+    const jsm = await this.client.api();
+    const state = await this.client.guard(() => this.reader.headState(jsm, topic));
+    if (state === null) return null;
+    const { head, info } = state;
+    const cut = Math.min(Math.floor(beforeSeq), head.lastSeq + 1);
+    if (cut <= head.firstSeq) return head;
+    const stream = info.config.name;
+    await this.client.guard(async () => {
+      // The newest message stays: it carries lastSeq.
+      const at = Math.min(await locate(jsm, stream, info, cut), info.state.last_seq);
+      if (at > info.state.first_seq) await jsm.streams.purge(stream, { seq: at });
+    });
+    await this.updateSettings(topic, (s) => ({ ...s, floor: Math.max(s.floor ?? 0, cut) }));
+    return this.reader.head(topic);
+  }
+
+  async setRetention(
+    topic: string,
+    override: RetentionOverride | null,
+  ): Promise<TopicRetentionInfo | null> {
+    this.life.assertOpen();
+    const o = cleanOverride(override);
+    // What the limits hid so far stays gone when they loosen: the floor holds it.
+    const before = await this.reader.head(topic);
+    if (before === null) return null;
+    const done = await this.updateSettings(topic, (s) => {
+      const next: LogSettings = { floor: Math.max(s.floor ?? 0, before.firstSeq) };
+      if (o !== null) next.retention = o;
+      return next;
+    });
+    if (!done) return null;
+    return retentionInfo(this.retention.for(topic), o);
+  }
+
+  async getRetention(topic: string): Promise<TopicRetentionInfo | null> {
+    this.life.assertOpen();
+    const jsm = await this.client.api();
+    const info = await this.client.guard(() => this.streams.info(jsm, topic));
+    const meta = info === null ? null : parseDescription(info.config.description);
+    if (meta === null) return null;
+    return retentionInfo(this.retention.for(topic), meta.retention);
+  }
+
+  /** Rewrites the settings in a topic's stream description; false for an unknown topic. */
+  private async updateSettings(
+    topic: string,
+    fn: (settings: LogSettings) => LogSettings,
+  ): Promise<boolean> {
+    const jsm = await this.client.api();
+    const info = await this.client.guard(() => this.streams.info(jsm, topic));
+    const meta = info === null ? null : parseDescription(info.config.description);
+    if (info === null || meta === null) return false;
+    const { epoch, created, ...settings } = meta;
+    const description = describeLog(epoch, created, fn(settings));
+    await this.client.guard(() => jsm.streams.update(info.config.name, { description }));
+    this.appender.invalidate(topic);
+    return true;
+  }
+
+  private signal(topic: string, body: string): void {
+    const nc = this.client.connection;
+    if (nc === undefined || nc.isClosed()) {
+      throw new RillError('engine_unavailable', 'NATS is unreachable');
+    }
+    nc.publish(this.streams.signalSubject(topic), body);
   }
 
   watchTopics(listener: (topic: string) => void): () => void {

@@ -1,7 +1,8 @@
 import type { JetStreamManager, StreamInfo } from '@nats-io/jetstream';
 import type { RillEvent } from '../../model/event.js';
 import type { ReadResult, TopicHead } from '../engine.js';
-import type { RetentionResolver } from '../retention.js';
+import { applyOverride, type RetentionResolver } from '../retention.js';
+import type { RetentionOverride } from '../engine.js';
 import type { NatsClient } from './client.js';
 import { parseBatch, parseDescription, toEvent } from './codec.js';
 import { getMsg, type Streams } from './streams.js';
@@ -92,7 +93,7 @@ export class Reader {
   }
 
   /** The head as any node computes it: from the stream and the newest and oldest messages. */
-  private async headState(
+  async headState(
     jsm: JetStreamManager,
     topic: string,
   ): Promise<{ head: TopicHead; info: StreamInfo } | null> {
@@ -121,7 +122,13 @@ export class Reader {
     const head: TopicHead = {
       topic,
       epoch: meta.epoch,
-      firstSeq: this.firstSeqOf(topic, physFirst, lastSeq, lastTime),
+      firstSeq: Math.min(
+        Math.max(
+          this.firstSeqOf(topic, physFirst, lastSeq, lastTime, meta.retention),
+          meta.floor ?? 0,
+        ),
+        lastSeq + 1,
+      ),
       lastSeq,
       created: meta.created,
       lastTime,
@@ -130,8 +137,14 @@ export class Reader {
   }
 
   /** The first retained seq: what is physically kept, minus what the limits already hide. */
-  private firstSeqOf(topic: string, physFirst: number, lastSeq: number, lastTime: number): number {
-    const r = this.retention.for(topic);
+  private firstSeqOf(
+    topic: string,
+    physFirst: number,
+    lastSeq: number,
+    lastTime: number,
+    override: RetentionOverride | undefined,
+  ): number {
+    const r = applyOverride(this.retention.for(topic), override);
     let first = physFirst;
     if (r.maxEvents > 0) first = Math.max(first, lastSeq - r.maxEvents + 1);
     // The newest message is never purged (it anchors lastSeq); expired, it is only hidden.

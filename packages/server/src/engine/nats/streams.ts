@@ -47,6 +47,14 @@ export class Streams {
     return `${this.topicSubjectPrefix}${topic}`;
   }
 
+  /**
+   * The core NATS subject of a topic's signals (ephemeral events, deletion): outside every
+   * stream's subjects, so nothing published on it is stored.
+   */
+  signalSubject(topic: string): string {
+    return `${this.prefix}.x.${topic}`;
+  }
+
   /** The registry stream, created if it is missing. */
   ensureRegistry(jsm: JetStreamManager): Promise<StreamInfo> {
     return this.ensureStream(jsm, {

@@ -1,7 +1,8 @@
 import { DeliverPolicy, type ConsumerMessages } from '@nats-io/jetstream';
-import type { RillEvent } from '../../model/event.js';
+import type { Subscription } from '@nats-io/transport-node';
+import type { EphemeralEvent, RillEvent } from '../../model/event.js';
 import type { Feed } from '../common.js';
-import type { WatchListener } from '../engine.js';
+import type { SignalListener, TopicSignal, WatchListener } from '../engine.js';
 import { quietly, type Lifecycle } from '../lifecycle.js';
 import { Watchers, type TopicWatch } from '../watchers.js';
 import type { NatsClient } from './client.js';
@@ -24,6 +25,8 @@ interface Watched extends TopicWatch {
   messages: ConsumerMessages | undefined;
   /** Ends the current pause of the topic's loop (set while one runs). */
   wake: (() => void) | undefined;
+  /** The core subscription to the topic's signals, once connected. */
+  signals: Subscription | undefined;
 }
 
 /**
@@ -52,12 +55,14 @@ export class NatsWatch {
           lastMsg: 0,
           messages: undefined,
           wake: undefined,
+          signals: undefined,
         }),
         start: (w) => {
           this.startRegistry();
           void this.watchLoop(w);
         },
         stop: (w) => {
+          w.signals?.unsubscribe();
           w.wake?.();
           void quietly(w.messages?.close());
         },
@@ -66,8 +71,32 @@ export class NatsWatch {
     );
   }
 
-  watch(topic: string, listener: WatchListener): () => void {
-    return this.watchers.watch(topic, listener);
+  watch(topic: string, listener: WatchListener, signals?: SignalListener): () => void {
+    return this.watchers.watch(topic, listener, signals);
+  }
+
+  /**
+   * Subscribes a watched topic to its signal subject (core NATS: the client subscribes again by
+   * itself after a reconnect). Messages: `{"k":"e","e":[[time, type, data, trace], …]}` for
+   * ephemeral events, `{"k":"d","epoch":…}` for a deletion.
+   */
+  private subscribeSignals(w: Watched): void {
+    const nc = this.client.connection;
+    if (w.signals !== undefined || nc === undefined || !w.active) return;
+    w.signals = nc.subscribe(this.streams.signalSubject(w.topic), {
+      callback: (err, msg) => {
+        if (err !== null || !w.active) return;
+        const signal = parseSignal(w.topic, msg.string());
+        if (signal === null) return;
+        if (signal.kind === 'deleted' && w.epoch === signal.epoch) {
+          // Its consumer ends with the stream; the loop then waits for a new epoch.
+          w.epoch = null;
+          w.pos = 0;
+          w.lastMsg = 0;
+        }
+        this.feed.signal(w.topic, signal);
+      },
+    });
   }
 
   watchTopics(listener: (topic: string) => void): () => void {
@@ -104,6 +133,7 @@ export class NatsWatch {
     while (w.active && !this.life.closed) {
       try {
         const jsm = await this.client.api();
+        this.subscribeSignals(w);
         const info = await this.streams.info(jsm, w.topic);
         const meta = info === null ? null : parseDescription(info.config.description);
         if (info === null || meta === null) {
@@ -217,4 +247,37 @@ export class NatsWatch {
     };
     void loop();
   }
+}
+
+/** Encodes a signal for the topic's signal subject. */
+export function encodeSignal(signal: TopicSignal): string {
+  if (signal.kind === 'deleted') return JSON.stringify({ k: 'd', epoch: signal.epoch });
+  return JSON.stringify({
+    k: 'e',
+    e: signal.events.map((e) => [e.time, e.type ?? null, e.data, e.trace ?? null]),
+  });
+}
+
+function parseSignal(topic: string, text: string): TopicSignal | null {
+  let raw: { k?: unknown; epoch?: unknown; e?: unknown };
+  try {
+    raw = JSON.parse(text) as typeof raw;
+  } catch {
+    return null;
+  }
+  if (raw === null || typeof raw !== 'object') return null;
+  if (raw.k === 'd' && typeof raw.epoch === 'string') return { kind: 'deleted', epoch: raw.epoch };
+  if (raw.k !== 'e' || !Array.isArray(raw.e)) return null;
+  const events: EphemeralEvent[] = [];
+  for (const item of raw.e as unknown[]) {
+    if (!Array.isArray(item)) continue;
+    const [time, type, data, trace] = item as [unknown, unknown, unknown, unknown];
+    if (typeof time !== 'number' || typeof data !== 'string') continue;
+    const ev: { -readonly [K in keyof EphemeralEvent]: EphemeralEvent[K] } = { topic, time, data };
+    if (typeof type === 'string') ev.type = type;
+    if (trace !== null && typeof trace === 'object')
+      ev.trace = trace as EphemeralEvent['trace'] & object;
+    events.push(ev);
+  }
+  return events.length === 0 ? null : { kind: 'ephemeral', events };
 }

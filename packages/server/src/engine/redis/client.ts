@@ -4,12 +4,15 @@ import type { EngineLog } from '../engine.js';
 import { ReachabilityLog, StorageLog, storageFull } from '../common.js';
 import { quietly, type Lifecycle } from '../lifecycle.js';
 import type { AppendReply, StreamEntry } from './codec.js';
-import { APPEND, READ, SEQ_AT_TIME, TRIM } from './scripts.js';
+import { APPEND, DELETE, PURGE, READ, SEQ_AT_TIME, SET_RETENTION, TRIM } from './scripts.js';
 
 /** The engine's scripts, as commands of the command connection. */
 interface ScriptCommands {
   rillAppend(...args: string[]): Promise<AppendReply>;
   rillTrim(...args: string[]): Promise<number | null>;
+  rillDelete(...args: string[]): Promise<string | null>;
+  rillPurge(...args: string[]): Promise<number | null>;
+  rillSetRetention(...args: string[]): Promise<number | null>;
   rillSeqAtTime(...args: string[]): Promise<number | null>;
   rillRead(...args: string[]): Promise<[(string | null)[], StreamEntry[]]>;
 }
@@ -75,6 +78,9 @@ export class RedisClients {
     this.sub.on('error', () => undefined);
     this.cmd.defineCommand('rillAppend', { numberOfKeys: 6, lua: APPEND });
     this.cmd.defineCommand('rillTrim', { numberOfKeys: 2, lua: TRIM });
+    this.cmd.defineCommand('rillDelete', { numberOfKeys: 5, lua: DELETE });
+    this.cmd.defineCommand('rillPurge', { numberOfKeys: 2, lua: PURGE });
+    this.cmd.defineCommand('rillSetRetention', { numberOfKeys: 1, lua: SET_RETENTION });
     this.cmd.defineCommand('rillSeqAtTime', { numberOfKeys: 2, lua: SEQ_AT_TIME });
     this.cmd.defineCommand('rillRead', { numberOfKeys: 2, lua: READ });
   }

@@ -1,4 +1,4 @@
-import { MAX_KEY_LENGTH, type EventInput } from '../../model/event.js';
+import { MAX_KEY_LENGTH, type EphemeralEvent, type EventInput } from '../../model/event.js';
 import { RillError } from '../../model/errors.js';
 import { assertTopic } from '../../model/topic.js';
 import {
@@ -9,7 +9,10 @@ import {
   type EngineOptions,
   type HealthCheck,
   type ReadResult,
+  type RetentionOverride,
+  type SignalListener,
   type TopicHead,
+  type TopicRetentionInfo,
   type WatchListener,
 } from '../engine.js';
 import {
@@ -21,7 +24,7 @@ import {
   makeEvent,
 } from '../common.js';
 import { Lifecycle } from '../lifecycle.js';
-import { newEpoch, RetentionResolver } from '../retention.js';
+import { cleanOverride, newEpoch, RetentionResolver, retentionInfo } from '../retention.js';
 import { RedisClients } from './client.js';
 import { encodeTrace } from '../../model/trace.js';
 import { fromEntry, fromFields, toHead, type AppendReply } from './codec.js';
@@ -255,8 +258,98 @@ export class RedisEngine implements Engine, HealthCheck {
     return seq ?? null;
   }
 
-  watch(topic: string, listener: WatchListener): () => void {
-    return this.live.watch(topic, listener);
+  watch(topic: string, listener: WatchListener, signals?: SignalListener): () => void {
+    return this.live.watch(topic, listener, signals);
+  }
+
+  /** One PUBLISH on the topic's channel (`~` and the events' JSON); nothing is stored. */
+  async broadcast(topic: string, events: readonly EphemeralEvent[]): Promise<void> {
+    this.life.assertOpen();
+    assertTopic(topic);
+    if (events.length === 0) return;
+    const body = JSON.stringify(
+      events.map((e) => [e.time, e.type ?? null, e.data, e.trace ?? null]),
+    );
+    await this.clients.run(() => this.clients.cmd.publish(this.keys.channel(topic), `~${body}`));
+  }
+
+  async deleteTopic(topic: string): Promise<boolean> {
+    this.life.assertOpen();
+    const k = this.keys.topic(topic);
+    const epoch = await this.life.track(
+      this.clients.write(() =>
+        this.clients.cmd.rillDelete(
+          k.meta,
+          k.stream,
+          k.keys,
+          k.expiry,
+          this.keys.topics,
+          topic,
+          this.keys.channel(topic),
+        ),
+      ),
+    );
+    return epoch !== null;
+  }
+
+  async purge(topic: string, beforeSeq: number): Promise<TopicHead | null> {
+    this.life.assertOpen();
+    const k = this.keys.topic(topic);
+    const cut = await this.life.track(
+      this.clients.write(() =>
+        this.clients.cmd.rillPurge(k.meta, k.stream, String(Math.max(0, Math.floor(beforeSeq)))),
+      ),
+    );
+    return cut === null ? null : this.head(topic);
+  }
+
+  async setRetention(
+    topic: string,
+    override: RetentionOverride | null,
+  ): Promise<TopicRetentionInfo | null> {
+    this.life.assertOpen();
+    const o = cleanOverride(override);
+    const k = this.keys.topic(topic);
+    const field = (n: number | undefined): string => (n === undefined ? '' : String(n));
+    const ok = await this.life.track(
+      this.clients.write(() =>
+        this.clients.cmd.rillSetRetention(
+          k.meta,
+          field(o?.maxEvents),
+          field(o?.maxAgeMs),
+          field(o?.maxBytes),
+        ),
+      ),
+    );
+    if (ok === null) return null;
+    const r = this.retention.for(topic);
+    await this.life.track(
+      this.clients.write(() =>
+        this.clients.cmd.rillTrim(
+          k.meta,
+          k.stream,
+          String(this.now()),
+          String(r.maxEvents),
+          String(r.maxAgeMs),
+          String(r.maxBytes),
+          '0',
+        ),
+      ),
+    );
+    return retentionInfo(r, o);
+  }
+
+  async getRetention(topic: string): Promise<TopicRetentionInfo | null> {
+    this.life.assertOpen();
+    const m = await this.clients.run(() =>
+      this.clients.cmd.hmget(this.keys.topic(topic).meta, 'e', 'rm', 'ra', 'rb'),
+    );
+    if (m[0] === null || m[0] === undefined) return null;
+    const o: RetentionOverride = {};
+    if (m[1] != null) o.maxEvents = Number(m[1]);
+    if (m[2] != null) o.maxAgeMs = Number(m[2]);
+    if (m[3] != null) o.maxBytes = Number(m[3]);
+    return retentionInfo(this.retention.for(topic), o);
   }
 
   watchTopics(listener: (topic: string) => void): () => void {
@@ -324,8 +417,8 @@ export class RedisEngine implements Engine, HealthCheck {
       await Promise.all(
         names.map((t) => {
           const r = this.retention.for(t);
-          if (r.maxAgeMs <= 0) return null;
           const k = this.keys.topic(t);
+          // Every topic: its own override may set an age limit the configuration does not.
           return cmd.rillTrim(
             k.meta,
             k.stream,
@@ -333,6 +426,7 @@ export class RedisEngine implements Engine, HealthCheck {
             String(r.maxEvents),
             String(r.maxAgeMs),
             String(r.maxBytes),
+            '1',
           );
         }),
       );

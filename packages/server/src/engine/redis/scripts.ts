@@ -80,8 +80,14 @@ local maxEvents = tonumber(ARGV[4])
 local maxAge = tonumber(ARGV[5])
 local maxBytes = tonumber(ARGV[10])
 local n = tonumber(ARGV[11])
-local meta = redis.call('HMGET', KEYS[1], 'e', 'f', 'l', 't', 'o')
+local meta = redis.call('HMGET', KEYS[1], 'e', 'f', 'l', 't', 'o', 'rm', 'ra', 'rb')
 local epoch = meta[1]
+-- The topic's own retention (setRetention) wins over the configured one.
+if epoch then
+  if meta[6] then maxEvents = tonumber(meta[6]) end
+  if meta[7] then maxAge = tonumber(meta[7]) end
+  if meta[8] then maxBytes = tonumber(meta[8]) end
+end
 local first, last, lastTime, total
 -- A log whose metadata or stream vanished (FLUSHALL, a deleted key, eviction) starts over under
 -- a new epoch, so no cursor from the old one is trusted.
@@ -172,14 +178,21 @@ return out
 `;
 
 /**
- * KEYS: meta, stream. ARGV: now, maxEvents, maxAgeMs, maxBytes. Returns the new firstSeq or false.
+ * KEYS: meta, stream. ARGV: now, maxEvents, maxAgeMs, maxBytes (the configured limits; the topic's
+ * override wins), ageOnly ('1': nothing to do unless an age limit applies). Returns the new
+ * firstSeq or false.
  */
 export const TRIM = `${COMMON}
-local meta = redis.call('HMGET', KEYS[1], 'e', 'f', 'l', 'o')
+local meta = redis.call('HMGET', KEYS[1], 'e', 'f', 'l', 'o', 'rm', 'ra', 'rb')
 if not meta[1] then return false end
 local first, last = tonumber(meta[2]), tonumber(meta[3])
-local cut = trim(KEYS[2], first, last, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
-  tonumber(meta[4]) or 0, tonumber(ARGV[1]))
+local maxEvents, maxAge, maxBytes = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if meta[5] then maxEvents = tonumber(meta[5]) end
+if meta[6] then maxAge = tonumber(meta[6]) end
+if meta[7] then maxBytes = tonumber(meta[7]) end
+if ARGV[5] == '1' and maxAge <= 0 then return first end
+local cut = trim(KEYS[2], first, last, maxEvents, maxAge, maxBytes, tonumber(meta[4]) or 0,
+  tonumber(ARGV[1]))
 if cut > first then redis.call('HSET', KEYS[1], 'f', fmt(cut)) end
 return cut
 `;
@@ -210,4 +223,47 @@ while lo < hi do
   if m[1] and tonumber(m[1][2][2]) < ms then lo = mid + 1 else hi = mid end
 end
 return lo
+`;
+
+/**
+ * KEYS: meta, stream, keys, expiry, topics. ARGV: topic, channel. Deletes the topic's log whole
+ * and tells its watchers (`!<epoch>` on its channel). Returns the epoch deleted, or false.
+ */
+export const DELETE = `
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then return false end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('PUBLISH', ARGV[2], '!' .. epoch)
+return epoch
+`;
+
+/**
+ * KEYS: meta, stream. ARGV: beforeSeq. Drops the events before it (at most all of them). Returns
+ * the new firstSeq, or false for an unknown topic.
+ */
+export const PURGE = `
+local meta = redis.call('HMGET', KEYS[1], 'e', 'f', 'l')
+if not meta[1] then return false end
+local first, last = tonumber(meta[2]), tonumber(meta[3])
+local cut = tonumber(ARGV[1])
+if cut > last + 1 then cut = last + 1 end
+if cut <= first then return first end
+redis.call('XTRIM', KEYS[2], 'MINID', string.format('%d', cut) .. '-0')
+redis.call('HSET', KEYS[1], 'f', string.format('%d', cut))
+return cut
+`;
+
+/**
+ * KEYS: meta. ARGV: maxEvents, maxAgeMs, maxBytes of the override ('' = not set by it). Returns
+ * the override as stored ({rm, ra, rb}, false when absent), or false for an unknown topic.
+ */
+export const SET_RETENTION = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local names = { 'rm', 'ra', 'rb' }
+for i = 1, 3 do
+  if ARGV[i] == '' then redis.call('HDEL', KEYS[1], names[i])
+  else redis.call('HSET', KEYS[1], names[i], ARGV[i]) end
+end
+return 1
 `;

@@ -1,6 +1,8 @@
 import type { RillEvent } from '../../model/event.js';
 import type { Feed } from '../common.js';
-import type { ReadResult, WatchListener } from '../engine.js';
+import type { ReadResult, SignalListener, WatchListener } from '../engine.js';
+import type { EphemeralEvent } from '../../model/event.js';
+import type { TraceContext } from '../../model/trace.js';
 import type { Lifecycle } from '../lifecycle.js';
 import { Watchers, type TopicWatch } from '../watchers.js';
 import type { RedisClients } from './client.js';
@@ -79,8 +81,8 @@ export class RedisWatch {
     clients.sub.on('ready', () => this.onSubscriberReady());
   }
 
-  watch(topic: string, listener: WatchListener): () => void {
-    return this.watchers.watch(topic, listener);
+  watch(topic: string, listener: WatchListener, signals?: SignalListener): () => void {
+    return this.watchers.watch(topic, listener, signals);
   }
 
   watchTopics(listener: (topic: string) => void): () => void {
@@ -139,6 +141,23 @@ export class RedisWatch {
     }
     const w = this.byChannel.get(channel);
     if (w === undefined || !w.active) return;
+    // Epochs are alphanumeric, so these two markers never start a batch message.
+    if (message.startsWith('~')) {
+      const events = parseEphemeral(w.topic, message.slice(1));
+      if (events.length > 0) this.feed.signal(w.topic, { kind: 'ephemeral', events });
+      return;
+    }
+    if (message.startsWith('!')) {
+      const epoch = message.slice(1);
+      if (w.epoch === epoch) {
+        // The log is gone: the next epoch starts from scratch.
+        w.epoch = null;
+        w.pos = 0;
+        w.target = 0;
+      }
+      this.feed.signal(w.topic, { kind: 'deleted', epoch });
+      return;
+    }
     const m = parseMessage(message);
     if (m === null) return;
     if (w.epoch !== null && m.epoch !== w.epoch) {
@@ -290,4 +309,26 @@ export class RedisWatch {
     };
     run().catch(() => undefined);
   }
+}
+
+/** The events of an ephemeral message (`broadcast`): `[time, type, data, trace]` each. */
+function parseEphemeral(topic: string, body: string): EphemeralEvent[] {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(body);
+  } catch {
+    return [];
+  }
+  if (!Array.isArray(raw)) return [];
+  const out: EphemeralEvent[] = [];
+  for (const item of raw as unknown[]) {
+    if (!Array.isArray(item)) continue;
+    const [time, type, data, trace] = item as [number, string | null, string, TraceContext | null];
+    if (typeof time !== 'number' || typeof data !== 'string') continue;
+    const ev: { -readonly [K in keyof EphemeralEvent]: EphemeralEvent[K] } = { topic, time, data };
+    if (typeof type === 'string') ev.type = type;
+    if (trace !== null && typeof trace === 'object') ev.trace = trace;
+    out.push(ev);
+  }
+  return out;
 }
