@@ -15,6 +15,7 @@ import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { queryError } from './params.js';
 import { pollRoutes } from './poll.js';
 import { publishRoutes } from './publish.js';
+import { statsRoutes } from './stats.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
 import { wsRoutes } from './ws-upgrade.js';
@@ -60,6 +61,9 @@ export const API_INDEX = {
     webSocket: 'GET /v1/ws',
     health: 'GET /healthz',
     ready: 'GET /readyz',
+    metrics: 'GET /metrics',
+    stats: 'GET /v1/stats',
+    statsStream: 'GET /v1/stats/stream',
   },
   docs: 'docs/protocol.md in the Rill repository',
 } as const;
@@ -142,6 +146,7 @@ export function buildApp(
   tls: TlsCredentials | null = null,
 ): FastifyInstance {
   const http = ctx.config.http;
+  const meters = ctx.obs?.meters;
   const app = Fastify({
     ...(tls ? secureServer(tls, http) : {}),
     loggerInstance: logger,
@@ -194,6 +199,7 @@ export function buildApp(
         : req.headers.host;
     const e = hosts.check(host, req.raw.httpVersion);
     if (e === null) return done();
+    meters?.error('http', e);
     void reply.code(e.status).type('application/json; charset=utf-8').send(e.toJSON());
   });
 
@@ -210,6 +216,7 @@ export function buildApp(
       return done();
     }
     const e = tooManyHeaders(maxHeaders);
+    meters?.error('http', e);
     void reply.code(431).type('application/json; charset=utf-8').send(e.toJSON());
   });
 
@@ -252,6 +259,7 @@ export function buildApp(
 
   app.setErrorHandler((err, req, reply) => {
     const e = toRillError(err);
+    meters?.error('http', e);
     if (e.code === 'internal') req.log.error({ err }, 'unhandled error');
     else if (e.code === 'engine_unavailable') req.log.warn({ err }, 'engine unavailable');
     const retryAfter = retryAfterSeconds(e);
@@ -263,6 +271,7 @@ export function buildApp(
 
   app.setNotFoundHandler((req, reply) => {
     const e = new RillError('not_found', `No route ${req.method} ${req.url.split('?')[0]}`);
+    meters?.error('http', e);
     return reply.code(404).send(e.toJSON());
   });
 
@@ -302,5 +311,6 @@ export function buildApp(
   streamRoutes(app, ctx);
   wsRoutes(app, ctx, hosts);
   pollRoutes(app, ctx);
+  statsRoutes(app, ctx);
   return app;
 }
