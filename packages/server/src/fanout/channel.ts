@@ -50,8 +50,8 @@ export class Channel implements DelayMarked {
     readonly topic: string,
     private readonly engine: Engine,
     private readonly probe: DelayProbe | null = null,
-    /** This topic's own series (only for topics `metrics.topics` selects). */
-    private readonly meter: TopicMeter | null = null,
+    /** This topic's own series (only for topics `metrics.topics` selects); null for the rest. */
+    readonly meter: TopicMeter | null = null,
   ) {
     // Watch first, then read the head: an event committed in between shows up in both, and the
     // members drop the repeat; the other order could miss it.
@@ -166,7 +166,6 @@ export class Channel implements DelayMarked {
       }
     }
     if (delivered > 0) {
-      if (this.meter !== null) this.meter.delivered += delivered;
       if (this.probe !== null && this.delaySince === 0) {
         this.delaySince = events[0]!.time;
         this.probe.mark(this);

@@ -185,6 +185,9 @@ export class Subscription implements Flushable {
     st.pos = ev.seq;
     st.lastTime = ev.time;
     st.touched = ++touchCounter;
+    // Only topics selected by `metrics.topics` have a meter: the rest pay a null check.
+    const tm = st.channel.meter;
+    if (tm !== null) tm.delivered++;
     const chunk = this.sink.frameEvent(ev, this.single ? null : this.cursorFor(ev.time));
     this.pendingEvents++;
     this.enqueue(chunk);
