@@ -158,7 +158,7 @@ export class Observability {
     usedBytes: null,
     maxBytes: null,
   };
-  private slowSampling = false;
+  private refreshing: Promise<void> | null = null;
   /** Publish durations by transport (children of one histogram), when metrics are on. */
   readonly publishDuration: Record<'http' | 'ws', { observe(v: number): void }> | null;
 
@@ -245,30 +245,37 @@ export class Observability {
 
   /** Every two seconds: engine health and storage, and this node's entry in the directory. */
   private async sampleSlow(): Promise<void> {
-    if (this.slowSampling) return;
-    this.slowSampling = true;
-    try {
-      const engine = this.engine;
-      if (hasHealthCheck(engine)) {
-        this.engineOk = await engine.health().then(
-          (h) => h.ok,
-          () => false,
-        );
-      }
-      if (hasStorageReport(engine)) {
-        this.storage = await engine.storageUsage().catch(() => ({
-          usedBytes: null,
-          maxBytes: null,
-        }));
-      }
-      if (hasNodeDirectory(engine)) {
-        await engine.putNode(this.id, JSON.stringify(this.nodeStats()), NODE_TTL_MS).catch(() => {
-          // The broker is away: the engine logs that; the node drops out of the directory.
-        });
-      }
-    } finally {
-      this.slowSampling = false;
+    await this.refreshEngine();
+    const engine = this.engine;
+    if (hasNodeDirectory(engine)) {
+      await engine.putNode(this.id, JSON.stringify(this.nodeStats()), NODE_TTL_MS).catch(() => {
+        // The broker is away: the engine logs that; the node drops out of the directory.
+      });
     }
+  }
+
+  /** Reads the engine's health and storage use again (one read at a time, shared). */
+  private refreshEngine(): Promise<void> {
+    this.refreshing ??= (async () => {
+      const engine = this.engine;
+      try {
+        if (hasHealthCheck(engine)) {
+          this.engineOk = await engine.health().then(
+            (h) => h.ok,
+            () => false,
+          );
+        }
+        if (hasStorageReport(engine)) {
+          this.storage = await engine.storageUsage().catch(() => ({
+            usedBytes: null,
+            maxBytes: null,
+          }));
+        }
+      } finally {
+        this.refreshing = null;
+      }
+    })();
+    return this.refreshing;
   }
 
   private rates(): NodeStats['rates'] {
@@ -367,6 +374,13 @@ export class Observability {
 
   /** The `/v1/stats` document: this node, and every live node on a shared engine. */
   async stats(): Promise<StatsDocument> {
+    // Storage and health as of now, not of the last sample (bounded: a slow broker leaves the
+    // previous reading). A reading begun earlier is waited for, then one more is taken.
+    const fresh = async (): Promise<void> => {
+      if (this.refreshing) await this.refreshing;
+      await this.refreshEngine();
+    };
+    await withTimeout(fresh(), NODE_LIST_WAIT_MS).catch(() => undefined);
     const node = this.nodeStats();
     const engine = this.engine;
     let nodes: NodeStats[] = [node];
