@@ -84,11 +84,21 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 /** Catch-up buckets, seconds: catch-ups last from milliseconds to minutes. */
 const CATCHUP_BUCKETS = [0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
-/** prom-client's default metrics that break Prometheus' naming rules (gauges ending `_total`). */
-const LINT_FAILING_DEFAULTS = [
+/**
+ * prom-client's default metrics left out: gauges named like counters, which `promtool check
+ * metrics` refuses, and the ones whose every scrape costs time in proportion to the open
+ * connections (listing every handle, every resource, every file descriptor): with 1,000 streams
+ * they were most of a scrape's 10 ms, and they would be seconds with 100,000. The connections are
+ * in `rill_connections_open` and `rill_connection_budget_used` instead.
+ */
+const DROPPED_DEFAULTS = [
   'nodejs_active_handles_total',
   'nodejs_active_requests_total',
   'nodejs_active_resources_total',
+  'nodejs_active_handles',
+  'nodejs_active_requests',
+  'nodejs_active_resources',
+  'process_open_fds',
 ];
 
 /** The event-loop delay monitor's sampling interval, ms. */
@@ -191,9 +201,7 @@ export class Observability {
     this.counters(this.registry);
     this.gauges(this.registry);
     collectDefaultMetrics({ register: this.registry });
-    // Gauges named like counters, which `promtool check metrics` refuses; the same counts stay,
-    // by type, in nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
-    for (const name of LINT_FAILING_DEFAULTS) this.registry.removeSingleMetric(name);
+    for (const name of DROPPED_DEFAULTS) this.registry.removeSingleMetric(name);
   }
 
   /** The hub whose subscriptions the saturation gauges read. */
