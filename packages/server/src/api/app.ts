@@ -21,6 +21,7 @@ import { queryError } from './params.js';
 import { nextRequestId } from './request-id.js';
 import { pollRoutes } from './poll.js';
 import { publishRoutes } from './publish.js';
+import { statsRoutes } from './stats.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
 import { topicAdminRoutes } from './topic-admin.js';
@@ -67,6 +68,9 @@ export const API_INDEX = {
     webSocket: 'GET /v1/ws',
     health: 'GET /healthz',
     ready: 'GET /readyz',
+    metrics: 'GET /metrics',
+    stats: 'GET /v1/stats',
+    statsStream: 'GET /v1/stats/stream',
   },
   docs: 'docs/protocol.md in the Rill repository',
 } as const;
@@ -149,6 +153,7 @@ export function buildApp(
   tls: TlsCredentials | null = null,
 ): FastifyInstance {
   const http = ctx.config.http;
+  const meters = ctx.obs?.meters;
   const app = Fastify({
     ...(tls ? secureServer(tls, http) : {}),
     loggerInstance: logger,
@@ -230,6 +235,7 @@ export function buildApp(
         : req.headers.host;
     const e = hosts.check(host, req.raw.httpVersion);
     if (e === null) return done();
+    meters?.error('http', e);
     void reply.code(e.status).type('application/json; charset=utf-8').send(e.toJSON());
   });
 
@@ -246,6 +252,7 @@ export function buildApp(
       return done();
     }
     const e = tooManyHeaders(maxHeaders);
+    meters?.error('http', e);
     void reply.code(431).type('application/json; charset=utf-8').send(e.toJSON());
   });
 
@@ -292,6 +299,7 @@ export function buildApp(
 
   app.setErrorHandler((err, req, reply) => {
     const e = toRillError(err);
+    meters?.error('http', e);
     if (e.code === 'internal') req.log.error({ err }, 'unhandled error');
     else if (e.code === 'engine_unavailable') req.log.warn({ err }, 'engine unavailable');
     const retryAfter = retryAfterSeconds(e);
@@ -303,6 +311,7 @@ export function buildApp(
 
   app.setNotFoundHandler((req, reply) => {
     const e = new RillError('not_found', `No route ${req.method} ${req.url.split('?')[0]}`);
+    meters?.error('http', e);
     return reply.code(404).send(e.toJSON());
   });
 
@@ -352,5 +361,6 @@ export function buildApp(
   streamRoutes(app, ctx);
   wsRoutes(app, ctx, hosts);
   pollRoutes(app, ctx);
+  statsRoutes(app, ctx);
   return app;
 }

@@ -6,6 +6,7 @@ import type { Hub } from '../fanout/hub.js';
 import type { ConnectionBudget } from '../net/capacity.js';
 import type { RequestLimits } from './limits.js';
 import type { LoadMonitor } from '../net/overload.js';
+import type { Observability } from './observability.js';
 import type { OpenStreams } from './open-streams.js';
 
 /**
@@ -33,4 +34,6 @@ export interface AppContext {
   logs: { http: Logger; ws: Logger };
   /** Rate and count limits per key, user and client address (`enabled` false: none). */
   limits: RequestLimits;
+  /** Counters, metrics and stats; absent where nothing is counted (some tests). */
+  obs?: Observability;
 }

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
+import type { TransportMeter } from '../model/meters.js';
 import { sharedEventJson } from '../wire/frame-cache.js';
 import type { Hub } from '../fanout/hub.js';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
@@ -34,7 +35,11 @@ class CollectSink implements Sink {
   /** Resolves with the first outcome; the subscription's drain waits end with it too. */
   readonly settled = new Promise<void>((r) => (this.settle = r));
 
-  constructor(private readonly limit: number) {}
+  constructor(
+    private readonly limit: number,
+    /** The long-poll meter: the subscription adds the page's events, `write` its bytes. */
+    readonly meter: TransportMeter | null = null,
+  ) {}
 
   frameEvent(ev: RillEvent): string {
     this.count++;
@@ -48,6 +53,7 @@ class CollectSink implements Sink {
   }
 
   write(chunk: string): boolean {
+    if (this.meter) this.meter.bytes += Buffer.byteLength(chunk);
     this.resolve({ page: chunk.endsWith(',') ? chunk.slice(0, -1) : chunk });
     return false;
   }
@@ -101,9 +107,10 @@ async function pollOnce(
     streams: OpenStreams;
     /** The request's id, for the subscription's log lines. */
     id: string;
+    meter: TransportMeter | null;
   },
 ): Promise<{ events: string; count: number; bytes: number; cursor: string; resets: string[] }> {
-  const sink = new CollectSink(opts.limit);
+  const sink = new CollectSink(opts.limit, opts.meter);
   let sub: Subscription | undefined = undefined;
   /** Set when the subscription caught up before `hub.subscribe` returned it. */
   let finishEarly = false;
@@ -220,6 +227,8 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
           : ctx.limits.openStream(ctx.limits.ofRequest(req, identity));
       const ac = new AbortController();
       reply.raw.on('close', () => ac.abort());
+      const meter = ctx.obs?.meters.transports.poll ?? null;
+      if (meter) meter.opened++;
       const startedAt = Date.now();
       const ended = (events: number, bytes: number, reason: string): void =>
         logStreamEnd(
@@ -241,10 +250,13 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
           identity,
           streams: ctx.streams,
           id: req.id,
+          meter,
         });
       } catch (err) {
+        const code = err instanceof RillError ? err.code : 'internal';
         lease?.release();
-        ended(0, 0, err instanceof RillError ? err.code : 'internal');
+        ended(0, 0, code);
+        meter?.close(code);
         throw err;
       }
       lease?.release();
@@ -253,6 +265,7 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
         r.bytes,
         ac.signal.aborted ? 'client_closed' : r.count > 0 ? 'page' : 'timeout',
       );
+      meter?.close(ac.signal.aborted ? 'client' : 'answered');
       return reply
         .type('application/json; charset=utf-8')
         .header('cache-control', 'no-store')

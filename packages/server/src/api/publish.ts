@@ -23,6 +23,8 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { limits } = ctx.config;
   const rate = ctx.limits;
   app.decorateRequest('limitSubjects', null);
+  const meters = ctx.obs?.meters;
+  const duration = ctx.obs?.publishDuration?.http;
 
   app.post<{
     Params: { topic: string };
@@ -31,6 +33,19 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
     '/v1/topics/:topic/events',
     {
       schema: { params: topicParams },
+      // From the request's arrival to its answer, whatever the outcome.
+      ...(duration
+        ? {
+            onResponse: (
+              _req: FastifyRequest,
+              reply: { elapsedTime: number },
+              done: () => void,
+            ) => {
+              duration.observe(reply.elapsedTime / 1000);
+              done();
+            },
+          }
+        : {}),
       // Overloaded: refused before the body is read (after authentication, in the app's hooks).
       ...(ctx.load?.enabled
         ? {
@@ -147,6 +162,7 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
       }
       span.end();
       if (subjects !== null) rate.published(topic);
+      if (meters) meters.publishedEvents('http', topic, stored(results));
       const first = results[0]!.event;
       let out = `{"topic":"${topic}","epoch":"${first.epoch}","events":[`;
       for (let i = 0; i < results.length; i++) {
@@ -170,6 +186,13 @@ export function ephemeralOf(topic: string, input: EventInput, time: number): Eph
   if (input.type !== undefined) ev.type = input.type;
   if (input.trace !== undefined) ev.trace = input.trace;
   return ev;
+}
+
+/** How many of an append's results were stored (not duplicates). */
+export function stored(results: readonly { duplicate: boolean }[]): number {
+  let n = 0;
+  for (const r of results) if (!r.duplicate) n++;
+  return n;
 }
 
 /** The raw events of a body and, for NDJSON, the line each came from. */

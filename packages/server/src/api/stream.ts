@@ -97,10 +97,13 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     // Counted last, once nothing can refuse the request before the stream: a refusal is a 429
     // with Retry-After, as any error before the stream opens.
     const lease = ctx.limits.openStream(limitSubjects);
+    const meter = ctx.obs?.meters.transports[format] ?? null;
     const sink =
       req.raw.httpVersionMajor === 2
-        ? new H2StreamSink(reply.raw as unknown as Http2ServerResponse, framing, encoding)
-        : new HttpStreamSink(reply.raw, framing, encoding);
+        ? new H2StreamSink(reply.raw as unknown as Http2ServerResponse, framing, encoding, meter)
+        : new HttpStreamSink(reply.raw, framing, encoding, meter);
+    /** Counted as an open connection from its headers until it closes. */
+    let counted = false;
     reply.hijack();
     const reqId = req.id;
     let sub: Subscription | undefined;
@@ -126,6 +129,7 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     sink.onClose(() => {
       gone = true;
       lease?.release();
+      if (counted) meter!.close(sink.endReason ?? 'client');
       tracked.untrack();
       if (!sub) return;
       ctx.hub.unsubscribe(sub);
@@ -170,6 +174,10 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       opened = true;
       sink.open();
       logStreamOpen(ctx.logs.http, reqId, format, patterns);
+      if (meter) {
+        meter.opened++;
+        counted = true;
+      }
     }
   }
 

@@ -26,6 +26,7 @@ import type { AppContext } from './context.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { logStreamEnd, logStreamOpen } from './stream-log.js';
 import { endSpan, startPublishSpan, tracedAppend } from './tracing.js';
+import { stored } from './publish.js';
 import { WsCredentials, type SessionStart } from './ws-auth.js';
 
 export type { SessionStart } from './ws-auth.js';
@@ -99,6 +100,10 @@ export class WsSession {
   private readonly log: Logger;
   /** Who the connection's requests count for, for the identity they were computed for. */
   private limitSubjects: { identity: Identity; subjects: readonly Subject[] } | null = null;
+  /** Why the server closed the socket (a catalogue code), for the closed-connections counter. */
+  private closeReason: string | null = null;
+  /** The last error sent as a message (not counted again when the socket closes with it). */
+  private lastError: RillError | null = null;
 
   constructor(
     private readonly ws: WebSocket,
@@ -111,7 +116,9 @@ export class WsSession {
     private readonly limits: SessionLimits = { address: null, lease: null },
   ) {
     this.log = lazyChildLoggerFactory(wsLog, { reqId: id }, {});
-    this.writer = new WsWriter(ws);
+    const meter = ctx.obs?.meters.transports.ws ?? null;
+    this.writer = new WsWriter(ws, meter);
+    if (meter) meter.opened++;
     this.credentials = new WsCredentials(
       ctx,
       {
@@ -154,10 +161,16 @@ export class WsSession {
    * `why`, else the error's code.
    */
   close(err: RillError, why?: string): void {
-    if (this.ws.readyState === WebSocket.OPEN) {
-      this.endReason ??= why ?? err.code;
-      this.ws.close(err.closeCode, err.code);
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.endReason ??= why ?? err.code;
+    this.closeReason ??= err.code;
+    const meters = this.ctx.obs?.meters;
+    if (meters) {
+      meters.closeCode(err.closeCode);
+      // Counted once when its error message went out just before.
+      if (err !== this.lastError) meters.error('ws', err);
     }
+    this.ws.close(err.closeCode, err.code);
   }
 
   private onClose(code: number): void {
@@ -175,6 +188,7 @@ export class WsSession {
       }
     }
     this.subs.clear();
+    this.writer.meter?.close(this.closeReason ?? 'client');
     this.onGone();
     logStreamEnd(this.wsLog, this.id, {
       transport: 'ws',
@@ -221,6 +235,8 @@ export class WsSession {
   }
 
   private sendError(err: RillError, ref: { id?: RequestId; sub?: string } = {}): void {
+    this.ctx.obs?.meters.error('ws', err);
+    this.lastError = err;
     this.send(wsErrorFrame(err, ref));
   }
 
@@ -580,6 +596,8 @@ export class WsSession {
         .finally(() => this.finish());
       return;
     }
+    const obs = this.ctx.obs;
+    const t0 = performance.now();
     const span = startPublishSpan('ws', topic, [input], undefined, Date.now());
     const append = (): ReturnType<typeof this.ctx.engine.append> => {
       const appended = tracedAppend(this.ctx.engine, topic, [input], span);
@@ -589,6 +607,7 @@ export class WsSession {
       .then(
         (results) => {
           span.end();
+          obs?.meters.publishedEvents('ws', topic, stored(results));
           const { event, duplicate } = results[0]!;
           this.send(
             `{"op":"ack","id":${JSON.stringify(id)},"topic":"${topic}","seq":${event.seq},` +
@@ -605,7 +624,10 @@ export class WsSession {
           this.sendError(e, { id });
         },
       )
-      .finally(() => this.finish());
+      .finally(() => {
+        obs?.publishDuration?.ws.observe((performance.now() - t0) / 1000);
+        this.finish();
+      });
   }
 }
 

@@ -116,6 +116,7 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
     const reqId = nextRequestId();
     const err = checkHandshake(req, ctx, hosts);
     if (err) {
+      ctx.obs?.meters.error('ws', err.error);
       rejectUpgrade(socket, err.error, err);
       return;
     }

@@ -43,6 +43,11 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'rateLimits.exemptAddresses': 'Addresses not held to the per-address limits.',
   'rateLimits.shared': 'auto: nodes on redis or nats share their counts; local: each counts alone.',
   'rateLimits.syncInterval': 'How often a node exchanges its counts with the other nodes.',
+  'metrics.enabled': 'Count and serve Prometheus metrics at /metrics and stats at /v1/stats.',
+  'metrics.port':
+    'Serve /metrics on a listener of its own at this port (unauthenticated; keep it private).',
+  'metrics.host': 'Address of the metrics listener.',
+  'metrics.topics': 'Topic patterns that get series of their own (cardinality stays bounded).',
   'overload.maxEventLoopDelay':
     'Mean event-loop delay past which new streams and publishes get 503 overloaded (0 = off).',
   'overload.maxEventLoopUtilization':

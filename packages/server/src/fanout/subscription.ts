@@ -3,6 +3,7 @@ import { encodePosition } from '../model/cursor.js';
 import type { Engine } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
 import type { EphemeralEvent, RillEvent } from '../model/event.js';
+import type { Meters } from '../model/meters.js';
 import { compilePattern } from '../model/topic.js';
 import type { Channel, ChannelMember } from './channel.js';
 import type { Flushable } from './flush-scheduler.js';
@@ -41,6 +42,8 @@ export interface SubscriptionHost {
   ended(sub: Subscription): void;
   /** Where a subscription says, at debug level, that it fell behind (the `fanout` logger). */
   readonly log?: FanoutLog;
+  /** The server's counters (resets, catch-up durations), when it keeps them. */
+  readonly meters?: Meters | null;
 }
 
 /** What the fan-out logs through (a pino logger). */
@@ -135,6 +138,8 @@ export class Subscription implements Flushable {
   private readonly matchers: ((t: string) => boolean)[];
   private pending: string[] = [];
   private pendingBytes = 0;
+  /** Events among `pending` (reset notices are not events). */
+  private pendingEvents = 0;
   private catchingUp = false;
   /** Delay before the next catch-up attempt after the engine failed; 0 after a success. */
   private retryMs = 0;
@@ -211,7 +216,11 @@ export class Subscription implements Flushable {
     st.pos = ev.seq;
     st.lastTime = ev.time;
     st.touched = ++touchCounter;
+    // Only topics selected by `metrics.topics` have a meter: the rest pay a null check.
+    const tm = st.channel.meter;
+    if (tm !== null) tm.delivered++;
     const chunk = this.sink.frameEvent(ev, this.single ? null : this.cursorFor(ev.time));
+    this.pendingEvents++;
     this.enqueue(chunk);
   }
 
@@ -292,9 +301,16 @@ export class Subscription implements Flushable {
     const chunk = this.pending.length === 1 ? this.pending[0]! : this.pending.join('');
     this.sentEvents += this.pending.length - this.pendingNotices;
     this.sentBytes += utf8Length(chunk);
+    const meter = this.sink.meter;
+    if (meter) {
+      // Counted per flush, not per event (docs/observability.md); the sink counts the bytes.
+      meter.events += this.pendingEvents;
+      meter.writes++;
+    }
     this.pending = [];
     this.pendingBytes = 0;
     this.pendingNotices = 0;
+    this.pendingEvents = 0;
     this.lastWrite = Date.now();
     if (this.sink.write(chunk) === false) this.detach();
   }
@@ -308,13 +324,40 @@ export class Subscription implements Flushable {
 
   // ---- catch-up path ----
 
+  /** True while some topic is off the live path (catching up from the log). */
+  get behind(): boolean {
+    if (this.catchingUp) return true;
+    for (const st of this.states.values()) if (!st.live) return true;
+    return false;
+  }
+
+  /**
+   * Events this subscription is behind its channels' last seq over the topics off the live path,
+   * and the bytes it has waiting (queue and socket buffer): for the slow-consumer gauges.
+   */
+  backlog(): { events: number; bufferedBytes: number } {
+    let events = 0;
+    for (const st of this.states.values()) {
+      if (!st.live && st.resolved) events += Math.max(0, st.channel.lastSeq - st.pos);
+    }
+    return { events, bufferedBytes: this.pendingBytes + this.sink.bufferedBytes() };
+  }
+
+  /** Bytes queued for the next flush plus what the sink holds (the subscriber buffer gauge). */
+  bufferedBytes(): number {
+    return this.closed ? 0 : this.pendingBytes + this.sink.bufferedBytes();
+  }
+
   private kick(): void {
     if (this.catchingUp || this.closed) return;
     this.catchingUp = true;
+    const started = performance.now();
     this.catchUp().then(
       () => {
         this.catchingUp = false;
         this.retryMs = 0;
+        const onCatchUp = this.host.meters?.onCatchUp;
+        if (onCatchUp && !this.closed) onCatchUp((performance.now() - started) / 1000);
         // A topic may have fallen behind after the loop's last look.
         if (!this.closed && [...this.states.values()].some((s) => !s.live)) this.kick();
       },
@@ -492,6 +535,7 @@ export class Subscription implements Flushable {
 
   private notice(st: TopicState, n: ResetNotice): void {
     this.exact = false;
+    this.host.meters?.reset(n.reason);
     st.epoch = n.epoch;
     st.pos = n.seq;
     this.pendingNotices++;
@@ -594,6 +638,7 @@ export class Subscription implements Flushable {
     this.pending = [];
     this.pendingBytes = 0;
     this.pendingNotices = 0;
+    this.pendingEvents = 0;
     for (const st of this.states.values()) {
       st.channel.removeSubscriber(st);
       this.host.releaseChannel(st.channel);
