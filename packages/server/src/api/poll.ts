@@ -10,7 +10,7 @@ import { parseResumeCursor, parseStart, parseTopicsParam } from '../wire/subscri
 import type { Identity } from '../auth/index.js';
 import { checkSubscribe, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
-import { tokenExpired, type OpenStreams } from './open-streams.js';
+import { subscriptionState, tokenExpired, type OpenStreams } from './open-streams.js';
 import type { StreamQuery } from './params.js';
 import { parseLimit, parseWait } from './params.js';
 
@@ -98,6 +98,8 @@ async function pollOnce(
     /** Who polls: the wait ends at its token's expiry, and when its credential is revoked. */
     identity: Identity;
     streams: OpenStreams;
+    /** The request's id and client address, for the connections listing. */
+    connection: { id: string; address: string };
   },
 ): Promise<{ events: string; cursor: string; resets: string[] }> {
   const sink = new CollectSink(opts.limit);
@@ -122,7 +124,16 @@ async function pollOnce(
     if (sub) hub.unsubscribe(sub);
   };
   // Tracked from the start: a credential revoked while the subscription is set up refuses it too.
-  const tracked = opts.streams.track(opts.identity, { revoked: refuse });
+  const tracked = opts.streams.track(
+    opts.identity,
+    { revoked: refuse },
+    {
+      ...opts.connection,
+      transport: 'poll',
+      openedAt: Date.now(),
+      state: () => subscriptionState(opts.patterns, sub),
+    },
+  );
   try {
     sub = await subscribe();
   } catch (err) {
@@ -212,6 +223,7 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
         signal: ac.signal,
         identity,
         streams: ctx.streams,
+        connection: { id: String(req.id), address: req.ip },
       });
       return reply
         .type('application/json; charset=utf-8')

@@ -10,6 +10,7 @@ import { sseFraming } from '../wire/sse.js';
 import { parseResumeCursor, parseStart, parseTopicsParam } from '../wire/subscribe-params.js';
 import { challengeFor, checkSubscribe, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
+import { subscriptionState } from './open-streams.js';
 import type { StreamQuery } from './params.js';
 
 /** `?format=` wins; else `Accept: application/x-ndjson` (without text/event-stream) means NDJSON. */
@@ -103,7 +104,17 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       if (sub) sub.fail(e);
       else ending ??= e;
     };
-    const tracked = ctx.streams.track(identity, { revoked: endWith, expired: endWith });
+    const tracked = ctx.streams.track(
+      identity,
+      { revoked: endWith, expired: endWith },
+      {
+        id: String(req.id),
+        transport: format,
+        address: req.ip,
+        openedAt: Date.now(),
+        state: () => subscriptionState(patterns, sub),
+      },
+    );
     sink.onClose(() => {
       gone = true;
       tracked.untrack();

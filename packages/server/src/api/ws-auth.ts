@@ -2,7 +2,7 @@ import type { Identity } from '../auth/index.js';
 import { RillError } from '../model/errors.js';
 import { wsErrorFrame } from '../wire/ws.js';
 import type { AppContext } from './context.js';
-import type { StreamHandle } from './open-streams.js';
+import type { ConnectionInfo, StreamHandle } from './open-streams.js';
 
 /**
  * How a WebSocket session starts: with the identity of its upgrade's credentials (or the
@@ -16,6 +16,8 @@ export interface WsCredentialsHost {
   send(text: string): void;
   /** Closes the socket with the error's close code. */
   close(err: RillError): void;
+  /** What the connections listing shows of it (listed once it has an identity). */
+  readonly connection: ConnectionInfo;
 }
 
 /**
@@ -105,10 +107,11 @@ export class WsCredentials {
     this.cancelAuthDeadline = undefined;
     if (this.tracked) this.tracked.update(identity);
     else {
-      this.tracked = this.ctx.streams.track(identity, {
-        revoked: (e) => this.host.close(e),
-        expired: (e) => this.host.close(e),
-      });
+      this.tracked = this.ctx.streams.track(
+        identity,
+        { revoked: (e) => this.host.close(e), expired: (e) => this.host.close(e) },
+        this.host.connection,
+      );
     }
     this.cancelWarning?.();
     this.cancelWarning = undefined;

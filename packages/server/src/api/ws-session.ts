@@ -20,6 +20,7 @@ import { WsSink, WsWriter } from '../net/ws-sink.js';
 import { wsErrorFrame } from '../wire/ws.js';
 import { checkSubscribe, forbidden } from './authn.js';
 import type { AppContext } from './context.js';
+import type { ConnectionState } from './open-streams.js';
 import { WsCredentials, type SessionStart } from './ws-auth.js';
 
 export type { SessionStart } from './ws-auth.js';
@@ -77,6 +78,7 @@ export class WsSession {
     private readonly log: FastifyBaseLogger,
     private readonly onGone: () => void,
     start: SessionStart,
+    connection: { id: string; address: string },
   ) {
     this.writer = new WsWriter(ws);
     this.credentials = new WsCredentials(
@@ -84,6 +86,12 @@ export class WsSession {
       {
         send: (text) => this.send(text),
         close: (err) => this.close(err),
+        connection: {
+          ...connection,
+          transport: 'ws',
+          openedAt: Date.now(),
+          state: () => this.state(),
+        },
       },
       start,
     );
@@ -112,6 +120,23 @@ export class WsSession {
       this.nextPingAt = now + interval;
       if (this.ws.readyState === WebSocket.OPEN) this.ws.ping();
     }
+  }
+
+  /** What the connections listing shows: every subscription's patterns, the socket's backlog. */
+  private state(): ConnectionState {
+    const patterns: string[] = [];
+    let topics = 0;
+    let live = true;
+    for (const e of this.subs.values()) {
+      patterns.push(...e.patterns);
+      topics += e.sub?.states.size ?? 0;
+      if (!e.sub?.isLive()) live = false;
+    }
+    // Each subscription's count includes the socket's backlog, shared by all: counted once.
+    const socket = this.writer.bufferedBytes();
+    let bufferedBytes = socket;
+    for (const e of this.subs.values()) bufferedBytes += e.sub ? e.sub.bufferedBytes() - socket : 0;
+    return { patterns, topics, bufferedBytes, live };
   }
 
   /** Closes the socket with the error's close code (shutdown: 4001). */

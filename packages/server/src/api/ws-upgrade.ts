@@ -76,6 +76,8 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
   const cfg = ctx.config.ws;
   const log = app.log;
   const sessions = new Set<WsSession>();
+  /** Numbers the WebSockets for the connections listing (`ws-1`, `ws-2`, …). */
+  let wsIds = 0;
   const options: ServerOptions & { closeTimeout: number } = {
     noServer: true,
     clientTracking: false,
@@ -117,7 +119,10 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
     }
     const upgrade = (start: SessionStart): void => {
       wss.handleUpgrade(req, socket, head, (ws) => {
-        const session = new WsSession(ws, ctx, log, () => sessions.delete(session), start);
+        const session = new WsSession(ws, ctx, log, () => sessions.delete(session), start, {
+          id: `ws-${++wsIds}`,
+          address: req.socket.remoteAddress ?? '',
+        });
         sessions.add(session);
         if (ctx.state.closing) session.close(new RillError('shutting_down'));
       });

@@ -227,6 +227,18 @@ export class Subscription implements Flushable {
     if (this.sink.write(chunk) === false) this.detach();
   }
 
+  /** Bytes queued for the next flush plus what the sink holds unsent (admin listings). */
+  bufferedBytes(): number {
+    return this.pendingBytes + this.sink.bufferedBytes();
+  }
+
+  /** Every topic is on the live path and no catch-up runs: the subscriber is not behind. */
+  isLive(): boolean {
+    if (this.catchingUp) return false;
+    for (const st of this.states.values()) if (!st.live) return false;
+    return true;
+  }
+
   /** Sends the sink a heartbeat when nothing was written since `idleSince` (the hub's sweep). */
   heartbeatIfIdle(idleSince: number, now: number): void {
     if (this.lastWrite > idleSince) return;
