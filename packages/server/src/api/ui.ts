@@ -63,6 +63,9 @@ export function uiRoutes(app: FastifyInstance): void {
       res.setHeader('x-frame-options', 'DENY');
     },
   });
+  // `/ui` and `/ui/` (one route: the router ignores a trailing slash, so the plugin's `/ui/*`
+  // never sees an empty rest): the index.
+  app.get('/ui', (_req, reply) => reply.sendFile('index.html'));
 }
 
 /** Whether a `GET /` comes from a browser navigating (it asks for HTML), not from a script. */
