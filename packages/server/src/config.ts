@@ -491,6 +491,30 @@ export const ConfigSchema = z
      * `apiKeys`, `apiKeysFile` or `anonymous` is set ({@link authEnabled}).
      */
     auth: AuthSchema.prefault({}),
+    /** Metrics and stats (docs/observability.md). */
+    metrics: z
+      .strictObject({
+        /**
+         * Serve `/metrics` (Prometheus) and `/v1/stats`, and keep the histograms and samplers they
+         * read. The counters themselves cost an integer add per flush and are always kept.
+         */
+        enabled: z.boolean().default(true),
+        /**
+         * A second listener serving only `/metrics`, without authentication (keep it on a private
+         * address); none by default. On the main port `/metrics` needs the admin permission when
+         * authentication is on.
+         */
+        port: z.coerce.number().int().min(0).max(65535).optional(),
+        /** The address of the metrics listener. */
+        host: z.string().min(1).default('127.0.0.1'),
+        /**
+         * Topics with series of their own (published, delivered, subscribers), as names or
+         * patterns; none by default: every topic is counted in the totals only. At most 1,000
+         * topics get series, whatever the patterns match.
+         */
+        topics: z.array(pattern).max(100).default([]),
+      })
+      .prefault({}),
     /**
      * Serve HTTPS (HTTP/2 with HTTP/1.1 fallback) with this certificate and key; plain HTTP when
      * neither is set. Reloaded on SIGHUP.

@@ -22,7 +22,11 @@ import { LmdbEngine } from './engine/lmdb.js';
 import { MemoryEngine } from './engine/memory.js';
 import { NatsEngine } from './engine/nats/engine.js';
 import { RedisEngine } from './engine/redis/engine.js';
+import type { Server as HttpServer } from 'node:http';
 import { buildApp } from './api/app.js';
+import { Observability } from './api/observability.js';
+import { metricsListener } from './api/stats.js';
+import { instrumentEngine } from './engine/instrumented.js';
 import { OpenStreams } from './api/open-streams.js';
 import { ConnectionBudget } from './net/capacity.js';
 import { ConnectionRegistry } from './net/connection.js';
@@ -51,6 +55,10 @@ export interface RillServer {
   readonly engine: Engine;
   readonly hub: Hub;
   readonly app: FastifyInstance;
+  /** Counters, metrics and stats (docs/observability.md). */
+  readonly obs: Observability;
+  /** The metrics listener's URL (`metrics.port`), once listening; null without one. */
+  readonly metricsUrl: string | null;
   readonly log: Logger;
   /** Who a request is; `enabled` is false on a server without an `auth` section. */
   readonly auth: Authenticator;
@@ -126,7 +134,11 @@ export async function createServer(
   });
   logFastPaths(log);
   const engine = options.engine ?? createEngine(config, log);
-  const hub = new Hub(engine, {
+  const budget = new ConnectionBudget(log);
+  // Everything but the caller sees the engine through its meter (appends and reads timed).
+  const obs = new Observability({ config, engine, budget });
+  const used = config.metrics.enabled ? instrumentEngine(engine, obs.engineMeter) : engine;
+  const hub = new Hub(used, {
     limits: {
       maxSubscriberBufferBytes: config.limits.maxSubscriberBufferBytes,
       replayBatch: config.limits.replayBatch,
@@ -134,9 +146,10 @@ export async function createServer(
       maxCursorTopics: config.limits.maxCursorTopics,
     },
     heartbeatMs: config.sse.heartbeat,
+    meters: obs.meters,
   });
+  obs.attach(hub);
   const state = { closing: false };
-  const budget = new ConnectionBudget(log);
   const streams = new OpenStreams();
   // A revoked credential's streams end now, whatever opened them (SSE, NDJSON, long-poll, WebSocket).
   auth.on('revoked', (report) => {
@@ -146,7 +159,9 @@ export async function createServer(
   const tlsPaths = tlsFiles(config);
   // Checked already by resolveConfig; read once more for use (the files may have changed since).
   let tls: TlsPair | null = tlsPaths ? readTlsOrThrow(tlsPaths) : null;
-  const app = buildApp({ config, engine, hub, state, budget, auth, streams }, log, tls);
+  const app = buildApp({ config, engine: used, hub, state, budget, auth, streams, obs }, log, tls);
+  const metricsServer = config.metrics.port === undefined ? null : metricsListener(obs);
+  let metricsUrl: string | null = null;
   if (tls)
     log.info(
       tlsFields(tlsPaths!, tls),
@@ -159,6 +174,7 @@ export async function createServer(
   // Streams never end on their own: end them first, or closing the listener would wait forever.
   app.addHook('preClose', (done) => {
     state.closing = true;
+    obs.close();
     auth.close();
     streams.close();
     hub.close();
@@ -175,6 +191,10 @@ export async function createServer(
     app,
     log,
     auth,
+    obs,
+    get metricsUrl() {
+      return metricsUrl;
+    },
     reload: () => auth.reload(),
     async listen() {
       // A reconnect storm (thousands of clients back at once) overflows Node's default accept
@@ -185,6 +205,8 @@ export async function createServer(
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+      if (metricsServer) metricsUrl = await listenMetrics(metricsServer, config);
+      obs.start();
       return `${tls ? 'https' : 'http'}://${host}:${port}`;
     },
     reloadTls() {
@@ -218,6 +240,8 @@ export async function createServer(
         try {
           await app.close();
         } finally {
+          obs.close();
+          if (metricsServer) await closeMetrics(metricsServer);
           budget.close();
           auth.close();
           streams.close();
@@ -227,6 +251,29 @@ export async function createServer(
       return closing;
     },
   };
+}
+
+/** Binds the metrics listener; resolves with its URL. */
+async function listenMetrics(server: HttpServer, config: RillConfig): Promise<string> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: config.metrics.host, port: config.metrics.port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.metrics.port;
+  const host = config.metrics.host.includes(':') ? `[${config.metrics.host}]` : config.metrics.host;
+  return `http://${host}:${port}/metrics`;
+}
+
+function closeMetrics(server: HttpServer): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
 }
 
 /** A request as log lines show it: its URL without the `access_token` query parameter's value. */

@@ -11,7 +11,9 @@ import { parseLimit } from './params.js';
  */
 export function requireAdmin(req: FastifyRequest, ctx: AppContext): void {
   if (!identityOf(req, ctx.auth).grants.admin) {
-    throw new RillError('forbidden', 'This needs the admin grant', { details: { grant: 'admin' } });
+    throw new RillError('forbidden', 'The admin permission is needed for this', {
+      details: { permission: 'admin' },
+    });
   }
 }
 

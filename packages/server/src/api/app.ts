@@ -16,6 +16,7 @@ import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { queryError } from './params.js';
 import { pollRoutes } from './poll.js';
 import { publishRoutes } from './publish.js';
+import { statsRoutes } from './stats.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
 import { UI_PATH, uiRoutes, wantsHtml } from './ui.js';
@@ -62,6 +63,9 @@ export const API_INDEX = {
     webSocket: 'GET /v1/ws',
     health: 'GET /healthz',
     ready: 'GET /readyz',
+    metrics: 'GET /metrics',
+    stats: 'GET /v1/stats',
+    statsStream: 'GET /v1/stats/stream',
     connections: 'GET /v1/connections',
     dashboard: 'GET /ui/',
   },
@@ -146,6 +150,7 @@ export function buildApp(
   tls: TlsCredentials | null = null,
 ): FastifyInstance {
   const http = ctx.config.http;
+  const meters = ctx.obs?.meters;
   const app = Fastify({
     ...(tls ? secureServer(tls, http) : {}),
     loggerInstance: logger,
@@ -198,6 +203,7 @@ export function buildApp(
         : req.headers.host;
     const e = hosts.check(host, req.raw.httpVersion);
     if (e === null) return done();
+    meters?.error('http', e);
     void reply.code(e.status).type('application/json; charset=utf-8').send(e.toJSON());
   });
 
@@ -214,6 +220,7 @@ export function buildApp(
       return done();
     }
     const e = tooManyHeaders(maxHeaders);
+    meters?.error('http', e);
     void reply.code(431).type('application/json; charset=utf-8').send(e.toJSON());
   });
 
@@ -256,6 +263,7 @@ export function buildApp(
 
   app.setErrorHandler((err, req, reply) => {
     const e = toRillError(err);
+    meters?.error('http', e);
     if (e.code === 'internal') req.log.error({ err }, 'unhandled error');
     else if (e.code === 'engine_unavailable') req.log.warn({ err }, 'engine unavailable');
     const retryAfter = retryAfterSeconds(e);
@@ -267,6 +275,7 @@ export function buildApp(
 
   app.setNotFoundHandler((req, reply) => {
     const e = new RillError('not_found', `No route ${req.method} ${req.url.split('?')[0]}`);
+    meters?.error('http', e);
     return reply.code(404).send(e.toJSON());
   });
 
@@ -311,5 +320,6 @@ export function buildApp(
   streamRoutes(app, ctx);
   wsRoutes(app, ctx, hosts);
   pollRoutes(app, ctx);
+  statsRoutes(app, ctx);
   return app;
 }

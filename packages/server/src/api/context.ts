@@ -3,6 +3,7 @@ import type { RillConfig } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import type { Hub } from '../fanout/hub.js';
 import type { ConnectionBudget } from '../net/capacity.js';
+import type { Observability } from './observability.js';
 import type { OpenStreams } from './open-streams.js';
 
 /**
@@ -21,4 +22,6 @@ export interface AppContext {
   auth: Authenticator;
   /** Open streams by credential, to end them at expiry or when the credential is revoked. */
   streams: OpenStreams;
+  /** Counters, metrics and stats; absent where nothing is counted (some tests). */
+  obs?: Observability;
 }

@@ -65,7 +65,7 @@ export function subscriptionState(
   sub: Subscription | undefined | null,
 ): ConnectionState {
   return sub
-    ? { patterns, topics: sub.states.size, bufferedBytes: sub.bufferedBytes(), live: sub.isLive() }
+    ? { patterns, topics: sub.states.size, bufferedBytes: sub.bufferedBytes(), live: !sub.behind }
     : { patterns, topics: 0, bufferedBytes: 0, live: false };
 }
 

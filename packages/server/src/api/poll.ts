@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
+import type { TransportMeter } from '../model/meters.js';
 import { sharedEventJson } from '../wire/frame-cache.js';
 import type { Hub } from '../fanout/hub.js';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
@@ -33,7 +34,11 @@ class CollectSink implements Sink {
   /** Resolves with the first outcome; the subscription's drain waits end with it too. */
   readonly settled = new Promise<void>((r) => (this.settle = r));
 
-  constructor(private readonly limit: number) {}
+  constructor(
+    private readonly limit: number,
+    /** The long-poll meter: the subscription adds the page's events, `write` its bytes. */
+    readonly meter: TransportMeter | null = null,
+  ) {}
 
   frameEvent(ev: RillEvent): string {
     this.count++;
@@ -47,6 +52,7 @@ class CollectSink implements Sink {
   }
 
   write(chunk: string): boolean {
+    if (this.meter) this.meter.bytes += Buffer.byteLength(chunk);
     this.resolve({ page: chunk.endsWith(',') ? chunk.slice(0, -1) : chunk });
     return false;
   }
@@ -100,9 +106,10 @@ async function pollOnce(
     streams: OpenStreams;
     /** The request's id and client address, for the connections listing. */
     connection: { id: string; address: string };
+    meter: TransportMeter | null;
   },
 ): Promise<{ events: string; cursor: string; resets: string[] }> {
-  const sink = new CollectSink(opts.limit);
+  const sink = new CollectSink(opts.limit, opts.meter);
   let sub: Subscription | undefined = undefined;
   /** Set when the subscription caught up before `hub.subscribe` returned it. */
   let finishEarly = false;
@@ -213,24 +220,39 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
       );
       const ac = new AbortController();
       reply.raw.on('close', () => ac.abort());
-      const r = await pollOnce(ctx.hub, {
-        patterns,
-        start,
-        cursor,
-        limit,
-        waitMs,
-        maxCursorLength: limits.maxCursorLength,
-        signal: ac.signal,
-        identity,
-        streams: ctx.streams,
-        connection: { id: String(req.id), address: req.ip },
-      });
-      return reply
-        .type('application/json; charset=utf-8')
-        .header('cache-control', 'no-store')
-        .send(
-          `{"events":[${r.events}],"cursor":${JSON.stringify(r.cursor)},"resets":[${r.resets.join(',')}]}`,
-        );
+      const meter = ctx.obs?.meters.transports.poll ?? null;
+      if (meter) meter.opened++;
+      let reason = 'answered';
+      try {
+        return await answer();
+      } catch (err) {
+        reason = err instanceof RillError ? err.code : 'internal';
+        throw err;
+      } finally {
+        meter?.close(ac.signal.aborted && reason === 'answered' ? 'client' : reason);
+      }
+
+      async function answer(): Promise<unknown> {
+        const r = await pollOnce(ctx.hub, {
+          patterns,
+          start,
+          cursor,
+          limit,
+          waitMs,
+          maxCursorLength: limits.maxCursorLength,
+          signal: ac.signal,
+          identity,
+          streams: ctx.streams,
+          connection: { id: String(req.id), address: req.ip },
+          meter,
+        });
+        return reply
+          .type('application/json; charset=utf-8')
+          .header('cache-control', 'no-store')
+          .send(
+            `{"events":[${r.events}],"cursor":${JSON.stringify(r.cursor)},"resets":[${r.resets.join(',')}]}`,
+          );
+      }
     },
   );
 }

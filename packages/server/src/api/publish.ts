@@ -19,11 +19,26 @@ const topicParams = {
  */
 export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { limits } = ctx.config;
+  const meters = ctx.obs?.meters;
+  const duration = ctx.obs?.publishDuration?.http;
 
   app.post<{ Params: { topic: string }; Headers: { 'idempotency-key'?: string } }>(
     '/v1/topics/:topic/events',
     {
       schema: { params: topicParams },
+      // From the request's arrival to its answer, whatever the outcome.
+      ...(duration
+        ? {
+            onResponse: (
+              _req: FastifyRequest,
+              reply: { elapsedTime: number },
+              done: () => void,
+            ) => {
+              duration.observe(reply.elapsedTime / 1000);
+              done();
+            },
+          }
+        : {}),
       // Before the body is read: a publish the identity may not make is not worth receiving.
       // Without authentication every publish is allowed, and the hot path gets no extra hook.
       ...(ctx.auth.enabled
@@ -78,6 +93,7 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
         if (err instanceof RillError) throw err;
         throw new RillError('engine_unavailable', 'The event was not stored', { cause: err });
       }
+      if (meters) meters.publishedEvents('http', topic, stored(results));
       const first = results[0]!.event;
       let out = `{"topic":"${topic}","epoch":"${first.epoch}","events":[`;
       for (let i = 0; i < results.length; i++) {
@@ -89,6 +105,13 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
       return reply.code(201).type('application/json; charset=utf-8').send(out);
     },
   );
+}
+
+/** How many of an append's results were stored (not duplicates). */
+export function stored(results: readonly { duplicate: boolean }[]): number {
+  let n = 0;
+  for (const r of results) if (!r.duplicate) n++;
+  return n;
 }
 
 /** The raw events of a body and, for NDJSON, the line each came from. */

@@ -89,10 +89,13 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       reply.raw.writeHead(200, headers).end();
       return;
     }
+    const meter = ctx.obs?.meters.transports[format] ?? null;
     const sink =
       req.raw.httpVersionMajor === 2
-        ? new H2StreamSink(reply.raw as unknown as Http2ServerResponse, framing, encoding)
-        : new HttpStreamSink(reply.raw, framing, encoding);
+        ? new H2StreamSink(reply.raw as unknown as Http2ServerResponse, framing, encoding, meter)
+        : new HttpStreamSink(reply.raw, framing, encoding, meter);
+    /** Counted as an open connection from its headers until it closes. */
+    let counted = false;
     reply.hijack();
     let sub: Subscription | undefined;
     let gone = false;
@@ -117,6 +120,7 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     );
     sink.onClose(() => {
       gone = true;
+      if (counted) meter!.close(sink.endReason ?? 'client');
       tracked.untrack();
       if (sub) ctx.hub.unsubscribe(sub);
     });
@@ -138,7 +142,13 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       const challenge = challengeFor(ending);
       if (challenge !== undefined) reply.raw.setHeader('www-authenticate', challenge);
       sink.end(ending);
-    } else sink.open();
+    } else {
+      sink.open();
+      if (meter) {
+        meter.opened++;
+        counted = true;
+      }
+    }
   }
 
   app.get<{ Params: { topic: string }; Querystring: StreamQuery }>(

@@ -5,8 +5,15 @@ import fastifyStatic from '@fastify/static';
 import type { FastifyInstance } from 'fastify';
 import { RillError } from '../model/errors.js';
 
-/** Where the dashboard's build lands (`packages/ui` builds into the server's `dist/ui`). */
-export const UI_DIR = fileURLToPath(new URL('../ui/', import.meta.url));
+/**
+ * Where the dashboard's build lands: `packages/ui` builds into the server's `dist/ui`, beside this
+ * module once compiled (`dist/api`); run from its source (`src/api`, the tests), two levels up.
+ */
+export const UI_DIR =
+  [new URL('../ui/', import.meta.url), new URL('../../dist/ui/', import.meta.url)]
+    .map((u) => fileURLToPath(u))
+    .find((dir) => existsSync(join(dir, 'index.html'))) ??
+  fileURLToPath(new URL('../ui/', import.meta.url));
 
 /** Where the dashboard is served. */
 export const UI_PATH = '/ui/';

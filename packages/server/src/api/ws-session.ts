@@ -21,6 +21,7 @@ import { wsErrorFrame } from '../wire/ws.js';
 import { checkSubscribe, forbidden } from './authn.js';
 import type { AppContext } from './context.js';
 import type { ConnectionState } from './open-streams.js';
+import { stored } from './publish.js';
 import { WsCredentials, type SessionStart } from './ws-auth.js';
 
 export type { SessionStart } from './ws-auth.js';
@@ -71,6 +72,10 @@ export class WsSession {
   private readonly credentials: WsCredentials;
   /** Set while an `auth` is being checked: the messages behind it wait here. */
   private queue: Queued[] | null = null;
+  /** Why the server closed the socket (a catalogue code), for the closed-connections counter. */
+  private closeReason: string | null = null;
+  /** The last error sent as a message (not counted again when the socket closes with it). */
+  private lastError: RillError | null = null;
 
   constructor(
     private readonly ws: WebSocket,
@@ -80,7 +85,9 @@ export class WsSession {
     start: SessionStart,
     connection: { id: string; address: string },
   ) {
-    this.writer = new WsWriter(ws);
+    const meter = ctx.obs?.meters.transports.ws ?? null;
+    this.writer = new WsWriter(ws, meter);
+    if (meter) meter.opened++;
     this.credentials = new WsCredentials(
       ctx,
       {
@@ -130,7 +137,7 @@ export class WsSession {
     for (const e of this.subs.values()) {
       patterns.push(...e.patterns);
       topics += e.sub?.states.size ?? 0;
-      if (!e.sub?.isLive()) live = false;
+      if (!e.sub || e.sub.behind) live = false;
     }
     // Each subscription's count includes the socket's backlog, shared by all: counted once.
     const socket = this.writer.bufferedBytes();
@@ -141,7 +148,15 @@ export class WsSession {
 
   /** Closes the socket with the error's close code (shutdown: 4001). */
   close(err: RillError): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(err.closeCode, err.code);
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.closeReason ??= err.code;
+    const meters = this.ctx.obs?.meters;
+    if (meters) {
+      meters.closeCode(err.closeCode);
+      // Counted once when its error message went out just before.
+      if (err !== this.lastError) meters.error('ws', err);
+    }
+    this.ws.close(err.closeCode, err.code);
   }
 
   private onClose(): void {
@@ -154,6 +169,7 @@ export class WsSession {
       if (entry.sub) this.ctx.hub.unsubscribe(entry.sub);
     }
     this.subs.clear();
+    this.writer.meter?.close(this.closeReason ?? 'client');
     this.onGone();
   }
 
@@ -171,6 +187,8 @@ export class WsSession {
   }
 
   private sendError(err: RillError, ref: { id?: RequestId; sub?: string } = {}): void {
+    this.ctx.obs?.meters.error('ws', err);
+    this.lastError = err;
     this.send(wsErrorFrame(err, ref));
   }
 
@@ -459,10 +477,13 @@ export class WsSession {
     if (!this.credentials.require().grants.canPublish(topic)) throw forbidden('publish to', topic);
     if (this.ctx.state.closing) throw new RillError('shutting_down');
     this.begin();
+    const obs = this.ctx.obs;
+    const t0 = performance.now();
     this.ctx.engine
       .append(topic, [input])
       .then(
         (results) => {
+          obs?.meters.publishedEvents('ws', topic, stored(results));
           const { event, duplicate } = results[0]!;
           this.send(
             `{"op":"ack","id":${JSON.stringify(id)},"topic":"${topic}","seq":${event.seq},` +
@@ -478,6 +499,9 @@ export class WsSession {
           this.sendError(e, { id });
         },
       )
-      .finally(() => this.finish());
+      .finally(() => {
+        obs?.publishDuration?.ws.observe((performance.now() - t0) / 1000);
+        this.finish();
+      });
   }
 }

@@ -114,6 +114,7 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
     socket.on('error', () => socket.destroy());
     const err = checkHandshake(req, ctx, hosts);
     if (err) {
+      ctx.obs?.meters.error('ws', err.error);
       rejectUpgrade(socket, err.error, err);
       return;
     }

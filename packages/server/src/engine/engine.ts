@@ -155,3 +155,35 @@ export interface HealthCheck {
 export function hasHealthCheck(e: Engine): e is Engine & HealthCheck {
   return typeof (e as Partial<HealthCheck>).health === 'function';
 }
+
+/** How much of its storage an engine uses, in bytes; null where it cannot tell. */
+export interface StorageUsage {
+  usedBytes: number | null;
+  /** The budget: `storage.maxBytes`, Redis' maxmemory, JetStream's limit; null for none. */
+  maxBytes: number | null;
+}
+
+/** Optional capability: an engine that can report its storage use (for metrics; may be slow). */
+export interface StorageReport {
+  storageUsage(): Promise<StorageUsage>;
+}
+
+export function hasStorageReport(e: Engine): e is Engine & StorageReport {
+  return typeof (e as Partial<StorageReport>).storageUsage === 'function';
+}
+
+/**
+ * Optional capability of the shared engines: a directory of the nodes of a cluster, each entry a
+ * short JSON text (a node's `/v1/stats` numbers) kept for `ttlMs` unless written again, so a node
+ * that stopped drops out by itself.
+ */
+export interface NodeDirectory {
+  putNode(id: string, json: string, ttlMs: number): Promise<void>;
+  /** Every live node's entry. */
+  listNodes(): Promise<string[]>;
+}
+
+export function hasNodeDirectory(e: Engine): e is Engine & NodeDirectory {
+  const d = e as Partial<NodeDirectory>;
+  return typeof d.putNode === 'function' && typeof d.listNodes === 'function';
+}

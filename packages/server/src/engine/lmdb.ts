@@ -1,4 +1,5 @@
 import { statSync, statfsSync } from 'node:fs';
+import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { MAX_KEY_LENGTH, type EventInput, type RillEvent } from '../model/event.js';
 import { RillError, isRillError } from '../model/errors.js';
@@ -10,6 +11,7 @@ import {
   type Engine,
   type EngineOptions,
   type ReadResult,
+  type StorageUsage,
   type TopicHead,
   type WatchListener,
 } from './engine.js';
@@ -256,6 +258,19 @@ export class LmdbEngine implements Engine {
       for (const { value } of this.topics.getRange({})) this.stored += storedBytes(value);
     }
     this.life.every(options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS, () => this.sweep());
+  }
+
+  /**
+   * Under a store budget, the bytes of events in stored blocks against it; without one, the size
+   * of the database file (what the disk holds, free pages included).
+   */
+  async storageUsage(): Promise<StorageUsage> {
+    if (this.maxStoreBytes > 0) return { usedBytes: this.stored, maxBytes: this.maxStoreBytes };
+    try {
+      return { usedBytes: statSync(join(this.path, 'data.mdb')).size, maxBytes: null };
+    } catch {
+      return { usedBytes: null, maxBytes: null };
+    }
   }
 
   async append(topic: string, inputs: readonly EventInput[]): Promise<AppendResult[]> {

@@ -8,6 +8,7 @@ import {
   type EngineOptions,
   type ReadResult,
   type RetentionConfig,
+  type StorageUsage,
   type TopicHead,
   type WatchListener,
 } from './engine.js';
@@ -84,6 +85,11 @@ export class MemoryEngine implements Engine {
     this.maxStoreBytes = options.maxStoreBytes ?? 0;
     this.storage = new StorageLog(options.log, this.name);
     this.life.every(options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS, () => this.sweep());
+  }
+
+  /** The bytes of events retained, against `storage.maxBytes`. */
+  async storageUsage(): Promise<StorageUsage> {
+    return { usedBytes: this.stored, maxBytes: this.maxStoreBytes > 0 ? this.maxStoreBytes : null };
   }
 
   async append(topic: string, inputs: readonly EventInput[]): Promise<AppendResult[]> {

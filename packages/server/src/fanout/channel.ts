@@ -1,5 +1,7 @@
 import type { Engine } from '../engine/engine.js';
 import type { RillEvent } from '../model/event.js';
+import type { TopicMeter } from '../model/meters.js';
+import type { DelayMarked, DelayProbe } from './flush-scheduler.js';
 
 /**
  * What a channel hands its topic's events to: one subscriber's position in the topic. The channel
@@ -32,7 +34,9 @@ export interface ChannelMember {
  * Members are the subscribers that use the topic (they keep the channel open); the live ones are
  * the members the channel hands each event to. Long-poll waiters are told after every batch.
  */
-export class Channel {
+export class Channel implements DelayMarked {
+  /** Time of the first event handed to live members since the last flush; 0 when none. */
+  delaySince = 0;
   private readonly members = new Set<ChannelMember>();
   private readonly live = new Set<ChannelMember>();
   private readonly waiters = new Set<() => void>();
@@ -45,6 +49,9 @@ export class Channel {
   constructor(
     readonly topic: string,
     private readonly engine: Engine,
+    private readonly probe: DelayProbe | null = null,
+    /** This topic's own series (only for topics `metrics.topics` selects); null for the rest. */
+    readonly meter: TopicMeter | null = null,
   ) {
     // Watch first, then read the head: an event committed in between shows up in both, and the
     // members drop the repeat; the other order could miss it.
@@ -130,8 +137,14 @@ export class Channel {
     return p;
   }
 
+  /** Subscribers using the topic (for metrics). */
+  get memberCount(): number {
+    return this.members.size;
+  }
+
   /** The fan-out loop: every event to every live member, in order. Keep it lean. */
   private onEvents(events: readonly RillEvent[]): void {
+    let delivered = 0;
     for (const ev of events) {
       if (ev.epoch !== this.log) {
         // A new log (wiped and recreated): its seqs restart, so the watermark does too.
@@ -146,8 +159,16 @@ export class Channel {
           continue;
         }
         if (ev.seq <= m.pos) continue;
-        if (ev.seq === m.pos + 1) m.deliver(ev);
-        else m.fallBehind();
+        if (ev.seq === m.pos + 1) {
+          m.deliver(ev);
+          delivered++;
+        } else m.fallBehind();
+      }
+    }
+    if (delivered > 0) {
+      if (this.probe !== null && this.delaySince === 0) {
+        this.delaySince = events[0]!.time;
+        this.probe.mark(this);
       }
     }
     for (const w of this.waiters) w();

@@ -24,10 +24,14 @@ export class FlushScheduler {
   private lastFlushEnd = 0;
   private lastFlushMs = 0;
 
-  /** `now` is a monotonic clock in ms (tests pass their own). */
+  /**
+   * `now` is a monotonic clock in ms (tests pass their own); `afterFlush` runs once after each
+   * flush of every dirty item (the delivery delay probe).
+   */
   constructor(
     private readonly maxDelayMs = MAX_FLUSH_DELAY_MS,
     private readonly now: () => number = () => performance.now(),
+    private readonly afterFlush: (() => void) | null = null,
   ) {}
 
   /**
@@ -50,7 +54,44 @@ export class FlushScheduler {
     this.dirty = [];
     const start = this.now();
     for (const item of dirty) item.flush();
+    if (this.afterFlush !== null) this.afterFlush();
     this.lastFlushEnd = this.now();
     this.lastFlushMs = this.lastFlushEnd - start;
+  };
+}
+
+/** A channel whose live events wait for the next flush since `delaySince` (an event time, ms). */
+export interface DelayMarked {
+  delaySince: number;
+}
+
+/**
+ * Measures the delay from an event's time (set when the engine stored it) to the flush that wrote
+ * it to the live subscribers' sockets, once per flush per topic rather than per delivery: a
+ * channel marks itself with the time of its first event since the last flush, and the flush
+ * records `now - that` for every channel marked.
+ */
+export class DelayProbe {
+  private marked: DelayMarked[] = [];
+
+  constructor(
+    private readonly record: (ms: number, now: number) => void,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  /** Called by a channel when `delaySince` goes from 0 to an event time. */
+  mark(ch: DelayMarked): void {
+    this.marked.push(ch);
+  }
+
+  /** After a flush: one sample per marked channel. */
+  readonly flushed = (): void => {
+    if (this.marked.length === 0) return;
+    const now = this.clock();
+    for (const ch of this.marked) {
+      this.record(Math.max(0, now - ch.delaySince), now);
+      ch.delaySince = 0;
+    }
+    this.marked = [];
   };
 }

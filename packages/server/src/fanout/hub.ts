@@ -1,7 +1,8 @@
 import type { Engine } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
+import type { Meters } from '../model/meters.js';
 import { Channel } from './channel.js';
-import { FlushScheduler } from './flush-scheduler.js';
+import { DelayProbe, FlushScheduler } from './flush-scheduler.js';
 import type { Sink } from './sink.js';
 import type { SubscribeOptions, SubscriptionHost, SubscriptionLimits } from './subscription.js';
 import { Subscription } from './subscription.js';
@@ -13,6 +14,20 @@ export interface HubOptions {
   limits: HubLimits;
   /** Idle time after which a stream gets a heartbeat, ms. */
   heartbeatMs: number;
+  /** The server's counters; without them nothing is counted or measured. */
+  meters?: Meters | null;
+}
+
+/** What the hub's subscriptions hold up, for the saturation gauges (read at scrape time). */
+export interface HubSaturation {
+  subscriptions: number;
+  channels: number;
+  /** Subscriptions with a topic off the live path (catching up: slow consumers, new ones). */
+  behind: number;
+  /** Events the subscriptions in catch-up are behind their topics' last seq. */
+  behindEvents: number;
+  /** Bytes queued or in socket buffers over every subscription. */
+  bufferedBytes: number;
 }
 
 /**
@@ -37,15 +52,27 @@ export class Hub {
   private readonly heartbeatMs: number;
   /** What every subscription of this hub is given: made once, not per subscription. */
   private readonly host: SubscriptionHost;
+  private readonly meters: Meters | null;
+  private readonly probe: DelayProbe | null;
 
   constructor(engine: Engine, options: HubOptions) {
     this.engine = engine;
     this.limits = options.limits;
     this.heartbeatMs = options.heartbeatMs;
+    const meters = options.meters ?? null;
+    this.meters = meters;
+    this.probe =
+      meters === null
+        ? null
+        : new DelayProbe((ms, now) => {
+            meters.deliveryLatency.add(ms, now);
+            meters.onDeliveryDelay?.(ms / 1000);
+          });
     this.host = {
       engine,
       limits: options.limits,
-      flushes: new FlushScheduler(),
+      meters,
+      flushes: new FlushScheduler(undefined, undefined, this.probe?.flushed ?? null),
       openChannel: (topic) => this.channel(topic),
       releaseChannel: (ch) => this.releaseChannel(ch),
       ended: (sub) => this.forget(sub),
@@ -68,6 +95,32 @@ export class Hub {
     return this.channels.size;
   }
 
+  /** One pass over the subscriptions: what they hold up (for metrics, not the hot path). */
+  saturation(): HubSaturation {
+    let behind = 0;
+    let behindEvents = 0;
+    let bufferedBytes = 0;
+    for (const sub of this.subs) {
+      bufferedBytes += sub.bufferedBytes();
+      if (!sub.closed && sub.behind) {
+        behind++;
+        behindEvents += sub.backlog().events;
+      }
+    }
+    return {
+      subscriptions: this.subs.size,
+      channels: this.channels.size,
+      behind,
+      behindEvents,
+      bufferedBytes,
+    };
+  }
+
+  /** Subscribers of `topic` on this node (for per-topic metrics). */
+  subscribersOf(topic: string): number {
+    return this.channels.get(topic)?.memberCount ?? 0;
+  }
+
   /**
    * Starts a subscription feeding `sink`. Patterns are expanded to the topics that exist now and
    * followed as new ones appear. Resolves once every initial topic is attached; events then flow.
@@ -75,6 +128,7 @@ export class Hub {
   async subscribe(sink: Sink, options: SubscribeOptions): Promise<Subscription> {
     const sub = new Subscription(this.host, sink, options);
     this.subs.add(sub);
+    this.meters?.subscriptionStarted(options.cursor ? 'resume' : options.start.kind);
     try {
       const plain = options.patterns.filter((p) => !p.includes('*') && !p.includes('>'));
       const wild = options.patterns.filter((p) => p.includes('*') || p.includes('>'));
@@ -132,7 +186,7 @@ export class Hub {
   private channel(topic: string): Channel {
     let ch = this.channels.get(topic);
     if (!ch) {
-      ch = new Channel(topic, this.engine);
+      ch = new Channel(topic, this.engine, this.probe, this.meters?.topic(topic) ?? null);
       this.channels.set(topic, ch);
     }
     return ch;

@@ -1,5 +1,6 @@
 import type { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
+import type { TransportMeter } from '../model/meters.js';
 
 /**
  * What the hub needs from a transport: framing and a byte pipe with backpressure. SSE, NDJSON
@@ -10,6 +11,11 @@ import type { RillEvent } from '../model/event.js';
  * call returned.
  */
 export interface Sink {
+  /**
+   * The counters of the sink's transport: the subscription adds the events of each flush to it,
+   * the sink the bytes it writes. Absent for sinks that are not counted.
+   */
+  readonly meter?: TransportMeter | null;
   /**
    * One event as wire bytes. `id` is the cursor to attach: `null` means the event's own id
    * (single-topic streams, where one frame serves every subscriber the event is handed to in a

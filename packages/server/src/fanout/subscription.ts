@@ -3,6 +3,7 @@ import { encodePosition } from '../model/cursor.js';
 import type { Engine } from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
+import type { Meters } from '../model/meters.js';
 import { compilePattern } from '../model/topic.js';
 import type { Channel, ChannelMember } from './channel.js';
 import type { Flushable } from './flush-scheduler.js';
@@ -39,6 +40,8 @@ export interface SubscriptionHost {
   releaseChannel(channel: Channel): void;
   /** The subscription ended itself (an error was sent); the host forgets it. */
   ended(sub: Subscription): void;
+  /** The server's counters (resets, catch-up durations), when it keeps them. */
+  readonly meters?: Meters | null;
 }
 
 /**
@@ -117,6 +120,8 @@ export class Subscription implements Flushable {
   private readonly matchers: ((t: string) => boolean)[];
   private pending: string[] = [];
   private pendingBytes = 0;
+  /** Events among `pending` (reset notices are not events). */
+  private pendingEvents = 0;
   private catchingUp = false;
   /** Delay before the next catch-up attempt after the engine failed; 0 after a success. */
   private retryMs = 0;
@@ -180,7 +185,11 @@ export class Subscription implements Flushable {
     st.pos = ev.seq;
     st.lastTime = ev.time;
     st.touched = ++touchCounter;
+    // Only topics selected by `metrics.topics` have a meter: the rest pay a null check.
+    const tm = st.channel.meter;
+    if (tm !== null) tm.delivered++;
     const chunk = this.sink.frameEvent(ev, this.single ? null : this.cursorFor(ev.time));
+    this.pendingEvents++;
     this.enqueue(chunk);
   }
 
@@ -221,22 +230,17 @@ export class Subscription implements Flushable {
   flush(): void {
     if (this.pending.length === 0 || this.closed) return;
     const chunk = this.pending.length === 1 ? this.pending[0]! : this.pending.join('');
+    const meter = this.sink.meter;
+    if (meter) {
+      // Counted per flush, not per event (docs/observability.md); the sink counts the bytes.
+      meter.events += this.pendingEvents;
+      meter.writes++;
+    }
     this.pending = [];
     this.pendingBytes = 0;
+    this.pendingEvents = 0;
     this.lastWrite = Date.now();
     if (this.sink.write(chunk) === false) this.detach();
-  }
-
-  /** Bytes queued for the next flush plus what the sink holds unsent (admin listings). */
-  bufferedBytes(): number {
-    return this.pendingBytes + this.sink.bufferedBytes();
-  }
-
-  /** Every topic is on the live path and no catch-up runs: the subscriber is not behind. */
-  isLive(): boolean {
-    if (this.catchingUp) return false;
-    for (const st of this.states.values()) if (!st.live) return false;
-    return true;
   }
 
   /** Sends the sink a heartbeat when nothing was written since `idleSince` (the hub's sweep). */
@@ -248,13 +252,40 @@ export class Subscription implements Flushable {
 
   // ---- catch-up path ----
 
+  /** True while some topic is off the live path (catching up from the log). */
+  get behind(): boolean {
+    if (this.catchingUp) return true;
+    for (const st of this.states.values()) if (!st.live) return true;
+    return false;
+  }
+
+  /**
+   * Events this subscription is behind its channels' last seq over the topics off the live path,
+   * and the bytes it has waiting (queue and socket buffer): for the slow-consumer gauges.
+   */
+  backlog(): { events: number; bufferedBytes: number } {
+    let events = 0;
+    for (const st of this.states.values()) {
+      if (!st.live && st.resolved) events += Math.max(0, st.channel.lastSeq - st.pos);
+    }
+    return { events, bufferedBytes: this.pendingBytes + this.sink.bufferedBytes() };
+  }
+
+  /** Bytes queued for the next flush plus what the sink holds (the subscriber buffer gauge). */
+  bufferedBytes(): number {
+    return this.closed ? 0 : this.pendingBytes + this.sink.bufferedBytes();
+  }
+
   private kick(): void {
     if (this.catchingUp || this.closed) return;
     this.catchingUp = true;
+    const started = performance.now();
     this.catchUp().then(
       () => {
         this.catchingUp = false;
         this.retryMs = 0;
+        const onCatchUp = this.host.meters?.onCatchUp;
+        if (onCatchUp && !this.closed) onCatchUp((performance.now() - started) / 1000);
         // A topic may have fallen behind after the loop's last look.
         if (!this.closed && [...this.states.values()].some((s) => !s.live)) this.kick();
       },
@@ -432,6 +463,7 @@ export class Subscription implements Flushable {
 
   private notice(st: TopicState, n: ResetNotice): void {
     this.exact = false;
+    this.host.meters?.reset(n.reason);
     st.epoch = n.epoch;
     st.pos = n.seq;
     this.enqueue(
@@ -531,6 +563,7 @@ export class Subscription implements Flushable {
     this.closed = true;
     this.pending = [];
     this.pendingBytes = 0;
+    this.pendingEvents = 0;
     for (const st of this.states.values()) {
       st.channel.removeSubscriber(st);
       this.host.releaseChannel(st.channel);

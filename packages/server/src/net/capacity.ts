@@ -154,6 +154,11 @@ export class ConnectionBudget {
     );
   }
 
+  /** Connections open now (what the budget counts). */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
   /** A `too_many_connections` error when a new stream would eat into the reserve, else null. */
   refuseStream(): RillError | null {
     if (this.maxStreams === null || this.connections.size <= this.maxStreams) return null;

@@ -3,6 +3,7 @@ import { constants as zlibConstants, createGzip, type Gzip } from 'node:zlib';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
 import { retryAfterSeconds, type RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
+import type { TransportMeter } from '../model/meters.js';
 import type { Framing } from '../wire/framing.js';
 import { streamHeaders, type HttpSinkOptions } from './http-sink.js';
 import { drainOrClose } from './drain.js';
@@ -29,6 +30,8 @@ export class H2StreamSink implements Sink {
     private readonly res: Http2ServerResponse,
     private readonly framing: Framing,
     private readonly options: HttpSinkOptions,
+    /** Counts the bytes written (before compression) and, through the subscription, the events. */
+    readonly meter: TransportMeter | null = null,
   ) {
     this.stream = res.stream;
     // A reset by the client (or a write racing it) ends in 'close', which onClose handles.
@@ -67,6 +70,7 @@ export class H2StreamSink implements Sink {
   }
 
   private send(chunk: string): void {
+    if (this.meter) this.meter.bytes += Buffer.byteLength(chunk);
     if (this.gz) {
       this.gz.write(chunk);
       this.gz.flush(zlibConstants.Z_SYNC_FLUSH);
@@ -105,9 +109,14 @@ export class H2StreamSink implements Sink {
     if (this.opened && !this.ended) this.send(this.framing.heartbeat);
   }
 
+  /** Why the server ended the stream: the error's code, `server`; null while it has not. */
+  endReason: string | null = null;
+
   end(error?: RillError): void {
     if (this.ended) return;
     this.ended = true;
+    this.endReason = error?.code ?? 'server';
+    if (error) this.meter?.failed(error);
     if (!this.usable) return;
     if (!this.opened) {
       const status = error?.status ?? 200;

@@ -5,6 +5,7 @@ import { detachFromHttp } from './node-http-internals.js';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
 import { retryAfterSeconds, type RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
+import type { TransportMeter } from '../model/meters.js';
 import type { Framing } from '../wire/framing.js';
 import { drainOrClose } from './drain.js';
 
@@ -89,6 +90,8 @@ export class HttpStreamSink implements Sink {
     res: ServerResponse,
     private readonly framing: Framing,
     private readonly options: HttpSinkOptions,
+    /** Counts the bytes written (and, through the subscription, the events). */
+    readonly meter: TransportMeter | null = null,
   ) {
     this.res = res;
   }
@@ -145,24 +148,35 @@ export class HttpStreamSink implements Sink {
   }
 
   private send(chunk: string): void {
+    let bytes: number;
     if (this.socket) {
-      if (chunk.length <= SHARED_CHUNK_MAX) this.socket.write(wireOf(chunk));
-      else {
+      if (chunk.length <= SHARED_CHUNK_MAX) {
+        const wire = wireOf(chunk);
+        bytes = wire.length;
+        this.socket.write(wire);
+      } else {
         // Three writes in one writev: concatenating the size line would make Node flatten
         // (copy) the whole chunk before encoding it.
         const socket = this.socket;
+        const size = Buffer.byteLength(chunk);
+        const head = `${size.toString(16)}\r\n`;
+        bytes = head.length + size + 2;
         socket.cork();
-        socket.write(`${Buffer.byteLength(chunk).toString(16)}\r\n`, 'latin1');
+        socket.write(head, 'latin1');
         socket.write(chunk);
         socket.write(CRLF);
         socket.uncork();
       }
     } else if (this.gz) {
+      // Counted before compression.
+      bytes = this.meter ? Buffer.byteLength(chunk) : 0;
       this.gz.write(chunk);
       this.gz.flush(zlibConstants.Z_SYNC_FLUSH);
     } else {
+      bytes = this.meter ? Buffer.byteLength(chunk) : 0;
       this.res!.write(chunk);
     }
+    if (this.meter) this.meter.bytes += bytes;
   }
 
   frameEvent(ev: RillEvent, id: string | null): string {
@@ -201,9 +215,14 @@ export class HttpStreamSink implements Sink {
     if (this.opened && !this.ended) this.send(this.framing.heartbeat);
   }
 
+  /** Why the server ended the stream: the error's code, `server`; null while it has not. */
+  endReason: string | null = null;
+
   end(error?: RillError): void {
     if (this.ended) return;
     this.ended = true;
+    this.endReason = error?.code ?? 'server';
+    if (error) this.meter?.failed(error);
     const tail = error ? this.framing.error(error) : '';
     if (this.socket) {
       // The body ends properly (last chunk), then the connection: it belongs to no HTTP server.

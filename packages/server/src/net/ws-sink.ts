@@ -2,6 +2,7 @@ import { WebSocket } from 'ws';
 import type { ResetNotice, Sink } from '../fanout/sink.js';
 import type { RillError } from '../model/errors.js';
 import type { RillEvent } from '../model/event.js';
+import type { TransportMeter } from '../model/meters.js';
 import { FRAME_END, wsErrorFrame, wsEventFrame, wsEventPrefix, wsResetFrame } from '../wire/ws.js';
 import { idleRawSocket, socketOf, textFrameHeader } from './ws-internals.js';
 
@@ -76,7 +77,11 @@ export class WsWriter {
   /** Batches written to the socket directly, as prebuilt frames (for tests and metrics). */
   rawWrites = 0;
 
-  constructor(readonly ws: WebSocket) {
+  /** `meter` counts the bytes of the events and replies sent (and, through subscriptions, events). */
+  constructor(
+    readonly ws: WebSocket,
+    readonly meter: TransportMeter | null = null,
+  ) {
     ws.once('close', () => {
       this.closed = true;
       this.release(Number.POSITIVE_INFINITY);
@@ -108,10 +113,18 @@ export class WsWriter {
     if (raw !== null) {
       this.rawWrites++;
       const seq = ++this.issued;
-      raw.write(wireOf(chunk), () => this.complete(seq));
+      const wire = wireOf(chunk);
+      if (this.meter) this.meter.bytes += wire.length;
+      raw.write(wire, () => this.complete(seq));
       return;
     }
     const frames = framesOf(chunk);
+    if (this.meter) {
+      // Payloads plus a header of 2 to 10 bytes each (before any permessage-deflate).
+      let n = 0;
+      for (const f of frames) n += f.length + (f.length < 126 ? 2 : f.length < 65536 ? 4 : 10);
+      this.meter.bytes += n;
+    }
     // ws corks per frame; an outer cork turns the whole batch into a single writev.
     const socket = socketOf(this.ws);
     socket?.cork();
@@ -133,6 +146,10 @@ export class WsWriter {
 
   private sendTracked(data: string | Buffer): void {
     const seq = ++this.issued;
+    if (this.meter && typeof data === 'string') {
+      const n = Buffer.byteLength(data);
+      this.meter.bytes += n + (n < 126 ? 2 : n < 65536 ? 4 : 10);
+    }
     // Called with an error too when the socket is gone; either way the bytes are no longer ours.
     this.ws.send(data, TEXT, () => this.complete(seq));
   }
@@ -167,6 +184,8 @@ export class WsSink implements Sink {
   /** The error the subscription ended with, if it ended before `open()`. */
   failure: RillError | undefined;
   private readonly eventPrefix: string;
+  /** The connection's meter: the subscription counts its events there. */
+  readonly meter: TransportMeter | null;
 
   constructor(
     private readonly writer: WsWriter,
@@ -174,6 +193,7 @@ export class WsSink implements Sink {
     private readonly onEnd: (sink: WsSink, error?: RillError) => void,
   ) {
     this.eventPrefix = wsEventPrefix(sub);
+    this.meter = writer.meter;
   }
 
   get isEnded(): boolean {
@@ -225,7 +245,10 @@ export class WsSink implements Sink {
     if (this.ended) return;
     this.ended = true;
     if (this.held === null) {
-      if (error) this.writer.send(wsErrorFrame(error, { sub: this.sub }));
+      if (error) {
+        this.meter?.failed(error);
+        this.writer.send(wsErrorFrame(error, { sub: this.sub }));
+      }
     } else {
       // Not announced yet: the subscribe request's reply reports the error instead.
       this.failure = error;

@@ -8,7 +8,10 @@ import {
   type Engine,
   type EngineOptions,
   type HealthCheck,
+  type NodeDirectory,
   type ReadResult,
+  type StorageReport,
+  type StorageUsage,
   type TopicHead,
   type WatchListener,
 } from '../engine.js';
@@ -20,6 +23,8 @@ import {
   StorageLog,
   clampLimit,
 } from '../common.js';
+import { StorageType } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
 import { Lifecycle } from '../lifecycle.js';
 import { RetentionResolver } from '../retention.js';
 import { Appender } from './append.js';
@@ -91,7 +96,12 @@ export interface NatsEngineOptions extends EngineOptions {
  * (the message format), `append.ts` (appends and retention), `read.ts` (heads and reads),
  * `watch.ts` (live feeds).
  */
-export class NatsEngine implements Engine, HealthCheck {
+/** Shortest life of a node directory entry not written again, ms. */
+const NODE_TTL_MS = 10_000;
+
+export class NatsEngine implements Engine, HealthCheck, StorageReport, NodeDirectory {
+  private readonly prefix: string;
+  private nodesKv: Promise<KV> | null = null;
   readonly name = 'nats';
 
   private readonly life = new Lifecycle(this.name);
@@ -109,6 +119,7 @@ export class NatsEngine implements Engine, HealthCheck {
         `Invalid NATS prefix ${JSON.stringify(prefix)}: use 1-32 characters of [A-Za-z0-9_-]`,
       );
     }
+    this.prefix = prefix;
     const retention = new RetentionResolver(options.retention ?? DEFAULT_RETENTION);
     const windowMs = options.idempotencyWindowMs ?? DEFAULT_IDEMPOTENCY_WINDOW_MS;
     const now = options.now ?? Date.now;
@@ -153,6 +164,56 @@ export class NatsEngine implements Engine, HealthCheck {
       return { ok: true };
     } catch {
       return { ok: false, detail: 'NATS JetStream is unreachable' };
+    }
+  }
+
+  /** The JetStream account's storage (file and memory) against its limit (null for none). */
+  async storageUsage(): Promise<StorageUsage> {
+    const jsm = await this.client.api();
+    const info = await this.client.guard(() => jsm.getAccountInfo());
+    const max = Math.max(info.limits.max_storage, 0) + Math.max(info.limits.max_memory, 0);
+    const unlimited = info.limits.max_storage < 0 && info.limits.max_memory < 0;
+    return { usedBytes: info.storage + info.memory, maxBytes: unlimited || max === 0 ? null : max };
+  }
+
+  /**
+   * The node directory: a key-value bucket in memory whose entries expire after `ttlMs` (the
+   * bucket's age limit, set when the first node creates it).
+   */
+  async putNode(id: string, json: string, ttlMs: number): Promise<void> {
+    const kv = await this.nodeBucket(ttlMs);
+    await this.client.guard(() => kv.put(id, json));
+  }
+
+  async listNodes(): Promise<string[]> {
+    const kv = await this.nodeBucket(NODE_TTL_MS);
+    return this.client.guard(async () => {
+      const out: string[] = [];
+      const keys: string[] = [];
+      for await (const k of await kv.keys()) keys.push(k);
+      for (const k of keys) {
+        const e = await kv.get(k);
+        if (e && e.operation === 'PUT') out.push(e.string());
+      }
+      return out;
+    });
+  }
+
+  private async nodeBucket(ttlMs: number): Promise<KV> {
+    this.life.assertOpen();
+    await this.client.api();
+    this.nodesKv ??= new Kvm(this.client.js).create(`${this.prefix}_nodes`, {
+      ttl: Math.max(ttlMs, NODE_TTL_MS),
+      history: 1,
+      storage: StorageType.Memory,
+    });
+    try {
+      return await this.nodesKv;
+    } catch (err) {
+      this.nodesKv = null;
+      throw new RillError('engine_unavailable', 'NATS did not open the node directory', {
+        cause: err,
+      });
     }
   }
 

@@ -8,7 +8,10 @@ import {
   type Engine,
   type EngineOptions,
   type HealthCheck,
+  type NodeDirectory,
   type ReadResult,
+  type StorageReport,
+  type StorageUsage,
   type TopicHead,
   type WatchListener,
 } from '../engine.js';
@@ -102,7 +105,8 @@ export interface RedisEngineOptions extends EngineOptions {
  * `scripts.ts` (the Lua scripts), `codec.ts` (decoding replies and messages), `watch.ts` (live
  * feeds and their gap repair).
  */
-export class RedisEngine implements Engine, HealthCheck {
+export class RedisEngine implements Engine, HealthCheck, StorageReport, NodeDirectory {
+  private readonly prefix: string;
   readonly name = 'redis';
 
   private readonly life = new Lifecycle(this.name);
@@ -130,6 +134,7 @@ export class RedisEngine implements Engine, HealthCheck {
     this.now = options.now ?? Date.now;
     this.inlineBytes = options.inlineBytes ?? DEFAULT_INLINE_BYTES;
     this.keys = new RedisKeys(prefix);
+    this.prefix = prefix;
     this.clients = new RedisClients(
       {
         url: options.url ?? DEFAULT_REDIS_URL,
@@ -157,6 +162,46 @@ export class RedisEngine implements Engine, HealthCheck {
   async health(): Promise<{ ok: boolean; detail?: string }> {
     if (this.life.closed) return { ok: false, detail: 'The redis engine is closed' };
     return this.clients.health();
+  }
+
+  /** Redis' `used_memory` against its `maxmemory` (null when it has none). */
+  async storageUsage(): Promise<StorageUsage> {
+    const info = await this.clients.run(() => this.clients.cmd.info('memory'));
+    const field = (name: string): number | null => {
+      const m = new RegExp(`^${name}:(\\d+)`, 'm').exec(info);
+      return m ? Number(m[1]) : null;
+    };
+    const max = field('maxmemory');
+    return { usedBytes: field('used_memory'), maxBytes: max === null || max === 0 ? null : max };
+  }
+
+  /**
+   * The node directory: one key per node with a time to live, and a set of their ids (both under
+   * one hash tag, so a Redis Cluster keeps them in one slot). Ids whose key expired are dropped
+   * from the set by the next listing.
+   */
+  async putNode(id: string, json: string, ttlMs: number): Promise<void> {
+    const { set, node } = this.nodeKeys(id);
+    await this.clients.run(() =>
+      this.clients.cmd.multi().set(node, json, 'PX', ttlMs).sadd(set, id).exec(),
+    );
+  }
+
+  async listNodes(): Promise<string[]> {
+    const { set } = this.nodeKeys('');
+    const ids = await this.clients.run(() => this.clients.cmd.smembers(set));
+    if (ids.length === 0) return [];
+    const values = await this.clients.run(() =>
+      this.clients.cmd.mget(ids.map((id) => this.nodeKeys(id).node)),
+    );
+    const gone = ids.filter((_, i) => values[i] === null);
+    if (gone.length > 0) await this.clients.run(() => this.clients.cmd.srem(set, ...gone));
+    return values.filter((v): v is string => v !== null);
+  }
+
+  private nodeKeys(id: string): { set: string; node: string } {
+    const base = `${this.prefix}:{nodes}`;
+    return { set: `${base}:ids`, node: `${base}:n:${id}` };
   }
 
   async append(topic: string, inputs: readonly EventInput[]): Promise<AppendResult[]> {
