@@ -10,7 +10,9 @@ import { chromium } from 'playwright-core';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const OUT = `${REPO}docs/images`;
-const theme = process.argv.includes('--theme') ? process.argv[process.argv.indexOf('--theme') + 1] : 'light';
+const theme = process.argv.includes('--theme')
+  ? process.argv[process.argv.indexOf('--theme') + 1]
+  : 'light';
 
 const port = await new Promise((resolve) => {
   const s = createServer().listen(0, '127.0.0.1', () => {
@@ -20,7 +22,15 @@ const port = await new Promise((resolve) => {
 });
 const server = spawn(
   process.execPath,
-  [`${REPO}packages/server/bin/rill.js`, 'serve', '--engine', 'memory', '--demo', '--port', String(port)],
+  [
+    `${REPO}packages/server/bin/rill.js`,
+    'serve',
+    '--engine',
+    'memory',
+    '--demo',
+    '--port',
+    String(port),
+  ],
   { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RILL_LOG_LEVEL: 'warn' } },
 );
 // However this script ends, the server ends with it.
@@ -31,7 +41,13 @@ process.on('uncaughtException', (err) => {
 });
 const url = `http://127.0.0.1:${port}`;
 for (let i = 0; ; i++) {
-  if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) break;
+  if (
+    await fetch(`${url}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    )
+  )
+    break;
   if (i > 200) throw new Error('rill serve did not start');
   await new Promise((r) => setTimeout(r, 50));
 }
@@ -59,13 +75,20 @@ for (const region of ['eu', 'us']) {
   }
 }
 for (let i = 1; i <= 5; i++) {
-  await publish(`chat.room-${i}`, [{ type: 'message', data: { from: 'alice', text: `hello room ${i}` } }]);
+  await publish(`chat.room-${i}`, [
+    { type: 'message', data: { from: 'alice', text: `hello room ${i}` } },
+  ]);
 }
 await publish(
   'orders',
   Array.from({ length: 42 }, (_, i) => ({
     type: 'order.created',
-    data: { id: 1000 + i, customer: `c-${(i * 7) % 13}`, total: Math.round(i * 13.7 * 100) / 100, items: [{ sku: 'A-1', qty: 1 + (i % 3) }] },
+    data: {
+      id: 1000 + i,
+      customer: `c-${(i * 7) % 13}`,
+      total: Math.round(i * 13.7 * 100) / 100,
+      items: [{ sku: 'A-1', qty: 1 + (i % 3) }],
+    },
   })),
 );
 
@@ -73,10 +96,15 @@ await publish(
 const ac = new AbortController();
 const hold = (path, accept) =>
   fetch(`${url}${path}`, { headers: { accept }, signal: ac.signal }).then(
-    (r) => r.body?.getReader().read().catch(() => undefined),
+    (r) =>
+      r.body
+        ?.getReader()
+        .read()
+        .catch(() => undefined),
     () => undefined,
   );
-for (const s of symbols.slice(0, 4)) void hold(`/v1/topics/prices.eu.${s.toLowerCase()}/stream`, 'text/event-stream');
+for (const s of symbols.slice(0, 4))
+  void hold(`/v1/topics/prices.eu.${s.toLowerCase()}/stream`, 'text/event-stream');
 void hold('/v1/stream?topics=prices.>&format=ndjson', 'application/x-ndjson');
 void hold('/v1/stream?topics=chat.*', 'text/event-stream');
 void hold('/v1/events?topics=orders&wait=60&from=now', 'application/json');
@@ -84,14 +112,25 @@ void hold('/v1/events?topics=orders&wait=60&from=now', 'application/json');
 // A steady trickle of orders while the charts fill.
 let n = 0;
 const feed = setInterval(() => {
-  void publish('orders', [{ type: 'order.created', data: { id: 2000 + n++, total: 10 + (n % 17) } }]).catch(() => undefined);
+  void publish('orders', [
+    { type: 'order.created', data: { id: 2000 + n++, total: 10 + (n % 17) } },
+  ]).catch(() => undefined);
 }, 200);
 
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--no-first-run',
+    '--disable-background-networking',
+  ],
 });
-const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: theme });
+const context = await browser.newContext({
+  viewport: { width: 1280, height: 800 },
+  colorScheme: theme,
+});
 const page = await context.newPage();
 mkdirSync(OUT, { recursive: true });
 const suffix = theme === 'dark' ? '-dark' : '';

@@ -3,7 +3,7 @@
  * reads this store, none polls on its own. It keeps the last {@link WINDOW} samples for the charts.
  */
 import { useSyncExternalStore } from 'react';
-import type { ApiError} from './api';
+import type { ApiError } from './api';
 import { sse } from './api';
 
 export interface NodeStats {

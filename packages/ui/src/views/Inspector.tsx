@@ -213,6 +213,8 @@ function History({ topic, info }: { topic: string; info: TopicInfo | null }) {
   const first = info ? Math.max(0, info.firstSeq - 1) : 0;
   // Start with the newest page.
   const at = after ?? (info ? Math.max(first, info.lastSeq - PAGE) : null);
+  // On the newest page (no page chosen), new events are taken in as the topic grows.
+  const growth = after === null ? (info?.lastSeq ?? 0) : 0;
 
   useEffect(() => {
     if (at === null) return;
@@ -230,7 +232,7 @@ function History({ topic, info }: { topic: string; info: TopicInfo | null }) {
       },
     );
     return () => ac.abort();
-  }, [topic, at]);
+  }, [topic, at, growth]);
 
   return (
     <div className="panel">

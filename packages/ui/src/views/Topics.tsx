@@ -127,7 +127,9 @@ export function Topics({ pattern }: { pattern: string }) {
       <h1 id="topics-h">
         Topics{' '}
         <span className="muted small">
-          {topics ? `${num(shown.length)} of ${num(topics.length)}` : 'loading…'}
+          {topics
+            ? `${shown.length.toLocaleString('en')} of ${topics.length.toLocaleString('en')}`
+            : 'loading…'}
         </span>
       </h1>
       <div className="toolbar">
