@@ -68,10 +68,11 @@ describe('dashboard in Chromium against rill serve', () => {
     // above 0 somewhere (uPlot draws on a canvas; the legend is the readable part).
     const events = page.locator('.chart').first();
     const over = events.locator('.u-over');
-    const box = (await over.boundingBox())!;
     const seen: number[] = [];
     for (let i = 0; i <= 40 && !seen.some((v) => v > 0); i++) {
-      await over.hover({ position: { x: (box.width * i) / 40, y: box.height / 2 } });
+      // The mouse itself, not an actionability-checked hover: the chart redraws every second.
+      const box = (await over.boundingBox())!;
+      await page.mouse.move(box.x + (box.width * i) / 40, box.y + box.height / 2);
       const v = await events.locator('.u-series').nth(1).locator('.u-value').textContent();
       seen.push(Number(v));
     }

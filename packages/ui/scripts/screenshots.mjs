@@ -3,10 +3,12 @@
 // and clients to show, and photographs the views with Debian's Chromium (playwright-core).
 // Usage: npm run build && node packages/ui/scripts/screenshots.mjs [--theme dark]
 import { spawn } from 'node:child_process';
+import { get } from 'node:http';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import WebSocket from 'ws';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const OUT = `${REPO}docs/images`;
@@ -107,7 +109,29 @@ for (const s of symbols.slice(0, 4))
   void hold(`/v1/topics/prices.eu.${s.toLowerCase()}/stream`, 'text/event-stream');
 void hold('/v1/stream?topics=prices.>&format=ndjson', 'application/x-ndjson');
 void hold('/v1/stream?topics=chat.*', 'text/event-stream');
-void hold('/v1/events?topics=orders&wait=60&from=now', 'application/json');
+void hold('/v1/events?topics=audit&wait=60', 'application/json');
+for (let i = 0; i < 3; i++) void hold('/v1/topics/orders/stream', 'text/event-stream');
+void hold('/v1/topics/demo.random/stream', 'text/event-stream');
+// A WebSocket subscribed to two patterns.
+const ws = new WebSocket(`${url.replace('http', 'ws')}/v1/ws`, 'rill.v1');
+ws.on('open', () =>
+  ws.send(JSON.stringify({ op: 'subscribe', id: 1, topics: ['orders', 'chat.*'] })),
+);
+ws.on('error', () => undefined);
+// A slow consumer: a stream whose reader stopped reading while large events keep coming.
+const slow = get(
+  `${url}/v1/topics/bulk/stream`,
+  { headers: { accept: 'text/event-stream' } },
+  (res) => res.pause(),
+);
+slow.on('error', () => undefined);
+const big = 'x'.repeat(32 * 1024);
+const bulk = setInterval(() => {
+  void publish(
+    'bulk',
+    Array.from({ length: 16 }, (_, i) => ({ type: 'blob', data: { i, big } })),
+  ).catch(() => undefined);
+}, 500);
 
 // A steady trickle of orders while the charts fill.
 let n = 0;
@@ -141,7 +165,7 @@ try {
   // The tiles, or the word that this server has no stats.
   await page.waitForSelector('.tile, main p.muted');
   // Let the charts gather a few seconds of samples.
-  await page.waitForTimeout(8000);
+  await page.waitForTimeout(12000);
   await shot('overview');
 
   await page.goto(`${url}/ui/#/topics?pattern=${encodeURIComponent('prices.>')}`);
@@ -151,7 +175,7 @@ try {
   await page.goto(`${url}/ui/#/topic/orders`);
   await page.waitForSelector('.facts');
   await page.fill('input[name=from]', 'earliest');
-  await page.click('text=Follow');
+  await page.click('button:text-is("Follow")');
   await page.waitForSelector('ol[aria-label="Live events"] button.event');
   await page.click('ol[aria-label="Live events"] li:nth-child(3) button.event');
   await shot('inspector');
@@ -165,7 +189,10 @@ try {
   await shot('limits');
 } finally {
   clearInterval(feed);
+  clearInterval(bulk);
   ac.abort();
+  ws.terminate();
+  slow.destroy();
   await browser.close();
   server.kill('SIGTERM');
 }
