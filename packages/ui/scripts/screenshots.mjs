@@ -7,6 +7,7 @@ import { get } from 'node:http';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+/* global AbortController */
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
 

@@ -1,6 +1,11 @@
 import type { FastifyInstance } from 'fastify';
 import { decodeCursor } from '../model/cursor.js';
-import type { Engine, TopicHead } from '../engine/engine.js';
+import {
+  resolveRetention,
+  type Engine,
+  type RetentionConfig,
+  type TopicHead,
+} from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
 import { eventJson } from '../model/event.js';
 import {
@@ -11,7 +16,6 @@ import {
   patternPrefix,
 } from '../model/topic.js';
 import { engineRetention } from '../config.js';
-import { RetentionResolver } from '../engine/retention.js';
 import type { Grants } from '../auth/index.js';
 import { forbidden, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
@@ -29,7 +33,7 @@ async function topicInfo(
   engine: Engine,
   h: TopicHead,
   now: number,
-  retention: RetentionResolver,
+  retention: RetentionConfig,
 ): Promise<string> {
   const since = await engine.seqAtTime(h.topic, now - RATE_WINDOW_MS);
   const recent = since === null ? 0 : Math.max(0, h.lastSeq - since + 1);
@@ -43,7 +47,7 @@ async function topicInfo(
     created: h.created,
     lastTime: h.lastTime || null,
     rate,
-    retention: retention.for(h.topic),
+    retention: resolveRetention(retention, h.topic),
   });
 }
 
@@ -103,7 +107,7 @@ async function readableTopics(
 export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { engine } = ctx;
   const { limits } = ctx.config;
-  const retention = new RetentionResolver(engineRetention(ctx.config));
+  const retention = engineRetention(ctx.config);
 
   app.get<{ Querystring: { prefix?: string; after?: string; limit?: string; pattern?: string } }>(
     '/v1/topics',

@@ -85,8 +85,9 @@ export function Overview({ stats }: { stats: StatsState }) {
           }
         />
         <Tile
-          label="Delivery p50 / p99"
-          value={`${ms(tot.deliveryLatencyMs.p50)} / ${ms(tot.deliveryLatencyMs.p99)}`}
+          label="Delivery latency p99"
+          value={ms(tot.deliveryLatencyMs.p99)}
+          hint={`p50 ${ms(tot.deliveryLatencyMs.p50)}`}
         />
         <Tile
           label="Slow consumers"
