@@ -7,6 +7,7 @@ import { closest, distance } from 'fastest-levenshtein';
 import { z } from 'zod';
 import { DEFAULT_MAX_CURSOR_LENGTH, DEFAULT_MAX_CURSOR_TOPICS } from './model/cursor.js';
 import { DEFAULT_IDEMPOTENCY_WINDOW_MS, DEFAULT_RETENTION } from './engine/engine.js';
+import type { RetentionConfig } from './engine/engine.js';
 import {
   ApiKeyEntrySchema,
   authConfigured,
@@ -1155,4 +1156,19 @@ export function isLoopback(host: string): boolean {
     host === '[::1]' ||
     /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host)
   );
+}
+
+/** The retention limits as the engine contract takes them (durations in ms). */
+export function engineRetention(config: RillConfig): RetentionConfig {
+  return {
+    maxEvents: config.retention.maxEvents,
+    maxAgeMs: config.retention.maxAge,
+    maxBytes: config.retention.maxBytes,
+    rules: config.retention.rules.map((r) => ({
+      pattern: r.pattern,
+      ...(r.maxEvents === undefined ? {} : { maxEvents: r.maxEvents }),
+      ...(r.maxAge === undefined ? {} : { maxAgeMs: r.maxAge }),
+      ...(r.maxBytes === undefined ? {} : { maxBytes: r.maxBytes }),
+    })),
+  };
 }

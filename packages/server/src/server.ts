@@ -7,6 +7,7 @@ import pinoPretty from 'pino-pretty';
 import type { RillConfig, RillConfigInput } from './config.js';
 import {
   authEnabled,
+  engineRetention,
   ConfigError,
   isLoopback,
   LOG_COMPONENTS,
@@ -429,17 +430,7 @@ function tlsFields(paths: { cert: string; key: string }, pair: TlsPair): Record<
 /** Builds the engine the configuration names. */
 export function createEngine(config: RillConfig, log?: EngineLog): Engine {
   const options: EngineOptions = {
-    retention: {
-      maxEvents: config.retention.maxEvents,
-      maxAgeMs: config.retention.maxAge,
-      maxBytes: config.retention.maxBytes,
-      rules: config.retention.rules.map((r) => ({
-        pattern: r.pattern,
-        ...(r.maxEvents === undefined ? {} : { maxEvents: r.maxEvents }),
-        ...(r.maxAge === undefined ? {} : { maxAgeMs: r.maxAge }),
-        ...(r.maxBytes === undefined ? {} : { maxBytes: r.maxBytes }),
-      })),
-    },
+    retention: engineRetention(config),
     maxStoreBytes: config.storage.maxBytes,
     idempotencyWindowMs: config.idempotencyWindow,
     ...(log === undefined ? {} : { log }),

@@ -126,13 +126,13 @@ describe('e2e: Chromium EventSource', () => {
     expect(epochs.size).toBe(1);
   });
 
-  it('the demo page at / shows live values from demo.random (--demo)', async () => {
+  it('the demo page at /demo shows live values from demo.random (--demo)', async () => {
     const page = await newPage();
     const port = await freePort();
     const server = track(
       await spawnServer(['--port', String(port), '--engine', 'memory', '--demo']),
     );
-    await page.goto(`${server.url}/`);
+    await page.goto(`${server.url}/demo`);
     const isValue = (text: string | null): boolean =>
       text !== null && /^\d{1,2}$/.test(text) && Number(text) <= 99;
     await page.waitForFunction(

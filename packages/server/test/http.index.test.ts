@@ -1,4 +1,4 @@
-/** `GET /`: the demo page with `--demo` only; otherwise a short JSON index of the API. */
+/** `GET /`: a short JSON index of the API for scripts; the demo page at `/demo` with `--demo` only. */
 import { afterEach, describe, expect, it } from 'vitest';
 import { startServer } from '@rill/testkit';
 
@@ -36,10 +36,14 @@ describe('GET /', () => {
     }
   });
 
-  it('with the demo is the demo page', async () => {
+  it('the demo page is at /demo with the demo, and only then', async () => {
+    const without = await startServer();
+    closers.push(without.close);
+    expect((await fetch(`${without.url}/demo`)).status).toBe(404);
     const s = await startServer({ demo: true });
     closers.push(s.close);
-    const res = await fetch(`${s.url}/`);
+    expect((await fetch(`${s.url}/`)).headers.get('content-type')).toMatch(/^application\/json/);
+    const res = await fetch(`${s.url}/demo`);
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^text\/html/);
     expect(await res.text()).toContain('demo.random');

@@ -208,6 +208,15 @@ describe('two rill nodes (redis engine) behind nginx with the documented config'
     }, topic);
     expect(seen).toEqual({ sse: [1, 2], ws: [1, 2] });
 
+    // The dashboard through nginx: `/` leads to it, its stats stream arrives unbuffered (live, with
+    // both nodes of the shared engine), and the topics table lists the topic.
+    await page.goto(`${origin}/`);
+    expect(page.url()).toBe(`${origin}/ui/`);
+    await page.getByRole('status').filter({ hasText: 'live' }).waitFor({ timeout: 15_000 });
+    await page.locator('h1', { hasText: '2 nodes' }).waitFor({ timeout: 15_000 });
+    await page.goto(`${origin}/ui/#/topics`);
+    await page.locator('.topics-table .vrow', { hasText: topic }).waitFor({ timeout: 15_000 });
+
     // One node dies: publishes go to the survivor, and an SSE client reconnecting through nginx
     // with its Last-Event-ID resumes there, missing nothing published meanwhile.
     const last = sse.events().at(-1)!.id;

@@ -11,6 +11,7 @@ import { hasHealthCheck } from '../engine/engine.js';
 import { RillError, retryAfterSeconds } from '../model/errors.js';
 import { clientErrorHandler, tooManyHeaders } from '../net/connection.js';
 import { decodeUtf8Body, parseJsonBody } from './body.js';
+import { adminRoutes } from './admin.js';
 import { authHook, challengeFor } from './authn.js';
 import type { AppContext } from './context.js';
 import { corsPlugin } from './cors.js';
@@ -25,6 +26,7 @@ import { statsRoutes } from './stats.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
 import { topicAdminRoutes } from './topic-admin.js';
+import { UI_PATH, uiRoutes, wantsHtml } from './ui.js';
 import { wsRoutes } from './ws-upgrade.js';
 
 const FASTIFY_TO_RILL: Record<string, RillError['code']> = {
@@ -54,7 +56,7 @@ function checkingInterval(...timeouts: number[]): number {
   if (set.length === 0) return 30_000;
   return Math.min(1000, Math.max(100, Math.floor(Math.min(...set) / 4)));
 }
-/** What `GET /` answers without the demo: the endpoints, for a human or a script finding its way. */
+/** What `GET /` answers a script (a browser is redirected to the dashboard): the endpoints. */
 export const API_INDEX = {
   name: 'rill',
   endpoints: {
@@ -71,6 +73,8 @@ export const API_INDEX = {
     metrics: 'GET /metrics',
     stats: 'GET /v1/stats',
     statsStream: 'GET /v1/stats/stream',
+    connections: 'GET /v1/connections',
+    dashboard: 'GET /ui/',
   },
   docs: 'docs/protocol.md in the Rill repository',
 } as const;
@@ -348,12 +352,17 @@ export function buildApp(
     }
     return { status: 'ready', engine: ctx.engine.name, subscribers: ctx.hub.size };
   });
-  // The demo page comes with the demo feed (--demo); otherwise `/` lists the API.
+  // `/`: a browser is sent to the dashboard; scripts (curl, fetch: `*/*`) get the API index. The
+  // demo page comes with the demo feed (--demo), at /demo.
+  app.get('/', async (req, reply) => {
+    if (wantsHtml(req.headers.accept)) return reply.redirect(UI_PATH, 302);
+    return API_INDEX;
+  });
   if (ctx.config.demo) {
-    app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').send(demoPage));
-  } else {
-    app.get('/', async () => API_INDEX);
+    app.get('/demo', async (_req, reply) => reply.type('text/html; charset=utf-8').send(demoPage));
   }
+  uiRoutes(app);
+  adminRoutes(app, ctx);
 
   publishRoutes(app, ctx);
   topicRoutes(app, ctx);

@@ -1,6 +1,6 @@
 /**
- * The page served at `/` with `--demo`: the demo topic rendered live with the browser's native
- * EventSource, nothing else. The dashboard proper lives at `/ui` once it exists.
+ * The page served at `/demo` with `--demo`: the demo topic rendered live with the browser's native
+ * EventSource, an example of the smallest client. The dashboard lives at `/ui/`.
  */
 export const demoPage = `<!doctype html>
 <html lang="en">
@@ -19,6 +19,7 @@ export const demoPage = `<!doctype html>
 <h1>Rill</h1>
 <p>Live from <code>demo.random</code> over Server-Sent Events
 (start the server with <code>--demo</code> to feed it). <span class="status" id="status">connecting…</span></p>
+<p>The server itself: <a href="/ui/">the dashboard</a>.</p>
 <div id="value">–</div>
 <div id="log"></div>
 <script>

@@ -1,15 +1,72 @@
 import { isRevoked, OPEN_IDENTITY, type Identity } from '../auth/index.js';
 import { RillError } from '../model/errors.js';
+import type { Subscription } from '../fanout/subscription.js';
 
 /** What the registry does to a stream it tracks; each transport ends its own way. */
 export interface TrackedStream {
-  /** Its credential was revoked: end it with `err` (`unauthorized`). */
+  /**
+   * End it with `err`: its credential was revoked (`unauthorized`), or an operator disconnected it
+   * (`disconnected_by_admin`).
+   */
   revoked(err: RillError): void;
   /**
    * Its identity's `expiresAt` has come: end it with `err` (`token_expired`). Without it no
    * deadline is kept (a long-poll bounds its own wait).
    */
   expired?(err: RillError): void;
+}
+
+/** How a stream reaches its client; `poll` is a long-poll waiting for events. */
+export type Transport = 'sse' | 'ndjson' | 'ws' | 'poll';
+
+/** What a stream is doing now, read only when connections are listed (never per event). */
+export interface ConnectionState {
+  /** The topics and patterns it subscribed to. */
+  patterns: string[];
+  /** Topics it is subscribed to now (a pattern's matches included). */
+  topics: number;
+  /** Bytes queued for it or held in its socket, not yet taken by the client. */
+  bufferedBytes: number;
+  /** On the live path in every topic (false: catching up from the log). */
+  live: boolean;
+}
+
+/** What the connections listing shows of a stream: never a credential. */
+export interface ConnectionInfo {
+  /** The id of the request that opened it (Fastify's `req.id`, the `reqId` of the log lines; a WebSocket's upgrade request's). */
+  id: string;
+  transport: Transport;
+  /** The client's address as the server sees it (a proxy's, behind one). */
+  address: string;
+  /** When it opened, ms since the epoch. */
+  openedAt: number;
+  state(): ConnectionState;
+}
+
+/** One row of `GET /v1/connections`. */
+export interface ConnectionRow extends ConnectionState {
+  id: string;
+  transport: Transport;
+  identity: {
+    kind: Identity['kind'];
+    sub: string | null;
+    name: string | null;
+    credentialId: string;
+  };
+  address: string;
+  state: 'live' | 'catch-up';
+  openedAt: string;
+  ageSeconds: number;
+}
+
+/** What the connections listing shows of a subscription (`sub` undefined while it starts). */
+export function subscriptionState(
+  patterns: string[],
+  sub: Subscription | undefined | null,
+): ConnectionState {
+  return sub
+    ? { patterns, topics: sub.states.size, bufferedBytes: sub.bufferedBytes(), live: !sub.behind }
+    : { patterns, topics: 0, bufferedBytes: 0, live: false };
 }
 
 /** A stream's place in the registry. */
@@ -95,19 +152,29 @@ export function tokenExpired(): RillError {
 
 interface Entry {
   stream: TrackedStream;
+  identity: Identity;
   credentialId: string;
   cancelExpiry: (() => void) | undefined;
+  /** Listed by `GET /v1/connections` when given. */
+  info: ConnectionInfo | undefined;
+  /** Position in the listing (open order), its paging cursor. */
+  order: number;
 }
 
 /**
  * The open streams (SSE, NDJSON, long-poll waits, WebSockets) by the credential that opened them,
  * so that a revoked credential's streams can be ended, and each stream's expiry on the shared
- * {@link Deadlines}. Touched when a stream opens and ends, never per delivered event. Streams of a
- * server without authentication are not tracked (nothing can be revoked or expire).
+ * {@link Deadlines}; and, for the admin endpoints, every stream that gave its
+ * {@link ConnectionInfo}, in open order, to be listed and disconnected. Touched when a stream
+ * opens and ends, never per delivered event. Without authentication only the listing is kept
+ * (nothing can be revoked or expire).
  */
 export class OpenStreams {
   readonly deadlines = new Deadlines();
   private readonly byCredential = new Map<string, Set<Entry>>();
+  /** Streams with connection info, in open order (a Set keeps insertion order). */
+  private readonly listed = new Set<Entry>();
+  private nextOrder = 1;
 
   /** Number of tracked streams (tests, metrics). */
   get size(): number {
@@ -116,25 +183,42 @@ export class OpenStreams {
     return n;
   }
 
+  /** Number of streams the connections listing shows. */
+  get connections(): number {
+    return this.listed.size;
+  }
+
   /**
    * Tracks a stream opened by `identity` until its handle's `untrack`: it is told when its
-   * credential is revoked and when its identity expires (at `expiresAt`, when there is one).
+   * credential is revoked and when its identity expires (at `expiresAt`, when there is one), and
+   * with `info` it is listed as a connection and may be disconnected.
    */
-  track(identity: Identity, stream: TrackedStream): StreamHandle {
-    if (identity === OPEN_IDENTITY) return NOT_TRACKED;
-    const entry: Entry = { stream, credentialId: '', cancelExpiry: undefined };
+  track(identity: Identity, stream: TrackedStream, info?: ConnectionInfo): StreamHandle {
+    const open = identity === OPEN_IDENTITY;
+    if (open && info === undefined) return NOT_TRACKED;
+    const entry: Entry = {
+      stream,
+      identity,
+      credentialId: '',
+      cancelExpiry: undefined,
+      info,
+      order: this.nextOrder++,
+    };
     let tracked = true;
-    this.place(entry, identity);
+    if (info) this.listed.add(entry);
+    if (!open) this.place(entry, identity);
     return {
       update: (next) => {
         if (!tracked) return;
-        this.remove(entry);
-        this.place(entry, next);
+        if (entry.credentialId !== '') this.remove(entry);
+        entry.identity = next;
+        if (next !== OPEN_IDENTITY) this.place(entry, next);
       },
       untrack: () => {
         if (!tracked) return;
         tracked = false;
-        this.remove(entry);
+        this.listed.delete(entry);
+        if (entry.credentialId !== '') this.remove(entry);
       },
     };
   }
@@ -146,8 +230,41 @@ export class OpenStreams {
   revoke(revoked: readonly string[]): number {
     const hit: Entry[] = [];
     for (const [id, set] of this.byCredential) if (isRevoked(id, revoked)) hit.push(...set);
-    for (const e of hit) this.remove(e);
+    for (const e of hit) this.forget(e);
     const err = new RillError('unauthorized', 'The credentials of this stream were revoked');
+    for (const e of hit) e.stream.revoked(err);
+    return hit.length;
+  }
+
+  /**
+   * A page of the listed streams in open order, after the one whose `order` is `after` (0: from
+   * the first); `next` is the cursor of the following page, or null at the end.
+   */
+  list(opts: { after: number; limit: number }): {
+    connections: ConnectionRow[];
+    next: number | null;
+  } {
+    const now = Date.now();
+    const out: ConnectionRow[] = [];
+    let last = 0;
+    for (const e of this.listed) {
+      if (e.order <= opts.after) continue;
+      if (out.length === opts.limit) return { connections: out, next: last };
+      out.push(row(e, now));
+      last = e.order;
+    }
+    return { connections: out, next: null };
+  }
+
+  /**
+   * Ends the streams listed with connection id `id` with `disconnected_by_admin`; returns how many
+   * (ids are unique unless a client chose its own request id).
+   */
+  disconnect(id: string): number {
+    const hit: Entry[] = [];
+    for (const e of this.listed) if (e.info!.id === id) hit.push(e);
+    for (const e of hit) this.forget(e);
+    const err = new RillError('disconnected_by_admin');
     for (const e of hit) e.stream.revoked(err);
     return hit.length;
   }
@@ -155,6 +272,13 @@ export class OpenStreams {
   close(): void {
     this.deadlines.close();
     this.byCredential.clear();
+    this.listed.clear();
+  }
+
+  /** Forgets a stream about to be ended by the registry (its own untrack then does nothing). */
+  private forget(entry: Entry): void {
+    this.listed.delete(entry);
+    if (entry.credentialId !== '') this.remove(entry);
   }
 
   private place(entry: Entry, identity: Identity): void {
@@ -166,7 +290,7 @@ export class OpenStreams {
     if (identity.expiresAt !== null && expired) {
       entry.cancelExpiry = this.deadlines.at(identity.expiresAt, () => {
         entry.cancelExpiry = undefined;
-        this.remove(entry);
+        this.forget(entry);
         expired.call(entry.stream, tokenExpired());
       });
     }
@@ -177,5 +301,26 @@ export class OpenStreams {
     entry.cancelExpiry = undefined;
     const set = this.byCredential.get(entry.credentialId);
     if (set?.delete(entry) && set.size === 0) this.byCredential.delete(entry.credentialId);
+    entry.credentialId = '';
   }
+}
+
+/** A listing row: who, from where, what, and how far behind. */
+function row(e: Entry, now: number): ConnectionRow {
+  const info = e.info!;
+  const st = info.state();
+  const id = e.identity;
+  return {
+    id: info.id,
+    transport: info.transport,
+    identity: { kind: id.kind, sub: id.sub, name: id.name ?? null, credentialId: id.credentialId },
+    address: info.address,
+    patterns: st.patterns,
+    topics: st.topics,
+    bufferedBytes: st.bufferedBytes,
+    live: st.live,
+    state: st.live ? 'live' : 'catch-up',
+    openedAt: new Date(info.openedAt).toISOString(),
+    ageSeconds: Math.max(0, Math.floor((now - info.openedAt) / 1000)),
+  };
 }

@@ -12,7 +12,7 @@ import type { Identity } from '../auth/index.js';
 import { checkSubscribe, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
 import { logStreamEnd } from './stream-log.js';
-import { tokenExpired, type OpenStreams } from './open-streams.js';
+import { subscriptionState, tokenExpired, type OpenStreams } from './open-streams.js';
 import type { StreamQuery } from './params.js';
 import { parseLimit, parseWait } from './params.js';
 
@@ -107,6 +107,8 @@ async function pollOnce(
     streams: OpenStreams;
     /** The request's id, for the subscription's log lines. */
     id: string;
+    /** The request's id and client address, for the connections listing. */
+    connection: { id: string; address: string };
     meter: TransportMeter | null;
   },
 ): Promise<{ events: string; count: number; bytes: number; cursor: string; resets: string[] }> {
@@ -132,7 +134,16 @@ async function pollOnce(
     if (sub) hub.unsubscribe(sub);
   };
   // Tracked from the start: a credential revoked while the subscription is set up refuses it too.
-  const tracked = opts.streams.track(opts.identity, { revoked: refuse });
+  const tracked = opts.streams.track(
+    opts.identity,
+    { revoked: refuse },
+    {
+      ...opts.connection,
+      transport: 'poll',
+      openedAt: Date.now(),
+      state: () => subscriptionState(opts.patterns, sub),
+    },
+  );
   try {
     sub = await subscribe();
   } catch (err) {
@@ -250,6 +261,7 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
           identity,
           streams: ctx.streams,
           id: req.id,
+          connection: { id: String(req.id), address: req.ip },
           meter,
         });
       } catch (err) {

@@ -11,6 +11,7 @@ import { parseResumeCursor, parseStart, parseTopicsParam } from '../wire/subscri
 import { challengeFor, checkSubscribe, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
 import { logStreamEnd, logStreamOpen } from './stream-log.js';
+import { subscriptionState } from './open-streams.js';
 import type { StreamQuery } from './params.js';
 
 /** `?format=` wins; else `Accept: application/x-ndjson` (without text/event-stream) means NDJSON. */
@@ -119,13 +120,23 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       if (sub) sub.fail(e);
       else ending ??= e;
     };
-    const tracked = ctx.streams.track(identity, {
-      revoked: (e) => {
-        reason ??= 'revoked';
-        endWith(e);
+    const tracked = ctx.streams.track(
+      identity,
+      {
+        revoked: (e) => {
+          reason ??= 'revoked';
+          endWith(e);
+        },
+        expired: endWith,
       },
-      expired: endWith,
-    });
+      {
+        id: String(req.id),
+        transport: format,
+        address: req.ip,
+        openedAt: Date.now(),
+        state: () => subscriptionState(patterns, sub),
+      },
+    );
     sink.onClose(() => {
       gone = true;
       lease?.release();

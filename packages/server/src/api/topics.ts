@@ -1,9 +1,21 @@
 import type { FastifyInstance } from 'fastify';
 import { decodeCursor } from '../model/cursor.js';
-import type { Engine, TopicHead } from '../engine/engine.js';
+import {
+  resolveRetention,
+  type Engine,
+  type RetentionConfig,
+  type TopicHead,
+} from '../engine/engine.js';
 import { RillError } from '../model/errors.js';
 import { eventJson } from '../model/event.js';
-import { assertTopic, assertTopicPrefix } from '../model/topic.js';
+import {
+  assertPattern,
+  assertTopic,
+  assertTopicPrefix,
+  compilePattern,
+  patternPrefix,
+} from '../model/topic.js';
+import { engineRetention } from '../config.js';
 import type { Grants } from '../auth/index.js';
 import { forbidden, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
@@ -14,10 +26,15 @@ import { parseLimit, parseWait } from './params.js';
 const RATE_WINDOW_MS = 60_000;
 
 /**
- * Topic info as the API shows it: head, retained count, and the rate over the last minute (from
- * the log, so it counts every node's publishes).
+ * Topic info as the API shows it: head, retained count, the rate over the last minute (from the
+ * log, so it counts every node's publishes), and the retention limits that apply to it (0: none).
  */
-async function topicInfo(engine: Engine, h: TopicHead, now: number): Promise<string> {
+async function topicInfo(
+  engine: Engine,
+  h: TopicHead,
+  now: number,
+  retention: RetentionConfig,
+): Promise<string> {
   const since = await engine.seqAtTime(h.topic, now - RATE_WINDOW_MS);
   const recent = since === null ? 0 : Math.max(0, h.lastSeq - since + 1);
   const rate = Math.round((recent / (RATE_WINDOW_MS / 1000)) * 100) / 100;
@@ -30,6 +47,7 @@ async function topicInfo(engine: Engine, h: TopicHead, now: number): Promise<str
     created: h.created,
     lastTime: h.lastTime || null,
     rate,
+    retention: resolveRetention(retention, h.topic),
   });
 }
 
@@ -51,7 +69,7 @@ function parseAfter(
 const MAX_LISTING_PAGES = 10;
 
 /**
- * A page of the topics `grants` may read, in name order: engine pages are read and filtered until
+ * A page of the topics `grants` may read (and `pattern` matches, when given), in name order: engine pages are read and filtered until
  * `limit` readable topics are found or the engine has no more. `next` is the last name looked at
  * when more may follow (a page may then hold fewer than `limit` topics), else null. Unfiltered
  * (everything readable) it is exactly one engine page.
@@ -59,8 +77,9 @@ const MAX_LISTING_PAGES = 10;
 async function readableTopics(
   engine: Engine,
   grants: Grants,
-  opts: { prefix?: string; after?: string; limit: number },
+  opts: { prefix?: string; after?: string; limit: number; pattern?: string },
 ): Promise<{ heads: TopicHead[]; next: string | null }> {
+  const matches = opts.pattern === undefined ? () => true : compilePattern(opts.pattern);
   const out: TopicHead[] = [];
   let after = opts.after;
   for (let page = 0; page < MAX_LISTING_PAGES; page++) {
@@ -71,7 +90,7 @@ async function readableTopics(
     });
     for (let i = 0; i < heads.length; i++) {
       const h = heads[i]!;
-      if (!grants.canRead(h.topic)) continue;
+      if (!grants.canRead(h.topic) || !matches(h.topic)) continue;
       out.push(h);
       if (out.length === opts.limit) {
         // Full: more may follow unless this was the engine's very last topic.
@@ -88,18 +107,25 @@ async function readableTopics(
 export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { engine } = ctx;
   const { limits } = ctx.config;
+  const retention = engineRetention(ctx.config);
 
-  app.get<{ Querystring: { prefix?: string; after?: string; limit?: string } }>(
+  app.get<{ Querystring: { prefix?: string; after?: string; limit?: string; pattern?: string } }>(
     '/v1/topics',
     async (req, reply) => {
       const grants = identityOf(req, ctx.auth).grants;
       const limit = parseLimit(req.query.limit, 100, 1000);
-      const opts: { prefix?: string; after?: string; limit: number } = { limit };
+      const opts: { prefix?: string; after?: string; limit: number; pattern?: string } = { limit };
       if (req.query.prefix) opts.prefix = assertTopicPrefix(req.query.prefix, 'prefix');
       if (req.query.after) opts.after = assertTopicPrefix(req.query.after, 'after');
+      if (req.query.pattern) {
+        opts.pattern = assertPattern(req.query.pattern);
+        // The engine lists by prefix: the literal segments before the first wildcard narrow it.
+        const literal = patternPrefix(opts.pattern);
+        if (opts.prefix === undefined || literal.startsWith(opts.prefix)) opts.prefix = literal;
+      }
       const { heads, next } = await readableTopics(engine, grants, opts);
       const now = Date.now();
-      const items = await Promise.all(heads.map((h) => topicInfo(engine, h, now)));
+      const items = await Promise.all(heads.map((h) => topicInfo(engine, h, now, retention)));
       return reply
         .type('application/json; charset=utf-8')
         .send(
@@ -115,7 +141,7 @@ export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
     if (!h) throw new RillError('topic_not_found', `Unknown topic ${topic}`);
     return reply
       .type('application/json; charset=utf-8')
-      .send(await topicInfo(engine, h, Date.now()));
+      .send(await topicInfo(engine, h, Date.now(), retention));
   });
 
   app.get<{
@@ -139,12 +165,23 @@ export function topicRoutes(app: FastifyInstance, ctx: AppContext): void {
       reply.raw.on('close', () => ac.abort());
       // Never past the token's expiry, and no longer than its credential stays valid.
       let refusal: RillError | undefined;
-      const tracked = ctx.streams.track(identity, {
-        revoked: (e) => {
-          refusal = e;
-          ac.abort();
+      const tracked = ctx.streams.track(
+        identity,
+        {
+          revoked: (e) => {
+            refusal = e;
+            ac.abort();
+          },
         },
-      });
+        {
+          id: String(req.id),
+          transport: 'poll',
+          address: req.ip,
+          openedAt: Date.now(),
+          // Waiting for the topic's next event: nothing queued, not behind.
+          state: () => ({ patterns: [topic], topics: 1, bufferedBytes: 0, live: true }),
+        },
+      );
       const exp = identity.expiresAt;
       const expiresFirst = exp !== null && exp - Date.now() < waitMs;
       try {

@@ -2,7 +2,7 @@ import type { Identity } from '../auth/index.js';
 import { RillError } from '../model/errors.js';
 import { wsErrorFrame } from '../wire/ws.js';
 import type { AppContext } from './context.js';
-import type { StreamHandle } from './open-streams.js';
+import type { ConnectionInfo, StreamHandle } from './open-streams.js';
 
 /**
  * How a WebSocket session starts: with the identity of its upgrade's credentials (or the
@@ -19,6 +19,8 @@ export interface WsCredentialsHost {
    * is not the error's code (`revoked`).
    */
   close(err: RillError, why?: string): void;
+  /** What the connections listing shows of it (listed once it has an identity). */
+  readonly connection: ConnectionInfo;
 }
 
 /**
@@ -108,10 +110,11 @@ export class WsCredentials {
     this.cancelAuthDeadline = undefined;
     if (this.tracked) this.tracked.update(identity);
     else {
-      this.tracked = this.ctx.streams.track(identity, {
-        revoked: (e) => this.host.close(e, 'revoked'),
-        expired: (e) => this.host.close(e),
-      });
+      this.tracked = this.ctx.streams.track(
+        identity,
+        { revoked: (e) => this.host.close(e, 'revoked'), expired: (e) => this.host.close(e) },
+        this.host.connection,
+      );
     }
     this.cancelWarning?.();
     this.cancelWarning = undefined;

@@ -26,6 +26,7 @@ import type { AppContext } from './context.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { logStreamEnd, logStreamOpen } from './stream-log.js';
 import { endSpan, startPublishSpan, tracedAppend } from './tracing.js';
+import type { ConnectionState } from './open-streams.js';
 import { stored } from './publish.js';
 import { WsCredentials, type SessionStart } from './ws-auth.js';
 
@@ -114,6 +115,7 @@ export class WsSession {
     private readonly onGone: () => void,
     start: SessionStart,
     private readonly limits: SessionLimits = { address: null, lease: null },
+    connection: { id: string; address: string },
   ) {
     this.log = lazyChildLoggerFactory(wsLog, { reqId: id }, {});
     const meter = ctx.obs?.meters.transports.ws ?? null;
@@ -124,6 +126,12 @@ export class WsSession {
       {
         send: (text) => this.send(text),
         close: (err, why) => this.close(err, why),
+        connection: {
+          ...connection,
+          transport: 'ws',
+          openedAt: Date.now(),
+          state: () => this.state(),
+        },
       },
       start,
     );
@@ -154,6 +162,23 @@ export class WsSession {
       this.nextPingAt = now + interval;
       if (this.ws.readyState === WebSocket.OPEN) this.ws.ping();
     }
+  }
+
+  /** What the connections listing shows: every subscription's patterns, the socket's backlog. */
+  private state(): ConnectionState {
+    const patterns: string[] = [];
+    let topics = 0;
+    let live = true;
+    for (const e of this.subs.values()) {
+      patterns.push(...e.patterns);
+      topics += e.sub?.states.size ?? 0;
+      if (!e.sub || e.sub.behind) live = false;
+    }
+    // Each subscription's count includes the socket's backlog, shared by all: counted once.
+    const socket = this.writer.bufferedBytes();
+    let bufferedBytes = socket;
+    for (const e of this.subs.values()) bufferedBytes += e.sub ? e.sub.bufferedBytes() - socket : 0;
+    return { patterns, topics, bufferedBytes, live };
   }
 
   /**

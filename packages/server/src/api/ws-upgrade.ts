@@ -140,10 +140,22 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
         return;
       }
       wss.handleUpgrade(req, socket, head, (ws) => {
-        const session = new WsSession(ws, ctx, log, reqId, () => sessions.delete(session), start, {
-          address,
-          lease,
-        });
+        const session = new WsSession(
+          ws,
+          ctx,
+          log,
+          reqId,
+          () => sessions.delete(session),
+          start,
+          {
+            address,
+            lease,
+          },
+          {
+            id: reqId,
+            address: req.socket.remoteAddress ?? '',
+          },
+        );
         sessions.add(session);
         if (ctx.state.closing) session.close(new RillError('shutting_down'));
       });

@@ -149,6 +149,7 @@ async function serve(flags: ServeFlags): Promise<number> {
     },
     `Rill listening on ${url}`,
   );
+  log.info({ dashboard: `${url}/ui/` }, `dashboard: ${url}/ui/`);
   if (authEnabled(config)) {
     log.info('authentication on: every /v1 request needs credentials or the anonymous grants');
   } else if (isLoopback(config.host)) {
@@ -172,7 +173,7 @@ async function serve(flags: ServeFlags): Promise<number> {
       );
     }, DEMO_INTERVAL_MS);
     log.info(
-      `demo: publishing to ${DEMO_TOPIC}; open ${url}/ or curl -N ${url}/v1/topics/${DEMO_TOPIC}/stream`,
+      `demo: publishing to ${DEMO_TOPIC}; open ${url}/demo or curl -N ${url}/v1/topics/${DEMO_TOPIC}/stream`,
     );
   }
 

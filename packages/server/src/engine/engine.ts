@@ -1,4 +1,5 @@
 import type { EphemeralEvent, EventInput, RillEvent } from '../model/event.js';
+import { matchPattern } from '../model/topic.js';
 
 /**
  * The Engine contract. An engine is the only stateful part of Rill: it owns every topic's log.
@@ -176,6 +177,30 @@ export interface RetentionRule {
   maxEvents?: number;
   maxAgeMs?: number;
   maxBytes?: number;
+}
+
+/** The retention limits that apply to one topic; `0` means unlimited. */
+export interface TopicRetention {
+  maxEvents: number;
+  maxAgeMs: number;
+  maxBytes: number;
+}
+
+/**
+ * The limits for `topic`: the first rule whose pattern matches it, with the fields that rule leaves
+ * out taken from the default.
+ */
+export function resolveRetention(config: RetentionConfig, topic: string): TopicRetention {
+  for (const rule of config.rules) {
+    if (matchPattern(rule.pattern, topic)) {
+      return {
+        maxEvents: rule.maxEvents ?? config.maxEvents,
+        maxAgeMs: rule.maxAgeMs ?? config.maxAgeMs,
+        maxBytes: rule.maxBytes ?? config.maxBytes ?? 0,
+      };
+    }
+  }
+  return { maxEvents: config.maxEvents, maxAgeMs: config.maxAgeMs, maxBytes: config.maxBytes ?? 0 };
 }
 
 export const DEFAULT_RETENTION: RetentionConfig = {

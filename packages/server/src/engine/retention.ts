@@ -1,30 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { matchPattern } from '../model/topic.js';
-import type { RetentionConfig, RetentionOverride, TopicRetentionInfo } from './engine.js';
+import {
+  resolveRetention,
+  type RetentionConfig,
+  type RetentionOverride,
+  type TopicRetention,
+  type TopicRetentionInfo,
+} from './engine.js';
 
-/** The retention limits that apply to one topic; `0` means unlimited. */
-export interface TopicRetention {
-  maxEvents: number;
-  maxAgeMs: number;
-  maxBytes: number;
-}
-
-/**
- * The limits for `topic`: the first rule whose pattern matches it, with the fields that rule leaves
- * out taken from the default.
- */
-export function resolveRetention(config: RetentionConfig, topic: string): TopicRetention {
-  for (const rule of config.rules) {
-    if (matchPattern(rule.pattern, topic)) {
-      return {
-        maxEvents: rule.maxEvents ?? config.maxEvents,
-        maxAgeMs: rule.maxAgeMs ?? config.maxAgeMs,
-        maxBytes: rule.maxBytes ?? config.maxBytes ?? 0,
-      };
-    }
-  }
-  return { maxEvents: config.maxEvents, maxAgeMs: config.maxAgeMs, maxBytes: config.maxBytes ?? 0 };
-}
+export { resolveRetention, type TopicRetention } from './engine.js';
 
 /** `base` with the fields `override` sets taken from it. */
 export function applyOverride(

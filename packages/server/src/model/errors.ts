@@ -172,6 +172,12 @@ export const ERRORS = {
     close: 4009,
     message: 'The server is overloaded; retry later or on another node',
   },
+  disconnected_by_admin: {
+    status: 503,
+    retryable: true,
+    close: 4010,
+    message: 'An administrator ended this connection; reconnect and resume',
+  },
   internal: { status: 500, retryable: true, close: 4002, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;
 

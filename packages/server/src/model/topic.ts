@@ -90,6 +90,16 @@ export function matchPattern(pattern: string, topic: string): boolean {
   return ps.length === ts.length;
 }
 
+/**
+ * The literal start of a pattern, up to its first wildcard segment (`prices.eu.>` → `prices.eu.`;
+ * a plain topic: itself): every topic the pattern matches starts with it.
+ */
+export function patternPrefix(pattern: string): string {
+  const segs = pattern.split('.');
+  const i = segs.findIndex((s) => s === '*' || s === '>');
+  return i === -1 ? pattern : segs.slice(0, i).join('.') + (i > 0 ? '.' : '');
+}
+
 /** A compiled matcher for repeated use on the hot path. */
 export function compilePattern(pattern: string): (topic: string) => boolean {
   if (!isPattern(pattern)) return (t) => t === pattern;

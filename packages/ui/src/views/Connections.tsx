@@ -1,0 +1,229 @@
+import { useCallback, useEffect, useState } from 'react';
+import { api, ApiError } from '../api';
+import { VirtualRows } from '../components/VirtualRows';
+import { bytes, duration, num } from '../format';
+
+export interface ConnectionRow {
+  id: string;
+  transport: 'sse' | 'ndjson' | 'ws' | 'poll';
+  identity: { kind: string; sub: string | null; name: string | null; credentialId: string };
+  address: string;
+  patterns: string[];
+  topics: number;
+  bufferedBytes: number;
+  state: 'live' | 'catch-up';
+  openedAt: string;
+  ageSeconds: number;
+}
+
+const TRANSPORT: Record<ConnectionRow['transport'], string> = {
+  sse: 'SSE',
+  ndjson: 'NDJSON',
+  ws: 'WebSocket',
+  poll: 'long-poll',
+};
+const MAX = 10_000;
+const ROW = 38;
+
+async function loadAll(signal: AbortSignal): Promise<{ rows: ConnectionRow[]; total: number }> {
+  const rows: ConnectionRow[] = [];
+  let after: number | null = 0;
+  let total = 0;
+  while (after !== null && rows.length < MAX) {
+    const page: { total: number; connections: ConnectionRow[]; next: number | null } = await api(
+      `/v1/connections?limit=1000&after=${after}`,
+      { signal },
+    );
+    rows.push(...page.connections);
+    total = page.total;
+    after = page.next;
+  }
+  return { rows, total };
+}
+
+function who(i: ConnectionRow['identity']): string {
+  if (i.kind === 'jwt') return `user ${i.sub ?? '?'}`;
+  if (i.kind === 'apiKey') return `key ${i.name ?? i.credentialId.replace(/^key:/, '')}`;
+  return 'anonymous';
+}
+
+/**
+ * The open streams and WebSockets of the node that answers (behind a load balancer: one node at a
+ * time), refreshed every 3 s while visible; an admin may disconnect one.
+ */
+export function Connections() {
+  const [data, setData] = useState<{ rows: ConnectionRow[]; total: number } | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [filter, setFilter] = useState('');
+  const [message, setMessage] = useState<string | null>(null);
+
+  const reload = useCallback((signal?: AbortSignal) => {
+    const ac = new AbortController();
+    signal?.addEventListener('abort', () => ac.abort());
+    loadAll(ac.signal).then(
+      (d) => {
+        setData(d);
+        setError(null);
+      },
+      (e: unknown) => {
+        if (!ac.signal.aborted)
+          setError(e instanceof ApiError ? `${e.code}: ${e.message}` : String(e));
+      },
+    );
+  }, []);
+
+  useEffect(() => {
+    const ac = new AbortController();
+    reload(ac.signal);
+    const timer = setInterval(() => {
+      if (document.visibilityState === 'visible') reload(ac.signal);
+    }, 3000);
+    return () => {
+      ac.abort();
+      clearInterval(timer);
+    };
+  }, [reload]);
+
+  const disconnect = async (c: ConnectionRow): Promise<void> => {
+    if (
+      !confirm(
+        `Disconnect ${TRANSPORT[c.transport]} ${c.id} (${who(c.identity)})? It may reconnect and resume.`,
+      )
+    ) {
+      return;
+    }
+    try {
+      await api(`/v1/connections/${encodeURIComponent(c.id)}`, { method: 'DELETE' });
+      setMessage(`Disconnected ${c.id}.`);
+      setData((d) => d && { rows: d.rows.filter((r) => r.id !== c.id), total: d.total - 1 });
+    } catch (e) {
+      setMessage(e instanceof ApiError ? `${e.code}: ${e.message}` : String(e));
+    }
+  };
+
+  const q = filter.trim().toLowerCase();
+  const rows = (data?.rows ?? []).filter(
+    (r) =>
+      !q ||
+      [r.id, r.transport, who(r.identity), r.address, ...r.patterns].some((s) =>
+        s.toLowerCase().includes(q),
+      ),
+  );
+  const counts = (data?.rows ?? []).reduce<Record<string, number>>((m, r) => {
+    m[r.transport] = (m[r.transport] ?? 0) + 1;
+    return m;
+  }, {});
+  const height = Math.max(200, Math.min(rows.length * ROW, window.innerHeight - 260));
+
+  return (
+    <section aria-labelledby="conn-h">
+      <h1 id="conn-h">
+        Connections{' '}
+        <span className="muted small">
+          {data
+            ? `${num(data.total)} open on this node · ` +
+              Object.entries(counts)
+                .map(([t, n]) => `${TRANSPORT[t as ConnectionRow['transport']]} ${n}`)
+                .join(' · ')
+            : 'loading…'}
+        </span>
+      </h1>
+      <div className="toolbar">
+        <label>
+          Filter
+          <input
+            type="search"
+            name="filter"
+            placeholder="id, user, key, address, topic"
+            value={filter}
+            onChange={(e) => setFilter(e.target.value)}
+            spellCheck={false}
+          />
+        </label>
+        <span className="spacer" />
+        {message && (
+          <span className="small" role="status">
+            {message}
+          </span>
+        )}
+        <button type="button" onClick={() => reload()}>
+          Refresh
+        </button>
+      </div>
+      {error && (
+        <p className="error" role="alert">
+          {error}
+        </p>
+      )}
+      <div
+        className="vtable conn-table"
+        role="table"
+        aria-label="Connections"
+        aria-rowcount={rows.length + 1}
+      >
+        <div className="vhead" role="row" aria-rowindex={1}>
+          {['Id', 'Transport', 'Identity', 'Address', 'Topics', 'Buffered', 'State', 'Age', ''].map(
+            (h, i) => (
+              <div
+                key={i}
+                role="columnheader"
+                className={h === 'Buffered' || h === 'Age' ? 'num' : undefined}
+              >
+                {h}
+              </div>
+            ),
+          )}
+        </div>
+        {data && rows.length === 0 ? (
+          <p className="muted empty">
+            {q ? 'No connection matches.' : 'No open connection on this node.'}
+          </p>
+        ) : (
+          <VirtualRows
+            items={rows}
+            rowHeight={ROW}
+            height={height}
+            label="Connection rows"
+            row={(c) => (
+              <>
+                <div role="cell" className="mono small">
+                  {c.id}
+                </div>
+                <div role="cell">{TRANSPORT[c.transport]}</div>
+                <div role="cell" className="ellipsis" title={c.identity.credentialId}>
+                  {who(c.identity)}
+                </div>
+                <div role="cell" className="mono small">
+                  {c.address}
+                </div>
+                <div role="cell" className="mono small ellipsis" title={c.patterns.join(', ')}>
+                  {c.patterns.join(', ')}
+                  {c.topics > c.patterns.length ? ` (${c.topics} topics)` : ''}
+                </div>
+                <div role="cell" className="num">
+                  {bytes(c.bufferedBytes)}
+                </div>
+                <div role="cell">
+                  <span className={c.state === 'live' ? 'pill ok' : 'pill warn'}>{c.state}</span>
+                </div>
+                <div role="cell" className="num">
+                  {duration(c.ageSeconds)}
+                </div>
+                <div role="cell">
+                  <button
+                    type="button"
+                    className="danger"
+                    onClick={() => void disconnect(c)}
+                    aria-label={`Disconnect ${c.id}`}
+                  >
+                    Disconnect
+                  </button>
+                </div>
+              </>
+            )}
+          />
+        )}
+      </div>
+    </section>
+  );
+}
