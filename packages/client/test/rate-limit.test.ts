@@ -81,10 +81,7 @@ describe('publish over a rate limit', () => {
     // What the server saw: each attempt after a 429 came at least its Retry-After later, all with
     // one idempotency key, and the event was stored once.
     const attempts = rec.calls.slice(1);
-    expect(attempts.map((c) => c.status)).toEqual([
-      ...retries.map(() => 429),
-      201,
-    ]);
+    expect(attempts.map((c) => c.status)).toEqual([...retries.map(() => 429), 201]);
     for (let i = 1; i < attempts.length; i++) {
       const waited = attempts[i]!.at - attempts[i - 1]!.at;
       expect(waited).toBeGreaterThanOrEqual(retries[i - 1]!.error.retryAfter! * 1000 - 10);
@@ -150,7 +147,10 @@ describe('a subscription refused by a connections limit', () => {
       cleanups.push(() => client.close());
       const sub = client.subscribe('t', { from: 'earliest', onState: (s) => states.push(s) });
       // Two refusals: the second attempt was also timed by the first one's Retry-After.
-      await waitFor(() => states.filter((s) => s.error?.code === 'rate_limited').length >= 2, 20_000);
+      await waitFor(
+        () => states.filter((s) => s.error?.code === 'rate_limited').length >= 2,
+        20_000,
+      );
       held.close();
       expect((await publish(url, 't', { data: 'hi' })).status).toBe(201);
       for await (const ev of sub) {
