@@ -53,8 +53,8 @@ function run(
     opts.watch?.(out, err);
     if (opts.stop?.(out, err)) proc.kill('SIGINT');
   };
-  proc.stdout.on('data', (d: Buffer) => ((out += d.toString()), seen()));
-  proc.stderr.on('data', (d: Buffer) => ((err += d.toString()), seen()));
+  proc.stdout!.on('data', (d: Buffer) => ((out += d.toString()), seen()));
+  proc.stderr!.on('data', (d: Buffer) => ((err += d.toString()), seen()));
   const timer = setTimeout(() => proc.kill('SIGKILL'), 40_000);
   return new Promise((r) =>
     proc.once('exit', (code, signal) => {
