@@ -1,12 +1,19 @@
 /**
- * The SDK against a `429 rate_limited` over real HTTP on loopback. The peer is a plain node:http
- * server that answers the way a Rill server's rate limits do (the body of docs/protocol.md §
- * Errors and a Retry-After header): a protocol peer standing in for `rill serve`, whose limits
- * are not there yet. Publishes and subscriptions wait the Retry-After, never less, then go on.
+ * The SDK against a real Rill server's rate and count limits (`rateLimits`, in process, loopback
+ * not exempt: `exemptAddresses: []`). A publish over `publishesPerSecond` waits the Retry-After,
+ * never less, and is then stored once; with its retries off or its wait capped it ends with a
+ * RateLimitedError naming the limit. A subscription refused at connect by a `connections` limit
+ * (SSE and long-poll: 429 per address; WebSocket: the `auth` op over the key's limit, then close
+ * 4008) reconnects no sooner than the Retry-After, and streams once the other connection closes.
+ *
+ * The clients' own backoff is set to tens of milliseconds, so only the server's Retry-After can
+ * make them wait a second: an SDK that ignored it would retry at once and fail these tests.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { openSse, publish, startServer, useCleanups, waitFor } from '@rill/testkit';
+import { apiKey, authConfig, bearer } from '@rill/testkit/auth';
+import { wsUrl, WsClient } from '@rill/testkit/ws';
 import {
   createClient,
   RateLimitedError,
@@ -14,130 +21,206 @@ import {
   type StateChange,
 } from '../src/index.js';
 
-function limited(limit: string, scope: string, limitValue: number, retryAfter: number): string {
-  return JSON.stringify({
-    error: {
-      limit,
-      scope,
-      limitValue,
-      retryAfter,
-      code: 'rate_limited',
-      message: 'A rate or count limit was reached; retry after the time given',
-      retryable: true,
-      closeCode: 4008,
+const { cleanups } = useCleanups();
+
+/** Reconnect and retry backoff far below any Retry-After. */
+const QUICK = { initialDelay: 20, maxDelay: 50 };
+
+async function server(rateLimits: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+  const s = await startServer({ rateLimits: { exemptAddresses: [], ...rateLimits }, ...extra });
+  cleanups.push(() => s.close());
+  return s;
+}
+
+/** A `fetch` that records when each request went out and what it was answered. */
+function recordingFetch(): {
+  fetch: typeof fetch;
+  calls: Array<{ path: string; at: number; status?: number; body?: string }>;
+} {
+  const calls: Array<{ path: string; at: number; status?: number; body?: string }> = [];
+  return {
+    calls,
+    fetch: async (input, init) => {
+      const call: (typeof calls)[number] = {
+        path: new URL(String(input instanceof Request ? input.url : input)).pathname,
+        at: Date.now(),
+        ...(typeof init?.body === 'string' ? { body: init.body } : {}),
+      };
+      calls.push(call);
+      const res = await fetch(input, init);
+      call.status = res.status;
+      return res;
     },
-  });
+  };
 }
 
-const servers: http.Server[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) {
-    s.closeAllConnections();
-    await new Promise((r) => s.close(r));
-  }
-});
+describe('publish over a rate limit', () => {
+  it('waits the Retry-After, then is stored once with the same key', async () => {
+    // One event every 2 s: the second publish finds the bucket empty.
+    const { url } = await server({ perAddress: { publishesPerSecond: { rate: 0.5, burst: 1 } } });
+    const rec = recordingFetch();
+    const retries: PublishRetry[] = [];
+    const client = createClient({ url, fetch: rec.fetch, backoff: QUICK });
+    expect((await client.publish('t', 1)).seq).toBe(1);
+    const r = await client.publish('t', 2, { onRetry: (x) => retries.push(x) });
+    expect(r.seq).toBe(2);
 
-/** A loopback peer: `handle` answers each request; every request's arrival time is recorded. */
-async function peer(
-  handle: (req: http.IncomingMessage, res: http.ServerResponse, n: number) => void,
-): Promise<{ url: string; arrivals: Array<{ path: string; at: number }> }> {
-  const arrivals: Array<{ path: string; at: number }> = [];
-  const srv = http.createServer((req, res) => {
-    arrivals.push({ path: req.url!.split('?')[0]!, at: Date.now() });
-    req.resume();
-    req.on('end', () => handle(req, res, arrivals.length));
+    expect(retries.length).toBeGreaterThanOrEqual(1);
+    for (const x of retries) {
+      expect(x.error).toBeInstanceOf(RateLimitedError);
+      expect(x.error).toMatchObject({
+        code: 'rate_limited',
+        status: 429,
+        limit: 'publishesPerSecond',
+        scope: 'address',
+        limitValue: 0.5,
+      });
+      expect(x.error.retryAfter).toBeGreaterThanOrEqual(1);
+      expect(x.delay).toBeGreaterThanOrEqual(x.error.retryAfter! * 1000);
+    }
+    // What the server saw: each attempt after a 429 came at least its Retry-After later, all with
+    // one idempotency key, and the event was stored once.
+    const attempts = rec.calls.slice(1);
+    expect(attempts.map((c) => c.status)).toEqual([...retries.map(() => 429), 201]);
+    for (let i = 1; i < attempts.length; i++) {
+      const waited = attempts[i]!.at - attempts[i - 1]!.at;
+      expect(waited).toBeGreaterThanOrEqual(retries[i - 1]!.error.retryAfter! * 1000 - 10);
+    }
+    expect(new Set(attempts.map((c) => JSON.parse(c.body!)[0].key as string)).size).toBe(1);
+    const hist = await client.history('t');
+    expect(hist.events.map((e) => e.data)).toEqual([1, 2]);
   });
-  servers.push(srv);
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, arrivals };
-}
 
-describe('429 rate_limited', () => {
-  it('a publish waits Retry-After, says which limit, and is retried with the same key', async () => {
-    const keys: string[] = [];
-    const { url, arrivals } = await peer((_req, res, n) => {
-      if (n <= 2) {
-        res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
-        res.end(limited('publishesPerSecond', 'key', 100, 1));
-        return;
-      }
-      res.writeHead(201, { 'content-type': 'application/json' });
-      res.end(
-        '{"topic":"t","epoch":"e1","events":[{"seq":1,"id":"e1:1","time":1,"duplicate":false}]}',
-      );
+  it('with retries off, ends at once with RateLimitedError naming the limit', async () => {
+    // So slow that nothing refills during the test: Retry-After ~100 s.
+    const { url } = await server({ perAddress: { publishesPerSecond: { rate: 0.01, burst: 1 } } });
+    const client = createClient({ url, publishRetries: 0 });
+    await client.publish('t', 1);
+    const started = Date.now();
+    const err = await client.publish('t', 2).catch((e: unknown) => e);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(err).toBeInstanceOf(RateLimitedError);
+    expect(err).toMatchObject({
+      code: 'rate_limited',
+      limit: 'publishesPerSecond',
+      scope: 'address',
+      limitValue: 0.01,
     });
+    expect((err as RateLimitedError).retryAfter).toBeGreaterThan(10);
+  });
+
+  it('a Retry-After past maxRetryAfter is cut to it, then the error surfaces', async () => {
+    const { url } = await server({ perAddress: { publishesPerSecond: { rate: 0.01, burst: 1 } } });
+    const rec = recordingFetch();
     const retries: PublishRetry[] = [];
     const client = createClient({
       url,
-      fetch: async (i, init) => {
-        keys.push(JSON.parse(String(init?.body))[0].key as string);
-        return fetch(i, init);
-      },
+      fetch: rec.fetch,
+      backoff: QUICK,
+      publishRetries: 1,
+      maxRetryAfter: 300,
     });
-    const r = await client.publish('t', { x: 1 }, { onRetry: (x) => retries.push(x) });
-    expect(r.seq).toBe(1);
-    expect(arrivals).toHaveLength(3);
-    expect(new Set(keys).size).toBe(1);
-    expect(
-      retries.map((x) => [x.error.code, x.error.limit, x.error.scope, x.error.limitValue]),
-    ).toEqual([
-      ['rate_limited', 'publishesPerSecond', 'key', 100],
-      ['rate_limited', 'publishesPerSecond', 'key', 100],
-    ]);
-    for (const x of retries) {
-      expect(x.error).toBeInstanceOf(RateLimitedError);
-      expect(x.delay).toBeGreaterThanOrEqual(1000);
-    }
-    // The peer saw each retry at least the Retry-After after the refusal before it.
-    for (let i = 1; i < arrivals.length; i++) {
-      expect(arrivals[i]!.at - arrivals[i - 1]!.at).toBeGreaterThanOrEqual(990);
-    }
-  });
-
-  it('gives up with RateLimitedError once the retries are spent', async () => {
-    const { url, arrivals } = await peer((_req, res) => {
-      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
-      res.end(limited('publishBytesPerSecond', 'user', 65536, 1));
-    });
-    const client = createClient({ url, publishRetries: 1 });
-    const err = await client.publish('t', 1).catch((e: unknown) => e);
+    await client.publish('t', 1);
+    const err = await client
+      .publish('t', 2, { onRetry: (x) => retries.push(x) })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RateLimitedError);
-    expect((err as RateLimitedError).limit).toBe('publishBytesPerSecond');
-    expect((err as RateLimitedError).scope).toBe('user');
-    expect(arrivals).toHaveLength(2);
+    expect((err as RateLimitedError).limit).toBe('publishesPerSecond');
+    expect(retries).toHaveLength(1);
+    expect(retries[0]!.error.retryAfter).toBeGreaterThan(10);
+    expect(retries[0]!.delay).toBe(300);
+    expect(rec.calls.slice(1).map((c) => c.status)).toEqual([429, 429]);
+    expect(rec.calls[2]!.at - rec.calls[1]!.at).toBeGreaterThanOrEqual(290);
   });
+});
 
+describe('a subscription refused by a connections limit', () => {
   for (const transport of ['sse', 'poll'] as const) {
-    it(`${transport}: a refused subscription reconnects after Retry-After, then streams`, async () => {
-      const { url, arrivals } = await peer((_req, res, n) => {
-        if (n === 1) {
-          res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
-          res.end(limited('subscriptions', 'address', 10, 1));
-          return;
-        }
-        const ev = { topic: 't', seq: 1, id: 'e1:1', time: 1, data: 'hi' };
-        if (transport === 'sse') {
-          res.writeHead(200, { 'content-type': 'text/event-stream' });
-          res.write(`id: e1:1\ndata: ${JSON.stringify(ev)}\n\n`);
-        } else {
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end(JSON.stringify({ events: n === 2 ? [ev] : [], cursor: 'e1:1', resets: [] }));
-        }
-      });
+    it(`${transport}: reconnects after Retry-After, then streams once the other closes`, async () => {
+      const { url } = await server({ perAddress: { connections: 1 } });
+      // The one connection this address may hold.
+      const held = await openSse(`${url}/v1/topics/other/stream`);
+      cleanups.push(() => held.close());
+      const rec = recordingFetch();
       const states: StateChange[] = [];
-      const client = createClient({ url, transport });
-      const sub = client.subscribe('t', { onState: (s) => states.push(s) });
+      const client = createClient({ url, transport, fetch: rec.fetch, backoff: QUICK });
+      cleanups.push(() => client.close());
+      const sub = client.subscribe('t', { from: 'earliest', onState: (s) => states.push(s) });
+      // Two refusals: the second attempt was also timed by the first one's Retry-After.
+      await waitFor(
+        () => states.filter((s) => s.error?.code === 'rate_limited').length >= 2,
+        20_000,
+      );
+      held.close();
+      expect((await publish(url, 't', { data: 'hi' })).status).toBe(201);
       for await (const ev of sub) {
         expect(ev.data).toBe('hi');
         break;
       }
-      client.close();
-      const refused = states.find((s) => s.error?.code === 'rate_limited')!;
-      expect(refused.error).toBeInstanceOf(RateLimitedError);
-      expect(refused.error!.limit).toBe('subscriptions');
-      expect(refused.error!.scope).toBe('address');
-      expect(refused.delay).toBeGreaterThanOrEqual(1000);
-      expect(arrivals[1]!.at - arrivals[0]!.at).toBeGreaterThanOrEqual(990);
+
+      const refused = states.filter((s) => s.error?.code === 'rate_limited');
+      for (const s of refused) {
+        expect(s.error).toBeInstanceOf(RateLimitedError);
+        expect(s.error).toMatchObject({ limit: 'connections', scope: 'address', limitValue: 1 });
+        expect(s.error!.retryAfter).toBeGreaterThanOrEqual(1);
+        expect(s.delay).toBeGreaterThanOrEqual(s.error!.retryAfter! * 1000);
+      }
+      // Every request after a 429 went out at least the Retry-After (1 s) later.
+      const attempts = rec.calls.filter((c) => c.path !== '/v1/topics/t/events');
+      const first = attempts.findIndex((c) => c.status === 429);
+      expect(first).toBeGreaterThanOrEqual(0);
+      for (let i = first + 1; i < attempts.length; i++) {
+        if (attempts[i - 1]!.status !== 429) continue;
+        expect(attempts[i]!.at - attempts[i - 1]!.at).toBeGreaterThanOrEqual(990);
+      }
+      expect(attempts.filter((c) => c.status === 429).length).toBe(refused.length);
     });
   }
+
+  it('ws: refused at auth over the key’s connections (close 4008), waits, then streams', async () => {
+    const k = apiKey('limited', { subscribe: ['>'], publish: ['>'] });
+    const { url } = await server(
+      { perKey: { connections: 1 } },
+      { auth: authConfig({ apiKeys: [k.entry] }) },
+    );
+    const held = await WsClient.open(wsUrl(url), { headers: bearer(k.key) });
+    cleanups.push(() => held.close());
+    const opened: number[] = [];
+    class Recording extends WebSocket {
+      constructor(u: string, p?: string | string[]) {
+        super(u, p);
+        opened.push(Date.now());
+      }
+    }
+    const states: StateChange[] = [];
+    const client = createClient({
+      url,
+      token: k.key,
+      transport: 'ws',
+      WebSocket: Recording,
+      backoff: QUICK,
+    });
+    cleanups.push(() => client.close());
+    const sub = client.subscribe('t', { from: 'earliest', onState: (s) => states.push(s) });
+    await waitFor(() => states.filter((s) => s.error?.code === 'rate_limited').length >= 2, 20_000);
+    held.close();
+    await held.closed;
+    expect((await publish(url, 't', { data: 'hi' }, bearer(k.key))).status).toBe(201);
+    for await (const ev of sub) {
+      expect(ev.data).toBe('hi');
+      break;
+    }
+
+    const refused = states.filter((s) => s.error?.code === 'rate_limited');
+    for (const s of refused) {
+      expect(s.error).toBeInstanceOf(RateLimitedError);
+      expect(s.error).toMatchObject({ limit: 'connections', scope: 'key', limitValue: 1 });
+      expect(s.delay).toBeGreaterThanOrEqual(1000);
+    }
+    // One socket per attempt: each after a refusal opened at least the Retry-After later.
+    expect(opened.length).toBe(refused.length + 1);
+    for (let i = 1; i < opened.length; i++) {
+      expect(opened[i]! - opened[i - 1]!).toBeGreaterThanOrEqual(990);
+    }
+  });
 });

@@ -1,72 +1,61 @@
 /**
- * `rill publish` and `rill tail` told to wait: against a loopback node:http peer answering `429
- * rate_limited` the way a Rill server's limits do (a protocol peer standing in for `rill serve`,
- * whose limits are not there yet), and against a real `rill serve` refusing with `503
- * overloaded`. They wait the Retry-After, say which limit was hit, and go on.
+ * `rill publish` and `rill tail` against a real Rill server whose per-key limits refuse them
+ * (`429 rate_limited`): they say which limit, whose and its value, wait the Retry-After and go
+ * on. The server runs in the test's process; the CLI is the built bin, a child process. What the
+ * CLI prints when it gives up is checked in cli.refusal.unit.test.ts.
  */
 import { spawn } from 'node:child_process';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
-import { BIN } from '@rill/testkit';
+import { describe, expect, it } from 'vitest';
+import { BIN, openSse, startServer, useCleanups } from '@rill/testkit';
+import { apiKey, authConfig, bearer } from '@rill/testkit/auth';
+import type { RillConfigInput } from '../src/config.js';
 
-const servers: http.Server[] = [];
-afterEach(async () => {
-  for (const s of servers.splice(0)) {
-    s.closeAllConnections();
-    await new Promise((r) => s.close(r));
-  }
-});
+const { cleanups } = useCleanups();
 
-async function peer(
-  handle: (req: http.IncomingMessage, res: http.ServerResponse, n: number) => void,
-): Promise<{ url: string; arrivals: number[] }> {
-  const arrivals: number[] = [];
-  const srv = http.createServer((req, res) => {
-    arrivals.push(Date.now());
-    req.resume();
-    req.on('end', () => handle(req, res, arrivals.length));
-  });
-  servers.push(srv);
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(srv.address() as AddressInfo).port}`, arrivals };
+/** A server whose one API key is held to `limits` (per key; loopback is exempt per address). */
+async function server(limits: Record<string, unknown>) {
+  const k = apiKey('cli', { publish: ['>'], subscribe: ['>'] });
+  const s = await startServer({
+    rateLimits: { perKey: limits },
+    auth: authConfig({ apiKeys: [k.entry] }),
+  } as RillConfigInput);
+  cleanups.push(() => s.close());
+  return { ...s, key: k.key };
 }
 
-function refuse(res: http.ServerResponse, limit: string, scope: string, value: number): void {
-  res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '1' });
-  res.end(
-    JSON.stringify({
-      error: {
-        limit,
-        scope,
-        limitValue: value,
-        retryAfter: 1,
-        code: 'rate_limited',
-        message: 'A rate or count limit was reached; retry after the time given',
-        retryable: true,
-        closeCode: 4008,
-      },
-    }),
-  );
+/** The data of the events stored on `topic`, read with `key`. */
+async function stored(url: string, topic: string, key: string): Promise<unknown[]> {
+  const res = await fetch(`${url}/v1/topics/${topic}/events`, { headers: bearer(key) });
+  expect(res.status).toBe(200);
+  return ((await res.json()) as { events: Array<{ data: unknown }> }).events.map((e) => e.data);
 }
 
-/** Runs the CLI to its end (or, with `until`, until its output says so) and what it wrote. */
+/**
+ * Runs the CLI to its end, or until `stop` says so of what it wrote (then SIGINT); `watch` sees
+ * the output as it comes.
+ */
 function run(
   args: string[],
-  until?: (out: string) => boolean,
+  opts: {
+    stdin?: string;
+    stop?: (out: string, err: string) => boolean;
+    watch?: (out: string, err: string) => void;
+  } = {},
 ): Promise<{ code: number | string; out: string; err: string }> {
   const proc = spawn(process.execPath, [BIN, ...args], {
     env: { ...process.env, NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
+  if (opts.stdin !== undefined) proc.stdin!.end(opts.stdin);
   let out = '';
   let err = '';
-  proc.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-    if (until?.(out)) proc.kill('SIGINT');
-  });
-  proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const timer = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+  const seen = (): void => {
+    opts.watch?.(out, err);
+    if (opts.stop?.(out, err)) proc.kill('SIGINT');
+  };
+  proc.stdout!.on('data', (d: Buffer) => ((out += d.toString()), seen()));
+  proc.stderr!.on('data', (d: Buffer) => ((err += d.toString()), seen()));
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 40_000);
   return new Promise((r) =>
     proc.once('exit', (code, signal) => {
       clearTimeout(timer);
@@ -75,58 +64,96 @@ function run(
   );
 }
 
-describe('CLI and 429 rate_limited', () => {
-  it('rill publish waits Retry-After, prints the limit, and stores the event', async () => {
-    const { url, arrivals } = await peer((_req, res, n) => {
-      if (n === 1) return refuse(res, 'publishesPerSecond', 'key', 100);
-      res.writeHead(201, { 'content-type': 'application/json' });
-      res.end(
-        '{"topic":"t","epoch":"e1","events":[{"seq":1,"id":"e1:1","time":1,"duplicate":false}]}',
-      );
+describe('CLI and 429 rate_limited from a real server', () => {
+  it('rill publish (stdin) waits Retry-After, prints the limit, and stores every event', async () => {
+    // One event a second, no burst: the second request of the run is refused for ~1 s.
+    const { url, key } = await server({ publishesPerSecond: { rate: 1, burst: 1 } });
+    const started = Date.now();
+    const r = await run(['publish', '--url', url, '--token', key, '--batch-size', '1', 't'], {
+      stdin: '{"data":1}\n{"data":2}\n',
     });
-    const r = await run(['publish', '--url', url, 't', '{"x":1}']);
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.out)).toMatchObject({ seq: 1 });
-    expect(r.err).toMatch(
-      /^rill: rate limited: publishesPerSecond per key \(limit 100\), retry in (1|1\.\d)s\n$/,
-    );
-    expect(arrivals[1]! - arrivals[0]!).toBeGreaterThanOrEqual(990);
+    const lines = r.err.trim().split('\n');
+    expect(lines.length).toBeGreaterThanOrEqual(2);
+    for (const l of lines.slice(0, -1)) {
+      expect(l).toMatch(
+        /^rill: rate limited: publishesPerSecond per key \(limit 1\), retry in (1|1\.\d)s$/,
+      );
+    }
+    expect(lines.at(-1)).toMatch(/^published 2 events to t \(seq 1–2\) in [\d.]+ s$/);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    expect(await stored(url, 't', key)).toEqual([1, 2]);
   });
 
-  it('rill publish names the limit when it gives up', async () => {
-    const { url } = await peer((_req, res) => refuse(res, 'topicsPerMinute', 'user', 10));
-    // Six refusals of at least a second each: the SDK's five retries, then the failure.
-    const r = await run(['publish', '--url', url, 't', '1']);
-    expect(r.code).toBe(1);
-    const lines = r.err.trim().split('\n');
-    expect(lines).toHaveLength(6);
-    expect(lines.at(-1)).toBe('rill: rejected: rate limited: topicsPerMinute per user (limit 10)');
-  }, 40_000);
-
-  it('rill tail reports the limit in its state line, waits, then prints events', async () => {
-    const { url, arrivals } = await peer((_req, res, n) => {
-      if (n === 1) return refuse(res, 'subscriptions', 'key', 5);
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const ev = { topic: 't', seq: 1, id: 'e1:1', time: 1, data: 'hi' };
-      res.write(`id: e1:1\ndata: ${JSON.stringify(ev)}\n\n`);
+  it('rill publish (one event) says the same when the key’s bucket is already empty', async () => {
+    // One event every 5 s: the CLI starts well within that after the test's own publish.
+    const { url, key } = await server({ publishesPerSecond: { rate: 0.2, burst: 1 } });
+    const res = await fetch(`${url}/v1/topics/t/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...bearer(key) },
+      body: '{"data":1}',
     });
-    const r = await run(
-      ['tail', '--url', url, '--format', 'json', '--transport', 'sse', 't'],
-      (o) => o.includes('"hi"'),
+    expect(res.status).toBe(201);
+    const r = await run(['publish', '--url', url, '--token', key, 't', '2']);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.out)).toMatchObject({ topic: 't', seq: 2 });
+    expect(r.err).toMatch(
+      /^rill: rate limited: publishesPerSecond per key \(limit 0\.2\), retry in [1-5](\.\d)?s\n$/,
     );
-    expect(JSON.parse(r.out.split('\n')[0]!)).toMatchObject({ seq: 1, data: 'hi' });
+    expect(await stored(url, 't', key)).toEqual([1, 2]);
+  });
+
+  it('rill tail reports the limit in its JSON state line, waits, then prints events', async () => {
+    const { url, key } = await server({ connections: 1 });
+    // The one stream this key may hold.
+    const held = await openSse(`${url}/v1/topics/other/stream`, bearer(key));
+    expect(held.status).toBe(200);
+    cleanups.push(() => held.close());
+    let released = false;
+    const r = await run(
+      [
+        'tail',
+        '--url',
+        url,
+        '--token',
+        key,
+        '--from',
+        'earliest',
+        '--format',
+        'json',
+        '--transport',
+        'sse',
+        't',
+      ],
+      {
+        // Once refused, free the key's place and publish: the tail's next attempt streams it.
+        watch: (_out, err) => {
+          if (released || !err.includes('"rate_limited"')) return;
+          released = true;
+          held.close();
+          void fetch(`${url}/v1/topics/t/events`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', ...bearer(key) },
+            body: '{"data":"hi"}',
+          });
+        },
+        stop: (out) => out.includes('"hi"'),
+      },
+    );
+    expect(JSON.parse(r.out.split('\n')[0]!)).toMatchObject({ topic: 't', data: 'hi' });
     const states = r.err
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     const refused = states.find((s) => s.error === 'rate_limited')!;
     expect(refused).toMatchObject({
-      limit: 'subscriptions',
+      limit: 'connections',
       scope: 'key',
-      limitValue: 5,
+      limitValue: 1,
       retryAfter: 1,
     });
     expect(refused.delay).toBeGreaterThanOrEqual(1000);
-    expect(arrivals[1]! - arrivals[0]!).toBeGreaterThanOrEqual(990);
+    expect(states.at(-1)).toMatchObject({ state: 'closed' });
+    expect(states.some((s) => s.state === 'open')).toBe(true);
   });
 });

@@ -24,6 +24,8 @@ describe('describeRefusal', () => {
     expect(describeRefusal(e, 2500)).toBe(
       'rate limited: publishesPerSecond per key (limit 100), retry in 2.5s',
     );
+    // Given up (no more retries): the limit without a wait.
+    expect(describeRefusal(e, null)).toBe('rate limited: publishesPerSecond per key (limit 100)');
   });
 
   it('says what it knows when the body is short', () => {
