@@ -20,7 +20,7 @@ import { Authenticator, type ReloadReport } from './auth/index.js';
 import { redactAccessToken } from './model/redact.js';
 import type { Engine } from './engine/engine.js';
 import type { EngineLog, EngineOptions } from './engine/engine.js';
-import { LmdbEngine } from './engine/lmdb.js';
+import { LmdbEngine, type AppendPeers } from './engine/lmdb.js';
 import { MemoryEngine } from './engine/memory.js';
 import { NatsEngine } from './engine/nats/engine.js';
 import { RedisEngine } from './engine/redis/engine.js';
@@ -116,6 +116,11 @@ export interface CreateServerOptions {
   engine?: Engine;
   logger?: Logger;
   /**
+   * For the lmdb engine built from the configuration: the other processes opening the same
+   * directory (the workers of one `rill serve --workers`). Ignored by the other engines.
+   */
+  enginePeers?: AppendPeers;
+  /**
    * Reads the configuration again (file, environment, flags), for {@link RillServer.reload}. Only
    * its `auth` section is taken; without it a reload re-reads the keys file and JWKS only.
    */
@@ -150,7 +155,7 @@ export async function createServer(
       : {}),
   });
   logFastPaths(log);
-  const engine = options.engine ?? createEngine(config, logs.engine);
+  const engine = options.engine ?? createEngine(config, logs.engine, options.enginePeers);
   const hub = new Hub(engine, {
     limits: {
       maxSubscriberBufferBytes: config.limits.maxSubscriberBufferBytes,
@@ -313,7 +318,7 @@ const REDACT_PATHS = [
  * a terminal or `log.pretty` says so. Its level is `logLevel`; components may differ
  * ({@link componentLoggers}).
  */
-function rootLogger(config: RillConfig): Logger {
+export function rootLogger(config: RillConfig): Logger {
   const options = {
     level: config.logLevel,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
@@ -374,7 +379,7 @@ function tlsFields(paths: { cert: string; key: string }, pair: TlsPair): Record<
 }
 
 /** Builds the engine the configuration names. */
-export function createEngine(config: RillConfig, log?: EngineLog): Engine {
+export function createEngine(config: RillConfig, log?: EngineLog, peers?: AppendPeers): Engine {
   const options: EngineOptions = {
     retention: {
       maxEvents: config.retention.maxEvents,
@@ -395,7 +400,11 @@ export function createEngine(config: RillConfig, log?: EngineLog): Engine {
     case 'memory':
       return new MemoryEngine(options);
     case 'lmdb':
-      return new LmdbEngine({ ...options, path: resolve(config.dataDir) });
+      return new LmdbEngine({
+        ...options,
+        path: resolve(config.dataDir),
+        ...(peers === undefined ? {} : { peers }),
+      });
     case 'redis':
       return new RedisEngine({ ...options, url: config.redis.url, prefix: config.redis.prefix });
     case 'nats':
