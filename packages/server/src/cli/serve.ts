@@ -133,7 +133,7 @@ async function serve(flags: ServeFlags): Promise<number> {
   const workers = workerCount(resolved.workers);
   const workerId = currentWorkerId();
   if (workers > 1 && cluster.isPrimary) {
-    const log = rootLogger(resolved).child({ worker: 'supervisor' });
+    const log = rootLogger(resolved).child({ role: 'supervisor' });
     const reloads = authEnabled(resolved) || resolved.tls.cert !== undefined;
     const code = await supervise(resolved, workers, log, { reloads });
     await new Promise<void>((r) => log.flush(() => r()));
@@ -228,6 +228,9 @@ async function serve(flags: ServeFlags): Promise<number> {
     };
     let stopping = false;
     const stop = (signal: string): void => {
+      // A worker's signals may come twice (the supervisor's and a service manager's, sent to the
+      // whole group): the supervisor alone escalates, with SIGKILL.
+      if (stopping && link !== undefined) return;
       if (stopping) {
         log.warn(`${signal} again: exiting now`);
         process.exit(EXIT.runtime);
@@ -254,9 +257,11 @@ async function serve(flags: ServeFlags): Promise<number> {
         },
       );
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    if (link === undefined) process.once('SIGINT', () => stop('SIGINT'));
-    else {
+    if (link === undefined) {
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    } else {
+      process.on('SIGTERM', () => stop('SIGTERM'));
       // A terminal's Ctrl-C reaches every process of the group: the supervisor turns it into the
       // SIGTERM each worker stops on.
       process.on('SIGINT', () => undefined);
