@@ -121,6 +121,11 @@ export interface CreateServerOptions {
    */
   enginePeers?: AppendPeers;
   /**
+   * The worker this server is, in `rill serve --workers`: each response then says so in a
+   * `rill-worker` header (which process served a request, for operators and tests).
+   */
+  workerId?: number;
+  /**
    * Reads the configuration again (file, environment, flags), for {@link RillServer.reload}. Only
    * its `auth` section is taken; without it a reload re-reads the keys file and JWKS only.
    */
@@ -199,6 +204,13 @@ export async function createServer(
     logs.http,
     tls,
   );
+  if (options.workerId !== undefined) {
+    const worker = String(options.workerId);
+    app.addHook('onRequest', (_req, reply, done) => {
+      reply.header('rill-worker', worker);
+      done();
+    });
+  }
   if (tls)
     log.info(
       tlsFields(tlsPaths!, tls),

@@ -149,6 +149,7 @@ async function serve(flags: ServeFlags): Promise<number> {
         ? {}
         : {
             logger: rootLogger(resolved).child({ worker: link.id }),
+            workerId: link.id,
             enginePeers: { announce: (notices) => link.announce(notices) },
           }),
     });
@@ -160,6 +161,7 @@ async function serve(flags: ServeFlags): Promise<number> {
   if (link !== undefined && server.engine instanceof LmdbEngine) {
     const engine = server.engine;
     link.onAppended((notices) => engine.peerAppended(notices));
+    link.onLost(() => engine.peerLost());
   }
   let url: string;
   try {

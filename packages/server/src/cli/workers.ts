@@ -30,6 +30,8 @@ const EXIT_CONFIG = 2;
 type Message =
   /** worker → supervisor → every other worker: commits of the lmdb engine */
   | { rill: 'appended'; notices: AppendNotice[] }
+  /** supervisor → workers: a worker ended; its last commits may not have been announced */
+  | { rill: 'lost'; worker: number }
   /** worker → supervisor: it listens */
   | { rill: 'listening'; url: string }
   /** worker → supervisor: ask every worker `what`; supervisor → worker: the answers */
@@ -70,6 +72,7 @@ export class WorkerLink {
   private readonly waiting = new Map<number, (answers: WorkerAnswer[]) => void>();
   private nextId = 1;
   private appended: ((notices: readonly AppendNotice[]) => void) | undefined;
+  private lost: (() => void) | undefined;
 
   constructor(readonly id: number) {
     process.on('message', (m: unknown) => this.onMessage(m));
@@ -83,6 +86,11 @@ export class WorkerLink {
   /** Where the other workers' commits go (the lmdb engine's `peerAppended`). */
   onAppended(fn: (notices: readonly AppendNotice[]) => void): void {
     this.appended = fn;
+  }
+
+  /** Where the news that another worker ended goes (the lmdb engine's `peerLost`). */
+  onLost(fn: () => void): void {
+    this.lost = fn;
   }
 
   listening(url: string): void {
@@ -118,6 +126,7 @@ export class WorkerLink {
   private onMessage(m: unknown): void {
     if (!isMessage(m)) return;
     if (m.rill === 'appended') this.appended?.(m.notices);
+    else if (m.rill === 'lost') this.lost?.();
     else if (m.rill === 'ask') {
       let body: unknown = null;
       try {
@@ -206,8 +215,9 @@ export function supervise(
       if (!isMessage(m) || slot.worker !== from) return;
       switch (m.rill) {
         case 'appended':
-          // Relayed as is, once per batch of commits: never per delivery.
-          for (const s of live()) if (s !== slot && s.listening) s.worker?.send(m);
+          // Relayed as is, once per batch of commits: never per delivery. Also to a worker not
+          // listening yet: its first subscribers may come before its "listening" reaches here.
+          for (const s of live()) if (s !== slot && s.worker?.isConnected()) s.worker.send(m);
           return;
         case 'listening':
           slot.listening = true;
@@ -264,6 +274,9 @@ export function supervise(
       slot.listening = false;
       for (const ask of asks.values())
         if (ask.left.delete(slot.id) && ask.left.size === 0) ask.done();
+      for (const s of live()) {
+        if (s.worker?.isConnected()) s.worker.send({ rill: 'lost', worker: slot.id });
+      }
       if (stopping) {
         if (exitCode !== 0) code = Math.max(code, 1);
         log.info({ worker: slot.id, code: exitCode, signal }, 'worker stopped');

@@ -415,8 +415,12 @@ export class LmdbEngine implements Engine {
   watch(topic: string, listener: WatchListener): () => void {
     if (this.life.closed) return () => {};
     if (this.peers === undefined) return this.feed.watch(topic, listener);
-    // Everything after the head as it is now reaches the listener, from the map.
-    if (!this.delivered.has(topic)) this.delivered.set(topic, this.topics.get(topic)?.lastSeq ?? 0);
+    // Everything after the head as it is now reaches the listener, from the map (a fresh snapshot:
+    // a notice that came before the watch was dropped).
+    if (!this.delivered.has(topic)) {
+      this.root.resetReadTxn();
+      this.delivered.set(topic, this.topics.get(topic)?.lastSeq ?? 0);
+    }
     const unwatch = this.feed.watch(topic, listener);
     return () => {
       unwatch();
@@ -438,6 +442,16 @@ export class LmdbEngine implements Engine {
       const last = this.delivered.get(n.topic);
       if (last !== undefined && n.lastSeq > last) this.pull(n.topic);
     }
+  }
+
+  /**
+   * Another process sharing the directory ended without saying goodbye (killed): its last commits
+   * may never have been announced, so every watched topic is read up to its head. Only with `peers`.
+   */
+  peerLost(): void {
+    if (this.life.closed || this.peers === undefined) return;
+    this.root.resetReadTxn();
+    for (const topic of [...this.delivered.keys()]) this.pull(topic);
   }
 
   watchTopics(listener: (topic: string) => void): () => void {
