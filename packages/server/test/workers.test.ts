@@ -228,7 +228,8 @@ async function startWorkers(backend: Backend, port = 0): Promise<ChildServer> {
     { ...backend.env, ...DEBUG_STREAMS },
   );
   running.push(server);
-  expect(workerPids(server).size).toBe(2);
+  // Each worker's own "listening" line may reach the pipe after the supervisor's.
+  await waitFor(() => workerPids(server).size === 2, 20_000);
   return server;
 }
 
