@@ -87,17 +87,6 @@ function workerPids(server: ChildServer): Map<number, number> {
   return pids;
 }
 
-/** How many streams opened on each worker. */
-function streamsPerWorker(server: ChildServer): Map<number, number> {
-  const per = new Map<number, number>();
-  for (const l of logLines(server)) {
-    if (l.msg === 'stream opened' && typeof l.worker === 'number') {
-      per.set(l.worker, (per.get(l.worker) ?? 0) + 1);
-    }
-  }
-  return per;
-}
-
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -154,34 +143,38 @@ function publishFresh(
   });
 }
 
-/** Subscribers on `topics` opened one by one until both workers hold some (bounded). */
+/**
+ * Subscribers on `topics` opened one by one, each waiting for its "stream opened" line (so the
+ * newest line is its own and says its worker), until there are `atLeast` and every topic has
+ * subscribers on both workers (bounded).
+ */
 async function subscribeOnEveryWorker(
   server: ChildServer,
   topics: string[],
   atLeast: number,
   dead: Set<number>,
-): Promise<Subscriber[]> {
+): Promise<{ subs: Subscriber[]; workerOf: Map<Subscriber, number> }> {
   const subs: Subscriber[] = [];
-  while (subs.length < atLeast || streamsPerWorker(server).size < 2) {
-    if (subs.length >= 60) throw new Error('60 subscribers, all on one worker');
-    const i = subs.length;
-    const s = new Subscriber(
-      i,
-      TRANSPORTS[i % 3]!,
-      topics[i % topics.length]!,
-      [server.url],
-      0,
-      dead,
+  const workerOf = new Map<Subscriber, number>();
+  const covered = (): boolean =>
+    topics.every(
+      (t) => new Set(subs.filter((s) => s.topic === t).map((s) => workerOf.get(s))).size === 2,
     );
+  while (subs.length < atLeast || !covered()) {
+    if (subs.length >= 60) throw new Error('60 subscribers, and a topic has them on one worker');
+    const i = subs.length;
+    const topic = topics[Math.floor(i / 2) % topics.length]!;
+    const s = new Subscriber(i, TRANSPORTS[i % 3]!, topic, [server.url], 0, dead);
     subs.push(s);
     await s.start();
-    // The "stream opened" line of this subscriber, before the next opens.
-    await waitFor(
-      () => [...streamsPerWorker(server).values()].reduce((a, b) => a + b, 0) >= subs.length,
-      20_000,
-    );
+    let opened: Record<string, unknown>[] = [];
+    await waitFor(() => {
+      opened = logLines(server).filter((l) => l.msg === 'stream opened');
+      return opened.length >= subs.length;
+    }, 20_000);
+    workerOf.set(s, opened[subs.length - 1]!.worker as number);
   }
-  return subs;
+  return { subs, workerOf };
 }
 
 function totalsOf(
@@ -241,28 +234,40 @@ for (const makeBackend of [lmdbBackend, redisBackend, natsBackend]) {
       cleanups.push(backend.cleanup);
       const server = await startWorkers(backend);
       const topics = ['workers.a', 'workers.b'];
-      const subs = await subscribeOnEveryWorker(server, topics, 12, new Set());
+      const { subs } = await subscribeOnEveryWorker(server, topics, 12, new Set());
       subscribers.push(...subs);
-      expect(streamsPerWorker(server).size).toBe(2);
 
-      const perTopic = 200;
+      // Batch after batch, each delivered to every subscriber of its topic before the next is
+      // published: no later append of the subscriber's own worker can carry it there. Until
+      // both workers took several batches of each topic.
       const expected = new Map(topics.map((t) => [t, new Map<number, number>()]));
-      const takenBy = new Set<number>();
-      for (let i = 0; i < perTopic * topics.length; i += 20) {
-        const topic = topics[(i / 20) % topics.length]!;
-        const r = await publishFresh(
-          server.url,
-          topic,
-          Array.from({ length: 20 }, (_, k) => i + k),
-        );
-        takenBy.add(r.worker);
-        for (const e of r.events) expected.get(topic)!.set(e.seq, e.i);
+      const takenBy = new Map(topics.map((t) => [t, [0, 0, 0]]));
+      let i = 0;
+      for (let round = 0; ; round++) {
+        const done = [...takenBy.values()].every((w) => w[1]! >= 3 && w[2]! >= 3);
+        if (done && round >= 10) break;
+        if (round >= 60) throw new Error('60 rounds, and a worker took too few batches');
+        // One topic twice: with strict round-robin, each topic's batches alternate workers.
+        for (const topic of [...topics, topics[0]!]) {
+          const items = Array.from({ length: 20 }, (_, k) => i + k);
+          i += items.length;
+          const r = await publishFresh(server.url, topic, items);
+          takenBy.get(topic)![r.worker]!++;
+          for (const e of r.events) expected.get(topic)!.set(e.seq, e.i);
+          const last = r.events[r.events.length - 1]!.seq;
+          await waitFor(() => subs.every((s) => s.topic !== topic || s.lastSeq >= last), 20_000);
+        }
       }
-      // Both workers took publishes, and both hold subscribers: every event crossed over.
-      expect(takenBy).toEqual(new Set([1, 2]));
-      for (const m of expected.values()) expect(m.size).toBe(perTopic);
-      await Promise.all(subs.map((s) => s.until(perTopic)));
-      expect(totalsOf(subs, perTopic, expected)).toEqual(CLEAN);
+      for (const s of subs) {
+        const mine = expected.get(s.topic)!;
+        expect(check(s, mine.size, mine)).toEqual({
+          lost: 0,
+          duplicated: 0,
+          reordered: 0,
+          wrong: 0,
+        });
+        expect([s.resets, s.errors]).toEqual([0, []]);
+      }
     }, 120_000);
   });
 }
@@ -274,10 +279,10 @@ describe('rill serve --workers 2 --engine lmdb: supervision and the shared store
     const server = await startWorkers(backend);
     const topics = ['kill.a', 'kill.b', 'kill.c'];
     const dead = new Set<number>();
-    const subs = await subscribeOnEveryWorker(server, topics, 24, dead);
+    const { subs, workerOf } = await subscribeOnEveryWorker(server, topics, 24, dead);
     subscribers.push(...subs);
     const victim = workerPids(server).get(1)!;
-    const onVictim = streamsPerWorker(server).get(1)!;
+    const onVictim = subs.filter((s) => workerOf.get(s) === 1).length;
     expect(onVictim).toBeGreaterThan(0);
 
     const perTopic = 1_000;
@@ -332,6 +337,7 @@ describe('rill serve --workers 2 --engine lmdb: supervision and the shared store
     );
     expect(totals).toEqual(CLEAN);
     expect(moved.length).toBeGreaterThanOrEqual(onVictim);
+    for (const s of subs) if (workerOf.get(s) === 1) expect(s.reconnects).toBeGreaterThan(0);
 
     // The supervisor restarted it, under the same worker id.
     await waitFor(() => (workerPids(server).get(1) ?? victim) !== victim, 60_000);
@@ -396,7 +402,7 @@ describe('rill serve --workers 2 --engine lmdb: supervision and the shared store
     const port = await freePort();
     const server = await startWorkers(backend, port);
     const topic = 'resume.t';
-    const subs = await subscribeOnEveryWorker(server, [topic], 6, new Set());
+    const { subs } = await subscribeOnEveryWorker(server, [topic], 6, new Set());
     subscribers.push(...subs);
     const expected = new Map([[topic, new Map<number, number>()]]);
     const publishUpTo = async (to: number, from: number): Promise<void> => {

@@ -267,8 +267,8 @@ async function serve(flags: ServeFlags): Promise<number> {
       // A terminal's Ctrl-C reaches every process of the group: the supervisor turns it into the
       // SIGTERM each worker stops on.
       process.on('SIGINT', () => undefined);
-      // The supervisor is gone (killed): nothing restarts this worker nor relays its commits.
-      process.once('disconnect', () => stop('supervisor gone'));
+      // A supervisor that is gone (killed) takes the workers with it: node:cluster ends a worker
+      // whose IPC channel closes unasked, at once (what it committed is stored; clients resume).
     }
     // SIGHUP re-reads the certificate and key (renewed in place by certbot and the like). Only
     // with TLS (or auth, above): without either SIGHUP keeps its default meaning.

@@ -370,6 +370,7 @@ export class LmdbEngine implements Engine {
 
   async read(topic: string, afterSeq: number, limit: number): Promise<ReadResult> {
     this.life.assertOpen();
+    this.freshSnapshot();
     return this.readNow(topic, afterSeq, limit);
   }
 
@@ -401,6 +402,7 @@ export class LmdbEngine implements Engine {
 
   async head(topic: string): Promise<TopicHead | null> {
     this.life.assertOpen();
+    this.freshSnapshot();
     const meta = this.topics.get(topic);
     return meta === undefined ? null : toHead(topic, meta);
   }
@@ -418,7 +420,7 @@ export class LmdbEngine implements Engine {
     // Everything after the head as it is now reaches the listener, from the map (a fresh snapshot:
     // a notice that came before the watch was dropped).
     if (!this.delivered.has(topic)) {
-      this.root.resetReadTxn();
+      this.freshSnapshot();
       this.delivered.set(topic, this.topics.get(topic)?.lastSeq ?? 0);
     }
     const unwatch = this.feed.watch(topic, listener);
@@ -435,7 +437,7 @@ export class LmdbEngine implements Engine {
   peerAppended(notices: readonly AppendNotice[]): void {
     if (this.life.closed || this.peers === undefined) return;
     // A read snapshot still open from before the message came would not show the commit.
-    this.root.resetReadTxn();
+    this.freshSnapshot();
     for (const n of notices) {
       if (typeof n?.topic !== 'string') continue;
       if (n.created) this.feed.topicCreated(n.topic);
@@ -450,7 +452,7 @@ export class LmdbEngine implements Engine {
    */
   peerLost(): void {
     if (this.life.closed || this.peers === undefined) return;
-    this.root.resetReadTxn();
+    this.freshSnapshot();
     for (const topic of [...this.delivered.keys()]) this.pull(topic);
   }
 
@@ -826,6 +828,15 @@ export class LmdbEngine implements Engine {
       this.feed.events(topic, events);
       if (events.length < MAX_READ_LIMIT) return;
     }
+  }
+
+  /**
+   * With peers, a read sees every commit so far, the other processes' too: lmdb keeps a read
+   * snapshot until the end of the event-loop turn, or its own next commit, and a reader that
+   * loops over awaited reads would otherwise never see another process's commit.
+   */
+  private freshSnapshot(): void {
+    if (this.peers !== undefined) this.root.resetReadTxn();
   }
 
   /** The byte total of the store: see {@link LmdbEngine.stored}. */
