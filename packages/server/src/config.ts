@@ -463,7 +463,7 @@ export const ConfigSchema = z
      * or `auto` (one per available core).
      */
     workers: z
-      .union([z.literal('auto'), z.number().int().min(1).max(MAX_WORKERS)], {
+      .union([z.enum(['auto']), z.number().int().min(1).max(MAX_WORKERS)], {
         message: `expected auto or a whole number from 1 to ${MAX_WORKERS}`,
       })
       .default(1),
