@@ -128,10 +128,11 @@ export class WorkerLink {
     if (m.rill === 'appended') this.appended?.(m.notices);
     else if (m.rill === 'lost') this.lost?.();
     else if (m.rill === 'ask') {
-      let body: unknown = null;
+      let body: unknown;
       try {
         body = this.answerers.get(m.what)?.() ?? null;
       } catch {
+        // A failing answer is no answer; the asking worker still gets the others'.
         body = null;
       }
       this.send({ rill: 'answer', id: m.id, body });
