@@ -431,4 +431,40 @@ describe('rill serve --workers 2 --engine lmdb: supervision and the shared store
     expect(totalsOf(subs, 400, expected)).toEqual(CLEAN);
     expect(subs.every((s) => s.reconnects > 0)).toBe(true);
   }, 180_000);
+
+  it('SIGTERM drains every worker; the supervisor exits 0 once all stopped', async () => {
+    const backend = lmdbBackend();
+    cleanups.push(backend.cleanup);
+    const server = await startWorkers(backend);
+    const pids = [...workerPids(server).values()];
+    server.proc.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+    const lines = logLines(server);
+    for (const id of [1, 2]) {
+      expect(lines.some((l) => l.worker === id && l.msg === 'shutting down')).toBe(true);
+      expect(lines.some((l) => l.worker === id && l.msg === 'stopped')).toBe(true);
+    }
+    expect(lines.some((l) => l.role === 'supervisor' && l.msg === 'every worker stopped')).toBe(
+      true,
+    );
+    expect(pids.every((p) => !alive(p))).toBe(true);
+  }, 60_000);
+
+  it('workers that cannot start are not restarted: the supervisor exits with their code (2, configuration refused)', async () => {
+    const backend = lmdbBackend();
+    cleanups.push(backend.cleanup);
+    // Refused by each worker: a non-loopback address without authentication.
+    const err = await spawnServer([
+      '--host',
+      '0.0.0.0',
+      '--port',
+      '0',
+      '--workers',
+      '2',
+      ...backend.args,
+    ]).catch((e: unknown) => e);
+    expect(String(err)).toMatch(/server exited with 2 before listening/);
+    expect(String(err)).toMatch(/Refusing to listen on 0\.0\.0\.0 without authentication/);
+    expect(String(err)).toMatch(/worker failed to start/);
+  }, 60_000);
 });
