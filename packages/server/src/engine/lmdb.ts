@@ -254,7 +254,7 @@ export class LmdbEngine implements Engine {
   /** With peers, the store's byte total (`stored`), kept in the database under LMDB's lock. */
   private readonly counters: Database<number, string> | undefined;
   /** With peers: per watched topic, the last seq its watchers were handed. */
-  private readonly delivered = new Map<string, number>();
+  private readonly delivered = new Map<string, { epoch: string | null; seq: number }>();
   /** With peers: this process's commits not announced yet (topic → notice). */
   private unannounced = new Map<string, AppendNotice>();
 
@@ -421,7 +421,8 @@ export class LmdbEngine implements Engine {
     // a notice that came before the watch was dropped).
     if (!this.delivered.has(topic)) {
       this.freshSnapshot();
-      this.delivered.set(topic, this.topics.get(topic)?.lastSeq ?? 0);
+      const meta = this.topics.get(topic);
+      this.delivered.set(topic, { epoch: meta?.epoch ?? null, seq: meta?.lastSeq ?? 0 });
     }
     const unwatch = this.feed.watch(topic, listener);
     return () => {
@@ -441,8 +442,7 @@ export class LmdbEngine implements Engine {
     for (const n of notices) {
       if (typeof n?.topic !== 'string') continue;
       if (n.created) this.feed.topicCreated(n.topic);
-      const last = this.delivered.get(n.topic);
-      if (last !== undefined && n.lastSeq > last) this.pull(n.topic);
+      if (this.delivered.has(n.topic)) this.pull(n.topic);
     }
   }
 
@@ -821,10 +821,17 @@ export class LmdbEngine implements Engine {
     for (;;) {
       const from = this.delivered.get(topic);
       if (from === undefined) return;
-      const { events } = this.readNow(topic, from, MAX_READ_LIMIT);
+      const meta = this.topics.get(topic);
+      if (meta === undefined) return;
+      // A log created since (or recreated): its events from its first on.
+      if (meta.epoch !== from.epoch) {
+        from.epoch = meta.epoch;
+        from.seq = meta.firstSeq - 1;
+      }
+      const { events } = this.readNow(topic, from.seq, MAX_READ_LIMIT);
       const last = events[events.length - 1];
       if (last === undefined) return;
-      this.delivered.set(topic, last.seq);
+      from.seq = last.seq;
       this.feed.events(topic, events);
       if (events.length < MAX_READ_LIMIT) return;
     }
