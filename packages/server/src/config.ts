@@ -64,6 +64,9 @@ function withUnits(units: Record<string, number>, what: string) {
   });
 }
 
+/** Most worker processes `rill serve` runs. */
+export const MAX_WORKERS = 64;
+
 const duration = withUnits(UNITS_MS, 'duration').pipe(z.number().int().min(0));
 
 /** A duration as the config takes it (`"15s"`, `"1h"`, `"500ms"`, a number of ms) in ms. */
@@ -470,6 +473,15 @@ export const ConfigSchema = z
       .prefault({}),
     /** Longest time a graceful shutdown waits for in-flight requests before closing anyway. */
     shutdownTimeout: duration.default(10_000),
+    /**
+     * Worker processes of `rill serve`, sharing the port: 1 (one process, no supervisor), a number,
+     * or `auto` (one per available core).
+     */
+    workers: z
+      .union([z.enum(['auto']), z.number().int().min(1).max(MAX_WORKERS)], {
+        message: `expected auto or a whole number from 1 to ${MAX_WORKERS}`,
+      })
+      .default(1),
     retention: z
       .strictObject({
         maxEvents: z.number().int().min(0).default(DEFAULT_RETENTION.maxEvents),
@@ -642,6 +654,14 @@ export const ConfigSchema = z
     tls: TlsSchema.prefault({}),
   })
   .superRefine((c, ctx) => {
+    if (c.workers !== 1 && c.engine === 'memory') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['workers'],
+        message:
+          'the memory engine lives in one process and cannot be shared by workers: use lmdb, redis or nats, or workers: 1',
+      });
+    }
     if (c.storage.maxBytes > 0 && (c.engine === 'redis' || c.engine === 'nats')) {
       ctx.addIssue({
         code: 'custom',
@@ -752,6 +772,7 @@ export const CONFIG_FLAGS: Readonly<Record<string, string>> = {
   logLevel: '--log-level',
   'tls.cert': '--tls-cert',
   'tls.key': '--tls-key',
+  workers: '--workers',
 };
 
 /** The environment variable of the key at `path` (`RILL_PORT`, `RILL_LIMITS__MAX_EVENT_BYTES`). */
@@ -1059,12 +1080,13 @@ const ENV_FLAT: Record<string, string> = {
   RILL_LOG_LEVEL: 'logLevel',
   RILL_IDEMPOTENCY_WINDOW: 'idempotencyWindow',
   RILL_SHUTDOWN_TIMEOUT: 'shutdownTimeout',
+  RILL_WORKERS: 'workers',
   RILL_REDIS_URL: 'redis.url',
   RILL_NATS_URL: 'nats.url',
 };
 
 /** Variables read elsewhere (the CLI), not config keys. */
-const ENV_OTHER = new Set(['RILL_CONFIG', 'RILL_URL', 'RILL_TOKEN']);
+const ENV_OTHER = new Set(['RILL_CONFIG', 'RILL_URL', 'RILL_TOKEN', 'RILL_WORKER_ID']);
 
 /**
  * Configuration from `RILL_*` variables: the flat ones above, and any nested key as

@@ -21,7 +21,7 @@ import { Authenticator, type ReloadReport } from './auth/index.js';
 import { redactAccessToken } from './model/redact.js';
 import type { Engine } from './engine/engine.js';
 import type { EngineLog, EngineOptions } from './engine/engine.js';
-import { LmdbEngine } from './engine/lmdb.js';
+import { LmdbEngine, type AppendPeers } from './engine/lmdb.js';
 import { MemoryEngine } from './engine/memory.js';
 import { NatsEngine } from './engine/nats/engine.js';
 import { RedisEngine } from './engine/redis/engine.js';
@@ -126,6 +126,16 @@ export interface CreateServerOptions {
   engine?: Engine;
   logger?: Logger;
   /**
+   * For the lmdb engine built from the configuration: the other processes opening the same
+   * directory (the workers of one `rill serve --workers`). Ignored by the other engines.
+   */
+  enginePeers?: AppendPeers;
+  /**
+   * The worker this server is, in `rill serve --workers`: each response then says so in a
+   * `rill-worker` header (which process served a request, for operators and tests).
+   */
+  workerId?: number;
+  /**
    * Reads the configuration again (file, environment, flags), for {@link RillServer.reload}. Only
    * its `auth` section is taken; without it a reload re-reads the keys file and JWKS only.
    */
@@ -160,7 +170,7 @@ export async function createServer(
       : {}),
   });
   logFastPaths(log);
-  const engine = options.engine ?? createEngine(config, logs.engine);
+  const engine = options.engine ?? createEngine(config, logs.engine, options.enginePeers);
   const budget = new ConnectionBudget(logs.http);
   const load = new LoadMonitor(config.overload, logs.http);
   // Everything but the caller sees the engine through its meter (appends and reads timed).
@@ -214,6 +224,13 @@ export async function createServer(
   );
   const metricsServer = config.metrics.port === undefined ? null : metricsListener(obs);
   let metricsUrl: string | null = null;
+  if (options.workerId !== undefined) {
+    const worker = String(options.workerId);
+    app.addHook('onRequest', (_req, reply, done) => {
+      reply.header('rill-worker', worker);
+      done();
+    });
+  }
   if (tls)
     log.info(
       tlsFields(tlsPaths!, tls),
@@ -344,7 +361,7 @@ const REDACT_PATHS = [
  * a terminal or `log.pretty` says so. Its level is `logLevel`; components may differ
  * ({@link componentLoggers}).
  */
-function rootLogger(config: RillConfig): Logger {
+export function rootLogger(config: RillConfig): Logger {
   const options = {
     level: config.logLevel,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
@@ -428,7 +445,7 @@ function tlsFields(paths: { cert: string; key: string }, pair: TlsPair): Record<
 }
 
 /** Builds the engine the configuration names. */
-export function createEngine(config: RillConfig, log?: EngineLog): Engine {
+export function createEngine(config: RillConfig, log?: EngineLog, peers?: AppendPeers): Engine {
   const options: EngineOptions = {
     retention: engineRetention(config),
     maxStoreBytes: config.storage.maxBytes,
@@ -439,7 +456,11 @@ export function createEngine(config: RillConfig, log?: EngineLog): Engine {
     case 'memory':
       return new MemoryEngine(options);
     case 'lmdb':
-      return new LmdbEngine({ ...options, path: resolve(config.dataDir) });
+      return new LmdbEngine({
+        ...options,
+        path: resolve(config.dataDir),
+        ...(peers === undefined ? {} : { peers }),
+      });
     case 'redis':
       return new RedisEngine({ ...options, url: config.redis.url, prefix: config.redis.prefix });
     case 'nats':

@@ -17,6 +17,75 @@ engineContract(
   { byteRetention: 'exact', storeBudget: true },
 );
 
+// The same contract with the engine in the mode the workers of `rill serve --workers` use.
+engineContract(
+  'lmdb shared by workers',
+  async (opts) => {
+    const { path, remove } = tempDir('rill-lmdb-');
+    const engine = new LmdbEngine({ ...opts, path, peers: { announce: () => undefined } });
+    return { engine, cleanup: async () => remove() };
+  },
+  { byteRetention: 'exact', storeBudget: true },
+);
+
+describe('lmdb engines sharing a directory (workers)', () => {
+  const cleanups: Array<() => unknown> = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  /** Two engines on one directory, each telling the other of its commits as workers do. */
+  function pair(options: { maxStoreBytes?: number } = {}): [LmdbEngine, LmdbEngine, number[]] {
+    const { path, remove } = tempDir('rill-lmdb-');
+    cleanups.push(remove);
+    const announced: number[] = [];
+    const engines: LmdbEngine[] = [];
+    for (let k = 0; k < 2; k++) {
+      engines.push(
+        new LmdbEngine({
+          ...options,
+          path,
+          peers: {
+            announce: (notices) => {
+              announced.push(notices.length);
+              engines[1 - k]!.peerAppended(notices);
+            },
+          },
+        }),
+      );
+    }
+    cleanups.push(async () => {
+      for (const e of engines) await e.close();
+    });
+    return [engines[0]!, engines[1]!, announced];
+  }
+
+  it("feeds one engine's watchers with the other's appends, in seq order, one notice per batch", async () => {
+    const [a, b, announced] = pair();
+    const seen: number[] = [];
+    b.watch('t', (events) => seen.push(...events.map((e) => e.seq)));
+    await Promise.all([
+      a.append('t', [{ data: '1' }, { data: '2' }]),
+      a.append('t', [{ data: '3' }]),
+      b.append('t', [{ data: '4' }]),
+    ]);
+    await a.append('t', [{ data: '5' }]);
+    expect(seen).toEqual([1, 2, 3, 4, 5]);
+    // Batches, not appends: fewer notices than appends.
+    expect(announced.reduce((x, y) => x + y, 0)).toBeLessThan(4);
+  });
+
+  it('keeps one store budget over both', async () => {
+    const [a, b] = pair({ maxStoreBytes: 1_000 });
+    const hundreds = (n: number): { data: string }[] =>
+      Array.from({ length: n }, () => ({ data: JSON.stringify(''.padEnd(98, '.')) }));
+    await a.append('a', hundreds(6));
+    const err: unknown = await b.append('b', hundreds(5)).catch((e: unknown) => e);
+    expect((err as { code?: string }).code).toBe('insufficient_storage');
+    await b.append('b', hundreds(4));
+  });
+});
+
 describe('lmdb engine on disk', () => {
   const dirs: Array<() => void> = [];
   const engines: LmdbEngine[] = [];

@@ -1,3 +1,4 @@
+import cluster from 'node:cluster';
 import { randomInt } from 'node:crypto';
 import type { Command } from 'commander';
 import { Option } from 'commander';
@@ -14,8 +15,10 @@ import {
 import type { Logger } from 'pino';
 import type { Engine } from '../engine/engine.js';
 import { redactUrl } from '../model/redact.js';
-import { createServer, type RillServer } from '../server.js';
+import { createServer, rootLogger, type RillServer } from '../server.js';
+import { LmdbEngine } from '../engine/lmdb.js';
 import { settingsHelp } from './settings.js';
+import { currentWorkerId, supervise, WorkerLink, workerCount } from './workers.js';
 
 interface ServeFlags {
   host?: string;
@@ -30,6 +33,7 @@ interface ServeFlags {
   logLevel?: string;
   tlsCert?: string;
   tlsKey?: string;
+  workers?: string;
 }
 
 /** Topic the demo feeds and the interval between its events. */
@@ -53,6 +57,10 @@ export function serveConfig(flags: ServeFlags, env: NodeJS.ProcessEnv): RillConf
     demo: flags.demo,
     insecure: flags.insecure,
     logLevel: flags.logLevel,
+    workers:
+      flags.workers === undefined || flags.workers === 'auto' || !/^\d+$/.test(flags.workers)
+        ? flags.workers
+        : Number(flags.workers),
     tls:
       flags.tlsCert === undefined && flags.tlsKey === undefined
         ? undefined
@@ -98,6 +106,10 @@ export function registerServe(program: Command): void {
       'serve HTTPS and HTTP/2 with this PEM certificate chain (with --tls-key; env RILL_TLS__CERT)',
     )
     .option('--tls-key <file>', 'the PEM private key of --tls-cert (env RILL_TLS__KEY)')
+    .option(
+      '--workers <n>',
+      'worker processes sharing the port: a number or auto, one per core (default 1, env RILL_WORKERS)',
+    )
     .addHelpText('after', () => settingsHelp())
     .action(async (flags: ServeFlags) => {
       // Exit at once: once shut down, nothing left running (a broker client still retrying, a
@@ -117,15 +129,40 @@ async function serve(flags: ServeFlags): Promise<number> {
     }
     throw err;
   }
+  const resolved = resolveConfig(input);
+  const workers = workerCount(resolved.workers);
+  const workerId = currentWorkerId();
+  if (workers > 1 && cluster.isPrimary) {
+    const log = rootLogger(resolved).child({ role: 'supervisor' });
+    const reloads = authEnabled(resolved) || resolved.tls.cert !== undefined;
+    const code = await supervise(resolved, workers, log, { reloads });
+    await new Promise<void>((r) => log.flush(() => r()));
+    return code;
+  }
+  const link = workerId === undefined ? undefined : new WorkerLink(workerId);
   let server;
   try {
     // A reload (SIGHUP) reads the configuration again as start-up did: file, environment, flags.
-    server = await createServer(input, { loadConfig: () => serveConfig(flags, process.env) });
+    server = await createServer(input, {
+      loadConfig: () => serveConfig(flags, process.env),
+      ...(link === undefined
+        ? {}
+        : {
+            logger: rootLogger(resolved).child({ worker: link.id }),
+            workerId: link.id,
+            enginePeers: { announce: (notices) => link.announce(notices) },
+          }),
+    });
   } catch (err) {
     process.stderr.write(`rill: ${(err as Error).message}\n`);
     return EXIT.config;
   }
   const { log, config } = server;
+  if (link !== undefined && server.engine instanceof LmdbEngine) {
+    const engine = server.engine;
+    link.onAppended((notices) => engine.peerAppended(notices));
+    link.onLost(() => engine.peerLost());
+  }
   let url: string;
   try {
     url = await server.listen();
@@ -139,9 +176,14 @@ async function serve(flags: ServeFlags): Promise<number> {
     await server.engine.close();
     return EXIT.runtime;
   }
-  log.info(
+  if (link !== undefined) {
+    // The supervisor says where Rill listens once every worker does (`url` on that line only).
+    log.info({ address: url }, `worker ${link.id} listening`);
+    link.listening(url);
+  }
+  log[link === undefined ? 'info' : 'debug'](
     {
-      url,
+      ...(link === undefined ? { url } : { address: url }),
       engine: config.engine,
       dataDir: config.engine === 'lmdb' ? config.dataDir : undefined,
       redis: config.engine === 'redis' ? redactUrl(config.redis.url) : undefined,
@@ -160,7 +202,8 @@ async function serve(flags: ServeFlags): Promise<number> {
   const stopReloading = authEnabled(config) ? reloadOnSighup(server) : () => undefined;
 
   let demoTimer: NodeJS.Timeout | undefined;
-  if (config.demo) {
+  // With workers, the first one feeds the demo topic.
+  if (config.demo && (link === undefined || link.id === 1)) {
     let failures = 0;
     demoTimer = setInterval(() => {
       server.engine.append(DEMO_TOPIC, [{ data: String(randomInt(100)) }]).then(
@@ -188,6 +231,9 @@ async function serve(flags: ServeFlags): Promise<number> {
     };
     let stopping = false;
     const stop = (signal: string): void => {
+      // A worker's signals may come twice (the supervisor's and a service manager's, sent to the
+      // whole group): the supervisor alone escalates, with SIGKILL.
+      if (stopping && link !== undefined) return;
       if (stopping) {
         log.warn(`${signal} again: exiting now`);
         process.exit(EXIT.runtime);
@@ -214,8 +260,17 @@ async function serve(flags: ServeFlags): Promise<number> {
         },
       );
     };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+    if (link === undefined) {
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    } else {
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      // A terminal's Ctrl-C reaches every process of the group: the supervisor turns it into the
+      // SIGTERM each worker stops on.
+      process.on('SIGINT', () => undefined);
+      // A supervisor that is gone (killed) takes the workers with it: node:cluster ends a worker
+      // whose IPC channel closes unasked, at once (what it committed is stored; clients resume).
+    }
     // SIGHUP re-reads the certificate and key (renewed in place by certbot and the like). Only
     // with TLS (or auth, above): without either SIGHUP keeps its default meaning.
     if (config.tls.cert !== undefined) {

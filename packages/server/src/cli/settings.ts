@@ -24,6 +24,8 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   logLevel: 'Log level of the JSON log lines on stdout.',
   shutdownTimeout:
     'Longest graceful shutdown; past it the engine is closed and the exit code is 1.',
+  workers:
+    'Worker processes sharing the port (auto = one per core); lmdb, redis or nats engines only.',
   'log.levels.http': 'Level of the HTTP requests and streams (SSE, NDJSON, long-poll) lines.',
   'log.levels.ws': 'Level of the WebSocket connection lines.',
   'log.levels.engine': 'Level of the storage engine lines.',

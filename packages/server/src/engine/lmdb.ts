@@ -102,6 +102,28 @@ export interface LmdbEngineOptions extends EngineOptions {
    * fsync latency; throughput is the same, fsyncs overlapping later commits either way.
    */
   durability?: 'flush' | 'commit';
+  /**
+   * Set when other processes (the workers of one `rill serve --workers`) open the same directory:
+   * the engine then tells them of its committed appends through `announce` and hears of theirs
+   * through {@link LmdbEngine.peerAppended}. Without it one process at a time may own the directory.
+   */
+  peers?: AppendPeers;
+}
+
+/** That a topic's log reached `lastSeq` in a commit of another process (`created`: its first). */
+export interface AppendNotice {
+  topic: string;
+  lastSeq: number;
+  created: boolean;
+}
+
+/** The link between the processes sharing one lmdb directory. */
+export interface AppendPeers {
+  /**
+   * Called with this process's committed appends, one notice per topic, once per batch of
+   * commits (not per append, never per delivery).
+   */
+  announce(notices: readonly AppendNotice[]): void;
 }
 
 interface TopicRecord {
@@ -204,7 +226,11 @@ interface Pending {
  * meantime as one transaction: seqs are assigned inside the callback (contiguous without a lock of
  * our own) and ingest pays one fsync per batch of concurrent appends, not one per append.
  *
- * Watch sees the appends of this process only: the database must not be shared between processes.
+ * Watch sees the appends of this process only unless `peers` is set: then every process opening
+ * the directory tells the others of its commits (one notice per topic per batch), and watchers of
+ * every process are fed from the map itself, in seq order, whichever process appended. LMDB's
+ * write lock spans processes and every append re-reads the topic record and idempotency keys
+ * inside its write transaction, so seqs stay contiguous and keys exact across them.
  *
  * **A full store.** lmdb grows its file as needed. When the disk is full (ENOSPC, or the short write
  * LMDB reports as EIO) or `maxStoreBytes` would be exceeded, the append's transaction is aborted
@@ -242,6 +268,14 @@ export class LmdbEngine implements Engine {
   private pendingHead = 0;
   private sweepAfter: string | undefined;
   private sweeping = false;
+  /** Shared with other processes: see {@link LmdbEngineOptions.peers}. */
+  private readonly peers: AppendPeers | undefined;
+  /** With peers, the store's byte total (`stored`), kept in the database under LMDB's lock. */
+  private readonly counters: Database<number, string> | undefined;
+  /** With peers: per watched topic, the last seq its watchers were handed. */
+  private readonly delivered = new Map<string, { epoch: string | null; seq: number }>();
+  /** With peers: this process's commits not announced yet (topic → notice). */
+  private unannounced = new Map<string, AppendNotice>();
 
   constructor(options: LmdbEngineOptions) {
     this.retention = new RetentionResolver(options.retention ?? DEFAULT_RETENTION);
@@ -275,9 +309,20 @@ export class LmdbEngine implements Engine {
     this.blocks = this.root.openDB<BlockRecord, BlockKey>('blocks', {});
     this.keys = this.root.openDB<KeyRecord, IdemKey>('keys', {});
     this.expiry = this.root.openDB<true, ExpiryKey>('key-expiry', {});
+    this.peers = options.peers;
     // Counted from the topics rather than kept in the database, which would cost every append a
-    // write, also without a budget.
-    if (this.maxStoreBytes > 0) {
+    // write, also without a budget. With peers, each process appends: the total is then kept in
+    // the database, counted again at open under the write lock and changed in each append's
+    // transaction, so every process sees the others' appends in it.
+    if (this.peers !== undefined && this.maxStoreBytes > 0) {
+      const counters = this.root.openDB<number, string>('counters', {});
+      this.counters = counters;
+      this.root.transactionSync(() => {
+        let total = 0;
+        for (const { value } of this.topics.getRange({})) total += storedBytes(value);
+        counters.putSync('stored', total);
+      });
+    } else if (this.maxStoreBytes > 0) {
       for (const { value } of this.topics.getRange({})) this.stored += storedBytes(value);
     }
     this.life.every(options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS, () => this.sweep());
@@ -333,7 +378,9 @@ export class LmdbEngine implements Engine {
         );
         // Committed but not flushed still reaches watchers: readers see it, and watch never skips.
         if (entry !== undefined) this.settle(entry, stored ? COMMITTED : FAILED);
-        if (entry !== undefined && !stored) this.stored -= entry.change;
+        if (entry !== undefined && !stored && this.counters === undefined) {
+          this.stored -= entry.change;
+        }
         if (isRillError(err)) {
           if (err.code === 'insufficient_storage') this.storage.refused(err);
           throw err;
@@ -355,6 +402,12 @@ export class LmdbEngine implements Engine {
 
   async read(topic: string, afterSeq: number, limit: number): Promise<ReadResult> {
     this.life.assertOpen();
+    this.freshSnapshot();
+    return this.readNow(topic, afterSeq, limit);
+  }
+
+  /** `read`, synchronously: the blocks and the topic record come from the same snapshot. */
+  private readNow(topic: string, afterSeq: number, limit: number): ReadResult {
     const meta = this.topics.get(topic);
     if (meta === undefined) return { events: [], head: null };
     const head = toHead(topic, meta);
@@ -381,6 +434,7 @@ export class LmdbEngine implements Engine {
 
   async head(topic: string): Promise<TopicHead | null> {
     this.life.assertOpen();
+    this.freshSnapshot();
     const meta = this.topics.get(topic);
     return meta === undefined ? null : toHead(topic, meta);
   }
@@ -394,7 +448,44 @@ export class LmdbEngine implements Engine {
 
   watch(topic: string, listener: WatchListener, signals?: SignalListener): () => void {
     if (this.life.closed) return () => {};
-    return this.feed.watch(topic, listener, signals);
+    if (this.peers === undefined) return this.feed.watch(topic, listener, signals);
+    // Everything after the head as it is now reaches the listener, from the map (a fresh snapshot:
+    // a notice that came before the watch was dropped).
+    if (!this.delivered.has(topic)) {
+      this.freshSnapshot();
+      const meta = this.topics.get(topic);
+      this.delivered.set(topic, { epoch: meta?.epoch ?? null, seq: meta?.lastSeq ?? 0 });
+    }
+    const unwatch = this.feed.watch(topic, listener, signals);
+    return () => {
+      unwatch();
+      if (!this.feed.hasWatchers(topic)) this.delivered.delete(topic);
+    };
+  }
+
+  /**
+   * Another process sharing the directory committed appends: watchers of their topics get the new
+   * events, read from the map. Only with `peers`.
+   */
+  peerAppended(notices: readonly AppendNotice[]): void {
+    if (this.life.closed || this.peers === undefined) return;
+    // A read snapshot still open from before the message came would not show the commit.
+    this.freshSnapshot();
+    for (const n of notices) {
+      if (typeof n?.topic !== 'string') continue;
+      if (n.created) this.feed.topicCreated(n.topic);
+      if (this.delivered.has(n.topic)) this.pull(n.topic);
+    }
+  }
+
+  /**
+   * Another process sharing the directory ended without saying goodbye (killed): its last commits
+   * may never have been announced, so every watched topic is read up to its head. Only with `peers`.
+   */
+  peerLost(): void {
+    if (this.life.closed || this.peers === undefined) return;
+    this.freshSnapshot();
+    for (const topic of [...this.delivered.keys()]) this.pull(topic);
   }
 
   async broadcast(topic: string, events: readonly EphemeralEvent[]): Promise<void> {
@@ -621,7 +712,7 @@ export class LmdbEngine implements Engine {
     let change = 0;
     if (this.maxStoreBytes > 0) {
       change = storedBytes(meta) - storedBefore;
-      if (fresh.length > 0 && this.stored + change > this.maxStoreBytes) {
+      if (fresh.length > 0 && this.storedTotal() + change > this.maxStoreBytes) {
         // The child transaction this runs in is aborted: nothing of the append stays.
         throw storageFull(
           this.name,
@@ -630,7 +721,7 @@ export class LmdbEngine implements Engine {
       }
     }
     if (existing === undefined || fresh.length > 0 || trimmed) this.topics.putSync(topic, meta);
-    this.stored += change;
+    this.addStored(change);
     return {
       results,
       pending: { topic, events: fresh, created: existing === undefined, state: WAITING, change },
@@ -810,7 +901,8 @@ export class LmdbEngine implements Engine {
       const e = this.pending[this.pendingHead] as Pending;
       if (e.state === WAITING) break;
       this.pendingHead++;
-      if (e.state === COMMITTED) {
+      if (e.state === COMMITTED && this.peers !== undefined) this.committedShared(e);
+      else if (e.state === COMMITTED) {
         this.feed.events(e.topic, e.events);
         if (e.created) this.feed.topicCreated(e.topic);
       }
@@ -822,6 +914,71 @@ export class LmdbEngine implements Engine {
       this.pending = this.pending.slice(this.pendingHead);
       this.pendingHead = 0;
     }
+  }
+
+  /**
+   * With peers: a commit of this process reaches its watchers from the map (in seq order with the
+   * other processes' commits) and is announced to the other processes, once per batch.
+   */
+  private committedShared(e: Pending): void {
+    const last = e.events[e.events.length - 1];
+    if (last === undefined) return;
+    const before = this.unannounced.get(e.topic);
+    if (before === undefined && this.unannounced.size === 0) queueMicrotask(() => this.announce());
+    this.unannounced.set(e.topic, {
+      topic: e.topic,
+      lastSeq: Math.max(last.seq, before?.lastSeq ?? 0),
+      created: e.created || (before?.created ?? false),
+    });
+    if (e.created) this.feed.topicCreated(e.topic);
+    if (this.delivered.has(e.topic)) this.pull(e.topic);
+  }
+
+  private announce(): void {
+    const notices = [...this.unannounced.values()];
+    this.unannounced = new Map();
+    if (notices.length > 0 && !this.life.closed) this.peers?.announce(notices);
+  }
+
+  /** With peers: hands a watched topic's watchers every committed event they have not had. */
+  private pull(topic: string): void {
+    for (;;) {
+      const from = this.delivered.get(topic);
+      if (from === undefined) return;
+      const meta = this.topics.get(topic);
+      if (meta === undefined) return;
+      // A log created since (or recreated): its events from its first on.
+      if (meta.epoch !== from.epoch) {
+        from.epoch = meta.epoch;
+        from.seq = meta.firstSeq - 1;
+      }
+      const { events } = this.readNow(topic, from.seq, MAX_READ_LIMIT);
+      const last = events[events.length - 1];
+      if (last === undefined) return;
+      from.seq = last.seq;
+      this.feed.events(topic, events);
+      if (events.length < MAX_READ_LIMIT) return;
+    }
+  }
+
+  /**
+   * With peers, a read sees every commit so far, the other processes' too: lmdb keeps a read
+   * snapshot until the end of the event-loop turn, or its own next commit, and a reader that
+   * loops over awaited reads would otherwise never see another process's commit.
+   */
+  private freshSnapshot(): void {
+    if (this.peers !== undefined) this.root.resetReadTxn();
+  }
+
+  /** The byte total of the store: see {@link LmdbEngine.stored}. */
+  private storedTotal(): number {
+    return this.counters === undefined ? this.stored : (this.counters.get('stored') ?? 0);
+  }
+
+  /** Inside the write transaction: the byte total changed by `change`. */
+  private addStored(change: number): void {
+    if (this.counters === undefined) this.stored += change;
+    else if (change !== 0) this.counters.putSync('stored', this.storedTotal() + change);
   }
 
   private sweep(): void {
@@ -841,7 +998,7 @@ export class LmdbEngine implements Engine {
         })
         // A failed sweep changes nothing; the next one retries. Its cause is handled all the same.
         .catch((err: unknown) => {
-          this.stored -= change;
+          if (this.counters === undefined) this.stored -= change;
           return commitCause(err);
         })
         .finally(() => {
@@ -905,7 +1062,7 @@ export class LmdbEngine implements Engine {
         if (this.maxStoreBytes > 0) change += storedBytes(meta) - storedBefore;
       }
     }
-    this.stored += change;
+    this.addStored(change);
     return change;
   }
 

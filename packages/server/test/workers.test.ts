@@ -1,0 +1,470 @@
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { afterEach, describe, expect, it } from 'vitest';
+import { check, Subscriber, type Transport } from './cluster-harness.js';
+import { freePort, spawnServer, tempDir, waitFor, type ChildServer } from '@rill/testkit';
+import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
+
+/**
+ * `rill serve --workers 2`: a supervisor and two worker processes sharing one port. Which worker
+ * a connection lands on is node:cluster's round-robin; the tests read it back (the `rill-worker`
+ * header of a publish, the `worker` of each "stream opened" log line) rather than assume it.
+ */
+
+const NATS_URL = process.env.RILL_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
+const TRANSPORTS: Transport[] = ['sse', 'ws', 'ndjson'];
+/** "stream opened" lines (debug) say which worker each subscriber's stream is on. */
+const DEBUG_STREAMS = { RILL_LOG__LEVELS__HTTP: 'debug', RILL_LOG__LEVELS__WS: 'debug' };
+
+interface Backend {
+  engine: 'lmdb' | 'redis' | 'nats';
+  args: string[];
+  env: Record<string, string>;
+  cleanup: () => Promise<void>;
+}
+
+function lmdbBackend(): Backend {
+  const dir = tempDir('rill-workers-');
+  return {
+    engine: 'lmdb',
+    args: ['--data-dir', dir.path],
+    env: {},
+    cleanup: async () => dir.remove(),
+  };
+}
+
+function redisBackend(): Backend {
+  const prefix = uniquePrefix('rillworkers');
+  return {
+    engine: 'redis',
+    args: ['--redis-url', SHARED_REDIS_URL],
+    env: { RILL_REDIS__PREFIX: prefix },
+    cleanup: () => dropPrefix(SHARED_REDIS_URL, prefix),
+  };
+}
+
+function natsBackend(): Backend {
+  const prefix = `rw${randomBytes(5).toString('hex')}`;
+  return {
+    engine: 'nats',
+    args: ['--nats-url', NATS_URL],
+    env: { RILL_NATS__PREFIX: prefix },
+    cleanup: async () => {
+      const nc = await connect({ servers: NATS_URL });
+      const jsm = await jetstreamManager(nc);
+      for await (const n of jsm.streams.names()) {
+        if (n.startsWith(`${prefix}_`)) await jsm.streams.delete(n);
+      }
+      await nc.close();
+    },
+  };
+}
+
+/** The JSON log lines a server wrote so far. */
+function logLines(server: ChildServer): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const line of server.stdout().split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      out.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      // a line being written
+    }
+  }
+  return out;
+}
+
+/** The pid of each worker, from its latest "worker N listening" line. */
+function workerPids(server: ChildServer): Map<number, number> {
+  const pids = new Map<number, number>();
+  for (const l of logLines(server)) {
+    if (typeof l.worker === 'number' && l.msg === `worker ${l.worker} listening`) {
+      pids.set(l.worker, l.pid as number);
+    }
+  }
+  return pids;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * One publish on a connection of its own (so node:cluster hands it to the next worker), events
+ * `i` of `items` with keys `e<i>`: the worker that took it and each event's seq.
+ */
+function publishFresh(
+  url: string,
+  topic: string,
+  items: number[],
+): Promise<{ worker: number; events: { i: number; seq: number; duplicate: boolean }[] }> {
+  const body = JSON.stringify(items.map((i) => ({ key: `e${i}`, data: { i } })));
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      `${url}/v1/topics/${topic}/events`,
+      {
+        method: 'POST',
+        agent: false,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        timeout: 15_000,
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => {
+          if (res.statusCode !== 201) {
+            reject(new Error(`publish: status ${res.statusCode}: ${text}`));
+            return;
+          }
+          const parsed = JSON.parse(text) as { events: { seq: number; duplicate: boolean }[] };
+          resolve({
+            worker: Number(res.headers['rill-worker']),
+            events: parsed.events.map((e, k) => ({
+              i: items[k]!,
+              seq: e.seq,
+              duplicate: e.duplicate,
+            })),
+          });
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('publish timed out')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/**
+ * Subscribers on `topics` opened one by one, each waiting for its "stream opened" line (so the
+ * newest line is its own and says its worker), until there are `atLeast` and every topic has
+ * subscribers on both workers (bounded).
+ */
+async function subscribeOnEveryWorker(
+  server: ChildServer,
+  topics: string[],
+  atLeast: number,
+  dead: Set<number>,
+): Promise<{ subs: Subscriber[]; workerOf: Map<Subscriber, number> }> {
+  const subs: Subscriber[] = [];
+  const workerOf = new Map<Subscriber, number>();
+  const covered = (): boolean =>
+    topics.every(
+      (t) => new Set(subs.filter((s) => s.topic === t).map((s) => workerOf.get(s))).size === 2,
+    );
+  while (subs.length < atLeast || !covered()) {
+    if (subs.length >= 60) throw new Error('60 subscribers, and a topic has them on one worker');
+    const i = subs.length;
+    const topic = topics[Math.floor(i / 2) % topics.length]!;
+    const s = new Subscriber(i, TRANSPORTS[i % 3]!, topic, [server.url], 0, dead);
+    subs.push(s);
+    await s.start();
+    let opened: Record<string, unknown>[] = [];
+    await waitFor(() => {
+      opened = logLines(server).filter((l) => l.msg === 'stream opened');
+      return opened.length >= subs.length;
+    }, 20_000);
+    workerOf.set(s, opened[subs.length - 1]!.worker as number);
+  }
+  return { subs, workerOf };
+}
+
+function totalsOf(
+  subs: Subscriber[],
+  perTopic: number,
+  expected: Map<string, Map<number, number>>,
+): Record<string, number> {
+  const totals = { lost: 0, duplicated: 0, reordered: 0, wrong: 0, resets: 0, errors: 0 };
+  for (const s of subs) {
+    const c = check(s, perTopic, expected.get(s.topic)!);
+    totals.lost += c.lost;
+    totals.duplicated += c.duplicated;
+    totals.reordered += c.reordered;
+    totals.wrong += c.wrong;
+    totals.resets += s.resets;
+    totals.errors += s.errors.filter((e) => !e.includes('shutting_down')).length;
+  }
+  return totals;
+}
+
+const CLEAN = { lost: 0, duplicated: 0, reordered: 0, wrong: 0, resets: 0, errors: 0 };
+
+const running: ChildServer[] = [];
+const subscribers: Subscriber[] = [];
+const cleanups: Array<() => Promise<void>> = [];
+
+afterEach(async () => {
+  for (const s of subscribers.splice(0)) s.close();
+  for (const server of running.splice(0)) {
+    if (server.proc.exitCode === null && server.proc.signalCode === null) {
+      server.proc.kill('SIGTERM');
+    }
+    await server.exited;
+    // Workers of a supervisor killed by the test end on their own (its IPC channel closes).
+    const pids = [...workerPids(server).values()];
+    await waitFor(() => pids.every((p) => !alive(p)), 30_000);
+  }
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function startWorkers(backend: Backend, port = 0): Promise<ChildServer> {
+  const server = await spawnServer(
+    ['--engine', backend.engine, '--port', String(port), '--workers', '2', ...backend.args],
+    { ...backend.env, ...DEBUG_STREAMS },
+  );
+  running.push(server);
+  // Each worker's own "listening" line may reach the pipe after the supervisor's.
+  await waitFor(() => workerPids(server).size === 2, 20_000);
+  return server;
+}
+
+for (const makeBackend of [lmdbBackend, redisBackend, natsBackend]) {
+  const engine = makeBackend().engine;
+  describe(`rill serve --workers 2 --engine ${engine}`, () => {
+    it('delivers what one worker takes to the SSE, WebSocket and NDJSON subscribers of every worker, exactly once and in order', async () => {
+      const backend = makeBackend();
+      cleanups.push(backend.cleanup);
+      const server = await startWorkers(backend);
+      const topics = ['workers.a', 'workers.b'];
+      const { subs } = await subscribeOnEveryWorker(server, topics, 12, new Set());
+      subscribers.push(...subs);
+
+      // Batch after batch, each delivered to every subscriber of its topic before the next is
+      // published: no later append of the subscriber's own worker can carry it there. Until
+      // both workers took several batches of each topic.
+      const expected = new Map(topics.map((t) => [t, new Map<number, number>()]));
+      const takenBy = new Map(topics.map((t) => [t, [0, 0, 0]]));
+      let i = 0;
+      for (let round = 0; ; round++) {
+        const done = [...takenBy.values()].every((w) => w[1]! >= 3 && w[2]! >= 3);
+        if (done && round >= 10) break;
+        if (round >= 60) throw new Error('60 rounds, and a worker took too few batches');
+        // One topic twice: with strict round-robin, each topic's batches alternate workers.
+        for (const topic of [...topics, topics[0]!]) {
+          const items = Array.from({ length: 20 }, (_, k) => i + k);
+          i += items.length;
+          const r = await publishFresh(server.url, topic, items);
+          takenBy.get(topic)![r.worker]!++;
+          for (const e of r.events) expected.get(topic)!.set(e.seq, e.i);
+          const last = r.events[r.events.length - 1]!.seq;
+          await waitFor(() => subs.every((s) => s.topic !== topic || s.lastSeq >= last), 20_000);
+        }
+      }
+      for (const s of subs) {
+        const mine = expected.get(s.topic)!;
+        expect(check(s, mine.size, mine)).toEqual({
+          lost: 0,
+          duplicated: 0,
+          reordered: 0,
+          wrong: 0,
+        });
+        expect([s.resets, s.errors]).toEqual([0, []]);
+      }
+    }, 120_000);
+  });
+}
+
+describe('rill serve --workers 2 --engine lmdb: supervision and the shared store', () => {
+  it('a worker SIGKILLed mid-stream is restarted; its subscribers resume on the other with nothing lost, duplicated or reordered', async () => {
+    const backend = lmdbBackend();
+    cleanups.push(backend.cleanup);
+    const server = await startWorkers(backend);
+    const topics = ['kill.a', 'kill.b', 'kill.c'];
+    const dead = new Set<number>();
+    const { subs, workerOf } = await subscribeOnEveryWorker(server, topics, 24, dead);
+    subscribers.push(...subs);
+    const victim = workerPids(server).get(1)!;
+    const onVictim = subs.filter((s) => workerOf.get(s) === 1).length;
+    expect(onVictim).toBeGreaterThan(0);
+
+    const perTopic = 1_000;
+    const batch = 25;
+    const requests: { topic: string; items: number[] }[] = [];
+    for (let i = 0; i < perTopic * topics.length; i += batch) {
+      const items = Array.from({ length: batch }, (_, k) => i + k);
+      requests.push({ topic: topics[(i / batch) % topics.length]!, items });
+    }
+    const acked = new Map<number, { topic: string; seq: number }>();
+    let next = 0;
+    let retries = 0;
+    let killed = false;
+    const publisher = async (): Promise<void> => {
+      for (;;) {
+        const r = requests[next++];
+        if (r === undefined) return;
+        // A request cut by the kill goes again, with the same keys, to whichever worker is up.
+        for (let attempt = 0; ; attempt++) {
+          try {
+            const res = await publishFresh(server.url, r.topic, r.items);
+            for (const e of res.events) acked.set(e.i, { topic: r.topic, seq: e.seq });
+            break;
+          } catch (err) {
+            if (attempt >= 50) throw err;
+            retries++;
+            await new Promise((resolve) => setTimeout(resolve, 50));
+          }
+        }
+        if (!killed && acked.size >= 1_000) {
+          killed = true;
+          process.kill(victim, 'SIGKILL');
+        }
+      }
+    };
+    await Promise.all([publisher(), publisher(), publisher()]);
+    expect(killed).toBe(true);
+    expect(alive(victim)).toBe(false);
+
+    const expected = new Map(topics.map((t) => [t, new Map<number, number>()]));
+    for (const [i, { topic, seq }] of acked) expected.get(topic)!.set(seq, i);
+    for (const m of expected.values()) {
+      expect([...m.keys()].sort((a, b) => a - b)).toEqual(
+        Array.from({ length: perTopic }, (_, j) => j + 1),
+      );
+    }
+    await Promise.all(subs.map((s) => s.until(perTopic)));
+    const totals = totalsOf(subs, perTopic, expected);
+    const moved = subs.filter((s) => s.reconnects > 0);
+    console.log(
+      `workers(lmdb): ${subs.length} subscribers (${onVictim} on the killed worker), ${retries} retried publishes, ${moved.length} moved; ${JSON.stringify(totals)}`,
+    );
+    expect(totals).toEqual(CLEAN);
+    expect(moved.length).toBeGreaterThanOrEqual(onVictim);
+    for (const s of subs) if (workerOf.get(s) === 1) expect(s.reconnects).toBeGreaterThan(0);
+
+    // The supervisor restarted it, under the same worker id.
+    await waitFor(() => (workerPids(server).get(1) ?? victim) !== victim, 60_000);
+    const lines = logLines(server);
+    expect(lines.some((l) => l.msg === 'worker died: restarting it' && l.worker === 1)).toBe(true);
+    await waitFor(
+      () => logLines(server).some((l) => l.msg === 'worker restarted and listening'),
+      60_000,
+    );
+  }, 240_000);
+
+  it('idempotency keys hold across workers and seqs stay contiguous under concurrent appends from every worker', async () => {
+    const backend = lmdbBackend();
+    cleanups.push(backend.cleanup);
+    const server = await startWorkers(backend);
+    const topic = 'idem.t';
+    const batches = Array.from({ length: 60 }, (_, b) =>
+      Array.from({ length: 10 }, (_, k) => b * 10 + k),
+    );
+    const first = new Map<number, { worker: number; seq: number }>();
+    const takenBy = new Set<number>();
+    let next = 0;
+    const publisher = async (): Promise<void> => {
+      for (;;) {
+        const items = batches[next++];
+        if (items === undefined) return;
+        const r = await publishFresh(server.url, topic, items);
+        takenBy.add(r.worker);
+        for (const e of r.events) {
+          expect(e.duplicate).toBe(false);
+          first.set(e.i, { worker: r.worker, seq: e.seq });
+        }
+      }
+    };
+    await Promise.all([publisher(), publisher(), publisher(), publisher()]);
+    expect(takenBy).toEqual(new Set([1, 2]));
+    expect([...first.values()].map((f) => f.seq).sort((a, b) => a - b)).toEqual(
+      Array.from({ length: 600 }, (_, j) => j + 1),
+    );
+
+    // Each batch again, through the worker that did not take it first: the same events.
+    for (const items of batches) {
+      const firstWorker = first.get(items[0]!)!.worker;
+      for (let attempt = 0; ; attempt++) {
+        if (attempt >= 20) throw new Error('20 publishes, all to the same worker');
+        const r = await publishFresh(server.url, topic, items);
+        expect(r.events.map((e) => [e.seq, e.duplicate])).toEqual(
+          items.map((i) => [first.get(i)!.seq, true]),
+        );
+        if (r.worker !== firstWorker) break;
+      }
+    }
+    const head = (await (await fetch(`${server.url}/v1/topics/${topic}`)).json()) as {
+      lastSeq: number;
+    };
+    expect(head.lastSeq).toBe(600);
+  }, 120_000);
+
+  it('a SIGKILLed supervisor takes its workers down; a new rill serve on the same directory resumes every subscriber from the store', async () => {
+    const backend = lmdbBackend();
+    cleanups.push(backend.cleanup);
+    const port = await freePort();
+    const server = await startWorkers(backend, port);
+    const topic = 'resume.t';
+    const { subs } = await subscribeOnEveryWorker(server, [topic], 6, new Set());
+    subscribers.push(...subs);
+    const expected = new Map([[topic, new Map<number, number>()]]);
+    const publishUpTo = async (to: number, from: number): Promise<void> => {
+      for (let i = from; i < to; i += 25) {
+        const r = await publishFresh(
+          server.url,
+          topic,
+          Array.from({ length: 25 }, (_, k) => i + k),
+        );
+        for (const e of r.events) expected.get(topic)!.set(e.seq, e.i);
+      }
+    };
+    await publishUpTo(200, 0);
+    await Promise.all(subs.map((s) => s.until(200)));
+
+    const pids = [...workerPids(server).values()];
+    server.proc.kill('SIGKILL');
+    await server.exited;
+    // The workers notice the supervisor is gone and exit.
+    await waitFor(() => pids.every((p) => !alive(p)), 60_000);
+
+    const again = await startWorkers(backend, port);
+    expect(again.url).toBe(server.url);
+    await publishUpTo(400, 200);
+    await Promise.all(subs.map((s) => s.until(400)));
+    expect(totalsOf(subs, 400, expected)).toEqual(CLEAN);
+    expect(subs.every((s) => s.reconnects > 0)).toBe(true);
+  }, 180_000);
+
+  it('SIGTERM drains every worker; the supervisor exits 0 once all stopped', async () => {
+    const backend = lmdbBackend();
+    cleanups.push(backend.cleanup);
+    const server = await startWorkers(backend);
+    const pids = [...workerPids(server).values()];
+    server.proc.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+    const lines = logLines(server);
+    for (const id of [1, 2]) {
+      expect(lines.some((l) => l.worker === id && l.msg === 'shutting down')).toBe(true);
+      expect(lines.some((l) => l.worker === id && l.msg === 'stopped')).toBe(true);
+    }
+    expect(lines.some((l) => l.role === 'supervisor' && l.msg === 'every worker stopped')).toBe(
+      true,
+    );
+    expect(pids.every((p) => !alive(p))).toBe(true);
+  }, 60_000);
+
+  it('workers that cannot start are not restarted: the supervisor exits with their code (2, configuration refused)', async () => {
+    const backend = lmdbBackend();
+    cleanups.push(backend.cleanup);
+    // Refused by each worker: a non-loopback address without authentication.
+    const err = await spawnServer([
+      '--host',
+      '0.0.0.0',
+      '--port',
+      '0',
+      '--workers',
+      '2',
+      ...backend.args,
+    ]).catch((e: unknown) => e);
+    expect(String(err)).toMatch(/server exited with 2 before listening/);
+    expect(String(err)).toMatch(/Refusing to listen on 0\.0\.0\.0 without authentication/);
+    expect(String(err)).toMatch(/worker failed to start/);
+  }, 60_000);
+});
