@@ -4,7 +4,15 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import { check, Subscriber, type Transport } from './cluster-harness.js';
-import { freePort, spawnServer, tempDir, waitFor, type ChildServer } from '@rill/testkit';
+import {
+  freePort,
+  openSse,
+  spawnServer,
+  tempDir,
+  waitFor,
+  type ChildServer,
+  type SseStream,
+} from '@rill/testkit';
 import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
 
 /**
@@ -394,6 +402,65 @@ describe('rill serve --workers 2 --engine lmdb: supervision and the shared store
       lastSeq: number;
     };
     expect(head.lastSeq).toBe(600);
+  }, 120_000);
+
+  it('ephemeral events and a topic deletion taken by one worker reach the subscribers of every worker', async () => {
+    const backend = lmdbBackend();
+    cleanups.push(backend.cleanup);
+    const server = await startWorkers(backend);
+    const topic = 'eph.t';
+    await publishFresh(server.url, topic, [0]);
+    // SSE streams opened one by one until both workers hold one (read from "stream opened").
+    const streams: SseStream[] = [];
+    const workers = new Set<number>();
+    while (workers.size < 2) {
+      if (streams.length >= 20) throw new Error('20 streams, all on one worker');
+      const s = await openSse(`${server.url}/v1/topics/${topic}/stream`);
+      streams.push(s);
+      cleanups.push(async () => void s.res.destroy());
+      let opened: Record<string, unknown>[] = [];
+      await waitFor(() => {
+        opened = logLines(server).filter((l) => l.msg === 'stream opened');
+        return opened.length >= streams.length;
+      }, 20_000);
+      workers.add(opened[streams.length - 1]!.worker as number);
+    }
+    // Ephemeral publishes on fresh connections until both workers took some.
+    const takenBy = new Set<number>();
+    let n = 0;
+    while (takenBy.size < 2) {
+      if (n >= 20) throw new Error('20 ephemeral publishes, all to one worker');
+      const body = JSON.stringify({ ephemeral: true, data: { n } });
+      const r = await fetch(`${server.url}/v1/topics/${topic}/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', connection: 'close' },
+        body,
+      });
+      expect(r.status).toBe(202);
+      takenBy.add(Number(r.headers.get('rill-worker')));
+      n++;
+    }
+    const ephemeralOf = (s: SseStream): unknown[] =>
+      s.frames
+        .filter((f) => f.data?.includes('"ephemeral":true'))
+        .map((f) => (JSON.parse(f.data!) as { data: { n: number } }).data.n);
+    await waitFor(() => streams.every((s) => ephemeralOf(s).length === n), 20_000);
+    for (const s of streams) {
+      expect(ephemeralOf(s)).toEqual(Array.from({ length: n }, (_, k) => k));
+    }
+    // A deletion through whichever worker: every stream hears of it.
+    const del = await fetch(`${server.url}/v1/topics/${topic}`, {
+      method: 'DELETE',
+      headers: { connection: 'close' },
+    });
+    expect(del.status).toBe(204);
+    await waitFor(
+      () =>
+        streams.every((s) =>
+          s.frames.some((f) => f.event === 'reset' && f.data?.includes('deleted')),
+        ),
+      20_000,
+    );
   }, 120_000);
 
   it('a SIGKILLed supervisor takes its workers down; a new rill serve on the same directory resumes every subscriber from the store', async () => {

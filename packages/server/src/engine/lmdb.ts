@@ -22,6 +22,7 @@ import {
   type StorageUsage,
   type TopicHead,
   type TopicRetentionInfo,
+  type TopicSignal,
   type WatchListener,
 } from './engine.js';
 import {
@@ -115,6 +116,11 @@ export interface AppendNotice {
   topic: string;
   lastSeq: number;
   created: boolean;
+  /**
+   * Not an append: ephemeral events or a deletion, which the other processes' watchers of the
+   * topic get as they are (nothing of them is in the map). Sent at once, not batched.
+   */
+  signal?: TopicSignal;
 }
 
 /** The link between the processes sharing one lmdb directory. */
@@ -473,6 +479,10 @@ export class LmdbEngine implements Engine {
     this.freshSnapshot();
     for (const n of notices) {
       if (typeof n?.topic !== 'string') continue;
+      if (n.signal !== undefined) {
+        this.feed.signal(n.topic, n.signal);
+        continue;
+      }
       if (n.created) this.feed.topicCreated(n.topic);
       if (this.delivered.has(n.topic)) this.pull(n.topic);
     }
@@ -491,7 +501,17 @@ export class LmdbEngine implements Engine {
   async broadcast(topic: string, events: readonly EphemeralEvent[]): Promise<void> {
     this.life.assertOpen();
     assertTopic(topic);
-    if (events.length > 0) this.feed.signal(topic, { kind: 'ephemeral', events });
+    if (events.length === 0) return;
+    const signal: TopicSignal = { kind: 'ephemeral', events };
+    this.feed.signal(topic, signal);
+    this.signalPeers(topic, signal);
+  }
+
+  /** With peers: the other processes' watchers get `signal` too. */
+  private signalPeers(topic: string, signal: TopicSignal): void {
+    if (this.peers !== undefined && !this.life.closed) {
+      this.peers.announce([{ topic, lastSeq: 0, created: false, signal }]);
+    }
   }
 
   async deleteTopic(topic: string): Promise<boolean> {
@@ -519,6 +539,7 @@ export class LmdbEngine implements Engine {
     if (epoch === undefined) return false;
     this.stored += change;
     this.feed.signal(topic, { kind: 'deleted', epoch });
+    this.signalPeers(topic, { kind: 'deleted', epoch });
     return true;
   }
 
