@@ -451,21 +451,33 @@ describe('flush pacing', () => {
     vi.useRealTimers();
   });
 
-  it('flushes everything marked in a tick together, and waits as long as the last flush took', () => {
+  /** Flushed names, and a subscription whose flush takes `ms` and writes `frames` frames. */
+  function setup(): {
+    scheduler: FlushScheduler;
+    flushed: string[];
+    item: (name: string, ms: number, frames: number) => Flushable;
+    clock: { now: number };
+  } {
     vi.useFakeTimers({ toFake: ['setTimeout', 'setImmediate'] });
-    let now = 1_000;
-    const scheduler = new FlushScheduler(10, () => now);
+    const clock = { now: 1_000 };
+    const scheduler = new FlushScheduler(10, () => clock.now);
     const flushed: string[] = [];
-    /** A subscription whose flush takes `ms`. */
-    const item = (name: string, ms: number): Flushable => ({
+    const item = (name: string, ms: number, frames: number): Flushable => ({
       flush: () => {
         flushed.push(name);
-        now += ms;
+        clock.now += ms;
+        return frames;
       },
     });
-    const a = item('a', 4);
-    const b = item('b', 0);
-    const slow = item('slow', 30);
+    return { scheduler, flushed, item, clock };
+  }
+
+  it('flushes everything marked in a tick together; after a heavy flush, waits as long as it took', () => {
+    const { scheduler, flushed, item, clock } = setup();
+    // Three frames per socket: events arrive faster than they are written (under load).
+    const a = item('a', 4, 3);
+    const b = item('b', 0, 3);
+    const slow = item('slow', 30, 3);
 
     scheduler.markDirty(a);
     scheduler.markDirty(b);
@@ -480,7 +492,7 @@ describe('flush pacing', () => {
     vi.advanceTimersByTime(1);
     expect(flushed).toEqual(['a', 'b', 'b']);
 
-    // A light flush adds no delay; a heavy one delays the next by at most 10 ms.
+    // A quick flush adds no delay; a long one delays the next by at most 10 ms.
     scheduler.markDirty(slow);
     vi.advanceTimersByTime(0);
     expect(flushed).toEqual(['a', 'b', 'b', 'slow']);
@@ -491,9 +503,42 @@ describe('flush pacing', () => {
     expect(flushed).toHaveLength(5);
 
     // Long after the last flush: at once (next tick).
-    now += 1_000;
+    clock.now += 1_000;
     scheduler.markDirty(a);
     vi.advanceTimersByTime(0);
     expect(flushed).toHaveLength(6);
+  });
+
+  it('does not delay the flush after a light one (about one frame per socket), however long it took', () => {
+    const { scheduler, flushed, item } = setup();
+    // 1,000 sockets with one event each on a slow machine: a 30 ms flush, nothing batched.
+    const light = item('light', 30, 1_000);
+    const fillers = Array.from({ length: 999 }, () => item('filler', 0, 0));
+    scheduler.markDirty(light);
+    for (const f of fillers) scheduler.markDirty(f);
+    vi.advanceTimersByTime(0);
+    expect(flushed).toHaveLength(1_000);
+
+    // The next event is written in the next tick, not up to 10 ms later.
+    const one = item('one', 30, 1);
+    scheduler.markDirty(one);
+    vi.advanceTimersByTime(0);
+    expect(flushed).toHaveLength(1_001);
+
+    // Load rises: a flush writes 2 frames per socket (events piled up while it was pending)...
+    const two = item('two', 5, 2);
+    scheduler.markDirty(two);
+    vi.advanceTimersByTime(0);
+    expect(flushed).toHaveLength(1_002);
+    // ...so the next one is paced (5 ms after it ended)...
+    scheduler.markDirty(one);
+    vi.advanceTimersByTime(4);
+    expect(flushed).toHaveLength(1_002);
+    vi.advanceTimersByTime(1);
+    expect(flushed).toHaveLength(1_003);
+    // ...and as soon as a flush is light again, the one after it is not.
+    scheduler.markDirty(one);
+    vi.advanceTimersByTime(0);
+    expect(flushed).toHaveLength(1_004);
   });
 });

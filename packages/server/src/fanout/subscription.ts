@@ -294,12 +294,14 @@ export class Subscription implements Flushable {
   /**
    * One write per tick with everything queued since the last. A sink that takes nothing more
    * (`write` returned false) stops the subscription here, in the same tick, so its positions — and
-   * so its cursor — cover exactly what the sink took; the owner ends it.
+   * so its cursor — cover exactly what the sink took; the owner ends it. Returns the frames
+   * written.
    */
-  flush(): void {
-    if (this.pending.length === 0 || this.closed) return;
-    const chunk = this.pending.length === 1 ? this.pending[0]! : this.pending.join('');
-    this.sentEvents += this.pending.length - this.pendingNotices;
+  flush(): number {
+    const frames = this.pending.length;
+    if (frames === 0 || this.closed) return 0;
+    const chunk = frames === 1 ? this.pending[0]! : this.pending.join('');
+    this.sentEvents += frames - this.pendingNotices;
     this.sentBytes += utf8Length(chunk);
     const meter = this.sink.meter;
     if (meter) {
@@ -313,6 +315,7 @@ export class Subscription implements Flushable {
     this.pendingEvents = 0;
     this.lastWrite = Date.now();
     if (this.sink.write(chunk) === false) this.detach();
+    return frames;
   }
 
   /** Sends the sink a heartbeat when nothing was written since `idleSince` (the hub's sweep). */
