@@ -82,7 +82,7 @@ describe('GET /v1/connections and DELETE /v1/connections/{id}', () => {
     expect(by('ndjson').patterns).toEqual(['prices.>']);
     expect(by('ndjson').topics).toBe(1);
     expect(by('ws').patterns).toEqual(['prices.eu', 'news.*']);
-    expect(by('ws').id).toMatch(/^ws-\d+$/);
+    expect(by('ws').id).toMatch(/^req-[0-9a-z]+$/);
     expect(by('poll').patterns).toEqual(['idle']);
     for (const c of page.connections) {
       expect(typeof c.id).toBe('string');

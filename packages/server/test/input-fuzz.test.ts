@@ -176,7 +176,7 @@ describe.each(['memory', 'lmdb'] as const)('odd input on the %s engine', (engine
     ]) {
       expect(urls).toContain(r);
     }
-    expect(paramsRead.get('/v1/topics')).toEqual(new Set(['limit', 'prefix', 'after']));
+    expect(paramsRead.get('/v1/topics')).toEqual(new Set(['limit', 'prefix', 'after', 'pattern']));
     for (const p of ['after', 'limit', 'wait']) {
       expect(paramsRead.get('/v1/topics/:topic/events')).toContain(p);
     }
