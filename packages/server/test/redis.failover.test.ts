@@ -121,9 +121,11 @@ describe('redis engine: failures', () => {
       '65536',
       '0',
       '1',
+      // One event: type, key, data, trace context.
       '',
       '',
       '3',
+      '',
     );
     await e.append(t, [{ data: '4' }, { data: '5' }]);
     await w.until((xs) => xs.some((x) => x.seq === 5));
