@@ -1,6 +1,6 @@
 /**
  * The server's layers, each importing only the layers before it (docs/architecture.md):
- * model → engine → fanout → wire → net → auth → api → server.ts / cli. `config.ts` sits beside
+ * model → engine → fanout → wire → net → auth → presence → api → server.ts / cli. `config.ts` sits beside
  * the engine contract: it reads the model's limits and the engine's defaults and everything above
  * reads it. No import cycles anywhere in the repository's packages.
  */
@@ -32,6 +32,7 @@ module.exports = {
     layer('wire', 'wire/', ['model/', 'fanout/', 'wire/']),
     layer('net', 'net/', ['model/', 'fanout/', 'wire/', 'net/']),
     layer('auth', 'auth/', ['model/', 'auth/']),
+    layer('presence', 'presence/', ['model/', 'presence/']),
     layer('api', 'api/', [
       'model/',
       'engine/engine\\.ts$',
@@ -39,6 +40,7 @@ module.exports = {
       'wire/',
       'net/',
       'auth/',
+      'presence/',
       'api/',
       'config\\.ts$',
     ]),

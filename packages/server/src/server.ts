@@ -29,6 +29,13 @@ import { OpenStreams } from './api/open-streams.js';
 import { ConnectionBudget } from './net/capacity.js';
 import { ConnectionRegistry } from './net/connection.js';
 import { Hub } from './fanout/hub.js';
+import {
+  LocalPresenceStore,
+  NatsPresenceStore,
+  PresenceService,
+  RedisPresenceStore,
+  type PresenceStore,
+} from './presence/index.js';
 import { probeNodeHttp } from './net/node-http-internals.js';
 import { probeWs } from './net/ws-internals.js';
 
@@ -129,6 +136,16 @@ export async function createServer(
     heartbeatMs: config.sse.heartbeat,
     log: logs.fanout,
   });
+  const presence = config.presence.enabled
+    ? new PresenceService(createPresenceStore(config, logs.engine), {
+        graceMs: config.presence.grace,
+        rereadMs:
+          config.engine === 'redis' || config.engine === 'nats'
+            ? Math.max(100, Math.floor(config.presence.ttl / 3))
+            : 0,
+        log: logs.fanout,
+      })
+    : null;
   const state = { closing: false };
   const budget = new ConnectionBudget(logs.http);
   const streams = new OpenStreams();
@@ -141,7 +158,17 @@ export async function createServer(
   // Checked already by resolveConfig; read once more for use (the files may have changed since).
   let tls: TlsPair | null = tlsPaths ? readTlsOrThrow(tlsPaths) : null;
   const app = buildApp(
-    { config, engine, hub, state, budget, auth, streams, logs: { http: logs.http, ws: logs.ws } },
+    {
+      config,
+      engine,
+      hub,
+      presence,
+      state,
+      budget,
+      auth,
+      streams,
+      logs: { http: logs.http, ws: logs.ws },
+    },
     logs.http,
     tls,
   );
@@ -219,6 +246,7 @@ export async function createServer(
           budget.close();
           auth.close();
           streams.close();
+          await presence?.close();
           await engine.close();
         }
       })();
@@ -318,6 +346,32 @@ function readTlsOrThrow(paths: { cert: string; key: string }): TlsPair {
 /** What the log says about a certificate in use. */
 function tlsFields(paths: { cert: string; key: string }, pair: TlsPair): Record<string, string> {
   return { cert: paths.cert, key: paths.key, fingerprint: pair.fingerprint, validTo: pair.validTo };
+}
+
+/**
+ * Where presence is kept: in Redis or NATS with those engines (every node sees every node's
+ * subscribers), else in this process.
+ */
+function createPresenceStore(config: RillConfig, log: EngineLog): PresenceStore {
+  const ttlMs = config.presence.ttl;
+  switch (config.engine) {
+    case 'redis':
+      return new RedisPresenceStore({
+        url: config.redis.url,
+        prefix: config.redis.prefix,
+        ttlMs,
+        log,
+      });
+    case 'nats':
+      return new NatsPresenceStore({
+        url: config.nats.url,
+        prefix: config.nats.prefix,
+        ttlMs,
+        log,
+      });
+    default:
+      return new LocalPresenceStore();
+  }
 }
 
 /** Builds the engine the configuration names. */

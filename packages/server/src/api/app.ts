@@ -16,6 +16,7 @@ import { queryError } from './params.js';
 import { nextRequestId } from './request-id.js';
 import { pollRoutes } from './poll.js';
 import { publishRoutes } from './publish.js';
+import { presenceRoutes } from './presence.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
 import { wsRoutes } from './ws-upgrade.js';
@@ -302,6 +303,7 @@ export function buildApp(
 
   publishRoutes(app, ctx);
   topicRoutes(app, ctx);
+  presenceRoutes(app, ctx);
   streamRoutes(app, ctx);
   wsRoutes(app, ctx, hosts);
   pollRoutes(app, ctx);

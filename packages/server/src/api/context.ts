@@ -4,6 +4,7 @@ import type { RillConfig } from '../config.js';
 import type { Engine } from '../engine/engine.js';
 import type { Hub } from '../fanout/hub.js';
 import type { ConnectionBudget } from '../net/capacity.js';
+import type { PresenceService } from '../presence/index.js';
 import type { OpenStreams } from './open-streams.js';
 
 /**
@@ -14,6 +15,8 @@ export interface AppContext {
   config: RillConfig;
   engine: Engine;
   hub: Hub;
+  /** Who is subscribed to which topic; null when `presence.enabled` is false. */
+  presence: PresenceService | null;
   /** Set once shutdown begins: new streams are refused, readiness fails. */
   state: { closing: boolean };
   /** Refuses new streams once connections near the open-files limit. */

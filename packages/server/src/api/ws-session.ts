@@ -11,16 +11,20 @@ import type { StartSpec, Subscription } from '../fanout/subscription.js';
 import type {
   RequestId,
   WsAuth,
+  WsPresence,
   WsPublish,
   WsSubscribe,
   WsUnsubscribe,
 } from '../wire/ws-request.js';
 import { parseWsRequest } from '../wire/ws-request.js';
 import { WsSink, WsWriter } from '../net/ws-sink.js';
+import { wsPresenceFrame } from '../wire/presence.js';
 import { wsErrorFrame } from '../wire/ws.js';
+import type { Identity } from '../auth/index.js';
 import { checkSubscribe, forbidden } from './authn.js';
 import type { AppContext } from './context.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
+import { enterPresence, presenceCount, presencePage } from './presence.js';
 import { logStreamEnd, logStreamOpen } from './stream-log.js';
 import { endSpan, startPublishSpan, tracedAppend } from './tracing.js';
 import { WsCredentials, type SessionStart } from './ws-auth.js';
@@ -42,6 +46,8 @@ interface SubEntry {
   sub: Subscription | null;
   /** An `unsubscribe` that arrived while the subscription was being set up. */
   cancelId?: RequestId;
+  /** Ends its presence (its own on each topic, and the joins and leaves it hears). */
+  leavePresence?: () => void;
 }
 
 /** Bits of why reading from the socket is paused. */
@@ -153,6 +159,7 @@ export class WsSession {
     this.queue = null;
     for (const entry of this.subs.values()) {
       entry.sink.detach();
+      entry.leavePresence?.();
       if (entry.sub) {
         this.ctx.hub.unsubscribe(entry.sub);
         this.count(entry.sub);
@@ -278,6 +285,9 @@ export class WsSession {
         case 'ping':
           this.send(`{"op":"pong","id":${JSON.stringify(req.id)}}`);
           break;
+        case 'presence':
+          this.presence(req);
+          break;
       }
     } catch (err) {
       this.sendError(this.toError(err), { id: req.id });
@@ -352,8 +362,9 @@ export class WsSession {
    * Checks what depends on this connection (errors answer the request), then sets up in the
    * background. The request itself was checked by {@link parseWsRequest}.
    */
-  private subscribe({ id, patterns, start, cursor }: WsSubscribe): void {
-    checkSubscribe(this.credentials.require(), patterns);
+  private subscribe({ id, patterns, start, cursor, presence }: WsSubscribe): void {
+    const identity = this.credentials.require();
+    checkSubscribe(identity, patterns);
     const max = this.ctx.config.ws.maxSubscriptions;
     if (this.subs.size >= max) {
       throw new RillError('too_many_subscriptions', `At most ${max} subscriptions per connection`, {
@@ -365,6 +376,7 @@ export class WsSession {
     const subId = `s${this.nextSub++}`;
     const entry: SubEntry = {
       sink: new WsSink(this.writer, subId, (sink) => {
+        entry.leavePresence?.();
         if (this.subs.get(subId)?.sink === sink) this.subs.delete(subId);
         if (entry.sub) this.count(entry.sub);
       }),
@@ -374,9 +386,10 @@ export class WsSession {
     this.subs.set(subId, entry);
     this.noteTopics(patterns);
     this.begin();
-    this.setUp(id, subId, entry, patterns, start, cursor)
+    this.setUp(id, subId, entry, patterns, start, cursor, presence, identity)
       .catch((err: unknown) => {
         entry.sink.detach();
+        entry.leavePresence?.();
         if (entry.sub) this.ctx.hub.unsubscribe(entry.sub);
         if (this.subs.get(subId) === entry) this.subs.delete(subId);
         const e =
@@ -399,6 +412,8 @@ export class WsSession {
     patterns: string[],
     start: StartSpec,
     cursor: Cursor | undefined,
+    presence: boolean,
+    identity: Identity,
   ): Promise<void> {
     const { hub, engine } = this.ctx;
     const t0 = Date.now();
@@ -465,7 +480,31 @@ export class WsSession {
       }),
     );
     entry.sink.open();
+    entry.leavePresence = enterPresence(
+      this.ctx,
+      identity,
+      patterns,
+      presence ? (n) => sub.notify(wsPresenceFrame(subId, n)) : null,
+    );
     if (entry.cancelId !== undefined) this.drop(entry.cancelId, subId, entry);
+  }
+
+  // ---- presence ----
+
+  /** Answers a presence query with a page of members, or with the numbers only. */
+  private presence({ id, topic, after, limit, count }: WsPresence): void {
+    const identity = this.credentials.require();
+    const answer = count
+      ? presenceCount(this.ctx, identity, topic)
+      : presencePage(this.ctx, identity, topic, { after, limit });
+    answer.then(
+      (body) => {
+        if (!this.closed) this.send(JSON.stringify({ op: 'presence', id, ...body }));
+      },
+      (err: unknown) => {
+        if (!this.closed) this.sendError(this.toError(err), { id });
+      },
+    );
   }
 
   // ---- unsubscribe ----
@@ -485,6 +524,7 @@ export class WsSession {
 
   private drop(id: RequestId, subId: string, entry: SubEntry): void {
     entry.sink.detach();
+    entry.leavePresence?.();
     if (entry.sub) {
       this.ctx.hub.unsubscribe(entry.sub);
       this.count(entry.sub);
