@@ -80,7 +80,7 @@ export async function startExamples(o = {}) {
         .setSubject(name)
         .setIssuedAt()
         .setExpirationTime('1h')
-        .sign(new TextEncoder().encode(secret));
+        .sign(Buffer.from(secret));
       return reply.type('text/plain; charset=utf-8').send(token);
     });
   }
