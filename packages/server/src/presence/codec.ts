@@ -25,3 +25,23 @@ export function decodeEntry(text: string): StoredEntry | null {
     return null;
   }
 }
+
+/** Longest wait for each step of closing a shared store. */
+export const CLOSE_WAIT_MS = 500;
+
+/** Waits for `p` at most `ms`; its failure is ignored. */
+export function within(p: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    p.then(
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+    );
+  });
+}

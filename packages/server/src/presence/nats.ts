@@ -3,7 +3,7 @@ import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import type { NodeEntry, PresenceStore, StoredEntry } from './store.js';
-import { decodeEntry, encodeEntry, type StoreLog } from './codec.js';
+import { CLOSE_WAIT_MS, decodeEntry, encodeEntry, within, type StoreLog } from './codec.js';
 
 export interface NatsPresenceOptions {
   /** Comma-separated servers, as `nats.url`. */
@@ -49,17 +49,7 @@ export class NatsPresenceStore implements PresenceStore {
   }
 
   private async start(): Promise<{ nc: NatsConnection; members: KV; nodes: KV }> {
-    const nc = await connect({
-      servers: this.options.url.split(','),
-      name: `rill-presence-${this.node}`,
-      waitOnFirstConnect: true,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-    });
-    if (this.closed) {
-      await nc.close();
-      throw new Error('closed');
-    }
+    const nc = await this.connectFirst();
     const js = jetstream(nc);
     const kvm = new Kvm(js);
     const members = await kvm.create(`${this.options.prefix}_presence`, { history: 1 });
@@ -91,6 +81,28 @@ export class NatsPresenceStore implements PresenceStore {
     this.heartbeat.unref();
     await this.beat(s);
     return s;
+  }
+
+  /**
+   * The first connection, tried again until it succeeds or the store closes (then it throws);
+   * once connected, the client reconnects by itself.
+   */
+  private async connectFirst(): Promise<NatsConnection> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.closed) throw new Error('presence store closed');
+      try {
+        const nc = await connect({
+          servers: this.options.url.split(','),
+          name: `rill-presence-${this.node}`,
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 250,
+        });
+        if (!this.closed) return nc;
+        await nc.close();
+      } catch {
+        await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** attempt, 2_000)).unref());
+      }
+    }
   }
 
   /** Refreshes this node's liveness; writes its entries again when the entry had expired. */
@@ -174,11 +186,8 @@ export class NatsPresenceStore implements PresenceStore {
     } catch {
       return;
     }
-    try {
-      await s.nodes.purge(this.node);
-    } catch {
-      // Expires by itself.
-    }
-    await s.nc.close().catch(() => undefined);
+    // Bounded: with NATS away the entries expire by themselves, and a shutdown must not wait.
+    await within(s.nodes.purge(this.node), CLOSE_WAIT_MS);
+    await within(s.nc.close(), CLOSE_WAIT_MS);
   }
 }

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { NodeEntry, PresenceStore, StoredEntry } from './store.js';
-import { decodeEntry, encodeEntry, type StoreLog } from './codec.js';
+import { CLOSE_WAIT_MS, decodeEntry, encodeEntry, within, type StoreLog } from './codec.js';
 
 export interface RedisPresenceOptions {
   url: string;
@@ -154,11 +154,8 @@ export class RedisPresenceStore implements PresenceStore {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.heartbeat);
-    try {
-      await this.cmd.del(this.aliveKey);
-    } catch {
-      // Expires by itself.
-    }
+    // Bounded: with Redis away the key expires by itself, and a shutdown must not wait.
+    await within(this.cmd.del(this.aliveKey), CLOSE_WAIT_MS);
     this.sub.disconnect();
     this.cmd.disconnect();
   }

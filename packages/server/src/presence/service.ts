@@ -1,4 +1,5 @@
 import { RillError } from '../model/errors.js';
+import { within } from './codec.js';
 import type { NodeEntry, PresenceStore, StoredEntry } from './store.js';
 
 /** Largest `info` presence carries, as JSON bytes: a bigger one is left out of presence. */
@@ -308,8 +309,11 @@ export class PresenceService {
     }
   }
 
-  /** Stops the timers and removes this node's entries from the store. */
-  async close(): Promise<void> {
+  /**
+   * Stops the timers and removes this node's entries from the store, waiting at most `waitMs` for
+   * the store (with the broker away the entries expire by themselves: a shutdown must not hang).
+   */
+  async close(waitMs = 1_000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     if (this.reread) clearInterval(this.reread);
@@ -321,7 +325,7 @@ export class PresenceService {
       writes.push(this.store.write(e.topic, e.sub, null).catch(() => undefined));
     }
     this.local.clear();
-    await Promise.all(writes);
+    await within(Promise.all(writes), waitMs);
     await this.store.close();
   }
 }
