@@ -59,11 +59,18 @@ function notices(s: SseStream): string[] {
     .map((f) => `${f.event}:${(JSON.parse(f.data!) as { sub: string }).sub}`);
 }
 
-async function members(url: string, topic: string, token: string): Promise<string[]> {
+async function page(
+  url: string,
+  topic: string,
+  token: string,
+): Promise<{ sub: string; connections: number }[]> {
   const res = await fetch(`${url}/v1/topics/${topic}/presence`, { headers: bearer(token) });
   expect(res.status).toBe(200);
-  const body = (await res.json()) as { members: { sub: string }[] };
-  return body.members.map((m) => m.sub);
+  return ((await res.json()) as { members: { sub: string; connections: number }[] }).members;
+}
+
+async function members(url: string, topic: string, token: string): Promise<string[]> {
+  return (await page(url, topic, token)).map((m) => m.sub);
 }
 
 for (const backend of [redisBackend(), natsBackend()])
@@ -99,11 +106,20 @@ for (const backend of [redisBackend(), natsBackend()])
       expect(await members(a.url, 'room', watcherToken)).toEqual(['alice', 'watcher']);
       expect(await members(b.url, 'room', watcherToken)).toEqual(['alice', 'watcher']);
 
-      // Alice moves from B to A within the grace period; carol, on B, leaves just after she
-      // left B. Carol's leave comes a grace period later: by then alice's would have come too.
+      // Alice moves from B to A within the grace period: B saw her stream close (she is listed
+      // with no connection, in her grace period) before she opens one on A. Carol, on B, leaves
+      // just after she left B: carol's leave comes a grace period later, by when alice's would
+      // have come too.
       const carol = await open(b.url, 'carol');
       await watcher.until((f) => notices({ frames: f } as SseStream).includes('join:carol'));
       alice.close();
+      await waitFor(
+        async () =>
+          (await page(a.url, 'room', watcherToken)).find((m) => m.sub === 'alice')?.connections ===
+          0,
+        GRACE_MS * 5,
+        20,
+      );
       await open(a.url, 'alice');
       carol.close();
       await watcher.until(
