@@ -432,7 +432,8 @@ export const ConfigSchema = z
         grace: duration.default(5_000),
         /**
          * Redis and nats engines: each node refreshes its liveness every third of this; the
-         * members of a node that stopped (killed, cut off) are gone from every answer within it.
+         * members of a node that stopped (killed, cut off) are gone from every answer within it and a
+         * third of it more.
          */
         ttl: duration.pipe(z.number().int().min(1_000)).default(15_000),
       })

@@ -10,7 +10,7 @@ import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis'
 /**
  * Presence across two `rill serve` nodes sharing Redis or NATS: a member on one node is listed and
  * announced on the other, a move between nodes within the grace period is no leave, and the
- * members of a node SIGKILLed expire within `presence.ttl` (plus one re-read for the notice).
+ * members of a node SIGKILLed expire within `presence.ttl` plus one re-read (a third of it).
  */
 
 const TTL_MS = 3_000;
@@ -126,7 +126,7 @@ for (const backend of [redisBackend(), natsBackend()])
         (f) => notices({ frames: f } as SseStream).includes('leave:carol'),
         TTL_MS * 5,
       );
-      expect(notices(watcher)).toEqual(['join:alice', 'join:carol', 'leave:carol']);
+      expect(notices(watcher)).toEqual(['join:watcher', 'join:alice', 'join:carol', 'leave:carol']);
       expect(await members(a.url, 'room', watcherToken)).toEqual(['alice', 'watcher']);
 
       // Bob on B; B is SIGKILLed: bob expires from A's answers within the ttl, and A announces it.
@@ -147,9 +147,9 @@ for (const backend of [redisBackend(), natsBackend()])
         TTL_MS * 5,
       );
       const announcedAfter = Date.now() - killedAt;
-      // Not before the ttl could have run out (the heartbeat is every third of it), and within
-      // it plus the time to notice (a re-read every third of it, polling slack).
-      expect(expiredAfter).toBeLessThanOrEqual(TTL_MS + 1_500);
+      // Within the ttl plus the time to notice (a re-read every third of it), with slack for a
+      // busy machine.
+      expect(expiredAfter).toBeLessThanOrEqual(TTL_MS + TTL_MS / 3 + 1_500);
       expect(announcedAfter).toBeLessThanOrEqual(TTL_MS + TTL_MS / 3 + 1_500);
       expect(await members(a.url, 'room', watcherToken)).toEqual(['alice', 'watcher']);
       console.log(

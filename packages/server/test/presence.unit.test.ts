@@ -103,6 +103,15 @@ describe('presence on one process', () => {
     await p.close();
   });
 
+  it('announces a join that comes while the first read of the topic is in flight', async () => {
+    vi.useFakeTimers();
+    const { p, changes } = service();
+    p.enter('room', 'alice');
+    await settle();
+    expect(changes.map((c) => `${c.kind}:${c.sub}`)).toEqual(['join:alice']);
+    await p.close();
+  });
+
   it('a reconnect within the grace period is neither a leave nor a join', async () => {
     vi.useFakeTimers();
     const { p, changes } = service();

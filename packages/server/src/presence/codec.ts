@@ -1,4 +1,4 @@
-import type { StoredEntry } from './store.js';
+import type { RemoteChange, StoredEntry } from './store.js';
 
 export interface StoreLog {
   warn(obj: object, msg: string): void;
@@ -44,4 +44,33 @@ export function within(p: Promise<unknown>, ms: number): Promise<void> {
       },
     );
   });
+}
+
+/** A change as the nodes announce it: `{"n":node,"t":topic,"s":sub,"e":entry JSON or null}`. */
+export function encodeChange(
+  node: string,
+  topic: string,
+  sub?: string,
+  e?: StoredEntry | null,
+): string {
+  return JSON.stringify(
+    sub === undefined
+      ? { n: node, t: topic }
+      : { n: node, t: topic, s: sub, e: e ? encodeEntry(e) : null },
+  );
+}
+
+/** An announced change, or null when the message is not one. */
+export function decodeChange(text: string): RemoteChange | null {
+  try {
+    const m = JSON.parse(text) as { n?: unknown; t?: unknown; s?: unknown; e?: unknown };
+    if (typeof m.n !== 'string' || typeof m.t !== 'string') return null;
+    if (m.s === undefined) return { node: m.n, topic: m.t };
+    if (typeof m.s !== 'string') return null;
+    if (m.e === null) return { node: m.n, topic: m.t, sub: m.s, entry: null };
+    const entry = typeof m.e === 'string' ? decodeEntry(m.e) : null;
+    return entry ? { node: m.n, topic: m.t, sub: m.s, entry } : null;
+  } catch {
+    return null;
+  }
 }

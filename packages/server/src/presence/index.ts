@@ -6,6 +6,7 @@ export {
   LocalPresenceStore,
   type NodeEntry,
   type PresenceStore,
+  type RemoteChange,
   type StoredEntry,
 } from './store.js';
 export { NatsPresenceStore, type NatsPresenceOptions } from './nats.js';

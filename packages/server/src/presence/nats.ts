@@ -2,8 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
-import type { NodeEntry, PresenceStore, StoredEntry } from './store.js';
-import { CLOSE_WAIT_MS, decodeEntry, encodeEntry, within, type StoreLog } from './codec.js';
+import type { NodeEntry, PresenceStore, RemoteChange, StoredEntry } from './store.js';
+import {
+  CLOSE_WAIT_MS,
+  decodeChange,
+  decodeEntry,
+  encodeChange,
+  encodeEntry,
+  within,
+  type StoreLog,
+} from './codec.js';
 
 export interface NatsPresenceOptions {
   /** Comma-separated servers, as `nats.url`. */
@@ -29,15 +37,15 @@ function untoken(t: string): string {
  * - `<prefix>_presence_nodes`: key `<node>`, in a bucket whose entries live `ttlMs`, put again
  *   every third of it; readers ignore (and purge) the entries of nodes not in it, so a node that
  *   died has its members gone within `ttlMs`;
- * - subject `<prefix>.presence.changes`: `{node, topic}` after every write, so the other nodes read
- *   the topic again.
+ * - subject `<prefix>.presence.changes`: every write with its entry, which keeps the other nodes'
+ *   views current (a lost message is repaired by their periodic reads).
  * A node whose liveness entry had expired writes its entries again.
  */
 export class NatsPresenceStore implements PresenceStore {
   readonly node = randomBytes(8).toString('hex');
   private readonly ready: Promise<{ nc: NatsConnection; members: KV; nodes: KV }>;
   private readonly subject: string;
-  private readonly listeners: ((topic: string) => void)[] = [];
+  private readonly listeners: ((change: RemoteChange) => void)[] = [];
   private readonly mine = new Map<string, Map<string, StoredEntry>>();
   private heartbeat: NodeJS.Timeout | undefined;
   private closed = false;
@@ -67,13 +75,9 @@ export class NatsPresenceStore implements PresenceStore {
     }
     nc.subscribe(this.subject, {
       callback: (_err, msg) => {
-        try {
-          const m = msg.json<{ node?: unknown; topic?: unknown }>();
-          if (m.node === this.node || typeof m.topic !== 'string') return;
-          for (const l of this.listeners) l(m.topic);
-        } catch {
-          // Not ours.
-        }
+        const c = decodeChange(msg.string());
+        if (!c || c.node === this.node) return;
+        for (const l of this.listeners) l(c);
       },
     });
     const s = { nc, members, nodes };
@@ -114,7 +118,7 @@ export class NatsPresenceStore implements PresenceStore {
       if ((was === null || was.operation !== 'PUT') && this.mine.size > 0) {
         for (const [topic, subs] of this.mine) {
           for (const [sub, e] of subs) await s.members.put(this.key(topic, sub), encodeEntry(e));
-          s.nc.publish(this.subject, JSON.stringify({ node: this.node, topic }));
+          s.nc.publish(this.subject, encodeChange(this.node, topic));
         }
       }
     } catch (err) {
@@ -138,7 +142,7 @@ export class NatsPresenceStore implements PresenceStore {
     const s = await this.ready;
     if (entry) await s.members.put(this.key(topic, sub), encodeEntry(entry));
     else await s.members.purge(this.key(topic, sub));
-    s.nc.publish(this.subject, JSON.stringify({ node: this.node, topic }));
+    s.nc.publish(this.subject, encodeChange(this.node, topic, sub, entry));
   }
 
   async read(topic: string): Promise<NodeEntry[]> {
@@ -169,7 +173,7 @@ export class NatsPresenceStore implements PresenceStore {
     return out;
   }
 
-  onRemoteChange(listener: (topic: string) => void): void {
+  onRemoteChange(listener: (change: RemoteChange) => void): void {
     this.listeners.push(listener);
   }
 

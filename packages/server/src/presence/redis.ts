@@ -1,7 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import type { NodeEntry, PresenceStore, StoredEntry } from './store.js';
-import { CLOSE_WAIT_MS, decodeEntry, encodeEntry, within, type StoreLog } from './codec.js';
+import type { NodeEntry, PresenceStore, RemoteChange, StoredEntry } from './store.js';
+import {
+  CLOSE_WAIT_MS,
+  decodeChange,
+  decodeEntry,
+  encodeChange,
+  encodeEntry,
+  within,
+  type StoreLog,
+} from './codec.js';
 
 export interface RedisPresenceOptions {
   url: string;
@@ -17,8 +25,8 @@ export interface RedisPresenceOptions {
  * - `<prefix>:presence:alive:<node>`: set with a TTL of `ttlMs`, refreshed every third of it;
  *   readers ignore (and delete) the fields of nodes whose key expired, so a node that died has its
  *   members gone within `ttlMs`;
- * - channel `<prefix>:presence:changes`: `{node, topic}` after every write, so the other nodes read
- *   the topic again.
+ * - channel `<prefix>:presence:changes`: every write with its entry, which keeps the other nodes'
+ *   views current (a lost message is repaired by their periodic reads).
  * A node whose liveness key had expired (Redis restarted or flushed, a long outage) writes its
  * entries again.
  */
@@ -29,7 +37,7 @@ export class RedisPresenceStore implements PresenceStore {
   private readonly prefix: string;
   private readonly channel: string;
   private readonly aliveKey: string;
-  private readonly listeners: ((topic: string) => void)[] = [];
+  private readonly listeners: ((change: RemoteChange) => void)[] = [];
   /** What this node wrote, to write again after the store lost it. */
   private readonly mine = new Map<string, Map<string, StoredEntry>>();
   private readonly heartbeat: NodeJS.Timeout;
@@ -64,13 +72,9 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   private message(text: string): void {
-    try {
-      const m = JSON.parse(text) as { node?: unknown; topic?: unknown };
-      if (m.node === this.node || typeof m.topic !== 'string') return;
-      for (const l of this.listeners) l(m.topic);
-    } catch {
-      // Not ours.
-    }
+    const c = decodeChange(text);
+    if (!c || c.node === this.node) return;
+    for (const l of this.listeners) l(c);
   }
 
   /** Refreshes this node's liveness; writes its entries again when the key had expired. */
@@ -87,7 +91,7 @@ export class RedisPresenceStore implements PresenceStore {
         }
         await multi.exec();
         for (const topic of this.mine.keys()) {
-          await this.cmd.publish(this.channel, JSON.stringify({ node: this.node, topic }));
+          await this.cmd.publish(this.channel, encodeChange(this.node, topic));
         }
       }
     } catch (err) {
@@ -109,7 +113,7 @@ export class RedisPresenceStore implements PresenceStore {
       if (subs?.size === 0) this.mine.delete(topic);
       multi.hdel(key, field);
     }
-    multi.publish(this.channel, JSON.stringify({ node: this.node, topic }));
+    multi.publish(this.channel, encodeChange(this.node, topic, sub, entry));
     await multi.exec();
   }
 
@@ -146,7 +150,7 @@ export class RedisPresenceStore implements PresenceStore {
     return out;
   }
 
-  onRemoteChange(listener: (topic: string) => void): void {
+  onRemoteChange(listener: (change: RemoteChange) => void): void {
     this.listeners.push(listener);
   }
 

@@ -69,17 +69,31 @@ interface LocalEntry extends StoredEntry {
   removed: boolean;
 }
 
-interface TopicWatch {
+interface TopicView {
   listeners: Set<PresenceListener>;
-  /** The members (and their info) last seen; null until the first read. */
-  view: Map<string, Record<string, unknown> | undefined> | null;
+  /** Every node's entries by sub; null until the first read. */
+  bySub: Map<string, Map<string, StoredEntry>> | null;
+  /** Settles with the first read. */
+  loaded: Promise<void>;
+  /** Changes seen while a read is in flight, applied again on top of its answer. */
+  pending: { node: string; sub: string; entry: StoredEntry | null }[] | null;
   reading: boolean;
   again: boolean;
   scheduled?: NodeJS.Timeout;
+  /**
+   * The members' subs in order (anonymous '' left out), kept sorted as members come and go, so a
+   * page is a binary search and a slice however many members there are.
+   */
+  subs: string[];
+  /** Kept without listeners until then (a topic being queried). */
+  leaseUntil: number;
 }
 
-/** Delay before reading a topic again after another node said it changed (coalesces bursts). */
+/** Delay before reading a topic again after another node asked for it (coalesces bursts). */
 const REMOTE_COALESCE_MS = 50;
+
+/** How long a queried topic's view is kept (and kept current) after its last query. */
+const QUERY_LEASE_MS = 30_000;
 
 /**
  * Who is subscribed to which topic: this node's connections (entries kept in a
@@ -90,24 +104,37 @@ const REMOTE_COALESCE_MS = 50;
  * its entry stays (with 0 connections) for the grace period, and is removed only if no connection
  * came back by then. Leaves are therefore announced from the stored state, never timed by the
  * listeners: a subscriber that moved to another node within the grace period never disappears.
+ *
+ * A topic that is listened to or queried has a view: every node's entries, read once, then kept
+ * current by the changes the nodes announce (each carries the entry), and read again every
+ * `rereadMs` (a node that died announces nothing: its entries drop out of the read). A query is
+ * answered from the view, so a topic of 10,000 members costs a read per `rereadMs`, not per query.
  */
 export class PresenceService {
   private readonly local = new Map<string, LocalEntry>();
-  private readonly watches = new Map<string, TopicWatch>();
-  private readonly reread: NodeJS.Timeout | undefined;
+  /** The same entries by topic. */
+  private readonly localByTopic = new Map<string, Set<LocalEntry>>();
+  private readonly views = new Map<string, TopicView>();
+  private readonly sweep: NodeJS.Timeout;
   private closed = false;
 
   constructor(
     readonly store: PresenceStore,
     private readonly options: PresenceOptions,
   ) {
-    store.onRemoteChange((topic) => this.scheduleRead(topic, REMOTE_COALESCE_MS));
-    if (options.rereadMs > 0) {
-      this.reread = setInterval(() => {
-        for (const topic of this.watches.keys()) this.read(topic);
-      }, options.rereadMs);
-      this.reread.unref();
-    }
+    store.onRemoteChange((c) => {
+      if (c.sub === undefined) this.scheduleRead(c.topic, REMOTE_COALESCE_MS);
+      else this.apply(c.topic, c.node, c.sub, c.entry ?? null);
+    });
+    const every = options.rereadMs > 0 ? options.rereadMs : QUERY_LEASE_MS;
+    this.sweep = setInterval(() => {
+      const now = Date.now();
+      for (const [topic, v] of this.views) {
+        if (v.listeners.size === 0 && v.leaseUntil < now) this.drop(topic, v);
+        else if (options.rereadMs > 0) this.read(topic);
+      }
+    }, every);
+    this.sweep.unref();
   }
 
   /**
@@ -130,6 +157,9 @@ export class PresenceService {
           removed: false,
         };
         this.local.set(id, e);
+        let set = this.localByTopic.get(topic);
+        if (!set) this.localByTopic.set(topic, (set = new Set()));
+        set.add(e);
       } else {
         e.removed = false;
         e.since = Date.now();
@@ -179,9 +209,9 @@ export class PresenceService {
     }
     e.writing = true;
     e.dirty = false;
-    const state: StoredEntry | null = e.removed
-      ? null
-      : { conns: e.conns, since: e.since, ...(e.info ? { info: e.info } : {}) };
+    const state = e.removed ? null : stored(e);
+    // This node's own change: its views know it now, whatever the store answers.
+    this.apply(e.topic, this.store.node, e.sub, state);
     this.store.write(e.topic, e.sub, state).then(
       () => this.saved(id, e),
       (err: unknown) => {
@@ -196,42 +226,45 @@ export class PresenceService {
     // Removed entries stay in `local` until their removal is written: one coming back meanwhile
     // is the same entry again, so its writes stay in order.
     if (e.dirty) this.save(id, e);
-    else if (e.removed && this.local.get(id) === e) this.local.delete(id);
-    if (this.watches.has(e.topic)) this.read(e.topic);
+    else if (e.removed && this.local.get(id) === e) {
+      this.local.delete(id);
+      const set = this.localByTopic.get(e.topic);
+      set?.delete(e);
+      if (set?.size === 0) this.localByTopic.delete(e.topic);
+    }
   }
 
   /** A page of `topic`'s members in `sub` order, those after `after`. */
   async page(topic: string, opts: { after?: string; limit: number }): Promise<PresencePage> {
-    const { members, anonymous } = merge(await this.readStore(topic));
-    let start = 0;
-    if (opts.after !== undefined) {
-      const after = opts.after;
-      start = members.findIndex((m) => m.sub > after);
-      if (start === -1) start = members.length;
-    }
-    const page = members.slice(start, start + opts.limit);
-    const more = start + opts.limit < members.length;
+    const v = await this.loadedView(topic);
+    const subs = v.subs;
+    const start = opts.after === undefined ? 0 : firstAfter(subs, opts.after);
+    const page = subs.slice(start, start + opts.limit);
+    const more = start + opts.limit < subs.length;
     return {
       topic,
-      members: page,
-      count: members.length,
-      anonymous,
-      next: more && page.length > 0 ? page[page.length - 1]!.sub : null,
+      members: page.map((sub) => memberOf(sub, v.bySub!.get(sub)!)),
+      count: subs.length,
+      anonymous: anonymousOf(v),
+      next: more && page.length > 0 ? page[page.length - 1]! : null,
     };
   }
 
   async count(topic: string): Promise<PresenceCount> {
-    const { members, anonymous } = merge(await this.readStore(topic));
-    return { topic, count: members.length, anonymous };
+    const v = await this.loadedView(topic);
+    return { topic, count: v.subs.length, anonymous: anonymousOf(v) };
   }
 
-  private async readStore(topic: string): Promise<NodeEntry[]> {
+  private async loadedView(topic: string): Promise<TopicView> {
+    const v = this.view(topic);
+    v.leaseUntil = Math.max(v.leaseUntil, Date.now() + QUERY_LEASE_MS);
     try {
-      return await this.store.read(topic);
+      await v.loaded;
     } catch (err) {
       if (err instanceof RillError) throw err;
       throw new RillError('engine_unavailable', 'Presence is unavailable', { cause: err });
     }
+    return v;
   }
 
   /**
@@ -239,95 +272,244 @@ export class PresenceService {
    * are not announced: ask {@link page}). Returns the function that stops it.
    */
   watch(topic: string, listener: PresenceListener): () => void {
-    let w = this.watches.get(topic);
-    if (!w) {
-      w = { listeners: new Set(), view: null, reading: false, again: false };
-      this.watches.set(topic, w);
-      this.read(topic);
-    }
-    w.listeners.add(listener);
-    const watch = w;
+    const v = this.view(topic);
+    v.listeners.add(listener);
     return () => {
-      watch.listeners.delete(listener);
-      if (watch.listeners.size === 0 && this.watches.get(topic) === watch) {
-        if (watch.scheduled) clearTimeout(watch.scheduled);
-        this.watches.delete(topic);
-      }
+      v.listeners.delete(listener);
+      if (v.listeners.size === 0) v.leaseUntil = Math.max(v.leaseUntil, Date.now());
     };
   }
 
-  private scheduleRead(topic: string, delayMs: number): void {
-    const w = this.watches.get(topic);
-    if (!w || w.scheduled) return;
-    w.scheduled = setTimeout(() => {
-      w.scheduled = undefined;
-      this.read(topic);
-    }, delayMs);
-    w.scheduled.unref();
+  /** The topic's view, made (and its first read started) when there is none. */
+  private view(topic: string): TopicView {
+    let v = this.views.get(topic);
+    if (v) return v;
+    let settle!: (err?: unknown) => void;
+    const loaded = new Promise<void>((resolve, reject) => {
+      settle = (err) => (err === undefined ? resolve() : reject(err as Error));
+    });
+    loaded.catch(() => undefined);
+    v = {
+      listeners: new Set(),
+      bySub: null,
+      loaded,
+      pending: null,
+      reading: false,
+      again: false,
+      subs: [],
+      leaseUntil: 0,
+    };
+    this.views.set(topic, v);
+    const view = v;
+    this.read(topic, (err) => {
+      // A first read that failed leaves no view: the next query or listener tries again.
+      if (err !== undefined && this.views.get(topic) === view && view.bySub === null) {
+        this.drop(topic, view);
+      }
+      settle(err);
+    });
+    return v;
   }
 
-  /** Reads a watched topic's members and announces the difference from the last read. */
-  private read(topic: string): void {
-    const w = this.watches.get(topic);
-    if (!w || this.closed) return;
-    if (w.reading) {
-      w.again = true;
+  private drop(topic: string, v: TopicView): void {
+    if (v.scheduled) clearTimeout(v.scheduled);
+    if (this.views.get(topic) === v) this.views.delete(topic);
+  }
+
+  private scheduleRead(topic: string, delayMs: number): void {
+    const v = this.views.get(topic);
+    if (!v || v.scheduled) return;
+    v.scheduled = setTimeout(() => {
+      v.scheduled = undefined;
+      this.read(topic);
+    }, delayMs);
+    v.scheduled.unref();
+  }
+
+  /** Reads a topic's entries again and announces the difference from what the view held. */
+  private read(topic: string, done?: (err?: unknown) => void): void {
+    const v = this.views.get(topic);
+    if (!v || this.closed) return;
+    if (v.reading) {
+      v.again = true;
       return;
     }
-    w.reading = true;
-    w.again = false;
+    v.reading = true;
+    v.again = false;
+    v.pending = [];
+    const self = this.store.node;
+    // The first read's base: this node's entries as the read starts; what changes after (here or
+    // elsewhere) is in `pending` and is announced on top of it.
+    const first = v.bySub === null;
+    const selfAtStart = first
+      ? [...(this.localByTopic.get(topic) ?? [])]
+          .filter((e) => !e.removed)
+          .map((e) => ({ sub: e.sub, entry: stored(e) }))
+      : [];
     this.store.read(topic).then(
       (entries) => {
-        w.reading = false;
-        if (this.watches.get(topic) !== w) return;
-        this.announce(topic, w, entries);
-        if (w.again) this.read(topic);
+        v.reading = false;
+        const pending = v.pending ?? [];
+        v.pending = null;
+        if (this.views.get(topic) === v && first) {
+          const base = new Map<string, Map<string, StoredEntry>>();
+          for (const { node, sub, ...e } of entries) {
+            if (node !== self) setEntry(base, node, sub, e);
+          }
+          for (const { sub, entry } of selfAtStart) setEntry(base, self, sub, entry);
+          v.bySub = base;
+          v.subs = [...base.keys()].filter((s) => s !== '').sort(bySub);
+          for (const d of pending) this.apply(topic, d.node, d.sub, d.entry);
+        } else if (this.views.get(topic) === v) {
+          const next = new Map<string, Map<string, StoredEntry>>();
+          for (const { node, sub, ...e } of entries) {
+            if (node !== self) setEntry(next, node, sub, e);
+          }
+          // This node's own entries as they are now, not as the store had them when it answered.
+          for (const e of this.localByTopic.get(topic) ?? []) {
+            if (!e.removed) setEntry(next, self, e.sub, stored(e));
+          }
+          for (const d of pending) if (d.node !== self) setEntry(next, d.node, d.sub, d.entry);
+          const before = v.bySub;
+          v.bySub = next;
+          v.subs = [...next.keys()].filter((s) => s !== '').sort(bySub);
+          if (before) {
+            for (const sub of new Set([...before.keys(), ...next.keys()])) {
+              this.announce(topic, v, sub, before.get(sub), next.get(sub));
+            }
+          }
+        }
+        done?.();
+        if (v.again) this.read(topic);
       },
       (err: unknown) => {
-        w.reading = false;
+        v.reading = false;
+        v.pending = null;
         this.options.log?.warn({ err, topic }, 'presence: could not read the members');
-        if (w.again) this.scheduleRead(topic, 1_000);
+        done?.(err);
+        if (v.again) this.scheduleRead(topic, 1_000);
       },
     );
   }
 
-  private announce(topic: string, w: TopicWatch, entries: NodeEntry[]): void {
-    const now = new Map<string, Record<string, unknown> | undefined>();
-    for (const m of merge(entries).members) now.set(m.sub, m.info);
-    const before = w.view;
-    w.view = now;
-    if (before === null) return;
-    const changes: PresenceChange[] = [];
-    for (const [sub, info] of now) {
-      if (!before.has(sub)) changes.push({ kind: 'join', topic, sub, ...(info ? { info } : {}) });
+  /** One node's entry of a sub changed: the topic's view (if any) takes it and announces. */
+  private apply(topic: string, node: string, sub: string, entry: StoredEntry | null): void {
+    const v = this.views.get(topic);
+    if (!v) return;
+    v.pending?.push({ node, sub, entry });
+    if (!v.bySub) return;
+    const before = v.bySub.get(sub);
+    const had = before ? new Map(before) : undefined;
+    setEntry(v.bySub, node, sub, entry);
+    const now = v.bySub.get(sub);
+    if (sub !== '' && (had === undefined) !== (now === undefined)) {
+      const i = firstAfter(v.subs, sub);
+      if (now) v.subs.splice(i, 0, sub);
+      else if (v.subs[i - 1] === sub) v.subs.splice(i - 1, 1);
     }
-    for (const [sub, info] of before) {
-      if (!now.has(sub)) changes.push({ kind: 'leave', topic, sub, ...(info ? { info } : {}) });
-    }
-    for (const c of changes) {
-      for (const l of [...w.listeners]) l(c);
-    }
+    this.announce(topic, v, sub, had, now);
   }
 
-  /**
-   * Stops the timers and removes this node's entries from the store, waiting at most `waitMs` for
+  private announce(
+    topic: string,
+    v: TopicView,
+    sub: string,
+    before: Map<string, StoredEntry> | undefined,
+    after: Map<string, StoredEntry> | undefined,
+  ): void {
+    if (sub === '' || v.listeners.size === 0) return;
+    const was = before !== undefined && before.size > 0;
+    const is = after !== undefined && after.size > 0;
+    if (was === is) return;
+    const info = infoOf(is ? after : before);
+    const change: PresenceChange = {
+      kind: is ? 'join' : 'leave',
+      topic,
+      sub,
+      ...(info ? { info } : {}),
+    };
+    for (const l of [...v.listeners]) l(change);
+  }
+
+  /** Stops the timers and removes this node's entries from the store, waiting at most `waitMs` for
    * the store (with the broker away the entries expire by themselves: a shutdown must not hang).
    */
   async close(waitMs = 1_000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.reread) clearInterval(this.reread);
-    for (const w of this.watches.values()) if (w.scheduled) clearTimeout(w.scheduled);
-    this.watches.clear();
+    clearInterval(this.sweep);
+    for (const [topic, v] of this.views) this.drop(topic, v);
     const writes: Promise<void>[] = [];
     for (const e of this.local.values()) {
       if (e.grace) clearTimeout(e.grace);
       writes.push(this.store.write(e.topic, e.sub, null).catch(() => undefined));
     }
     this.local.clear();
+    this.localByTopic.clear();
     await within(Promise.all(writes), waitMs);
     await this.store.close();
   }
+}
+
+function stored(e: LocalEntry): StoredEntry {
+  return { conns: e.conns, since: e.since, ...(e.info ? { info: e.info } : {}) };
+}
+
+function setEntry(
+  bySub: Map<string, Map<string, StoredEntry>>,
+  node: string,
+  sub: string,
+  entry: StoredEntry | null,
+): void {
+  let nodes = bySub.get(sub);
+  if (entry) {
+    if (!nodes) bySub.set(sub, (nodes = new Map()));
+    nodes.set(node, entry);
+  } else if (nodes) {
+    nodes.delete(node);
+    if (nodes.size === 0) bySub.delete(sub);
+  }
+}
+
+function infoOf(nodes: Map<string, StoredEntry> | undefined): Record<string, unknown> | undefined {
+  for (const e of nodes?.values() ?? []) if (e.info) return e.info;
+  return undefined;
+}
+
+/** The index of the first of the sorted `subs` that sorts after `after`. */
+function firstAfter(subs: string[], after: string): number {
+  let lo = 0;
+  let hi = subs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (subs[mid]! <= after) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Sub order: UTF-16 code units (as `<`), the same on every node and in `after`. */
+function bySub(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** One member over its nodes' entries: connections summed, the earliest since. */
+function memberOf(sub: string, nodes: Map<string, StoredEntry>): Member {
+  let connections = 0;
+  let since = Infinity;
+  let info: Record<string, unknown> | undefined;
+  for (const e of nodes.values()) {
+    connections += e.conns;
+    if (e.since < since) since = e.since;
+    info ??= e.info;
+  }
+  return { sub, ...(info ? { info } : {}), connections, since };
+}
+
+function anonymousOf(v: TopicView): number {
+  let n = 0;
+  for (const e of v.bySub?.get('')?.values() ?? []) n += e.conns;
+  return n;
 }
 
 /** `info` when its JSON fits in {@link MAX_INFO_BYTES}, else undefined. */

@@ -18,6 +18,17 @@ export interface NodeEntry extends StoredEntry {
   sub: string;
 }
 
+/**
+ * Another node's change: its entry for (`topic`, `sub`), null when removed; without `sub`, the
+ * topic's entries changed wholesale (a node wrote its entries again) and should be read again.
+ */
+export interface RemoteChange {
+  node: string;
+  topic: string;
+  sub?: string;
+  entry?: StoredEntry | null;
+}
+
 export interface PresenceStore {
   /** This node's id among the nodes sharing the store. */
   readonly node: string;
@@ -28,8 +39,8 @@ export interface PresenceStore {
   write(topic: string, sub: string, entry: StoredEntry | null): Promise<void>;
   /** Every live node's entries of `topic` (a dead node's are left out). */
   read(topic: string): Promise<NodeEntry[]>;
-  /** Tells `listener` that another node changed a topic's entries. */
-  onRemoteChange(listener: (topic: string) => void): void;
+  /** Tells `listener` of every other node's change (at most once; a lost one is repaired by reads). */
+  onRemoteChange(listener: (change: RemoteChange) => void): void;
   close(): Promise<void>;
 }
 
