@@ -73,8 +73,9 @@ interface TopicView {
   listeners: Set<PresenceListener>;
   /** Every node's entries by sub; null until the first read. */
   bySub: Map<string, Map<string, StoredEntry>> | null;
-  /** Settles with the first read. */
+  /** Settles with the first read (a failed one: a new one, for the retry). */
   loaded: Promise<void>;
+  settle: (err?: unknown) => void;
   /** Changes seen while a read is in flight, applied again on top of its answer. */
   pending: { node: string; sub: string; entry: StoredEntry | null }[] | null;
   reading: boolean;
@@ -284,30 +285,20 @@ export class PresenceService {
   private view(topic: string): TopicView {
     let v = this.views.get(topic);
     if (v) return v;
-    let settle!: (err?: unknown) => void;
-    const loaded = new Promise<void>((resolve, reject) => {
-      settle = (err) => (err === undefined ? resolve() : reject(err as Error));
-    });
-    loaded.catch(() => undefined);
     v = {
       listeners: new Set(),
       bySub: null,
-      loaded,
+      loaded: Promise.resolve(),
+      settle: () => undefined,
       pending: null,
       reading: false,
       again: false,
       subs: [],
       leaseUntil: 0,
     };
+    newLoaded(v);
     this.views.set(topic, v);
-    const view = v;
-    this.read(topic, (err) => {
-      // A first read that failed leaves no view: the next query or listener tries again.
-      if (err !== undefined && this.views.get(topic) === view && view.bySub === null) {
-        this.drop(topic, view);
-      }
-      settle(err);
-    });
+    this.read(topic);
     return v;
   }
 
@@ -327,7 +318,7 @@ export class PresenceService {
   }
 
   /** Reads a topic's entries again and announces the difference from what the view held. */
-  private read(topic: string, done?: (err?: unknown) => void): void {
+  private read(topic: string): void {
     const v = this.views.get(topic);
     if (!v || this.closed) return;
     if (v.reading) {
@@ -360,6 +351,7 @@ export class PresenceService {
           v.bySub = base;
           v.subs = [...base.keys()].filter((s) => s !== '').sort(bySub);
           for (const d of pending) this.apply(topic, d.node, d.sub, d.entry);
+          v.settle();
         } else if (this.views.get(topic) === v) {
           const next = new Map<string, Map<string, StoredEntry>>();
           for (const { node, sub, ...e } of entries) {
@@ -379,15 +371,23 @@ export class PresenceService {
             }
           }
         }
-        done?.();
         if (v.again) this.read(topic);
       },
       (err: unknown) => {
         v.reading = false;
         v.pending = null;
         this.options.log?.warn({ err, topic }, 'presence: could not read the members');
-        done?.(err);
-        if (v.again) this.scheduleRead(topic, 1_000);
+        if (v.bySub === null && this.views.get(topic) === v) {
+          // No first read yet: waiting queries fail now; a view with listeners tries again, one
+          // without is dropped (the next query makes a new one).
+          const settle = v.settle;
+          if (v.listeners.size === 0) this.drop(topic, v);
+          else {
+            newLoaded(v);
+            this.scheduleRead(topic, 1_000);
+          }
+          settle(err);
+        } else if (v.again) this.scheduleRead(topic, 1_000);
       },
     );
   }
@@ -438,7 +438,10 @@ export class PresenceService {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweep);
-    for (const [topic, v] of this.views) this.drop(topic, v);
+    for (const [topic, v] of this.views) {
+      this.drop(topic, v);
+      v.settle(new RillError('shutting_down'));
+    }
     const writes: Promise<void>[] = [];
     for (const e of this.local.values()) {
       if (e.grace) clearTimeout(e.grace);
@@ -449,6 +452,14 @@ export class PresenceService {
     await within(Promise.all(writes), waitMs);
     await this.store.close();
   }
+}
+
+/** A new pending first read for `v`. */
+function newLoaded(v: TopicView): void {
+  v.loaded = new Promise<void>((resolve, reject) => {
+    v.settle = (err) => (err === undefined ? resolve() : reject(err as Error));
+  });
+  v.loaded.catch(() => undefined);
 }
 
 function stored(e: LocalEntry): StoredEntry {
