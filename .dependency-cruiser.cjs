@@ -1,6 +1,6 @@
 /**
  * The server's layers, each importing only the layers before it (docs/architecture.md):
- * model → engine → fanout → wire → net → auth → limits → api → server.ts / cli. `config.ts` sits beside
+ * model → engine → fanout → wire → net → auth → limits / presence → api → server.ts / cli. `config.ts` sits beside
  * the engine contract: it reads the model's limits and the engine's defaults and everything above
  * reads it. No import cycles anywhere in the repository's packages.
  */
@@ -33,6 +33,7 @@ module.exports = {
     layer('net', 'net/', ['model/', 'fanout/', 'wire/', 'net/']),
     layer('auth', 'auth/', ['model/', 'auth/']),
     layer('limits', 'limits/', ['model/', 'auth/', 'limits/']),
+    layer('presence', 'presence/', ['model/', 'presence/']),
     layer('api', 'api/', [
       'model/',
       'engine/engine\\.ts$',
@@ -41,6 +42,7 @@ module.exports = {
       'net/',
       'auth/',
       'limits/',
+      'presence/',
       'api/',
       'config\\.ts$',
     ]),

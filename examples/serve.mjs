@@ -6,9 +6,10 @@
 //   npm run example:chat     → http://127.0.0.1:8080/examples/chat/
 //
 // `node examples/serve.mjs [random|ticker|chat|all] [--port 8080]` after `npm run build`.
-import { randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { SignJWT } from 'jose';
 import { createServer } from '@rill/server';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
@@ -28,7 +29,7 @@ function page(title, name) {
   .status { font-size: 12px; color: #777; } .up { color: #0a7d32; } .down { color: #c62828; }
   table { border-collapse: collapse; width: 100%; } td, th { padding: .3rem .6rem; text-align: right; border-bottom: 1px solid #eee; }
   td:first-child, th:first-child { text-align: left; } .big { font-size: 5rem; font-variant-numeric: tabular-nums; }
-  .typing { min-height: 1.5em; color: #777; font-style: italic; } ul.msgs { list-style: none; padding: 0; }
+  .here { color: #0a7d32; } .typing { min-height: 1.5em; color: #777; font-style: italic; } ul.msgs { list-style: none; padding: 0; }
 </style></head>
 <body><div id="root"></div><script type="module" src="/examples/${name}/app.js"></script></body></html>`;
 }
@@ -54,7 +55,35 @@ async function bundle(entry, dev) {
  */
 export async function startExamples(o = {}) {
   const names = o.names ?? Object.keys(EXAMPLES);
-  const server = await createServer({ engine: 'memory', port: o.port ?? 8080, logLevel: 'warn' });
+  // Anyone may read and write (no sign-in in these demos), but the chat asks for a token naming
+  // its user: presence lists subscribers by their token's `sub`, with its `rill.info`.
+  const secret = randomBytes(32).toString('hex');
+  const server = await createServer({
+    engine: 'memory',
+    port: o.port ?? 8080,
+    logLevel: 'warn',
+    auth: { jwt: { secret }, anonymous: { subscribe: ['>'], publish: ['>'] } },
+  });
+  if (names.includes('chat')) {
+    // What an application's backend does once it knows who the user is: a short-lived token.
+    server.app.get('/examples/chat/token', async (req, reply) => {
+      const name = String(req.query.name ?? '').slice(0, 32);
+      if (!/^[\w-]+$/.test(name)) return reply.code(400).send('name: letters, digits, - and _');
+      const token = await new SignJWT({
+        rill: {
+          subscribe: ['chat.>', 'typing.>'],
+          publish: ['chat.>', 'typing.>'],
+          info: { name },
+        },
+      })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject(name)
+        .setIssuedAt()
+        .setExpirationTime('1h')
+        .sign(Buffer.from(secret));
+      return reply.type('text/plain; charset=utf-8').send(token);
+    });
+  }
   for (const name of names) {
     const ex = EXAMPLES[name];
     if (!ex) throw new Error(`unknown example ${name}: one of ${Object.keys(EXAMPLES).join(', ')}`);

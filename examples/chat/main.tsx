@@ -1,8 +1,9 @@
 // "Who is typing" chat (the seed's live-typing feature) on Rill: messages on `chat.<room>`,
-// typing signals on `typing.<room>`, both through `useStream` and one shared client.
+// typing signals on `typing.<room>`, both through `useStream` and one shared client; who is here
+// through `usePresence` (the page's token, from the example server, names its user).
 import { StrictMode, useEffect, useRef, useState } from 'react';
 import { createRoot } from 'react-dom/client';
-import { RillProvider, useRillClient, useStream } from '@rill/react';
+import { RillProvider, usePresence, useRillClient, useStream } from '@rill/react';
 
 interface Message {
   user: string;
@@ -19,6 +20,21 @@ const TYPING_EVERY = 1000;
 
 const params = new URLSearchParams(location.search);
 const room = params.get('room') ?? 'room-1';
+const myName = params.get('name') ?? `guest-${Math.floor(Math.random() * 1000)}`;
+
+/** The page's token: what an app's backend hands a signed-in user (here, anyone by name). */
+const token = (): Promise<string> =>
+  fetch(`/examples/chat/token?name=${encodeURIComponent(myName)}`).then((r) => r.text());
+
+/** Who is in the room: everyone subscribed to it, by the name their token carries. */
+function Here() {
+  const { members } = usePresence(`chat.${room}`);
+  return (
+    <p className="here" id="here">
+      here: {members.map((m) => (m.info?.name as string | undefined) ?? m.sub).join(', ')}
+    </p>
+  );
+}
 
 function useTypists(me: string): string[] {
   const [until, setUntil] = useState(new Map<string, number>());
@@ -47,7 +63,7 @@ function useTypists(me: string): string[] {
 
 function Chat() {
   const rill = useRillClient();
-  const [me, setMe] = useState(params.get('name') ?? `guest-${Math.floor(Math.random() * 1000)}`);
+  const [me, setMe] = useState(myName);
   const [text, setText] = useState('');
   const lastSent = useRef(0);
   const { events, status } = useStream<Message>(`chat.${room}`, {
@@ -82,6 +98,7 @@ function Chat() {
         you are <input id="name" value={me} onChange={(e) => setMe(e.target.value)} size={10} /> ·
         status: <span id="status">{status}</span>
       </p>
+      <Here />
       <ul className="msgs" id="messages">
         {events.map((ev) => (
           <li key={ev.seq}>
@@ -110,7 +127,7 @@ function Chat() {
 
 createRoot(document.getElementById('root')!).render(
   <StrictMode>
-    <RillProvider>
+    <RillProvider token={token}>
       <Chat />
     </RillProvider>
   </StrictMode>,

@@ -15,7 +15,14 @@ import {
   type SubscriptionHost,
   type TransportName,
 } from './subscription.js';
-import type { EventInput, PublishResult, RillEvent, RillNotice, TraceContext } from './types.js';
+import type {
+  EventInput,
+  PresencePage,
+  PublishResult,
+  RillEvent,
+  RillNotice,
+  TraceContext,
+} from './types.js';
 
 /** Options of a client. */
 export interface ClientOptions {
@@ -261,6 +268,39 @@ export class RillClient {
     }
     if (!res.ok) throw settleAuth(await fromResponse(res), this.tokens);
     return (await res.json()) as Awaited<ReturnType<RillClient['history']>> as never;
+  }
+
+  /**
+   * A page of `topic`'s members in `sub` order (`after`: the page's `next`), over every node of
+   * the server. Anonymous subscribers are counted, not listed. Needs subscribe permission.
+   */
+  async presence(
+    topic: string,
+    options: { after?: string; limit?: number; signal?: AbortSignal } = {},
+  ): Promise<PresencePage> {
+    const q = new URLSearchParams();
+    if (options.after !== undefined) q.set('after', options.after);
+    if (options.limit !== undefined) q.set('limit', String(options.limit));
+    return this.getJson(`/v1/topics/${encodeURIComponent(topic)}/presence?${q}`, options.signal);
+  }
+
+  /** How many are on `topic`: members, and streams of anonymous subscribers. */
+  async presenceCount(
+    topic: string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<{ topic: string; count: number; anonymous: number }> {
+    return this.getJson(`/v1/topics/${encodeURIComponent(topic)}/presence/count`, options.signal);
+  }
+
+  private async getJson<R>(path: string, signal: AbortSignal | undefined): Promise<R> {
+    let res: Response;
+    try {
+      res = await this.request(path, { signal });
+    } catch (e) {
+      throw networkError(e, signal, this.url);
+    }
+    if (!res.ok) throw settleAuth(await fromResponse(res), this.tokens);
+    return (await res.json()) as R;
   }
 
   /**

@@ -11,6 +11,7 @@ import type {
 import type {
   ConnectionState,
   GapNotice,
+  PresenceChange,
   ResetNotice,
   RillEvent,
   RillNotice,
@@ -37,6 +38,13 @@ export interface SubscribeOptions<T = unknown> {
   onEvent?: (event: RillEvent<T>) => void;
   onNotice?: (notice: RillNotice) => void;
   onState?: (change: StateChange) => void;
+  /** Ask the server for joins and leaves (implied by `onPresence`); listen with `on('presence')`. */
+  presence?: boolean;
+  /**
+   * Joins and leaves of the subscribed topics (exact names; SSE and WebSocket, not long-poll).
+   * Asks the server for them; who is there already: `client.presence(topic)`.
+   */
+  onPresence?: (change: PresenceChange) => void;
 }
 
 export type TransportName = 'auto' | 'sse' | 'ws' | 'poll';
@@ -120,6 +128,7 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
     event: new Set<Listener<RillEvent<T>>>(),
     notice: new Set<Listener<RillNotice>>(),
     state: new Set<Listener<StateChange>>(),
+    presence: new Set<Listener<PresenceChange>>(),
   };
   private readonly maxBuffer: number;
   /** The topics and patterns subscribed to. */
@@ -142,6 +151,7 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
     if (o.onEvent) this.ls.event.add(o.onEvent);
     if (o.onNotice) this.ls.notice.add(o.onNotice);
     if (o.onState) this.ls.state.add(o.onState);
+    if (o.onPresence) this.ls.presence.add(o.onPresence);
     if (o.signal?.aborted) {
       queueMicrotask(() => this.close('aborted'));
       return;
@@ -169,7 +179,9 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
   on(type: 'event', fn: Listener<RillEvent<T>>): () => void;
   on(type: 'notice', fn: Listener<RillNotice>): () => void;
   on(type: 'state', fn: Listener<StateChange>): () => void;
-  on(type: 'event' | 'notice' | 'state', fn: Listener<never>): () => void {
+  /** Joins and leaves: the subscription must have asked for them (`presence: true`). */
+  on(type: 'presence', fn: Listener<PresenceChange>): () => void;
+  on(type: 'event' | 'notice' | 'state' | 'presence', fn: Listener<never>): () => void {
     const set = this.ls[type] as Set<Listener<never>>;
     set.add(fn);
     return () => set.delete(fn);
@@ -212,6 +224,7 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
     if (o.since !== undefined) {
       req.since = o.since instanceof Date ? String(o.since.getTime()) : String(o.since);
     } else if (o.from !== undefined) req.from = String(o.from);
+    if (o.presence === true || o.onPresence) req.presence = true;
     if (this.cur) req.cursor = this.cur;
     else if (this.startTime !== undefined) {
       // `from=now` and nothing seen yet: resume by the time the first stream opened, so events
@@ -241,6 +254,9 @@ export class Subscription<T = unknown, Item = RillEvent<T>> implements AsyncIter
       }),
       event: live((ev, c) => this.push(() => this.onEvent(ev, c))),
       reset: live((n, c) => this.push(() => this.onReset(n, c))),
+      presence: live((change) => {
+        for (const fn of this.ls.presence) call(fn, change);
+      }),
       cursor: live((c) =>
         this.push(() => {
           this.cur = c;

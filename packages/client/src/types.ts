@@ -58,6 +58,42 @@ export interface GapNotice {
 
 export type RillNotice = ResetNotice | GapNotice;
 
+/**
+ * Someone came to a topic (`join`) or went (`leave`, after the server's grace period: a reconnect
+ * is neither). Sent to subscriptions that asked (`presence: true` or `onPresence`), over SSE and
+ * WebSocket; they are no events (no seq) and do not move the cursor.
+ */
+export interface PresenceChange {
+  kind: 'join' | 'leave';
+  topic: string;
+  /** The subscriber's token `sub`. */
+  sub: string;
+  /** Its token's `rill.info`, when it has one. */
+  info?: Record<string, unknown>;
+}
+
+/** One subscriber of a topic, over every node of the server. */
+export interface PresenceMember {
+  sub: string;
+  info?: Record<string, unknown>;
+  /** Its open streams on the topic (0 during the grace period after its last one closed). */
+  connections: number;
+  /** When its earliest counted stream opened, ms since the Unix epoch. */
+  since: number;
+}
+
+/** A page of a topic's members, in `sub` order. */
+export interface PresencePage {
+  topic: string;
+  members: PresenceMember[];
+  /** Members in all. */
+  count: number;
+  /** Streams of anonymous subscribers (no `sub`: API keys, a server without auth): counted only. */
+  anonymous: number;
+  /** The `after` of the next page, or null on the last one. */
+  next: string | null;
+}
+
 /** `connecting` (first attempt), `open`, `reconnecting` (after a drop), `closed` (final). */
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
 

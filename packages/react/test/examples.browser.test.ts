@@ -2,7 +2,7 @@
  * The example apps (examples/serve.mjs, what `npm run example:*` starts) in real Chromium: the
  * random-number page renders the live stream, the ticker page fills and updates its table, and
  * in the chat two pages in separate browser contexts see each other typing and each other's
- * messages.
+ * messages, and who is here (presence).
  */
 import type { Page } from 'playwright-core';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -87,6 +87,37 @@ describe('example apps in Chromium', () => {
     await bob.locator('#text').pressSequentially('hi');
     await alice.waitForFunction(
       () => document.getElementById('typing')?.textContent === 'bob is typing…',
+    );
+  });
+
+  it('chat: two users see each other here, and one gone when its page closes', async () => {
+    const url = await start(['chat']);
+    const alice = await page();
+    const bobPage = await newPage();
+    cleanups.push(bobPage.close);
+    const bob = bobPage.page;
+    await alice.goto(`${url}/examples/chat/?room=r2&name=alice`);
+    await alice.waitForFunction(
+      () => document.getElementById('here')?.textContent === 'here: alice',
+    );
+    await bob.goto(`${url}/examples/chat/?room=r2&name=bob`);
+    await bob.waitForFunction(
+      () => document.getElementById('here')?.textContent === 'here: alice, bob',
+    );
+    await alice.waitForFunction(
+      () => document.getElementById('here')?.textContent === 'here: alice, bob',
+    );
+    // Typing still shows while both are here.
+    await bob.locator('#text').pressSequentially('hi');
+    await alice.waitForFunction(
+      () => document.getElementById('typing')?.textContent === 'bob is typing…',
+    );
+    // Bob's page goes away: after the server's grace period, alice sees him gone.
+    await bobPage.close();
+    await alice.waitForFunction(
+      () => document.getElementById('here')?.textContent === 'here: alice',
+      undefined,
+      { timeout: 30_000 },
     );
   });
 });

@@ -502,6 +502,26 @@ export const ConfigSchema = z
         maxBytes: bytes.default(0),
       })
       .prefault({}),
+    /**
+     * Who is subscribed to a topic (docs/protocol.md § Presence). Shared by every node with the
+     * redis and nats engines, per worker process with memory and lmdb.
+     */
+    presence: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /**
+         * How long a subscriber whose last connection closed stays present: a reconnect within it
+         * is neither a leave nor a join.
+         */
+        grace: duration.default(5_000),
+        /**
+         * Redis and nats engines: each node refreshes its liveness every third of this; the
+         * members of a node that stopped (killed, cut off) are gone from every answer within it and a
+         * third of it more.
+         */
+        ttl: duration.pipe(z.number().int().min(1_000)).default(15_000),
+      })
+      .prefault({}),
     /** How long an idempotency key is remembered. */
     idempotencyWindow: duration.default(DEFAULT_IDEMPOTENCY_WINDOW_MS),
     limits: z

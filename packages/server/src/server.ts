@@ -45,6 +45,13 @@ import { ConnectionBudget } from './net/capacity.js';
 import { LoadMonitor } from './net/overload.js';
 import { ConnectionRegistry } from './net/connection.js';
 import { Hub } from './fanout/hub.js';
+import {
+  LocalPresenceStore,
+  NatsPresenceStore,
+  PresenceService,
+  RedisPresenceStore,
+  type PresenceStore,
+} from './presence/index.js';
 import { probeNodeHttp } from './net/node-http-internals.js';
 import { probeWs } from './net/ws-internals.js';
 
@@ -188,6 +195,16 @@ export async function createServer(
     meters: obs.meters,
   });
   obs.attach(hub);
+  const presence = config.presence.enabled
+    ? new PresenceService(createPresenceStore(config, logs.engine), {
+        graceMs: config.presence.grace,
+        rereadMs:
+          config.engine === 'redis' || config.engine === 'nats'
+            ? Math.max(100, Math.floor(config.presence.ttl / 3))
+            : 0,
+        log: logs.fanout,
+      })
+    : null;
   const state = { closing: false };
   const streams = new OpenStreams();
   // A revoked credential's streams end now, whatever opened them (SSE, NDJSON, long-poll, WebSocket).
@@ -210,6 +227,7 @@ export async function createServer(
       config,
       engine: used,
       hub,
+      presence,
       state,
       budget,
       load,
@@ -320,6 +338,7 @@ export async function createServer(
           load.stop();
           auth.close();
           streams.close();
+          await presence?.close();
           await engine.close();
         }
       })();
@@ -442,6 +461,32 @@ function readTlsOrThrow(paths: { cert: string; key: string }): TlsPair {
 /** What the log says about a certificate in use. */
 function tlsFields(paths: { cert: string; key: string }, pair: TlsPair): Record<string, string> {
   return { cert: paths.cert, key: paths.key, fingerprint: pair.fingerprint, validTo: pair.validTo };
+}
+
+/**
+ * Where presence is kept: in Redis or NATS with those engines (every node sees every node's
+ * subscribers), else in this process.
+ */
+function createPresenceStore(config: RillConfig, log: EngineLog): PresenceStore {
+  const ttlMs = config.presence.ttl;
+  switch (config.engine) {
+    case 'redis':
+      return new RedisPresenceStore({
+        url: config.redis.url,
+        prefix: config.redis.prefix,
+        ttlMs,
+        log,
+      });
+    case 'nats':
+      return new NatsPresenceStore({
+        url: config.nats.url,
+        prefix: config.nats.prefix,
+        ttlMs,
+        log,
+      });
+    default:
+      return new LocalPresenceStore();
+  }
 }
 
 /** Builds the engine the configuration names. */

@@ -69,6 +69,7 @@ describe('parseWsRequest: each op', () => {
       patterns: ['orders', 'prices.>', 'x.*'],
       start: { kind: 'now' },
       cursor: undefined,
+      presence: false,
     });
   });
 
@@ -169,7 +170,9 @@ describe('parseWsRequest: refusals', () => {
     (op) => {
       const r = refused({ op, id: 1 });
       expect(r.error.code).toBe('unknown_op');
-      expect(r.error.message).toContain('use auth, subscribe, unsubscribe, publish or ping');
+      expect(r.error.message).toContain(
+        'use auth, subscribe, unsubscribe, publish, presence or ping',
+      );
       expect(r.id).toBe(1);
     },
   );

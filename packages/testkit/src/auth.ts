@@ -15,6 +15,8 @@ export interface Claims {
   subscribe?: string[];
   publish?: string[];
   admin?: boolean;
+  /** The `rill.info` claim (what presence lists with the `sub`). */
+  info?: Record<string, unknown>;
 }
 
 /** A JWT for `claims` expiring `ttlMs` from now (HS256, the test secret unless `secret`). */

@@ -1,5 +1,5 @@
 import { fromBody, fromResponse, networkError, rillError, type RillError } from '../errors.js';
-import type { ResetNotice, RillEvent } from '../types.js';
+import type { PresenceChange, ResetNotice, RillEvent } from '../types.js';
 import { withToken } from '../token.js';
 import {
   noteExpiry,
@@ -74,7 +74,9 @@ async function run(
   const close = (err: RillError, retryAfter?: number): void =>
     h.close(noteExpiry(err, ctx, token), retryAfter);
   watch();
-  const res = await ctx.fetch(`${ctx.url}/v1/stream?${streamQuery(req).toString()}`, {
+  const q = streamQuery(req);
+  if (req.presence) q.set('presence', 'true');
+  const res = await ctx.fetch(`${ctx.url}/v1/stream?${q.toString()}`, {
     headers: withToken({ accept: 'text/event-stream', ...(await ctx.headers()) }, token),
     signal,
     cache: 'no-store',
@@ -159,6 +161,9 @@ function dispatch(
     return true;
   }
   if (type === 'reset') h.reset({ kind: 'reset', ...json } as unknown as ResetNotice, id);
-  else h.event(json as unknown as RillEvent, id);
+  else if ((type === 'join' || type === 'leave') && typeof json.seq !== 'number') {
+    // A presence notice: no seq, no id line.
+    h.presence({ kind: type, ...json } as unknown as PresenceChange);
+  } else h.event(json as unknown as RillEvent, id);
   return false;
 }

@@ -1,6 +1,6 @@
 import type { RillError } from '../errors.js';
 import type { Tokens } from '../token.js';
-import type { ResetNotice, RillEvent } from '../types.js';
+import type { PresenceChange, ResetNotice, RillEvent } from '../types.js';
 
 /** What a subscription asks a transport to open. */
 export interface StreamRequest {
@@ -9,6 +9,8 @@ export interface StreamRequest {
   since?: string;
   /** Resume cursor; wins over from/since for the topics it lists. */
   cursor?: string;
+  /** Also carry the topics' joins and leaves (SSE and WebSocket; a long-poll has none). */
+  presence?: boolean;
 }
 
 /**
@@ -21,6 +23,8 @@ export interface StreamHandlers {
   /** One event; `cursor` is where to resume after it when the transport says so. */
   event(ev: RillEvent, cursor: string | undefined): void;
   reset(notice: ResetNotice, cursor: string | undefined): void;
+  /** A join or leave (only when the request asked for presence). */
+  presence(change: PresenceChange): void;
   /** A position without an event (WebSocket `subscribed`, an empty long-poll answer). */
   cursor(cursor: string): void;
   /** The server's reconnect hint (`retry:`), ms. */

@@ -213,8 +213,18 @@ class Mux {
   }
 
   private subscribe(e: Entry): void {
-    const { topics, from, since, cursor } = e.req;
-    this.ws!.send(JSON.stringify({ op: 'subscribe', id: e.reqId, topics, from, since, cursor }));
+    const { topics, from, since, cursor, presence } = e.req;
+    this.ws!.send(
+      JSON.stringify({
+        op: 'subscribe',
+        id: e.reqId,
+        topics,
+        from,
+        since,
+        cursor,
+        ...(presence ? { presence: true } : {}),
+      }),
+    );
   }
 
   private message(text: string): void {
@@ -259,6 +269,12 @@ class Mux {
         delete n.sub;
         delete n.cursor;
         e.h.reset(n as unknown as ResetNotice, m.cursor as string);
+        return;
+      }
+      case 'join':
+      case 'leave': {
+        const member = m.member as { sub: string; info?: Record<string, unknown> };
+        e.h.presence({ kind: m.op, topic: m.topic as string, ...member });
         return;
       }
       case 'error': {

@@ -23,6 +23,7 @@ import { nextRequestId } from './request-id.js';
 import { pollRoutes } from './poll.js';
 import { publishRoutes } from './publish.js';
 import { statsRoutes } from './stats.js';
+import { presenceRoutes } from './presence.js';
 import { streamRoutes } from './stream.js';
 import { topicRoutes } from './topics.js';
 import { topicAdminRoutes } from './topic-admin.js';
@@ -367,6 +368,7 @@ export function buildApp(
   publishRoutes(app, ctx);
   topicRoutes(app, ctx);
   topicAdminRoutes(app, ctx);
+  presenceRoutes(app, ctx);
   streamRoutes(app, ctx);
   wsRoutes(app, ctx, hosts);
   pollRoutes(app, ctx);

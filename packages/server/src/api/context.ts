@@ -7,6 +7,7 @@ import type { ConnectionBudget } from '../net/capacity.js';
 import type { RequestLimits } from './limits.js';
 import type { LoadMonitor } from '../net/overload.js';
 import type { Observability } from './observability.js';
+import type { PresenceService } from '../presence/index.js';
 import type { OpenStreams } from './open-streams.js';
 
 /**
@@ -17,6 +18,8 @@ export interface AppContext {
   config: RillConfig;
   engine: Engine;
   hub: Hub;
+  /** Who is subscribed to which topic; null when `presence.enabled` is false. */
+  presence: PresenceService | null;
   /** Set once shutdown begins: new streams are refused, readiness fails. */
   state: { closing: boolean };
   /** Refuses new streams once connections near the open-files limit. */

@@ -33,6 +33,8 @@ export interface StreamQuery {
   lastEventId?: string;
   cursor?: string;
   format?: string;
+  /** `true`: the stream also carries its topics' joins and leaves (not on a long-poll). */
+  presence?: string;
 }
 
 /** Longest `wait` a long-poll may ask for, in seconds. */

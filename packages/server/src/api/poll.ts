@@ -217,6 +217,13 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
     async (req, reply) => {
       if (ctx.state.closing) throw new RillError('shutting_down');
       const patterns = parseTopicsParam(req.query.topics, limits.maxPatternsPerSubscription);
+      // A long-poll is no presence (it is there between requests only): say so rather than ignore.
+      if (req.query.presence !== undefined) {
+        throw new RillError(
+          'invalid_parameter',
+          'presence is for streams (SSE, NDJSON, WebSocket); a long-poll is not present',
+        );
+      }
       const identity = identityOf(req, ctx.auth);
       checkSubscribe(identity, patterns);
       const overloaded = ctx.load?.refuse();

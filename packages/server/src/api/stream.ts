@@ -6,6 +6,7 @@ import { assertTopic } from '../model/topic.js';
 import { H2StreamSink } from '../net/h2-sink.js';
 import { HttpStreamSink, streamHeaders } from '../net/http-sink.js';
 import { ndjsonFraming } from '../wire/ndjson.js';
+import { ndjsonPresenceLine, ssePresenceFrame } from '../wire/presence.js';
 import { sseFraming } from '../wire/sse.js';
 import { parseResumeCursor, parseStart, parseTopicsParam } from '../wire/subscribe-params.js';
 import { challengeFor, checkSubscribe, identityOf } from './authn.js';
@@ -13,6 +14,7 @@ import type { AppContext } from './context.js';
 import { logStreamEnd, logStreamOpen } from './stream-log.js';
 import { subscriptionState } from './open-streams.js';
 import type { StreamQuery } from './params.js';
+import { enterPresence, parsePresenceFlag } from './presence.js';
 
 /** `?format=` wins; else `Accept: application/x-ndjson` (without text/event-stream) means NDJSON. */
 export function streamFormat(
@@ -82,6 +84,7 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       limits.maxCursorLength,
     );
     const format = streamFormat(req.query.format, req.headers.accept);
+    const wantsPresence = parsePresenceFlag(req.query.presence);
     const framing = format === 'sse' ? sse : ndjson;
     const encoding =
       ctx.config.http.compression && acceptsGzip(req.headers['accept-encoding']) ? gzip : plain;
@@ -114,6 +117,8 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     let ending: RillError | undefined;
     /** Why the server ended it, when that is not its error's code (a revoked credential). */
     let reason: string | undefined;
+    /** Ends this stream's presence (its own, and the joins and leaves it hears). */
+    let leavePresence: (() => void) | undefined;
     // Revoked credentials and the token's expiry end the stream with an error frame (or, before
     // it opened, with the error's status).
     const endWith = (e: RillError): void => {
@@ -142,6 +147,7 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
       lease?.release();
       if (counted) meter!.close(sink.endReason ?? 'client');
       tracked.untrack();
+      leavePresence?.();
       if (!sub) return;
       ctx.hub.unsubscribe(sub);
       if (opened) {
@@ -184,6 +190,14 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     } else {
       opened = true;
       sink.open();
+      const s = sub;
+      const frame = format === 'sse' ? ssePresenceFrame : ndjsonPresenceLine;
+      leavePresence = enterPresence(
+        ctx,
+        identity,
+        patterns,
+        wantsPresence ? (n) => s.notify(frame(n)) : null,
+      );
       logStreamOpen(ctx.logs.http, reqId, format, patterns);
       if (meter) {
         meter.opened++;

@@ -13,17 +13,20 @@ import type { StartSpec, Subscription } from '../fanout/subscription.js';
 import type {
   RequestId,
   WsAuth,
+  WsPresence,
   WsPublish,
   WsSubscribe,
   WsUnsubscribe,
 } from '../wire/ws-request.js';
 import { parseWsRequest } from '../wire/ws-request.js';
 import { WsSink, WsWriter } from '../net/ws-sink.js';
+import { wsPresenceFrame } from '../wire/presence.js';
 import { wsErrorFrame } from '../wire/ws.js';
 import { checkSubscribe, forbidden } from './authn.js';
 import { ephemeralOf } from './publish.js';
 import type { AppContext } from './context.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
+import { enterPresence, presenceCount, presencePage } from './presence.js';
 import { logStreamEnd, logStreamOpen } from './stream-log.js';
 import { endSpan, startPublishSpan, tracedAppend } from './tracing.js';
 import type { ConnectionState } from './open-streams.js';
@@ -49,6 +52,8 @@ interface SubEntry {
   cancelId?: RequestId;
   /** Its place in the `subscriptions` limit, given back when it ends. */
   lease: Lease | null;
+  /** Ends its presence (its own on each topic, and the joins and leaves it hears). */
+  leavePresence?: () => void;
 }
 
 /** Where a connection comes from and its place in the `connections` limit. */
@@ -207,6 +212,7 @@ export class WsSession {
     for (const entry of this.subs.values()) {
       entry.lease?.release();
       entry.sink.detach();
+      entry.leavePresence?.();
       if (entry.sub) {
         this.ctx.hub.unsubscribe(entry.sub);
         this.count(entry.sub);
@@ -336,6 +342,9 @@ export class WsSession {
         case 'ping':
           this.send(`{"op":"pong","id":${JSON.stringify(req.id)}}`);
           break;
+        case 'presence':
+          this.presence(req);
+          break;
       }
     } catch (err) {
       this.sendError(this.toError(err), { id: req.id });
@@ -429,7 +438,7 @@ export class WsSession {
    * Checks what depends on this connection (errors answer the request), then sets up in the
    * background. The request itself was checked by {@link parseWsRequest}.
    */
-  private subscribe({ id, patterns, start, cursor }: WsSubscribe): void {
+  private subscribe({ id, patterns, start, cursor, presence }: WsSubscribe): void {
     const identity = this.credentials.require();
     checkSubscribe(identity, patterns);
     const max = this.ctx.config.ws.maxSubscriptions;
@@ -449,6 +458,7 @@ export class WsSession {
     const subId = `s${this.nextSub++}`;
     const entry: SubEntry = {
       sink: new WsSink(this.writer, subId, (sink) => {
+        entry.leavePresence?.();
         if (this.subs.get(subId)?.sink === sink) {
           this.subs.delete(subId);
           lease?.release();
@@ -462,10 +472,11 @@ export class WsSession {
     this.subs.set(subId, entry);
     this.noteTopics(patterns);
     this.begin();
-    this.setUp(id, subId, entry, patterns, start, cursor)
+    this.setUp(id, subId, entry, patterns, start, cursor, presence, identity)
       .catch((err: unknown) => {
         entry.lease?.release();
         entry.sink.detach();
+        entry.leavePresence?.();
         if (entry.sub) this.ctx.hub.unsubscribe(entry.sub);
         if (this.subs.get(subId) === entry) this.subs.delete(subId);
         const e =
@@ -488,6 +499,8 @@ export class WsSession {
     patterns: string[],
     start: StartSpec,
     cursor: Cursor | undefined,
+    presence: boolean,
+    identity: Identity,
   ): Promise<void> {
     const { hub, engine } = this.ctx;
     const t0 = Date.now();
@@ -555,7 +568,31 @@ export class WsSession {
       }),
     );
     entry.sink.open();
+    entry.leavePresence = enterPresence(
+      this.ctx,
+      identity,
+      patterns,
+      presence ? (n) => sub.notify(wsPresenceFrame(subId, n)) : null,
+    );
     if (entry.cancelId !== undefined) this.drop(entry.cancelId, subId, entry);
+  }
+
+  // ---- presence ----
+
+  /** Answers a presence query with a page of members, or with the numbers only. */
+  private presence({ id, topic, after, limit, count }: WsPresence): void {
+    const identity = this.credentials.require();
+    const answer = count
+      ? presenceCount(this.ctx, identity, topic)
+      : presencePage(this.ctx, identity, topic, { after, limit });
+    answer.then(
+      (body) => {
+        if (!this.closed) this.send(JSON.stringify({ op: 'presence', id, ...body }));
+      },
+      (err: unknown) => {
+        if (!this.closed) this.sendError(this.toError(err), { id });
+      },
+    );
   }
 
   // ---- unsubscribe ----
@@ -576,6 +613,7 @@ export class WsSession {
   private drop(id: RequestId, subId: string, entry: SubEntry): void {
     entry.lease?.release();
     entry.sink.detach();
+    entry.leavePresence?.();
     if (entry.sub) {
       this.ctx.hub.unsubscribe(entry.sub);
       this.count(entry.sub);

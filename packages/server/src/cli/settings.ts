@@ -50,6 +50,12 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
     'Serve /metrics on a listener of its own at this port (unauthenticated; keep it private).',
   'metrics.host': 'Address of the metrics listener.',
   'metrics.topics': 'Topic patterns that get series of their own (cardinality stays bounded).',
+  'presence.enabled':
+    'Track who is subscribed to which topic (off: the presence routes answer 404).',
+  'presence.grace':
+    'How long a subscriber whose last stream closed stays present (0 = leave at once).',
+  'presence.ttl':
+    "Redis and NATS: how soon a dead node's members are gone (refreshed every third).",
   'overload.maxEventLoopDelay':
     'Mean event-loop delay past which new streams and publishes get 503 overloaded (0 = off).',
   'overload.maxEventLoopUtilization':

@@ -250,6 +250,16 @@ export class Subscription implements Flushable {
     this.notice(st, { topic: st.topic, reason: 'deleted', epoch, seq: st.pos });
   }
 
+  /**
+   * Queues a frame that is no log event (a presence notice): it carries no position, so the
+   * cursor does not move, and it counts against the queue's bound like any frame.
+   */
+  notify(chunk: string): void {
+    if (this.closed) return;
+    this.pendingNotices++;
+    this.enqueue(chunk);
+  }
+
   /** Takes a topic off the live path; the catch-up loop will bring it back. */
   fallBehind(st: TopicState): void {
     if (st.live) {

@@ -28,7 +28,8 @@ export const MAX_ID_LENGTH = 256;
  * `toString`) must be an unknown op, not found on the prototype.
  */
 const FIELDS: ReadonlyMap<string, ReadonlySet<string>> = new Map([
-  ['subscribe', new Set(['op', 'id', 'topics', 'from', 'since', 'cursor'])],
+  ['subscribe', new Set(['op', 'id', 'topics', 'from', 'since', 'cursor', 'presence'])],
+  ['presence', new Set(['op', 'id', 'topic', 'after', 'limit', 'count'])],
   ['unsubscribe', new Set(['op', 'id', 'sub'])],
   ['publish', new Set(['op', 'id', 'topic', 'type', 'key', 'data', 'trace'])],
   ['ping', new Set(['op', 'id'])],
@@ -55,6 +56,18 @@ export interface WsSubscribe {
   /** Where topics the cursor does not list start. */
   start: StartSpec;
   cursor: Cursor | undefined;
+  /** Whether the subscription also carries its topics' joins and leaves. */
+  presence: boolean;
+}
+
+/** A presence query: a page of members (`after`, `limit`) or, with `count`, the numbers only. */
+export interface WsPresence {
+  op: 'presence';
+  id: RequestId;
+  topic: string;
+  after: string | undefined;
+  limit: number | undefined;
+  count: boolean;
 }
 
 export interface WsUnsubscribe {
@@ -86,7 +99,7 @@ export interface WsAuth {
   token: string;
 }
 
-export type WsRequest = WsSubscribe | WsUnsubscribe | WsPublish | WsPing | WsAuth;
+export type WsRequest = WsSubscribe | WsUnsubscribe | WsPublish | WsPing | WsAuth | WsPresence;
 
 /**
  * A refused message: the error to answer with, and the message's `id` when it had a valid one (the
@@ -144,7 +157,7 @@ function parseFields(
   if (!allowed) {
     throw new RillError(
       'unknown_op',
-      `Unknown op ${JSON.stringify(m.op.slice(0, 64))}: use auth, subscribe, unsubscribe, publish or ping`,
+      `Unknown op ${JSON.stringify(m.op.slice(0, 64))}: use auth, subscribe, unsubscribe, publish, presence or ping`,
     );
   }
   if (id === undefined) {
@@ -171,6 +184,8 @@ function parseFields(
       return { op: 'unsubscribe', id, sub: m.sub };
     case 'publish':
       return parsePublish(m, id, limits);
+    case 'presence':
+      return parsePresence(m, id);
     case 'auth':
       if (typeof m.token !== 'string' || m.token === '' || m.token.length > MAX_TOKEN_LENGTH) {
         throw new RillError(
@@ -202,7 +217,38 @@ function parseSubscribe(
     throw new RillError('invalid_message', '"cursor" must be a string');
   }
   const cursor = parseResumeCursor(undefined, m.cursor, limits.maxCursorLength);
-  return { op: 'subscribe', id, patterns, start, cursor };
+  if (m.presence !== undefined && typeof m.presence !== 'boolean') {
+    throw new RillError('invalid_message', '"presence" must be true or false');
+  }
+  return { op: 'subscribe', id, patterns, start, cursor, presence: m.presence === true };
+}
+
+/** `topic`, then `after`, `limit` and `count`. */
+function parsePresence(m: Record<string, unknown>, id: RequestId): WsPresence {
+  if (typeof m.topic !== 'string') {
+    throw new RillError('invalid_message', '"topic" must be a topic name');
+  }
+  const topic = assertTopic(m.topic);
+  if (m.after !== undefined && typeof m.after !== 'string') {
+    throw new RillError('invalid_message', '"after" must be the sub a page ended with');
+  }
+  if (
+    m.limit !== undefined &&
+    (typeof m.limit !== 'number' || !Number.isSafeInteger(m.limit) || m.limit < 1)
+  ) {
+    throw new RillError('invalid_parameter', '"limit" must be a positive integer');
+  }
+  if (m.count !== undefined && typeof m.count !== 'boolean') {
+    throw new RillError('invalid_message', '"count" must be true or false');
+  }
+  return {
+    op: 'presence',
+    id,
+    topic,
+    after: m.after as string | undefined,
+    limit: m.limit as number | undefined,
+    count: m.count === true,
+  };
 }
 
 /**
