@@ -1,5 +1,5 @@
 // "Who is typing" chat (the seed's live-typing feature) on Rill: messages on `chat.<room>`,
-// typing signals on `typing.<room>`, both through `useStream` and one shared client; who is here
+// ephemeral typing signals on `typing.<room>` (never stored), both through `useStream` and one shared client; who is here
 // through `usePresence` (the page's token, from the example server, names its user).
 import { StrictMode, useEffect, useRef, useState } from 'react';
 import { createRoot } from 'react-dom/client';
@@ -73,7 +73,7 @@ function Chat() {
   const typists = useTypists(me);
 
   const typing = (typing: boolean): void => {
-    void rill.publish(`typing.${room}`, { user: me, typing }).catch(() => {});
+    void rill.publishEphemeral(`typing.${room}`, { user: me, typing }).catch(() => {});
   };
   const onChange = (v: string): void => {
     setText(v);

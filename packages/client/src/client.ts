@@ -199,6 +199,34 @@ export class RillClient {
   }
 
   /**
+   * Sends an ephemeral event: delivered to the topic's live subscribers only, never stored,
+   * never replayed, and it takes no seq (typing indicators, cursors, "seen" marks). Not retried:
+   * an ephemeral event that comes late has lost its point. Throws the server's error.
+   */
+  async publishEphemeral<T = unknown>(
+    topic: string,
+    data: T,
+    options: Pick<PublishOptions, 'type' | 'trace' | 'signal'> = {},
+  ): Promise<{ topic: string; count: number; time: number }> {
+    const ev: Record<string, unknown> = { data, ephemeral: true };
+    if (options.type !== undefined) ev.type = options.type;
+    if (options.trace !== undefined) ev.trace = options.trace;
+    let res: Response;
+    try {
+      res = await this.request(`/v1/topics/${encodeURIComponent(topic)}/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(ev),
+        signal: options.signal,
+      });
+    } catch (e) {
+      throw networkError(e, options.signal, this.url);
+    }
+    if (!res.ok) throw settleAuth(await fromResponse(res), this.tokens);
+    return (await res.json()) as { topic: string; count: number; time: number };
+  }
+
+  /**
    * Publishes events atomically (all or none) with consecutive seqs. Events without a `key` get
    * one, fixed for the retries of this call, so a retried batch is stored once.
    */

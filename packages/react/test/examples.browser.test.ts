@@ -88,6 +88,15 @@ describe('example apps in Chromium', () => {
     await alice.waitForFunction(
       () => document.getElementById('typing')?.textContent === 'bob is typing…',
     );
+    // Typing signals are ephemeral: none is in the log, while the message is.
+    const typingLog = await fetch(`${url}/v1/topics/typing.r1/events?after=0`);
+    const typed =
+      typingLog.status === 404 ? [] : ((await typingLog.json()) as { events: unknown[] }).events;
+    expect(typed).toEqual([]);
+    const chatLog = (await (await fetch(`${url}/v1/topics/chat.r1/events?after=0`)).json()) as {
+      events: unknown[];
+    };
+    expect(chatLog.events).toHaveLength(1);
   });
 
   it('chat: two users see each other here, and one gone when its page closes', async () => {
