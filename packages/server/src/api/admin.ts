@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { RillError } from '../model/errors.js';
-import { identityOf } from './authn.js';
+import { checkAdmin, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
 import { parseLimit } from './params.js';
 
@@ -10,11 +10,7 @@ import { parseLimit } from './params.js';
  * started with `--insecure`.
  */
 export function requireAdmin(req: FastifyRequest, ctx: AppContext): void {
-  if (!identityOf(req, ctx.auth).grants.admin) {
-    throw new RillError('forbidden', 'The admin permission is needed for this', {
-      details: { permission: 'admin' },
-    });
-  }
+  checkAdmin(identityOf(req, ctx.auth), 'The admin permission is needed for this');
 }
 
 /** `after` of a connections page: the `next` of the page before it. */

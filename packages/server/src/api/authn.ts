@@ -74,6 +74,13 @@ export function forbidden(what: 'publish to' | 'read' | 'subscribe to', topic: s
   return new RillError('forbidden', `Not allowed to ${what} ${topic}`, { details: { topic } });
 }
 
+/** Refuses an identity without the admin permission with `forbidden`; `message` says what needs it. */
+export function checkAdmin(identity: Identity, message: string): void {
+  if (!identity.grants.admin) {
+    throw new RillError('forbidden', message, { details: { permission: 'admin' } });
+  }
+}
+
 /** Refuses subscribing to any of `patterns` the identity's grants do not wholly cover. */
 export function checkSubscribe(identity: Identity, patterns: readonly string[]): void {
   for (const p of patterns)

@@ -2,7 +2,7 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Authenticator, Identity } from '../auth/index.js';
 import { RillError } from '../model/errors.js';
-import { identityOf, requestCredentials } from './authn.js';
+import { checkAdmin, identityOf, requestCredentials } from './authn.js';
 import type { AppContext } from './context.js';
 import type { Observability } from './observability.js';
 
@@ -11,11 +11,7 @@ export const STATS_STREAM_INTERVAL_MS = 1_000;
 
 /** Refuses an identity without the admin permission. */
 function requireAdmin(identity: Identity): void {
-  if (!identity.grants.admin) {
-    throw new RillError('forbidden', 'The admin permission is needed for metrics and stats', {
-      details: { permission: 'admin' },
-    });
-  }
+  checkAdmin(identity, 'The admin permission is needed for metrics and stats');
 }
 
 /**

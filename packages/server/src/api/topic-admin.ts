@@ -3,7 +3,7 @@ import type { RetentionOverride } from '../engine/engine.js';
 import { ConfigError, parseDuration, parseSize } from '../config.js';
 import { RillError } from '../model/errors.js';
 import { assertTopic } from '../model/topic.js';
-import { identityOf } from './authn.js';
+import { checkAdmin, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
 
 const topicParams = {
@@ -24,11 +24,8 @@ const topicParams = {
  *   the topic's retention override, which wins over the configured rules.
  */
 export function topicAdminRoutes(app: FastifyInstance, ctx: AppContext): void {
-  const admin = (req: FastifyRequest): void => {
-    if (!identityOf(req, ctx.auth).grants.admin) {
-      throw new RillError('forbidden', 'Topic administration needs the admin permission');
-    }
-  };
+  const admin = (req: FastifyRequest): void =>
+    checkAdmin(identityOf(req, ctx.auth), 'Topic administration needs the admin permission');
   const opts = {
     schema: { params: topicParams },
     preHandler: async (req: FastifyRequest) => admin(req),
