@@ -1,17 +1,22 @@
 // Catch-up: one subscriber replays N stored events (default 1,000,000) from a Rill server.
-//   node packages/bench/catchup.js [url] [events]
+//   node packages/bench/catchup.js [url] [events] [server pid]
 // Publishes N events in NDJSON batches of 1,000 to a fresh topic, then opens one SSE stream with
 // from=earliest and times how long the stream takes to deliver them all (events counted with the
 // generator's marker scanner, the same as `rill bench`), twice: the first replay on a cold
-// server, the second once its replay path is warm. The peers keep no such history (Nchan's
+// server, the second once its replay path is warm. With the server's pid, the server CPU time of
+// each replay is read from /proc as well: CPU per event is steadier than events/s on a busy machine. The peers keep no such history (Nchan's
 // buffer here holds 1,000 messages; Socket.IO and the Express route none), so this is Rill alone.
 import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { MarkerScanner, benchPayload, paddingFor } from './dist/scan.js';
+import { sampleProcs } from './dist/proc.js';
 
 const url = new URL(process.argv[2] ?? 'http://127.0.0.1:8080');
 const total = Number(process.argv[3] ?? 1_000_000);
+const serverPid = process.argv[4] === undefined ? null : Number(process.argv[4]);
+/** The server's CPU seconds so far, or null without a pid. */
+const serverCpu = () => (serverPid === null ? null : (sampleProcs([serverPid])?.cpuSeconds ?? null));
 const topic = `catchup-${Date.now()}`;
 const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
 const padding = paddingFor(100);
@@ -50,6 +55,7 @@ agent.destroy();
 /** One subscriber replays the whole topic; resolves with the seconds it took. */
 async function replay() {
   const scanner = new MarkerScanner(1_000_000_000, () => undefined);
+  const cpu0 = serverCpu();
   const t1 = performance.now();
   await new Promise((resolve, reject) => {
     const sock = net.connect(Number(url.port || 80), url.hostname, () => {
@@ -78,7 +84,10 @@ async function replay() {
       scanner.count >= total ? resolve() : reject(new Error(`closed at ${scanner.count}`)),
     );
   });
-  return { seconds: (performance.now() - t1) / 1000, received: scanner.count };
+  const seconds = (performance.now() - t1) / 1000;
+  const cpu1 = serverCpu();
+  const cpuSeconds = cpu0 === null || cpu1 === null ? null : cpu1 - cpu0;
+  return { seconds, received: scanner.count, cpuSeconds };
 }
 
 // The first replay runs right after the ingest, on a server whose replay path has never run
@@ -95,4 +104,9 @@ const result = {
   secondReplayEventsPerSec: Math.round(total / second.seconds),
   received: Math.min(first.received, second.received),
 };
+if (serverPid !== null) {
+  // Server CPU µs per replayed event (user + system, /proc ticks of 10 ms).
+  result.replayServerCpuMicrosPerEvent = +((first.cpuSeconds * 1e6) / total).toFixed(3);
+  result.secondReplayServerCpuMicrosPerEvent = +((second.cpuSeconds * 1e6) / total).toFixed(3);
+}
 console.log(JSON.stringify(result));

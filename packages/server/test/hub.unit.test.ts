@@ -53,7 +53,10 @@ class FakeSink implements Sink {
     return `!${n.topic}:${n.seq};`;
   }
 
+  bytesWritten = 0;
+
   write(chunk: string): void {
+    this.bytesWritten += Buffer.byteLength(chunk);
     this.writes.push(chunk);
     for (const frame of chunk.split(';')) {
       if (frame === '' || frame.startsWith('!')) continue;

@@ -52,8 +52,13 @@ class CollectSink implements Sink {
     return '';
   }
 
+  /** See `Sink.bytesWritten`. */
+  bytesWritten = 0;
+
   write(chunk: string): boolean {
-    if (this.meter) this.meter.bytes += Buffer.byteLength(chunk);
+    const bytes = Buffer.byteLength(chunk);
+    this.bytesWritten += bytes;
+    if (this.meter) this.meter.bytes += bytes;
     this.resolve({ page: chunk.endsWith(',') ? chunk.slice(0, -1) : chunk });
     return false;
   }

@@ -96,6 +96,7 @@ export class WsSession {
   /** Events and bytes sent by the subscriptions that ended; the open ones' are added at close. */
   private sentEvents = 0;
   private sentBytes = 0;
+  private readonly counted = new WeakSet<Subscription>();
   private fellBehind = 0;
   /** What it subscribed to (bounded: the first ones, for the end line). */
   private readonly topics: string[] = [];
@@ -236,11 +237,14 @@ export class WsSession {
 
   /** Adds what an ended subscription sent to the connection's totals (once per subscription). */
   private count(sub: Subscription): void {
+    // The bytes are the sink's running total: added once, the first time the subscription ends.
+    if (!this.counted.has(sub)) {
+      this.counted.add(sub);
+      this.sentBytes += sub.sentBytes;
+    }
     this.sentEvents += sub.sentEvents;
-    this.sentBytes += sub.sentBytes;
     this.fellBehind += sub.fellBehind;
     sub.sentEvents = 0;
-    sub.sentBytes = 0;
     sub.fellBehind = 0;
   }
 

@@ -153,12 +153,14 @@ export class Subscription implements Flushable {
   readonly id: string;
   /** Events handed to the sink; counted per flush, not per event. */
   sentEvents = 0;
-  /** UTF-8 bytes of the frames handed to the sink (before compression and transport framing). */
-  sentBytes = 0;
   /** Times it fell behind its socket and left the live path (a slow consumer). */
   fellBehind = 0;
   /** Why the server ended it (an error code), when it did. */
   endReason: string | undefined;
+  /** Bytes the sink has written for this subscription (its own count; see `Sink.bytesWritten`). */
+  get sentBytes(): number {
+    return this.sink.bytesWritten;
+  }
   /** Reset notices among `pending`: frames that are not events. */
   private pendingNotices = 0;
   private readonly engine: Engine;
@@ -310,9 +312,9 @@ export class Subscription implements Flushable {
   flush(): number {
     const frames = this.pending.length;
     if (frames === 0 || this.closed) return 0;
-    const chunk = frames === 1 ? this.pending[0]! : this.pending.join('');
+    const pending = this.pending;
+    const chars = this.pendingBytes;
     this.sentEvents += frames - this.pendingNotices;
-    this.sentBytes += utf8Length(chunk);
     const meter = this.sink.meter;
     if (meter) {
       // Counted per flush, not per event (docs/observability.md); the sink counts the bytes.
@@ -324,7 +326,14 @@ export class Subscription implements Flushable {
     this.pendingNotices = 0;
     this.pendingEvents = 0;
     this.lastWrite = Date.now();
-    if (this.sink.write(chunk) === false) this.detach();
+    const sink = this.sink;
+    const taken =
+      frames === 1
+        ? sink.write(pending[0]!)
+        : sink.writeFrames === undefined
+          ? sink.write(pending.join(''))
+          : sink.writeFrames(pending, chars);
+    if (taken === false) this.detach();
     return frames;
   }
 
@@ -657,24 +666,6 @@ export class Subscription implements Flushable {
       this.host.releaseChannel(st.channel);
     }
   }
-}
-
-let lastChunk = '';
-let lastLength = 0;
-
-/**
- * UTF-8 length of a flushed chunk. Subscribers of one topic are flushed one after another with the
- * same shared chunk, so a one-entry cache counts it once for all of them (small chunks only: a
- * replay page is not kept alive for it).
- */
-function utf8Length(chunk: string): number {
-  if (chunk === lastChunk) return lastLength;
-  const n = Buffer.byteLength(chunk);
-  if (chunk.length <= 16 * 1024) {
-    lastChunk = chunk;
-    lastLength = n;
-  }
-  return n;
 }
 
 /**

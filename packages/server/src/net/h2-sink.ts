@@ -69,8 +69,13 @@ export class H2StreamSink implements Sink {
     if (this.framing.preamble) this.send(this.framing.preamble);
   }
 
+  /** See `Sink.bytesWritten`. */
+  bytesWritten = 0;
+
   private send(chunk: string): void {
-    if (this.meter) this.meter.bytes += Buffer.byteLength(chunk);
+    const bytes = Buffer.byteLength(chunk);
+    this.bytesWritten += bytes;
+    if (this.meter) this.meter.bytes += bytes;
     if (this.gz) {
       this.gz.write(chunk);
       this.gz.flush(zlibConstants.Z_SYNC_FLUSH);

@@ -16,6 +16,8 @@ export interface HttpSinkOptions {
 
 let lastChunk: string | null = null;
 let lastWire: Buffer = Buffer.alloc(0);
+/** The UTF-8 bytes of `lastChunk` (its wire bytes without the chunk's size line and CRLF). */
+let lastSize = 0;
 
 /**
  * A coalesced chunk as the bytes of one HTTP/1.1 chunk (`<hex size>\r\n<chunk>\r\n`). The hub
@@ -34,14 +36,17 @@ function wireOf(chunk: string): Buffer {
   out[out.length - 1] = 0x0a;
   lastChunk = chunk;
   lastWire = out;
+  lastSize = size;
   return out;
 }
 
 /**
- * Largest chunk (in UTF-16 units) sent as shared bytes from {@link wireOf}. A larger one (a replay
- * page, a burst) goes out as a string: Node encodes it into memory it frees as soon as the kernel
- * has the bytes, whereas a Buffer per large chunk is only freed by a later garbage collection, and
- * a few hundred MiB passing through in such Buffers would show as that much more resident memory.
+ * Largest chunk (in UTF-16 units) sent as shared bytes from {@link wireOf}. A larger one written
+ * as one string goes out as a string: Node encodes it into memory it frees as soon as the kernel
+ * has the bytes, whereas a new Buffer per large chunk is only freed by a later garbage collection,
+ * and a few hundred MiB passing through in such Buffers would show as that much more resident
+ * memory. A batch of frames larger than this (a replay page) is written frame by frame in one
+ * corked writev (see `writeFrames`), which Node encodes the same way.
  */
 const SHARED_CHUNK_MAX = 16 * 1024;
 
@@ -147,20 +152,29 @@ export class HttpStreamSink implements Sink {
     socket.resume();
   }
 
-  private send(chunk: string): void {
-    let bytes: number;
+  /** See `Sink.bytesWritten`: the frames' own bytes, as the stream's log line reports them. */
+  bytesWritten = 0;
+
+  /**
+   * Writes one chunk; the transport meter counts what goes on the wire (HTTP chunk lines
+   * included, before compression). Returns the chunk's own UTF-8 bytes.
+   */
+  private send(chunk: string): number {
+    let size: number;
+    let wireBytes: number;
     if (this.socket) {
       if (chunk.length <= SHARED_CHUNK_MAX) {
         const wire = wireOf(chunk);
-        bytes = wire.length;
+        size = lastSize;
+        wireBytes = wire.length;
         this.socket.write(wire);
       } else {
         // Three writes in one writev: concatenating the size line would make Node flatten
         // (copy) the whole chunk before encoding it.
         const socket = this.socket;
-        const size = Buffer.byteLength(chunk);
+        size = Buffer.byteLength(chunk);
         const head = `${size.toString(16)}\r\n`;
-        bytes = head.length + size + 2;
+        wireBytes = head.length + size + 2;
         socket.cork();
         socket.write(head, 'latin1');
         socket.write(chunk);
@@ -169,14 +183,15 @@ export class HttpStreamSink implements Sink {
       }
     } else if (this.gz) {
       // Counted before compression.
-      bytes = this.meter ? Buffer.byteLength(chunk) : 0;
+      size = wireBytes = Buffer.byteLength(chunk);
       this.gz.write(chunk);
       this.gz.flush(zlibConstants.Z_SYNC_FLUSH);
     } else {
-      bytes = this.meter ? Buffer.byteLength(chunk) : 0;
+      size = wireBytes = Buffer.byteLength(chunk);
       this.res!.write(chunk);
     }
-    if (this.meter) this.meter.bytes += bytes;
+    if (this.meter) this.meter.bytes += wireBytes;
+    return size;
   }
 
   frameEvent(ev: RillEvent, id: string | null): string {
@@ -199,7 +214,32 @@ export class HttpStreamSink implements Sink {
   write(chunk: string): void {
     if (this.ended) return;
     if (!this.opened) this.open();
-    this.send(chunk);
+    this.bytesWritten += this.send(chunk);
+  }
+
+  writeFrames(frames: readonly string[], chars: number): void {
+    if (this.ended) return;
+    if (!this.opened) this.open();
+    const socket = this.socket;
+    // Small batches keep the shared-bytes path (one encoding for every subscriber of the flush).
+    if (socket === null || chars <= SHARED_CHUNK_MAX) {
+      this.bytesWritten += this.send(frames.join(''));
+      return;
+    }
+    // Hand-written because it is the replay hot path: a page holds thousands of frames, each a
+    // concatenation V8 would have to flatten and copy into a joined string (then measure, then
+    // encode); joining cost more than the rest of a replay step. Corked, the frames leave in one
+    // writev, which Node encodes straight into the one buffer it frees once the kernel has it.
+    let size = 0;
+    for (let i = 0; i < frames.length; i++) size += Buffer.byteLength(frames[i]!);
+    const head = `${size.toString(16)}\r\n`;
+    socket.cork();
+    socket.write(head, 'latin1');
+    for (let i = 0; i < frames.length; i++) socket.write(frames[i]!);
+    socket.write(CRLF);
+    socket.uncork();
+    this.bytesWritten += size;
+    if (this.meter) this.meter.bytes += head.length + size + 2;
   }
 
   bufferedBytes(): number {

@@ -47,6 +47,8 @@ function framesOf(chunk: string): Buffer[] {
 
 let lastWireChunk: string | null = null;
 let lastWire: Buffer = Buffer.alloc(0);
+/** The messages' own bytes in `lastWire` (without their headers). */
+let lastWirePayload = 0;
 
 /**
  * A coalesced chunk as the bytes of its complete WebSocket text frames, headers included: a
@@ -58,7 +60,12 @@ let lastWire: Buffer = Buffer.alloc(0);
 function wireOf(chunk: string): Buffer {
   if (chunk === lastWireChunk) return lastWire;
   const parts: Buffer[] = [];
-  for (const f of framesOf(chunk)) parts.push(textFrameHeader(f), f);
+  let payload = 0;
+  for (const f of framesOf(chunk)) {
+    parts.push(textFrameHeader(f), f);
+    payload += f.length;
+  }
+  lastWirePayload = payload;
   lastWireChunk = chunk;
   lastWire = Buffer.concat(parts);
   return lastWire;
@@ -110,9 +117,13 @@ export class WsWriter {
     this.sendTracked(text);
   }
 
-  /** Sends each FRAME_END-terminated frame of `chunk` as its own message, in one socket write. */
-  sendFrames(chunk: string): void {
-    if (!this.isOpen) return;
+  /**
+   * Sends each FRAME_END-terminated frame of `chunk` as its own message, in one socket write.
+   * Returns the messages' own bytes; the meter counts them with their headers (before any
+   * permessage-deflate).
+   */
+  sendFrames(chunk: string): number {
+    if (!this.isOpen) return 0;
     // Fast path, hand-written because it is the fan-out hot path: the shared frame bytes go to
     // the socket in one write, with no per-message header or callback. Only while ws's own frames
     // cannot interleave with these (see idleRawSocket).
@@ -123,15 +134,17 @@ export class WsWriter {
       const wire = wireOf(chunk);
       if (this.meter) this.meter.bytes += wire.length;
       raw.write(wire, () => this.complete(seq));
-      return;
+      return lastWirePayload;
     }
     const frames = framesOf(chunk);
-    if (this.meter) {
-      // Payloads plus a header of 2 to 10 bytes each (before any permessage-deflate).
-      let n = 0;
-      for (const f of frames) n += f.length + (f.length < 126 ? 2 : f.length < 65536 ? 4 : 10);
-      this.meter.bytes += n;
+    // Payloads, and for the meter a header of 2 to 10 bytes each.
+    let payload = 0;
+    let n = 0;
+    for (const f of frames) {
+      payload += f.length;
+      n += f.length + (f.length < 126 ? 2 : f.length < 65536 ? 4 : 10);
     }
+    if (this.meter) this.meter.bytes += n;
     // ws corks per frame; an outer cork turns the whole batch into a single writev.
     const socket = socketOf(this.ws);
     socket?.cork();
@@ -142,6 +155,7 @@ export class WsWriter {
     } finally {
       socket?.uncork();
     }
+    return payload;
   }
 
   /** Resolves once everything sent before the call has reached the kernel, or the socket closed. */
@@ -213,7 +227,7 @@ export class WsSink implements Sink {
     if (held === null) return;
     this.held = null;
     this.heldBytes = 0;
-    if (!this.ended && held.length > 0) this.writer.sendFrames(held.join(''));
+    if (!this.ended && held.length > 0) this.bytesWritten += this.writer.sendFrames(held.join(''));
     this.releaseOpenWaiters();
   }
 
@@ -236,8 +250,11 @@ export class WsSink implements Sink {
       this.heldBytes += chunk.length;
       return;
     }
-    this.writer.sendFrames(chunk);
+    this.bytesWritten += this.writer.sendFrames(chunk);
   }
+
+  /** See `Sink.bytesWritten`. */
+  bytesWritten = 0;
 
   bufferedBytes(): number {
     return this.heldBytes + this.writer.bufferedBytes();
