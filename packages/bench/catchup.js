@@ -16,7 +16,8 @@ const url = new URL(process.argv[2] ?? 'http://127.0.0.1:8080');
 const total = Number(process.argv[3] ?? 1_000_000);
 const serverPid = process.argv[4] === undefined ? null : Number(process.argv[4]);
 /** The server's CPU seconds so far, or null without a pid. */
-const serverCpu = () => (serverPid === null ? null : (sampleProcs([serverPid])?.cpuSeconds ?? null));
+const serverCpu = () =>
+  serverPid === null ? null : (sampleProcs([serverPid])?.cpuSeconds ?? null);
 const topic = `catchup-${Date.now()}`;
 const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
 const padding = paddingFor(100);
