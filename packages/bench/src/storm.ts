@@ -46,6 +46,8 @@ export interface StormOptions {
   purgeDuringDrop: boolean;
   connectConcurrency: number;
   stormConcurrency: number;
+  /** First local port of the generator's own port plan; 0: the kernel picks (slow past ~8,000 per address). */
+  portBase: number;
   /** Root pids of the server (e.g. the supervisor of `rill serve --workers`); trees are summed. */
   serverPids: number[];
   /** Longest time for each phase (connect, warm-up, drop, reconnect, recovery), seconds. */
@@ -169,10 +171,13 @@ function memory(s: TreeSample): MemorySample {
   return { rssKiB: s.rssKiB, pssKiB: s.pssKiB, processes: s.pids.length };
 }
 
-/** `127.0.0.1`, `127.0.0.2`, … : `n` loopback source addresses (Linux routes 127/8 to lo). */
+/**
+ * `127.0.0.2`, `127.0.0.3`, … : `n` loopback source addresses (Linux routes 127/8 to lo).
+ * 127.0.0.1 is left out: other programs' connections take their ports from it.
+ */
 export function loopbackAddresses(n: number): string[] {
   if (n < 1 || n > 250) throw new Error('source addresses: 1 to 250');
-  return Array.from({ length: n }, (_, i) => `127.0.0.${i + 1}`);
+  return Array.from({ length: n }, (_, i) => `127.0.0.${i + 2}`);
 }
 
 /** Runs the idle hold and the reconnect storm; throws when a phase misses its deadline. */
@@ -339,6 +344,7 @@ export async function runStorm(o: StormOptions): Promise<StormResult> {
             headers,
             connectConcurrency: o.connectConcurrency,
             stormConcurrency: o.stormConcurrency,
+            portBase: o.portBase,
           };
           const done = w.next('opened');
           w.proc.send({ cmd: 'open', spec } satisfies ToStormWorker);

@@ -48,6 +48,7 @@ interface StormFlags {
   purgeDuringDrop?: boolean;
   connectConcurrency: number;
   stormConcurrency: number;
+  localPortBase: number;
   serverPid?: number[];
   phaseTimeout: number;
   minFreeMib: number;
@@ -78,7 +79,7 @@ export function configureStorm(cmd: Command, name: () => string): Command {
     )
     .option(
       '--source-addresses <n|list>',
-      `loopback source addresses: a count (127.0.0.1, .2, …) or a list (default: <= ${MAX_CONNECTIONS_PER_ADDRESS} connections each)`,
+      `loopback source addresses: a count (127.0.0.2, .3, …) or a list (default: <= ${MAX_CONNECTIONS_PER_ADDRESS} connections each)`,
       parseAddresses,
     )
     .option(
@@ -105,6 +106,12 @@ export function configureStorm(cmd: Command, name: () => string): Command {
     )
     .option('--connect-concurrency <n>', 'connection attempts in flight per process', int(1), 200)
     .option('--storm-concurrency <n>', 'reconnect attempts in flight per process', int(1), 1000)
+    .option(
+      '--local-port-base <n>',
+      'first local port the generator binds itself (0: the kernel picks, slow past ~8,000 connections per address)',
+      int(0),
+      10_000,
+    )
     .option('--server-pid <pids>', 'server root pids: RSS/PSS of their whole process trees', pids)
     .option('--phase-timeout <s>', 'deadline of each phase, seconds', int(1), 300)
     .option(
@@ -159,6 +166,7 @@ async function storm(f: StormFlags, name: string): Promise<number> {
       purgeDuringDrop: f.purgeDuringDrop ?? false,
       connectConcurrency: f.connectConcurrency,
       stormConcurrency: f.stormConcurrency,
+      portBase: f.localPortBase,
       serverPids: f.serverPid ?? [],
       phaseTimeout: f.phaseTimeout,
       minFreeMiB: f.minFreeMib,

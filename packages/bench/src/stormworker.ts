@@ -31,6 +31,31 @@ export interface StormWorkerSpec {
   connectConcurrency: number;
   /** Connection attempts in flight at once during the reconnect storm. */
   stormConcurrency: number;
+  /**
+   * First local port of the explicit port plan (0: let the kernel pick). The kernel's own pick
+   * for a socket bound to a source address searches the port range under a lock, which grew to
+   * most of the generator's CPU past ~8,000 connections per address; a port chosen here is one
+   * bind.
+   */
+  portBase: number;
+}
+
+/**
+ * The local port of connection `global` in `round` (0: the first connection, 1: the reconnect):
+ * consecutive per source address, the reconnect on other ports than the first connection, whose
+ * ports wait in TIME_WAIT after the drop.
+ */
+export function localPort(
+  global: number,
+  round: number,
+  addresses: number,
+  total: number,
+  base: number,
+): number {
+  if (base === 0) return 0;
+  const perAddress = Math.ceil(total / addresses);
+  const k = Math.floor(global / addresses);
+  return base + ((round * perAddress + k) % (65_535 - base));
 }
 
 export type ToStormWorker =
@@ -188,13 +213,22 @@ function run(): void {
   };
 
   /** Opens connection i (with its Last-Event-ID once it has one); `done(ok)` once settled. */
-  const connect = (i: number, done: (ok: boolean, why?: string) => void): void => {
+  const connect = (
+    i: number,
+    done: (ok: boolean, why?: string) => void,
+    round = 0,
+    planned = true,
+  ): void => {
     const g = globalOf(i);
     const path = spec.paths[g % spec.paths.length]!;
+    const port = planned
+      ? localPort(g, round, spec.addresses.length, spec.total, spec.portBase)
+      : 0;
     const sock = net.connect({
       host: spec.host,
       port: spec.port,
       localAddress: spec.addresses[g % spec.addresses.length]!,
+      ...(port === 0 ? {} : { localPort: port }),
     });
     sockets[i] = sock;
     carry[i] = '';
@@ -241,8 +275,16 @@ function run(): void {
       settle(true);
       if (rest.length > 0) body(rest);
     });
-    sock.on('error', (err) => {
-      if (!dropping) settle(false, err.message);
+    sock.on('error', (err: NodeJS.ErrnoException) => {
+      if (dropping || settled) return;
+      if (port !== 0 && err.code === 'EADDRINUSE') {
+        // The planned port is taken (another program, or TIME_WAIT of an earlier run): this
+        // connection lets the kernel pick.
+        settled = true;
+        connect(i, done, round, false);
+        return;
+      }
+      settle(false, err.message);
     });
     sock.on('close', () => {
       if (sockets[i] === sock) sockets[i] = null;
@@ -336,21 +378,26 @@ function run(): void {
       // Like a real client: a failed reconnect is retried after a short jittered backoff, until
       // the phase's deadline.
       const attempt = (i: number, done: (ok: boolean) => void, tries = 0): void => {
-        connect(i, (ok, why) => {
-          if (ok) {
-            done(true);
-            return;
-          }
-          retries++;
-          error ??= why;
-          if (Date.now() >= deadline) {
-            notResumed++;
-            done(false);
-            return;
-          }
-          const wait = Math.min(2000, 100 * 2 ** Math.min(tries, 4)) * (0.5 + Math.random());
-          setTimeout(() => attempt(i, done, tries + 1), wait);
-        });
+        connect(
+          i,
+          (ok, why) => {
+            if (ok) {
+              done(true);
+              return;
+            }
+            retries++;
+            error ??= why;
+            if (Date.now() >= deadline) {
+              notResumed++;
+              done(false);
+              return;
+            }
+            const wait = Math.min(2000, 100 * 2 ** Math.min(tries, 4)) * (0.5 + Math.random());
+            setTimeout(() => attempt(i, done, tries + 1), wait);
+          },
+          1,
+          tries === 0,
+        );
       };
       const all = Array.from({ length: n }, (_, i) => i);
       void openAll(all, spec.stormConcurrency, attempt).then(() =>
