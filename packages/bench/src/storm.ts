@@ -117,6 +117,8 @@ export interface StormResult {
     /** Connections with a gap or duplicate. */
     broken: number;
   };
+  /** Why the storm stopped short (a phase deadline, a publish refused), if it did. */
+  stormError?: string;
   /** Every connection held with heartbeats, and (with the storm) every one resumed whole. */
   ok: boolean;
 }
@@ -204,7 +206,22 @@ export async function runStorm(o: StormOptions): Promise<StormResult> {
   const deadlineMs = o.phaseTimeout * 1000;
 
   const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
-  const post = (path: string, body: string, type: string): Promise<void> =>
+  /**
+   * POSTs, and like a real client retries a 503 or 429 (load shedding: refused before anything is
+   * stored) after its Retry-After, until the phase deadline.
+   */
+  const post = async (path: string, body: string, type: string): Promise<void> => {
+    const end = performance.now() + deadlineMs;
+    for (;;) {
+      const retryMs = await postOnce(path, body, type);
+      if (retryMs === 0) return;
+      if (performance.now() + retryMs > end)
+        throw new Error(`POST ${path}: still refused at the deadline`);
+      await sleep(retryMs);
+    }
+  };
+  /** 0 when accepted, the wait before a retry when shed; throws on any other answer. */
+  const postOnce = (path: string, body: string, type: string): Promise<number> =>
     new Promise((resolve, reject) => {
       const req = http.request(
         {
@@ -221,11 +238,14 @@ export async function runStorm(o: StormOptions): Promise<StormResult> {
         },
         (res) => {
           res.resume();
-          res.on('end', () =>
-            (res.statusCode ?? 0) < 300
-              ? resolve()
-              : reject(new Error(`HTTP ${res.statusCode} from POST ${path}`)),
-          );
+          res.on('end', () => {
+            const status = res.statusCode ?? 0;
+            if (status < 300) resolve(0);
+            else if (status === 503 || status === 429) {
+              const after = Number(res.headers['retry-after']);
+              resolve(Number.isFinite(after) && after > 0 ? Math.min(after, 5) * 1000 : 200);
+            } else reject(new Error(`HTTP ${status} from POST ${path}`));
+          });
         },
       );
       req.on('error', reject);
@@ -422,7 +442,23 @@ export async function runStorm(o: StormOptions): Promise<StormResult> {
       ok: connected === o.subscribers && without === 0 && heldProgress.closed === 0 && !aborted,
     };
     if (!o.storm) return result;
+    try {
+      await stormPhase(result, connected);
+    } catch (err) {
+      // The hold's figures stand; the storm's failure is part of the result.
+      result.stormError = (err as Error).message;
+      result.ok = false;
+    }
+    return result;
+  } finally {
+    clearInterval(ticker);
+    agent.destroy();
+    for (const w of workers) {
+      if (w.proc.connected) w.proc.send({ cmd: 'stop' } satisfies ToStormWorker);
+    }
+  }
 
+  async function stormPhase(result: StormResult, connected: number): Promise<void> {
     // The storm. Every connection first gets counter 1 (and with it an id to resume from).
     const G = o.gap;
     const total = 2 * G + 2;
@@ -532,13 +568,6 @@ export async function runStorm(o: StormOptions): Promise<StormResult> {
       result.storm.gaps === 0 &&
       result.storm.duplicates === 0 &&
       result.storm.complete === connected;
-    return result;
-  } finally {
-    clearInterval(ticker);
-    agent.destroy();
-    for (const w of workers) {
-      if (w.proc.connected) w.proc.send({ cmd: 'stop' } satisfies ToStormWorker);
-    }
   }
 }
 
@@ -573,6 +602,7 @@ export function formatStorm(r: StormResult): string {
       `storm check: ${s.complete}/${r.connected} complete (${s.eventsPerConnection} events each), gaps ${s.gaps}, duplicates/reordered ${s.duplicates}, resets ${s.resets}, broken connections ${s.broken}`,
     );
   }
+  if (r.stormError) lines.push(`storm stopped: ${r.stormError}`);
   lines.push(r.ok ? 'ok' : 'FAIL');
   return lines.join('\n') + '\n';
 }
