@@ -183,6 +183,7 @@ stop_server() {
 }
 
 cleanup() {
+
   stop_server >/dev/null 2>&1 || true
   rm -rf "$TMP"
 }

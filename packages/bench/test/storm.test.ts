@@ -24,8 +24,10 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-  server.proc.kill('SIGTERM');
-  await server.exited;
+  if (server) {
+    server.proc.kill('SIGTERM');
+    await server.exited;
+  }
   dir.remove();
 });
 
