@@ -7,6 +7,8 @@
 #   bash packages/bench/run.sh catchup               one subscriber replaying 1,000,000 stored events
 #   bash packages/bench/run.sh storm                 5,000 SSE subscribers dropped, 500-event gap
 #   bash packages/bench/run.sh manytopics            10,000 subscribers each on own topic + a shared one
+#   bash packages/bench/run.sh idle100k              100,000 idle SSE connections (rill serve --workers 6,
+#                                                    heartbeats every 5 s), RSS, then a reconnect storm
 #   bash packages/bench/run.sh all                   all of the above
 #
 # Ports: RILL_PORT (8080), NCHAN_PORT (8090), EXPRESS_PORT (8091), SOCKETIO_PORT (8092); the
@@ -181,6 +183,7 @@ stop_server() {
 }
 
 cleanup() {
+
   stop_server >/dev/null 2>&1 || true
   rm -rf "$TMP"
 }
@@ -303,6 +306,60 @@ scenario_manytopics() {
   SUB_TOPICS="{topic}"
 }
 
+# 100,000 idle SSE connections held with heartbeats, server RSS/PSS summed over every process,
+# then a reconnect storm with Last-Event-ID resume checked per connection (`rill bench storm`).
+# IDLE_CONNECTIONS (100000), SERVER_WORKERS (6), GEN_PROCESSES (<= 15,000 connections each),
+# SOURCE_ADDRESSES (<= 12,500 connections each: 127.0.0.1, .2, …), HEARTBEAT (5s), HOLD_SECONDS
+# (15), STORM_GAP (5 events per topic), PHASE_TIMEOUT (300 s per phase). Targets: IDLE_PEERS="rill
+# bare" (bare: packages/bench/peers/bare-sse.js in SERVER_WORKERS processes with the same
+# heartbeat; hold only, it keeps no history to resume from). Every process needs `ulimit -n` above
+# its share of connections (docs/operations.md).
+scenario_idle100k() {
+  local n="${IDLE_CONNECTIONS:-100000}" workers="${SERVER_WORKERS:-6}" hb="${HEARTBEAT:-5s}" t
+  local args=(-s "$n" --hold "${HOLD_SECONDS:-15}" --gap "${STORM_GAP:-5}" --phase-timeout "${PHASE_TIMEOUT:-300}" --json)
+  [ -n "${GEN_PROCESSES:-}" ] && args+=(-p "$GEN_PROCESSES")
+  [ -n "${SOURCE_ADDRESSES:-}" ] && args+=(--source-addresses "$SOURCE_ADDRESSES")
+  local hb_ms
+  hb_ms="$(node -e 'const m=/^(\d+)(ms|s)?$/.exec(process.argv[1]);if(!m)process.exit(2);process.stdout.write(String(m[2]==="ms"?+m[1]:+m[1]*1000))' "$hb")"
+  mkdir -p "$RESULTS/idle100k"
+  for t in ${IDLE_PEERS:-rill bare}; do
+    log "idle $n + storm: $t, $workers server processes, heartbeat $hb"
+    case "$t" in
+      rill)
+        rm -rf "$TMP/rill-data"
+        # Info level for the one line that says every worker listens; nothing is logged per request.
+        RILL_SSE__HEARTBEAT="$hb" $RILL serve --workers "$workers" --engine lmdb --data-dir "$TMP/rill-data" \
+          --port "$RILL_PORT" --log-level info > "$TMP/rill.log" 2>&1 &
+        SERVER_KILL=$!
+        wait_line "$TMP/rill.log" "($workers workers)"
+        $RILL bench storm --url "http://127.0.0.1:$RILL_PORT" --server-pid "$SERVER_KILL" "${args[@]}" \
+          > "$RESULTS/idle100k/rill-$n.json" || true
+        ;;
+      bare)
+        PORT=8096 WORKERS="$workers" HEARTBEAT_MS="$hb_ms" node "$BENCH/peers/bare-sse.js" > "$TMP/bare.log" 2>&1 &
+        SERVER_KILL=$!
+        wait_line "$TMP/bare.log" "listening"
+        $RILL bench storm --target generic --sub-url "http://127.0.0.1:8096/sub/{topic}" --no-storm \
+          --server-pid "$SERVER_KILL" "${args[@]}" > "$RESULTS/idle100k/bare-$n.json" || true
+        ;;
+      *) echo "unknown idle100k target $t" >&2; return 2 ;;
+    esac
+    node -e 'const r=require(process.argv[1]);const s=r.server?.perConnectionKiB;console.error(`  held ${r.connected}/${r.subscribers}, heartbeats min ${r.hold.heartbeatsMinPerConnection}/conn, RSS/conn ${s?.rssDelta} KiB (after-before) ${s?.rssTotal} KiB (after/N)${r.storm?`, storm ${r.storm.resumed} resumed in ${r.storm.reconnectSeconds}s, recovered ${r.storm.recoverySeconds}s, gaps ${r.storm.gaps} dups ${r.storm.duplicates}`:""} ${r.ok?"ok":"FAIL"}`)' "$RESULTS/idle100k/$t-$n.json" || true
+    stop_server
+  done
+}
+
+# wait_line <file> <text>: waits (60 s at most) until a server's log has the line that says it is up.
+wait_line() {
+  for _ in $(seq 1 600); do
+    if grep -qF "$2" "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "no \"$2\" in $1 after 60 s" >&2
+  return 1
+}
+
+[ "${1:-}" = idle100k ] && PEERS="${IDLE_PEERS:-rill bare}"
 install_peers
 case "${1:-}" in
   fanout) shift; scenario_fanout "$@" ;;
@@ -311,7 +368,8 @@ case "${1:-}" in
   catchup) scenario_catchup ;;
   storm) scenario_storm ;;
   manytopics) scenario_manytopics ;;
+  idle100k) scenario_idle100k ;;
   all) scenario_fanout; scenario_idle; scenario_ingest; scenario_catchup; scenario_storm; scenario_manytopics ;;
-  *) sed -n '2,22p' "$0"; exit 2 ;;
+  *) sed -n '2,24p' "$0"; exit 2 ;;
 esac
 log "results in $RESULTS"

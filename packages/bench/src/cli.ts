@@ -2,6 +2,7 @@ import { cpus } from 'node:os';
 import type { Command } from 'commander';
 import { InvalidArgumentError, Option } from 'commander';
 import type { BenchOptions, BenchResult } from './run.js';
+import { configureStorm } from './stormcli.js';
 
 /** Commander's parsed flags: the run's options, with the CLI's own names and switches. */
 type BenchFlags = Omit<
@@ -65,6 +66,10 @@ export function registerBench(program: Command): void {
  * program of the `rill-bench` bin. Messages are prefixed with the command's full name.
  */
 export function configureBench(cmd: Command): Command {
+  // `storm` has flags of its own under the same names (--url, -s, …): the bench command's flags
+  // are only read before it.
+  cmd.enablePositionalOptions();
+  configureStorm(cmd.command('storm'), () => `${commandName(cmd)} storm`);
   return cmd
     .description(
       'load-test a Rill server (or a peer): subscribers over SSE/WS/NDJSON in worker processes, publishers at a fixed rate, latency and loss',

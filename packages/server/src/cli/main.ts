@@ -18,6 +18,9 @@ export async function main(argv: string[]): Promise<void> {
     .name('rill')
     .description('Rill: a streaming API server (SSE, durable log, lossless resume)')
     .version(version)
+    // A command's options are read by that command only (`rill bench storm --url …` is the storm's
+    // --url, not `rill bench`'s): commander needs this on every level above a subcommand.
+    .enablePositionalOptions()
     // The help of `serve` lists every setting: after an error, point at it rather than print it.
     .showHelpAfterError('(add --help for usage)')
     .exitOverride((err) => {
