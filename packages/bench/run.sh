@@ -34,8 +34,9 @@ TMP="$(mktemp -d /tmp/rill-bench.XXXXXX)"
 PEERS="${PEERS:-rill-sse rill-ws nchan-sse nchan-ws pushpin-sse pushpin-ws express-sse socketio}"
 NCHAN_CONF="${NCHAN_CONF:-$BENCH/peers/nchan/nginx.conf}"
 PUSHPIN_CONF="${PUSHPIN_CONF:-$BENCH/peers/pushpin/pushpin.conf}"
-# Rill serves from one process; peers that have workers get the same count.
-WORKERS=1
+# Rill serves from one process unless SERVER_WORKERS says otherwise (`rill serve --workers N`,
+# then every scenario but idle100k, which has its own); peers that have workers get the same count.
+WORKERS="${SERVER_WORKERS:-1}"
 PUSHPIN_PORT="${PUSHPIN_PORT:-8093}"
 PUSHPIN_PUBLISH_PORT="${PUSHPIN_PUBLISH_PORT:-8094}"
 PUSHPIN_BACKEND_PORT="${PUSHPIN_BACKEND_PORT:-8095}"
@@ -81,10 +82,13 @@ start_server() {
   case "$1" in
     rill-*)
       rm -rf "$TMP/rill-data"
-      $RILL serve --engine lmdb --data-dir "$TMP/rill-data" --port "$RILL_PORT" --log-level warn &
+      $RILL serve --engine lmdb --data-dir "$TMP/rill-data" --port "$RILL_PORT" --log-level warn \
+        --workers "$WORKERS" &
       SERVER_PIDS=$!
       SERVER_KILL=$!
       wait_port "$RILL_PORT"
+      # With workers: the supervisor and every worker (they listen before the port answers).
+      [ "$WORKERS" = 1 ] || SERVER_PIDS="$SERVER_KILL,$(pgrep -P "$SERVER_KILL" | paste -sd,)"
       TARGET_ARGS=(--target rill --url "http://127.0.0.1:$RILL_PORT" --transport "${1#rill-}")
       ;;
     nchan-*)
