@@ -131,6 +131,15 @@ describe('parseWsRequest: each op', () => {
       topic: 't',
       event: { data: 'null' },
     });
+    // An ephemeral publish (docs/protocol.md § Ephemeral events) is a field of its own.
+    expect(
+      accepted({ op: 'publish', id: 4, topic: 't', ephemeral: true, type: 'typing', data: 1 }),
+    ).toEqual({
+      op: 'publish',
+      id: 4,
+      topic: 't',
+      event: { type: 'typing', data: '1', ephemeral: true },
+    });
   });
 
   it('takes any id it can echo: 1-256 characters, or a finite number', () => {

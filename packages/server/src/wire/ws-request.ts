@@ -25,13 +25,14 @@ export const MAX_ID_LENGTH = 256;
 /**
  * The fields each op may carry: any other field is refused, so a misspelt one is not ignored. A
  * Map, not an object literal: an op named like an `Object.prototype` member (`constructor`,
- * `toString`) must be an unknown op, not found on the prototype.
+ * `toString`) must be an unknown op, not found on the prototype. docs/asyncapi.yaml lists the same
+ * fields per op (asyncapi.unit.test.ts checks).
  */
-const FIELDS: ReadonlyMap<string, ReadonlySet<string>> = new Map([
+export const WS_REQUEST_FIELDS: ReadonlyMap<string, ReadonlySet<string>> = new Map([
   ['subscribe', new Set(['op', 'id', 'topics', 'from', 'since', 'cursor', 'presence'])],
   ['presence', new Set(['op', 'id', 'topic', 'after', 'limit', 'count'])],
   ['unsubscribe', new Set(['op', 'id', 'sub'])],
-  ['publish', new Set(['op', 'id', 'topic', 'type', 'key', 'data', 'trace'])],
+  ['publish', new Set(['op', 'id', 'topic', 'type', 'key', 'data', 'trace', 'ephemeral'])],
   ['ping', new Set(['op', 'id'])],
   ['auth', new Set(['op', 'id', 'token'])],
 ]);
@@ -153,7 +154,7 @@ function parseFields(
   if (typeof m.op !== 'string') {
     throw new RillError('invalid_message', 'A message must have an "op" string');
   }
-  const allowed = FIELDS.get(m.op);
+  const allowed = WS_REQUEST_FIELDS.get(m.op);
   if (!allowed) {
     throw new RillError(
       'unknown_op',
