@@ -103,7 +103,8 @@ function webhookUrlProblem(s: string): string | null {
   } catch {
     return 'expected an http:// or https:// URL';
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') return 'expected an http:// or https:// URL';
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    return 'expected an http:// or https:// URL';
   if (u.username !== '' || u.password !== '') {
     return 'must not carry credentials: the receiver checks the signature instead';
   }
@@ -161,7 +162,14 @@ const WebhookSchema = z
         /** How long the first event of a batch may wait for others (0 = send at once). */
         maxWait: duration.pipe(z.number().max(60_000)).default(0),
         /** Most bytes of events in one request (a single larger event goes alone). */
-        maxBytes: bytes.pipe(z.number().min(1024).max(64 * 1024 * 1024)).default(1024 * 1024),
+        maxBytes: bytes
+          .pipe(
+            z
+              .number()
+              .min(1024)
+              .max(64 * 1024 * 1024),
+          )
+          .default(1024 * 1024),
       })
       .prefault({}),
     /** How long one request may take, answer included. */
@@ -181,10 +189,7 @@ const WebhookSchema = z
     /** Attempts before a batch goes to `deadLetterTopic` (without one, retries never stop). */
     maxAttempts: z.number().int().min(1).max(1000).default(10),
     /** Where a batch that failed `maxAttempts` times goes, one event per event; none by default. */
-    deadLetterTopic: z
-      .string()
-      .refine(isTopic, { message: 'expected a topic name' })
-      .optional(),
+    deadLetterTopic: z.string().refine(isTopic, { message: 'expected a topic name' }).optional(),
   })
   .superRefine((w, ctx) => {
     const given = (['secret', 'secrets', 'secretFile'] as const).filter((k) => w[k] !== undefined);

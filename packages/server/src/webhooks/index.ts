@@ -51,6 +51,7 @@ class Runner implements Leadership {
   private closed = false;
   private readonly lease: string;
   private lastSecrets: string[] = [];
+  private readonly startedAt = Date.now();
 
   constructor(
     private readonly spec: WebhookConfig,
@@ -102,7 +103,10 @@ class Runner implements Leadership {
     if (!this.leading) {
       this.leading = true;
       this.o.metrics.leader(this.spec.name, true);
-      this.o.log.info({ webhook: this.spec.name, fence: token }, 'webhook: delivering from this node');
+      this.o.log.info(
+        { webhook: this.spec.name, fence: token },
+        'webhook: delivering from this node',
+      );
       this.loop = new DeliveryLoop(
         this.spec,
         this.o.engine,
@@ -110,6 +114,7 @@ class Runner implements Leadership {
         () => this.secrets(),
         this.o.metrics,
         this.o.log,
+        this.startedAt,
       );
       this.loop.start();
     }
@@ -138,7 +143,10 @@ class Runner implements Leadership {
     this.validUntil = 0;
     this.o.metrics.leader(this.spec.name, false);
     this.o.metrics.lag(this.spec.name, 0);
-    this.o.log.info({ webhook: this.spec.name, why }, 'webhook: no longer delivering from this node');
+    this.o.log.info(
+      { webhook: this.spec.name, why },
+      'webhook: no longer delivering from this node',
+    );
     const loop = this.loop;
     this.loop = null;
     await loop?.stop();

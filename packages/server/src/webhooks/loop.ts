@@ -93,6 +93,8 @@ export class DeliveryLoop {
     private readonly secrets: () => string[],
     private readonly metrics: WebhookMetrics,
     private readonly log: WebhookLog,
+    /** When this node's webhooks were set up, ms: the start of a webhook never started before. */
+    private readonly startedAt: number,
   ) {
     this.keys = stateKeys(spec.name);
     this.matchers = spec.topics.map(compilePattern);
@@ -165,7 +167,9 @@ export class DeliveryLoop {
     const stored = await this.engine.getState(this.keys.since);
     let since = stored === null ? NaN : Number(stored);
     if (!Number.isSafeInteger(since) || since <= 0) {
-      since = Date.now();
+      // The first start of this webhook anywhere: it gets the events stored since this node
+      // started, so none accepted by this node is older.
+      since = this.startedAt;
       if (!(await this.engine.putState(this.keys.since, String(since), this.lead.fence))) {
         this.deposed();
         return;
@@ -434,7 +438,13 @@ export class DeliveryLoop {
           await this.engine.append(topic, inputs.slice(i, i + DEAD_LETTER_CHUNK));
         }
         this.log.error(
-          { webhook: this.spec.name, delivery, attempts, events: inputs.length, deadLetterTopic: topic },
+          {
+            webhook: this.spec.name,
+            delivery,
+            attempts,
+            events: inputs.length,
+            deadLetterTopic: topic,
+          },
           'webhook batch dead-lettered',
         );
         return true;
