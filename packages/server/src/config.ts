@@ -1266,6 +1266,8 @@ const ENV_FLAT: Record<string, string> = {
   RILL_WORKERS: 'workers',
   RILL_REDIS_URL: 'redis.url',
   RILL_NATS_URL: 'nats.url',
+  RILL_WEBHOOKS: 'webhooks',
+  RILL_WEBHOOK_LEASE: 'webhookLease',
 };
 
 /** Variables read elsewhere (the CLI), not config keys. */
