@@ -124,7 +124,7 @@ export function readSecretFile(path: string): string[] {
     }
     text = buf.toString('utf8');
   } catch (err) {
-    throw new Error(`cannot read it: ${(err as Error).message}`);
+    throw new Error(`cannot read it: ${(err as Error).message}`, { cause: err });
   }
   const secrets = text
     .split(/\r?\n/)

@@ -62,7 +62,7 @@ export class WebhookReceiver {
     req.on('end', () => {
       const raw = Buffer.concat(chunks);
       const answer = this.plan.length > 0 ? this.plan.shift()! : this.otherwise;
-      let events: WebhookEvent[] = [];
+      let events: WebhookEvent[];
       try {
         events = (JSON.parse(raw.toString('utf8')) as { events: WebhookEvent[] }).events;
       } catch {
