@@ -17,7 +17,7 @@ import {
 } from './model/credentials.js';
 import { DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_JSON_DEPTH } from './model/event.js';
 import { isHostPattern } from './model/host.js';
-import { isValidPattern } from './model/topic.js';
+import { isTopic, isValidPattern, matchPattern } from './model/topic.js';
 import { DEFAULT_LIMITS, LimitOverrideSchema, limitSetSchema } from './model/limits.js';
 import proxyaddr from '@fastify/proxy-addr';
 
@@ -86,6 +86,146 @@ export function parseSize(value: string | number): number {
 const pattern = z
   .string()
   .refine(isValidPattern, { message: 'expected a topic or pattern such as "logs.>"' });
+
+/** Longest a webhook secret file may be, bytes. */
+const MAX_SECRET_FILE_BYTES = 64 * 1024;
+
+/** A webhook signing secret: long enough that a signature does not give it away. */
+const webhookSecret = z.string().refine((s) => Buffer.byteLength(s) >= MIN_SECRET_BYTES, {
+  message: `must be at least ${MIN_SECRET_BYTES} bytes (\`openssl rand -base64 32\` makes one)`,
+});
+
+/** Where Rill may POST: http or https, no credentials in the URL (they would be logged). */
+function webhookUrlProblem(s: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(s);
+  } catch {
+    return 'expected an http:// or https:// URL';
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    return 'expected an http:// or https:// URL';
+  if (u.username !== '' || u.password !== '') {
+    return 'must not carry credentials: the receiver checks the signature instead';
+  }
+  return null;
+}
+
+/**
+ * The secrets of a webhook file: one per line, blank lines and `#` comments ignored. Throws with a
+ * message that names neither the secrets nor a line of the file.
+ */
+export function readSecretFile(path: string): string[] {
+  let text: string;
+  try {
+    const buf = readFileSync(path);
+    if (buf.length > MAX_SECRET_FILE_BYTES) {
+      throw new Error(`larger than ${MAX_SECRET_FILE_BYTES} bytes`);
+    }
+    text = buf.toString('utf8');
+  } catch (err) {
+    throw new Error(`cannot read it: ${(err as Error).message}`, { cause: err });
+  }
+  const secrets = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
+  if (secrets.length === 0) throw new Error('it holds no secret (one per line)');
+  if (secrets.some((s) => !webhookSecret.safeParse(s).success)) {
+    throw new Error(`each secret must be at least ${MIN_SECRET_BYTES} bytes`);
+  }
+  return secrets;
+}
+
+/** One outgoing webhook (docs/webhooks.md). */
+const WebhookSchema = z
+  .strictObject({
+    /** Names the webhook in its requests (`rill-webhook`), its state, metrics and logs. */
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, {
+      message: 'expected 1-64 characters of [A-Za-z0-9_.-]',
+    }),
+    url: z.string().superRefine((s, ctx) => {
+      const why = webhookUrlProblem(s);
+      if (why !== null) ctx.addIssue({ code: 'custom', message: why });
+    }),
+    /** Topics and patterns whose events it gets. */
+    topics: z.array(pattern).min(1).max(100),
+    /** The signing secret; or `secrets` (several during a rotation), or `secretFile`. */
+    secret: webhookSecret.optional(),
+    secrets: z.array(webhookSecret).min(1).max(10).optional(),
+    /** A file with the secrets, one per line (kept out of the configuration). */
+    secretFile: z.string().min(1).optional(),
+    batch: z
+      .strictObject({
+        /** Most events in one request. */
+        maxEvents: z.number().int().min(1).max(10_000).default(100),
+        /** How long the first event of a batch may wait for others (0 = send at once). */
+        maxWait: duration.pipe(z.number().max(60_000)).default(0),
+        /** Most bytes of events in one request (a single larger event goes alone). */
+        maxBytes: bytes
+          .pipe(
+            z
+              .number()
+              .min(1024)
+              .max(64 * 1024 * 1024),
+          )
+          .default(1024 * 1024),
+      })
+      .prefault({}),
+    /** How long one request may take, answer included. */
+    timeout: duration.pipe(z.number().min(100).max(300_000)).default(10_000),
+    retry: z
+      .strictObject({
+        /** The first pause after a failure; it doubles after each, with jitter. */
+        initial: duration.pipe(z.number().min(10)).default(1_000),
+        /** The longest pause. */
+        max: duration.pipe(z.number().min(10)).default(60_000),
+      })
+      .refine((r) => r.initial <= r.max, {
+        message: 'retry.initial must not exceed retry.max',
+        path: ['initial'],
+      })
+      .prefault({}),
+    /** Attempts before a batch goes to `deadLetterTopic` (without one, retries never stop). */
+    maxAttempts: z.number().int().min(1).max(1000).default(10),
+    /** Where a batch that failed `maxAttempts` times goes, one event per event; none by default. */
+    deadLetterTopic: z.string().refine(isTopic, { message: 'expected a topic name' }).optional(),
+  })
+  .superRefine((w, ctx) => {
+    const given = (['secret', 'secrets', 'secretFile'] as const).filter((k) => w[k] !== undefined);
+    if (given.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          given.length === 0
+            ? 'give one of secret, secrets, secretFile'
+            : `give only one of ${given.join(', ')}`,
+      });
+    }
+    if (w.secretFile !== undefined) {
+      try {
+        readSecretFile(w.secretFile);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', path: ['secretFile'], message: (err as Error).message });
+      }
+    }
+    const dlt = w.deadLetterTopic;
+    if (dlt !== undefined && w.topics.some((p) => matchPattern(p, dlt))) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['deadLetterTopic'],
+        message: "must not be one of the webhook's own topics (its failures would loop)",
+      });
+    }
+  });
+
+export type WebhookConfig = z.output<typeof WebhookSchema>;
+
+/** A webhook's signing secrets (the file read again: it may have changed since start-up). */
+export function webhookSecrets(w: WebhookConfig): string[] {
+  if (w.secretFile !== undefined) return readSecretFile(w.secretFile);
+  return w.secrets ?? (w.secret === undefined ? [] : [w.secret]);
+}
 
 const RetentionRuleSchema = z.strictObject({
   pattern,
@@ -376,7 +516,7 @@ const LogLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace
 export type LogLevel = z.infer<typeof LogLevelSchema>;
 
 /** The parts of the server whose log level can be set on its own (`log.levels`). */
-export const LOG_COMPONENTS = ['http', 'ws', 'engine', 'auth', 'fanout'] as const;
+export const LOG_COMPONENTS = ['http', 'ws', 'engine', 'auth', 'fanout', 'webhooks'] as const;
 export type LogComponent = (typeof LOG_COMPONENTS)[number];
 
 const TlsSchema = z
@@ -453,7 +593,7 @@ export const ConfigSchema = z
     log: z
       .strictObject({
         /**
-         * A level per component (`http`, `ws`, `engine`, `auth`, `fanout`), over `logLevel`:
+         * A level per component (`http`, `ws`, `engine`, `auth`, `fanout`, `webhooks`), over `logLevel`:
          * `{ ws: 'debug', http: 'warn' }`.
          */
         levels: z
@@ -643,6 +783,29 @@ export const ConfigSchema = z
      * `apiKeys`, `apiKeysFile` or `anonymous` is set ({@link authEnabled}).
      */
     auth: AuthSchema.prefault({}),
+    /** Outgoing webhooks: batches of stored events POSTed to URLs, signed (docs/webhooks.md). */
+    webhooks: z
+      .array(WebhookSchema)
+      .max(100)
+      .superRefine((list, ctx) => {
+        const names = new Set<string>();
+        list.forEach((w, i) => {
+          if (names.has(w.name)) {
+            ctx.addIssue({
+              code: 'custom',
+              path: [i, 'name'],
+              message: `webhook name ${JSON.stringify(w.name)} is used twice`,
+            });
+          }
+          names.add(w.name);
+        });
+      })
+      .default([]),
+    /**
+     * How long a webhook's delivery loop holds its lease without renewing it (renewed every
+     * third): a node that dies while delivering is replaced within this and a third of it more.
+     */
+    webhookLease: duration.pipe(z.number().min(1_000).max(300_000)).default(10_000),
     /** Metrics and stats (docs/observability.md). */
     metrics: z
       .strictObject({
@@ -709,7 +872,7 @@ export function authEnabled(config: RillConfig): boolean {
 }
 
 /** Keys whose values never appear in an error message. */
-const SECRET_KEYS = new Set(['secret']);
+const SECRET_KEYS = new Set(['secret', 'secrets']);
 
 /** Validates and fills defaults. Throws ConfigError with one line per problem. */
 export function resolveConfig(input: unknown): RillConfig {
@@ -725,7 +888,7 @@ export function resolveConfig(input: unknown): RillConfig {
         );
       }
       // A plain value is echoed; a secret, or a mapping that may hold one, never is.
-      const got = SECRET_KEYS.has(path[path.length - 1] ?? '') ? undefined : valueAt(input, path);
+      const got = path.some((p) => SECRET_KEYS.has(p)) ? undefined : valueAt(input, path);
       const echo = isScalar(got) || (Array.isArray(got) && got.every(isScalar));
       const shown = echo ? ` (got ${JSON.stringify(got)?.slice(0, 60)})` : '';
       return [`${key || '(root)'}${sourcesOf(path)}: ${problem(i, path)}${shown}`];
@@ -1103,6 +1266,8 @@ const ENV_FLAT: Record<string, string> = {
   RILL_WORKERS: 'workers',
   RILL_REDIS_URL: 'redis.url',
   RILL_NATS_URL: 'nats.url',
+  RILL_WEBHOOKS: 'webhooks',
+  RILL_WEBHOOK_LEASE: 'webhookLease',
 };
 
 /** Variables read elsewhere (the CLI), not config keys. */

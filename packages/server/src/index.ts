@@ -25,4 +25,12 @@ export { encodeCursor, decodeCursor, encodePosition } from './model/cursor.js';
 export type { Cursor, Position } from './model/cursor.js';
 export { isTopic, isValidPattern, matchPattern } from './model/topic.js';
 export { Hub } from './fanout/hub.js';
+export {
+  signatureHeader,
+  verifySignature,
+  SIGNATURE_HEADER,
+  DEFAULT_SIGNATURE_TOLERANCE_SECONDS,
+} from './model/signature.js';
+export type { SignatureCheck } from './model/signature.js';
+export type { WebhookConfig } from './config.js';
 export type { Sink, ResetNotice } from './fanout/sink.js';

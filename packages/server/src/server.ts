@@ -53,6 +53,8 @@ import {
   type PresenceStore,
 } from './presence/index.js';
 import { probeNodeHttp } from './net/node-http-internals.js';
+import { hasCoordination } from './engine/engine.js';
+import { WebhookMetrics, Webhooks } from './webhooks/index.js';
 import { probeWs } from './net/ws-internals.js';
 
 /**
@@ -205,6 +207,21 @@ export async function createServer(
         log: logs.fanout,
       })
     : null;
+  let webhooks: Webhooks | null = null;
+  if (config.webhooks.length > 0) {
+    if (!hasCoordination(engine)) {
+      throw new ConfigError(
+        `webhooks: the ${engine.name} engine cannot hold a lease or store a cursor (no Coordination)`,
+      );
+    }
+    webhooks = new Webhooks(config.webhooks, {
+      engine,
+      node: obs.id,
+      leaseMs: config.webhookLease,
+      metrics: new WebhookMetrics(obs.registry),
+      log: logs.webhooks,
+    });
+  }
   const state = { closing: false };
   const streams = new OpenStreams();
   // A revoked credential's streams end now, whatever opened them (SSE, NDJSON, long-poll, WebSocket).
@@ -297,6 +314,7 @@ export async function createServer(
       const host = config.host.includes(':') ? `[${config.host}]` : config.host;
       if (metricsServer) metricsUrl = await listenMetrics(metricsServer, config);
       obs.start();
+      webhooks?.start();
       return `${tls ? 'https' : 'http'}://${host}:${port}`;
     },
     reloadTls() {
@@ -339,6 +357,7 @@ export async function createServer(
           auth.close();
           streams.close();
           await presence?.close();
+          await webhooks?.close();
           await engine.close();
         }
       })();
@@ -399,7 +418,7 @@ export function rootLogger(config: RillConfig): Logger {
 /**
  * A child logger per component (`component` on each line), at its `log.levels` level when one is
  * set, else at the root's: the http one is Fastify's (requests, SSE, NDJSON and long-poll streams),
- * ws the WebSocket connections', engine, auth and fanout their modules'.
+ * ws the WebSocket connections', engine, auth, fanout and webhooks their modules'.
  */
 function componentLoggers(root: Logger, config: RillConfig): Record<LogComponent, Logger> {
   const out = {} as Record<LogComponent, Logger>;

@@ -2,7 +2,13 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isEpoch } from '../src/model/cursor.js';
-import type { AppendResult, Engine, EngineOptions, TopicSignal } from '../src/engine/engine.js';
+import {
+  hasCoordination,
+  type AppendResult,
+  type Engine,
+  type EngineOptions,
+  type TopicSignal,
+} from '../src/engine/engine.js';
 import { RillError } from '../src/model/errors.js';
 import type { EventInput, RillEvent } from '../src/model/event.js';
 
@@ -1118,6 +1124,79 @@ export function engineContract(
         await engine.append(t, [ev(1), ev(2), ev(3)]);
         expect((await engine.getRetention(t))?.override).toBeNull();
         expect(seqs(await readAll(engine, t))).toEqual([1, 2, 3]);
+      });
+    });
+
+    describe('coordination (leases and state records)', () => {
+      function coord(engine: Engine) {
+        if (!hasCoordination(engine)) throw new Error(`${engine.name} has no Coordination`);
+        return engine;
+      }
+
+      it('one owner holds a lease until it expires or is released; tokens grow each time it changes hands', async () => {
+        const engine = coord(await make());
+        const name = topic('lease');
+        const a = await engine.acquireLease(name, 'node-a', 60_000);
+        expect(a).not.toBeNull();
+        expect(await engine.acquireLease(name, 'node-b', 60_000)).toBeNull();
+        // Renewal by the holder keeps it (the token never goes down).
+        const renewed = await engine.acquireLease(name, 'node-a', 60_000);
+        expect(renewed).not.toBeNull();
+        expect(renewed!).toBeGreaterThanOrEqual(a!);
+        expect(await engine.acquireLease(name, 'node-b', 60_000)).toBeNull();
+        // Released by another owner: nothing happens.
+        await engine.releaseLease(name, 'node-b');
+        expect(await engine.acquireLease(name, 'node-b', 60_000)).toBeNull();
+        await engine.releaseLease(name, 'node-a');
+        const b = await engine.acquireLease(name, 'node-b', 60_000);
+        expect(b).not.toBeNull();
+        expect(b!).toBeGreaterThan(renewed!);
+        // Another name is another lease.
+        expect(await engine.acquireLease(topic('other'), 'node-a', 60_000)).not.toBeNull();
+      });
+
+      it('a lease not renewed expires and another owner takes it with a greater token', async () => {
+        const engine = coord(await make());
+        const name = topic('expiry');
+        const a = await engine.acquireLease(name, 'node-a', 1_000);
+        expect(a).not.toBeNull();
+        expect(await engine.acquireLease(name, 'node-b', 1_000)).toBeNull();
+        let b: number | null = null;
+        await eventually(async () => {
+          b = await engine.acquireLease(name, 'node-b', 1_000);
+          return b !== null;
+        }, 'the lease expired');
+        expect(b!).toBeGreaterThan(a!);
+        expect(await engine.acquireLease(name, 'node-a', 1_000)).toBeNull();
+      });
+
+      it('state records are read back, and a write under a smaller fence than the last is refused', async () => {
+        const engine = coord(await make());
+        const key = topic('state');
+        expect(await engine.getState(key)).toBeNull();
+        expect(await engine.putState(key, 'one', 5)).toBe(true);
+        expect(await engine.getState(key)).toBe('one');
+        expect(await engine.putState(key, 'two', 5)).toBe(true);
+        expect(await engine.getState(key)).toBe('two');
+        expect(await engine.putState(key, 'three', 7)).toBe(true);
+        expect(await engine.putState(key, 'stale', 6)).toBe(false);
+        expect(await engine.getState(key)).toBe('three');
+        // Keys are independent and take any printable characters.
+        const odd = `${key}:weird/key*>~`;
+        expect(await engine.putState(odd, '{"a":1}', 1)).toBe(true);
+        expect(await engine.getState(odd)).toBe('{"a":1}');
+        expect(await engine.getState(key)).toBe('three');
+      });
+
+      it('refuses an oversized record or an empty key, storing nothing', async () => {
+        const engine = coord(await make());
+        const key = topic('bounded');
+        expect(await engine.putState(key, 'kept', 1)).toBe(true);
+        const big = await engine.putState(key, 'x'.repeat(70 * 1024), 1).catch((e: unknown) => e);
+        expect((big as RillError).code).toBe('invalid_parameter');
+        expect(await engine.getState(key)).toBe('kept');
+        const empty = await engine.getState('').catch((e: unknown) => e);
+        expect((empty as RillError).code).toBe('invalid_parameter');
       });
     });
 

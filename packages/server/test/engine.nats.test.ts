@@ -13,7 +13,7 @@ async function dropStreams(prefix: string): Promise<void> {
     const jsm = await jetstreamManager(nc);
     const names: string[] = [];
     for await (const name of jsm.streams.names())
-      if (name.startsWith(`${prefix}_`)) names.push(name);
+      if (name.startsWith(`${prefix}_`) || name.startsWith(`KV_${prefix}_`)) names.push(name);
     for (const name of names) await jsm.streams.delete(name);
   } finally {
     await nc.close();

@@ -20,7 +20,7 @@ export async function dropStreams(url: string, prefix: string): Promise<void> {
     const jsm = await jetstreamManager(nc);
     const names: string[] = [];
     for await (const n of jsm.streams.names()) {
-      if (n.startsWith(`${prefix}_`) || n === `KV_${prefix}_nodes`) names.push(n);
+      if (n.startsWith(`${prefix}_`) || n.startsWith(`KV_${prefix}_`)) names.push(n);
     }
     for (const n of names) await jsm.streams.delete(n);
   } finally {

@@ -31,6 +31,7 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'log.levels.engine': 'Level of the storage engine lines.',
   'log.levels.auth': 'Level of the authentication lines.',
   'log.levels.fanout': 'Level of the fan-out lines (slow consumers).',
+  'log.levels.webhooks': 'Level of the outgoing webhook lines (leases, failed deliveries).',
   'log.pretty': 'Readable lines instead of JSON; by default when stdout is a terminal.',
   'rateLimits.enabled':
     'Rate and count limits per key, user and address (off: only size limits and the budget).',
@@ -45,6 +46,10 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
   'rateLimits.exemptAddresses': 'Addresses not held to the per-address limits.',
   'rateLimits.shared': 'auto: nodes on redis or nats share their counts; local: each counts alone.',
   'rateLimits.syncInterval': 'How often a node exchanges its counts with the other nodes.',
+  webhooks:
+    'Outgoing webhooks: [{name, url, topics, secret, batch, timeout, retry, maxAttempts, deadLetterTopic}] (docs/webhooks.md).',
+  webhookLease:
+    "How long a webhook's delivery loop holds its lease; a dead leader is replaced within it and a third.",
   'metrics.enabled': 'Count and serve Prometheus metrics at /metrics and stats at /v1/stats.',
   'metrics.port':
     'Serve /metrics on a listener of its own at this port (unauthenticated; keep it private).',

@@ -1,4 +1,5 @@
 import type { EphemeralEvent, EventInput, RillEvent } from '../model/event.js';
+import { RillError } from '../model/errors.js';
 import { matchPattern } from '../model/topic.js';
 
 /**
@@ -275,4 +276,64 @@ export interface NodeDirectory {
 export function hasNodeDirectory(e: Engine): e is Engine & NodeDirectory {
   const d = e as Partial<NodeDirectory>;
   return typeof d.putNode === 'function' && typeof d.listNodes === 'function';
+}
+
+/**
+ * Optional capability, implemented by every built-in engine: what a process needs to coordinate
+ * with the others sharing the engine (the outgoing webhooks' one delivery loop per cluster and its
+ * persisted cursor, docs/webhooks.md).
+ *
+ * - A **lease** is held by one `owner` at a time for `ttlMs` after its last acquisition. Each time
+ *   a lease changes hands the engine hands out a **fencing token**, a number greater than every
+ *   token handed out for that lease before; renewing keeps the lease (and may raise the token).
+ * - A **state record** is a short text under a key, kept with the engine's data (surviving
+ *   restarts as the logs do). A write names the fencing token of the lease it was made under and
+ *   is refused when the record was last written under a greater one, so a deposed leader that has
+ *   not noticed yet cannot move state back.
+ *
+ * Names and keys are 1-{@link MAX_COORDINATION_KEY} characters of printable ASCII.
+ */
+export interface Coordination {
+  /**
+   * Takes lease `name` for `owner` when it is free or expired, or renews it when `owner` holds it;
+   * returns the fencing token, or null when another owner holds it.
+   */
+  acquireLease(name: string, owner: string, ttlMs: number): Promise<number | null>;
+  /** Gives lease `name` up when `owner` holds it, so another owner may take it at once. */
+  releaseLease(name: string, owner: string): Promise<void>;
+  /** The record under `key`, or null. */
+  getState(key: string): Promise<string | null>;
+  /**
+   * Writes the record under `key` unless it was last written with a fencing token greater than
+   * `fence`; true when written.
+   */
+  putState(key: string, value: string, fence: number): Promise<boolean>;
+}
+
+/** Longest lease name or state key, characters. */
+export const MAX_COORDINATION_KEY = 512;
+/** Largest state record, bytes. */
+export const MAX_STATE_BYTES = 64 * 1024;
+
+/** Throws `invalid_parameter` for a lease name or state key (or value) out of bounds. */
+export function checkCoordinationKey(key: string, value?: string): void {
+  if (key.length === 0 || key.length > MAX_COORDINATION_KEY || !/^[\x21-\x7e]+$/.test(key)) {
+    throw new RillError(
+      'invalid_parameter',
+      `A lease name or state key must be 1-${MAX_COORDINATION_KEY} printable ASCII characters`,
+    );
+  }
+  if (value !== undefined && Buffer.byteLength(value) > MAX_STATE_BYTES) {
+    throw new RillError('invalid_parameter', `A state record is at most ${MAX_STATE_BYTES} bytes`);
+  }
+}
+
+export function hasCoordination(e: Engine): e is Engine & Coordination {
+  const c = e as Partial<Coordination>;
+  return (
+    typeof c.acquireLease === 'function' &&
+    typeof c.releaseLease === 'function' &&
+    typeof c.getState === 'function' &&
+    typeof c.putState === 'function'
+  );
 }

@@ -13,7 +13,9 @@ import { decodeTrace, encodeTrace } from '../model/trace.js';
 import {
   DEFAULT_IDEMPOTENCY_WINDOW_MS,
   DEFAULT_RETENTION,
+  checkCoordinationKey,
   type AppendResult,
+  type Coordination,
   type Engine,
   type EngineOptions,
   type ReadResult,
@@ -36,6 +38,13 @@ import {
   storageFull,
 } from './common.js';
 import { Lifecycle } from './lifecycle.js';
+import {
+  fenceAllows,
+  giveUpLease,
+  takeLease,
+  type LeaseRecord,
+  type StateRecord,
+} from './coordination.js';
 import {
   applyOverride,
   cleanOverride,
@@ -246,7 +255,7 @@ interface Pending {
  * later, so on a disk with no room left at all even the transaction that would drop old events
  * may not commit: keep the store below the disk's size with `maxStoreBytes`.
  */
-export class LmdbEngine implements Engine {
+export class LmdbEngine implements Engine, Coordination {
   readonly name = 'lmdb';
 
   private readonly root: RootDatabase;
@@ -282,6 +291,12 @@ export class LmdbEngine implements Engine {
   private readonly delivered = new Map<string, { epoch: string | null; seq: number }>();
   /** With peers: this process's commits not announced yet (topic → notice). */
   private unannounced = new Map<string, AppendNotice>();
+  /**
+   * Leases (`l:<name>`) and state records (`s:<key>`) of {@link Coordination}, read and written in
+   * write transactions: LMDB's write lock spans the processes sharing the directory, so the
+   * workers of `rill serve --workers` see one lease.
+   */
+  private readonly coord: Database<LeaseRecord | StateRecord, string>;
 
   constructor(options: LmdbEngineOptions) {
     this.retention = new RetentionResolver(options.retention ?? DEFAULT_RETENTION);
@@ -315,6 +330,7 @@ export class LmdbEngine implements Engine {
     this.blocks = this.root.openDB<BlockRecord, BlockKey>('blocks', {});
     this.keys = this.root.openDB<KeyRecord, IdemKey>('keys', {});
     this.expiry = this.root.openDB<true, ExpiryKey>('key-expiry', {});
+    this.coord = this.root.openDB<LeaseRecord | StateRecord, string>('coordination', {});
     this.peers = options.peers;
     // Counted from the topics rather than kept in the database, which would cost every append a
     // write, also without a budget. With peers, each process appends: the total is then kept in
@@ -632,6 +648,58 @@ export class LmdbEngine implements Engine {
         await this.root.close();
       },
     });
+  }
+
+  // ---- Coordination ----
+
+  async acquireLease(name: string, owner: string, ttlMs: number): Promise<number | null> {
+    this.life.assertOpen();
+    checkCoordinationKey(name);
+    const key = `l:${name}`;
+    return this.life.track(
+      this.root.transaction(() => {
+        const next = takeLease(
+          this.coord.get(key) as LeaseRecord | undefined,
+          owner,
+          ttlMs,
+          this.now(),
+        );
+        if (next === null) return null;
+        void this.coord.put(key, next);
+        return next.token;
+      }),
+    );
+  }
+
+  async releaseLease(name: string, owner: string): Promise<void> {
+    this.life.assertOpen();
+    const key = `l:${name}`;
+    await this.life.track(
+      this.root.transaction(() => {
+        const next = giveUpLease(this.coord.get(key) as LeaseRecord | undefined, owner);
+        if (next !== undefined) void this.coord.put(key, next);
+      }),
+    );
+  }
+
+  async getState(key: string): Promise<string | null> {
+    this.life.assertOpen();
+    checkCoordinationKey(key);
+    this.freshSnapshot();
+    return (this.coord.get(`s:${key}`) as StateRecord | undefined)?.value ?? null;
+  }
+
+  async putState(key: string, value: string, fence: number): Promise<boolean> {
+    this.life.assertOpen();
+    checkCoordinationKey(key, value);
+    const k = `s:${key}`;
+    return this.life.track(
+      this.root.transaction(() => {
+        if (!fenceAllows(this.coord.get(k) as StateRecord | undefined, fence)) return false;
+        void this.coord.put(k, { fence, value });
+        return true;
+      }),
+    );
   }
 
   /** Runs inside the write transaction. */

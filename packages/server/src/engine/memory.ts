@@ -3,7 +3,9 @@ import { assertTopic } from '../model/topic.js';
 import {
   DEFAULT_IDEMPOTENCY_WINDOW_MS,
   DEFAULT_RETENTION,
+  checkCoordinationKey,
   type AppendResult,
+  type Coordination,
   type Engine,
   type EngineOptions,
   type ReadResult,
@@ -27,6 +29,13 @@ import {
   storageFull,
 } from './common.js';
 import { Lifecycle } from './lifecycle.js';
+import {
+  fenceAllows,
+  giveUpLease,
+  takeLease,
+  type LeaseRecord,
+  type StateRecord,
+} from './coordination.js';
 import {
   applyOverride,
   cleanOverride,
@@ -74,7 +83,7 @@ interface TopicState {
  * bounds the bytes of events kept over all topics: an append that would go past it after its own
  * retention is undone and refused with `insufficient_storage`.
  */
-export class MemoryEngine implements Engine {
+export class MemoryEngine implements Engine, Coordination {
   readonly name = 'memory';
 
   private readonly topics = new Map<string, TopicState>();
@@ -89,6 +98,8 @@ export class MemoryEngine implements Engine {
   private readonly storage: StorageLog;
   /** Bytes of the events retained over all topics. */
   private stored = 0;
+  private readonly leases = new Map<string, LeaseRecord>();
+  private readonly state = new Map<string, StateRecord>();
 
   constructor(options: EngineOptions = {}) {
     this.retention = options.retention ?? DEFAULT_RETENTION;
@@ -291,6 +302,37 @@ export class MemoryEngine implements Engine {
 
   close(): Promise<void> {
     return this.life.close({ release: () => this.feed.clear() });
+  }
+
+  // ---- Coordination: one process, so a lease only ever changes hands within it ----
+
+  async acquireLease(name: string, owner: string, ttlMs: number): Promise<number | null> {
+    this.life.assertOpen();
+    checkCoordinationKey(name);
+    const next = takeLease(this.leases.get(name), owner, ttlMs, this.now());
+    if (next === null) return null;
+    this.leases.set(name, next);
+    return next.token;
+  }
+
+  async releaseLease(name: string, owner: string): Promise<void> {
+    this.life.assertOpen();
+    const next = giveUpLease(this.leases.get(name), owner);
+    if (next !== undefined) this.leases.set(name, next);
+  }
+
+  async getState(key: string): Promise<string | null> {
+    this.life.assertOpen();
+    checkCoordinationKey(key);
+    return this.state.get(key)?.value ?? null;
+  }
+
+  async putState(key: string, value: string, fence: number): Promise<boolean> {
+    this.life.assertOpen();
+    checkCoordinationKey(key, value);
+    if (!fenceAllows(this.state.get(key), fence)) return false;
+    this.state.set(key, { fence, value });
+    return true;
   }
 
   private create(topic: string, now: number): TopicState {

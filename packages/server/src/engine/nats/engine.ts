@@ -4,7 +4,9 @@ import { assertTopic } from '../../model/topic.js';
 import {
   DEFAULT_IDEMPOTENCY_WINDOW_MS,
   DEFAULT_RETENTION,
+  checkCoordinationKey,
   type AppendResult,
+  type Coordination,
   type Engine,
   type EngineOptions,
   type HealthCheck,
@@ -104,9 +106,16 @@ export interface NatsEngineOptions extends EngineOptions {
 /** Shortest life of a node directory entry not written again, ms. */
 const NODE_TTL_MS = 10_000;
 
-export class NatsEngine implements Engine, HealthCheck, StorageReport, NodeDirectory {
+/** A lease name or state key as a key-value key: base64url behind a letter (keys take few characters). */
+function kvKey(s: string): string {
+  return `k${Buffer.from(s, 'utf8').toString('base64url')}`;
+}
+
+export class NatsEngine implements Engine, HealthCheck, StorageReport, NodeDirectory, Coordination {
   private readonly prefix: string;
   private nodesKv: Promise<KV> | null = null;
+  private leasesKv: { ttlMs: number; kv: Promise<KV> } | null = null;
+  private stateKv: Promise<KV> | null = null;
   readonly name = 'nats';
 
   private readonly life = new Lifecycle(this.name);
@@ -221,6 +230,110 @@ export class NatsEngine implements Engine, HealthCheck, StorageReport, NodeDirec
     } catch (err) {
       this.nodesKv = null;
       throw new RillError('engine_unavailable', 'NATS did not open the node directory', {
+        cause: err,
+      });
+    }
+  }
+
+  // ---- Coordination ----
+  // Leases live in the key-value bucket `<prefix>_leases`, whose age limit is the lease's time to
+  // live (a lease not renewed expires with its entry): taken with a create (refused when the key
+  // has a live entry), renewed with an update checked against the revision read, so two nodes
+  // cannot both take or keep it. The fencing token is the revision, which only grows in a bucket.
+  // State records live in `<prefix>_state` (no age limit) as {f: fence, v: value}, written with a
+  // create or a revision-checked update after the fence was checked. Both buckets are on file.
+
+  async acquireLease(name: string, owner: string, ttlMs: number): Promise<number | null> {
+    checkCoordinationKey(name);
+    const kv = await this.leaseBucket(ttlMs);
+    const key = kvKey(name);
+    const entry = await this.client.guard(() => kv.get(key));
+    if (entry !== null && entry.operation === 'PUT') {
+      if (entry.string() !== owner) return null;
+      // Refused when another node changed it since the read: it is theirs now.
+      return kv.update(key, owner, entry.revision).catch(() => null);
+    }
+    return kv.create(key, owner).catch(() => null);
+  }
+
+  async releaseLease(name: string, owner: string): Promise<void> {
+    // Nothing was taken through this engine before the bucket was opened.
+    if (this.leasesKv === null) return;
+    const kv = await this.leaseBucket(this.leasesKv.ttlMs);
+    const key = kvKey(name);
+    const entry = await this.client.guard(() => kv.get(key));
+    if (entry === null || entry.operation !== 'PUT' || entry.string() !== owner) return;
+    await kv.delete(key, { previousSeq: entry.revision }).catch(() => undefined);
+  }
+
+  async getState(key: string): Promise<string | null> {
+    checkCoordinationKey(key);
+    const kv = await this.stateBucket();
+    const entry = await this.client.guard(() => kv.get(kvKey(key)));
+    if (entry === null || entry.operation !== 'PUT') return null;
+    return (JSON.parse(entry.string()) as { v: string }).v;
+  }
+
+  async putState(key: string, value: string, fence: number): Promise<boolean> {
+    checkCoordinationKey(key, value);
+    const kv = await this.stateBucket();
+    const k = kvKey(key);
+    const record = JSON.stringify({ f: fence, v: value });
+    // A write refused because another landed between the read and it is tried again on the new one.
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const entry = await this.client.guard(() => kv.get(k));
+      try {
+        if (entry !== null && entry.operation === 'PUT') {
+          if ((JSON.parse(entry.string()) as { f: number }).f > fence) return false;
+          await kv.update(k, record, entry.revision);
+        } else {
+          await kv.create(k, record);
+        }
+        return true;
+      } catch {
+        continue;
+      }
+    }
+    throw new RillError('engine_unavailable', 'NATS did not store the state record');
+  }
+
+  private async leaseBucket(ttlMs: number): Promise<KV> {
+    this.life.assertOpen();
+    await this.client.api();
+    if (this.leasesKv === null || this.leasesKv.ttlMs !== ttlMs) {
+      const name = `${this.prefix}_leases`;
+      const kv = (async () => {
+        const bucket = await new Kvm(this.client.js).create(name, { ttl: ttlMs, history: 1 });
+        // A bucket made with another time to live keeps it: bring it to this one.
+        if ((await bucket.status()).ttl !== ttlMs) {
+          const jsm = await this.client.api();
+          const info = await jsm.streams.info(`KV_${name}`);
+          await jsm.streams.update(`KV_${name}`, { ...info.config, max_age: ttlMs * 1_000_000 });
+        }
+        return bucket;
+      })();
+      this.leasesKv = { ttlMs, kv };
+    }
+    const current = this.leasesKv;
+    try {
+      return await current.kv;
+    } catch (err) {
+      if (this.leasesKv === current) this.leasesKv = null;
+      throw new RillError('engine_unavailable', 'NATS did not open the lease bucket', {
+        cause: err,
+      });
+    }
+  }
+
+  private async stateBucket(): Promise<KV> {
+    this.life.assertOpen();
+    await this.client.api();
+    this.stateKv ??= new Kvm(this.client.js).create(`${this.prefix}_state`, { history: 1 });
+    try {
+      return await this.stateKv;
+    } catch (err) {
+      this.stateKv = null;
+      throw new RillError('engine_unavailable', 'NATS did not open the state bucket', {
         cause: err,
       });
     }

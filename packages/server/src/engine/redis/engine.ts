@@ -4,7 +4,9 @@ import { assertTopic } from '../../model/topic.js';
 import {
   DEFAULT_IDEMPOTENCY_WINDOW_MS,
   DEFAULT_RETENTION,
+  checkCoordinationKey,
   type AppendResult,
+  type Coordination,
   type Engine,
   type EngineOptions,
   type HealthCheck,
@@ -109,7 +111,37 @@ export interface RedisEngineOptions extends EngineOptions {
  * `scripts.ts` (the Lua scripts), `codec.ts` (decoding replies and messages), `watch.ts` (live
  * feeds and their gap repair).
  */
-export class RedisEngine implements Engine, HealthCheck, StorageReport, NodeDirectory {
+/** KEYS lease, fence counter; ARGV owner, ttl ms. Returns the token, or nil when held by another. */
+const ACQUIRE_LEASE = `
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local sp = string.find(cur, ' ', 1, true)
+  if string.sub(cur, sp + 1) ~= ARGV[1] then return false end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(string.sub(cur, 1, sp - 1))
+end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token .. ' ' .. ARGV[1], 'NX', 'PX', ARGV[2])
+return token`;
+
+/** KEYS lease; ARGV owner. Deletes the lease when `owner` holds it. */
+const RELEASE_LEASE = `
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, string.find(cur, ' ', 1, true) + 1) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 0`;
+
+/** KEYS record; ARGV fence, value. 1 when written, 0 when a greater fence wrote it last. */
+const PUT_STATE = `
+local f = redis.call('HGET', KEYS[1], 'f')
+if f and tonumber(f) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'f', ARGV[1], 'v', ARGV[2])
+return 1`;
+
+export class RedisEngine
+  implements Engine, HealthCheck, StorageReport, NodeDirectory, Coordination
+{
   private readonly prefix: string;
   readonly name = 'redis';
 
@@ -201,6 +233,51 @@ export class RedisEngine implements Engine, HealthCheck, StorageReport, NodeDire
     const gone = ids.filter((_, i) => values[i] === null);
     if (gone.length > 0) await this.clients.run(() => this.clients.cmd.srem(set, ...gone));
     return values.filter((v): v is string => v !== null);
+  }
+
+  // ---- Coordination ----
+  // A lease is `<prefix>:{:coord}:l:<name>` = `<token> <owner>` with a PX expiry, taken with
+  // SET NX PX; its tokens come from `<prefix>:{:coord}:f:<name>` (INCR), which never expires. A
+  // state record is the hash `<prefix>:{:coord}:s:<key>` {f: fence, v: value}. Each operation is one
+  // script, atomic in Redis, so the check and the write cannot be split by another node's.
+
+  async acquireLease(name: string, owner: string, ttlMs: number): Promise<number | null> {
+    this.life.assertOpen();
+    checkCoordinationKey(name);
+    const base = `${this.prefix}:{:coord}`;
+    const token = await this.clients.run(() =>
+      this.clients.cmd.eval(
+        ACQUIRE_LEASE,
+        2,
+        `${base}:l:${name}`,
+        `${base}:f:${name}`,
+        owner,
+        String(Math.max(1, Math.ceil(ttlMs))),
+      ),
+    );
+    return token === null ? null : Number(token);
+  }
+
+  async releaseLease(name: string, owner: string): Promise<void> {
+    this.life.assertOpen();
+    await this.clients.run(() =>
+      this.clients.cmd.eval(RELEASE_LEASE, 1, `${this.prefix}:{:coord}:l:${name}`, owner),
+    );
+  }
+
+  async getState(key: string): Promise<string | null> {
+    this.life.assertOpen();
+    checkCoordinationKey(key);
+    return this.clients.run(() => this.clients.cmd.hget(`${this.prefix}:{:coord}:s:${key}`, 'v'));
+  }
+
+  async putState(key: string, value: string, fence: number): Promise<boolean> {
+    this.life.assertOpen();
+    checkCoordinationKey(key, value);
+    const ok = await this.clients.run(() =>
+      this.clients.cmd.eval(PUT_STATE, 1, `${this.prefix}:{:coord}:s:${key}`, String(fence), value),
+    );
+    return ok === 1;
   }
 
   private nodeKeys(id: string): { set: string; node: string } {
