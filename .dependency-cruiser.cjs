@@ -1,6 +1,6 @@
 /**
  * The server's layers, each importing only the layers before it (docs/architecture.md):
- * model → engine → fanout → wire → net → auth → limits / presence → api → server.ts / cli. `config.ts` sits beside
+ * model → engine → fanout → wire → net → auth → limits / presence / hooks / cluster → api → server.ts / cli. `config.ts` sits beside
  * the engine contract: it reads the model's limits and the engine's defaults and everything above
  * reads it. No import cycles anywhere in the repository's packages.
  */
@@ -34,6 +34,8 @@ module.exports = {
     layer('auth', 'auth/', ['model/', 'auth/']),
     layer('limits', 'limits/', ['model/', 'auth/', 'limits/']),
     layer('presence', 'presence/', ['model/', 'presence/']),
+    layer('hooks', 'hooks/', ['model/', 'auth/', 'hooks/']),
+    layer('cluster', 'cluster/', ['model/', 'cluster/']),
     layer('api', 'api/', [
       'model/',
       'engine/engine\\.ts$',
@@ -43,6 +45,8 @@ module.exports = {
       'auth/',
       'limits/',
       'presence/',
+      'hooks/',
+      'cluster/',
       'api/',
       'config\\.ts$',
     ]),
