@@ -348,9 +348,7 @@ describe('backend hooks', () => {
     expect(b.of('connect')).toHaveLength(2);
     // Without cacheTtl every publish is asked.
     for (let i = 0; i < 3; i++) {
-      expect((await ws.request({ op: 'publish', topic: 'a.1', data: i })).op).toBe(
-        'ack',
-      );
+      expect((await ws.request({ op: 'publish', topic: 'a.1', data: i })).op).toBe('ack');
     }
     expect(b.of('publish')).toHaveLength(3);
 
