@@ -20,6 +20,16 @@ function endedByAdmin(sse: SseStream): unknown {
   return err === undefined ? undefined : (JSON.parse(err.data!) as { code: string }).code;
 }
 
+/** `p`, or a failure after 10 s (what another node was told may never come). */
+function within<T>(p: Promise<T>, ms = 10_000): Promise<T> {
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error(`not within ${ms} ms`)), ms).unref(),
+    ),
+  ]);
+}
+
 async function disconnect(url: string, sub: string, auth: string) {
   const res = await fetch(`${url}/v1/connections?sub=${encodeURIComponent(sub)}`, {
     method: 'DELETE',
@@ -144,8 +154,8 @@ describe('DELETE /v1/connections?sub=', () => {
       expect(r).toEqual({ status: 200, body: { sub: 'alice', disconnected: 1, cluster: true } });
       await onA.ended;
       expect(endedByAdmin(onA)).toBe('disconnected_by_admin');
-      expect(await wsOnB.closed).toEqual({ code: 4010, reason: 'disconnected_by_admin' });
-      await sseOnB.ended;
+      expect(await within(wsOnB.closed)).toEqual({ code: 4010, reason: 'disconnected_by_admin' });
+      await within(sseOnB.ended);
       expect(endedByAdmin(sseOnB)).toBe('disconnected_by_admin');
       expect(bobOnB.res.closed).toBe(false);
     });
