@@ -43,8 +43,11 @@ export class HookBackend {
     secrets: string | string[],
     decide: (call: HookCall) => HookAnswer = () => ({ allow: true }),
   ): Promise<HookBackend> {
-    let backend!: HookBackend;
-    const server = http.createServer((req, res) => {
+    const server = http.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    const backend = new HookBackend(server, `http://127.0.0.1:${port}`, decide);
+    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
@@ -79,9 +82,6 @@ export class HookBackend {
         res.end(JSON.stringify(answer));
       });
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as AddressInfo;
-    backend = new HookBackend(server, `http://127.0.0.1:${port}`, decide);
     return backend;
   }
 
