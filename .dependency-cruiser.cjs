@@ -1,6 +1,6 @@
 /**
  * The server's layers, each importing only the layers before it (docs/architecture.md):
- * model → engine → fanout → wire → net → auth → limits / presence / webhooks → api → server.ts / cli. `config.ts` sits beside
+ * model → engine → fanout → wire → net → auth → limits / presence / webhooks / hooks / cluster → api → server.ts / cli. `config.ts` sits beside
  * the engine contract: it reads the model's limits and the engine's defaults and everything above
  * reads it. No import cycles anywhere in the repository's packages.
  */
@@ -35,6 +35,8 @@ module.exports = {
     layer('limits', 'limits/', ['model/', 'auth/', 'limits/']),
     layer('presence', 'presence/', ['model/', 'presence/']),
     layer('webhooks', 'webhooks/', ['model/', 'engine/engine\\.ts$', 'config\\.ts$', 'webhooks/']),
+    layer('hooks', 'hooks/', ['model/', 'auth/', 'hooks/']),
+    layer('cluster', 'cluster/', ['model/', 'cluster/']),
     layer('api', 'api/', [
       'model/',
       'engine/engine\\.ts$',
@@ -44,6 +46,8 @@ module.exports = {
       'auth/',
       'limits/',
       'presence/',
+      'hooks/',
+      'cluster/',
       'api/',
       'config\\.ts$',
     ]),

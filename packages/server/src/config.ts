@@ -262,6 +262,52 @@ function isPublicKeyPem(s: string): boolean {
   }
 }
 
+/** A backend hook's endpoint: http or https (a backend on a private network may be plain HTTP). */
+const HookEndpointSchema = z.strictObject({
+  url: z.string().refine(
+    (s) => {
+      try {
+        const u = new URL(s);
+        return (u.protocol === 'http:' || u.protocol === 'https:') && u.username === '';
+      } catch {
+        return false;
+      }
+    },
+    { message: 'expected an http:// or https:// URL without credentials' },
+  ),
+});
+
+/** A secret hook requests are signed with: as long as a JWT secret, so it cannot be guessed. */
+const hookSecret = z.string().refine((s) => Buffer.byteLength(s) >= MIN_SECRET_BYTES, {
+  message: `must be at least ${MIN_SECRET_BYTES} bytes (\`openssl rand -base64 32\` makes one)`,
+});
+
+/**
+ * Backend hooks (docs/protocol.md § Backend hooks): the application's backend allows, denies or
+ * enriches connections, subscriptions and publishes. Off unless a hook's URL is set.
+ */
+const HooksSchema = z
+  .strictObject({
+    connect: HookEndpointSchema.optional(),
+    subscribe: HookEndpointSchema.optional(),
+    publish: HookEndpointSchema.optional(),
+    timeout: duration.pipe(z.number().int().min(1).max(60_000)).default(2_000),
+    failurePolicy: z.enum(['deny', 'allow']).default('deny'),
+    secret: hookSecret.optional(),
+    secrets: z.array(hookSecret).min(1).max(8).optional(),
+    cacheTtl: duration.default(0),
+  })
+  .superRefine((h, ctx) => {
+    const on = h.connect !== undefined || h.subscribe !== undefined || h.publish !== undefined;
+    if (on && h.secret === undefined && h.secrets === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['secret'],
+        message: 'required with a hook URL: every hook request is signed with it',
+      });
+    }
+  });
+
 const KEY_SOURCES = ['secret', 'publicKey', 'publicKeyFile', 'jwksUrl'] as const;
 
 /** One JWT verification key: a secret, a PEM public key (inline or a file) or a JWKS URL. */
@@ -662,6 +708,7 @@ export const ConfigSchema = z
         ttl: duration.pipe(z.number().int().min(1_000)).default(15_000),
       })
       .prefault({}),
+    hooks: HooksSchema.prefault({}),
     /** How long an idempotency key is remembered. */
     idempotencyWindow: duration.default(DEFAULT_IDEMPOTENCY_WINDOW_MS),
     limits: z

@@ -45,6 +45,8 @@ import { ConnectionBudget } from './net/capacity.js';
 import { LoadMonitor } from './net/overload.js';
 import { ConnectionRegistry } from './net/connection.js';
 import { Hub } from './fanout/hub.js';
+import { Hooks, hooksConfigured } from './hooks/index.js';
+import { NatsClusterBus, RedisClusterBus, type ClusterBus } from './cluster/index.js';
 import {
   LocalPresenceStore,
   NatsPresenceStore,
@@ -128,6 +130,13 @@ function sharedLimits(config: RillConfig, limiter: Limiter, log: Logger): Shared
     transport = new NatsSync(config.nats.url, config.nats.prefix, fresh);
   else return null;
   return new SharedLimits(limiter, transport, rl.syncInterval, log);
+}
+
+/** With the redis and nats engines, the broker through which nodes send each other commands. */
+function clusterBus(config: RillConfig): ClusterBus | null {
+  if (config.engine === 'redis') return new RedisClusterBus(config.redis.url, config.redis.prefix);
+  if (config.engine === 'nats') return new NatsClusterBus(config.nats.url, config.nats.prefix);
+  return null;
 }
 
 export interface CreateServerOptions {
@@ -224,6 +233,14 @@ export async function createServer(
   }
   const state = { closing: false };
   const streams = new OpenStreams();
+  const hooks = hooksConfigured(config.hooks) ? new Hooks(config.hooks, { log: logs.http }) : null;
+  if (hooks) obs.attachHooks(hooks.meter);
+  const cluster = clusterBus(config);
+  // Another node was asked to end a subject's connections: end this node's too.
+  cluster?.onCommand((cmd, from) => {
+    const ended = streams.disconnectSubject(cmd.sub);
+    log.info({ sub: cmd.sub, from, disconnected: ended }, 'cluster: disconnected a subject');
+  });
   // A revoked credential's streams end now, whatever opened them (SSE, NDJSON, long-poll, WebSocket).
   auth.on('revoked', (report) => {
     const ended = streams.revoke(report.revoked);
@@ -245,6 +262,8 @@ export async function createServer(
       engine: used,
       hub,
       presence,
+      hooks,
+      cluster,
       state,
       budget,
       load,
@@ -308,6 +327,11 @@ export async function createServer(
       // (ECONNRESET in packages/bench/storm.js). The kernel caps this at net.core.somaxconn.
       budget.attach(app.server, connections);
       load.start();
+      // Commands from the other nodes are heard before this node takes connections; a broker
+      // that is down is the engine's to report, and the bus subscribes again once it is back.
+      await cluster?.ready(5_000).catch((err: unknown) => {
+        log.warn({ err }, 'cluster: cannot hear the other nodes yet');
+      });
       await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : config.port;
@@ -358,6 +382,7 @@ export async function createServer(
           streams.close();
           await presence?.close();
           await webhooks?.close();
+          await cluster?.close().catch(() => undefined);
           await engine.close();
         }
       })();

@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { MAX_COMMAND_SUB_LENGTH } from '../cluster/index.js';
 import { RillError } from '../model/errors.js';
 import { checkAdmin, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
@@ -27,6 +28,8 @@ function parseAfter(raw: string | undefined): number {
  * - `GET /v1/connections?limit=&after=`: its open streams and WebSockets, oldest first, paged;
  * - `DELETE /v1/connections/{id}`: ends one with `disconnected_by_admin` (a WebSocket closes
  *   with 4010); the client may reconnect and resume.
+ * - `DELETE /v1/connections?sub=`: ends every stream and WebSocket of one subject the same way, on
+ *   this node and, with the redis and nats engines, on every other node (told through the broker).
  */
 export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
   app.get<{ Querystring: { limit?: string; after?: string } }>(
@@ -40,6 +43,34 @@ export function adminRoutes(app: FastifyInstance, ctx: AppContext): void {
         .send({ total: ctx.streams.connections, ...page });
     },
   );
+
+  app.delete<{ Querystring: { sub?: string } }>('/v1/connections', async (req, reply) => {
+    requireAdmin(req, ctx);
+    const sub = req.query.sub;
+    if (sub === undefined || sub === '' || sub.length > MAX_COMMAND_SUB_LENGTH) {
+      throw new RillError(
+        'invalid_parameter',
+        `sub must name the subject whose connections end (1-${MAX_COMMAND_SUB_LENGTH} characters)`,
+      );
+    }
+    const n = ctx.streams.disconnectSubject(sub);
+    if (ctx.cluster) {
+      try {
+        await ctx.cluster.send({ op: 'disconnect', sub });
+      } catch (err) {
+        throw new RillError(
+          'engine_unavailable',
+          `Ended ${n} connection(s) of this subject on this node, but could not tell the other nodes; retry`,
+          { cause: err, details: { disconnected: n } },
+        );
+      }
+    }
+    req.log.info(
+      { sub, disconnected: n, cluster: ctx.cluster !== null },
+      'admin: disconnected a subject',
+    );
+    return reply.send({ sub, disconnected: n, cluster: ctx.cluster !== null });
+  });
 
   app.delete<{ Params: { id: string } }>('/v1/connections/:id', async (req, reply) => {
     requireAdmin(req, ctx);

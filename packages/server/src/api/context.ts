@@ -8,6 +8,8 @@ import type { RequestLimits } from './limits.js';
 import type { LoadMonitor } from '../net/overload.js';
 import type { Observability } from './observability.js';
 import type { PresenceService } from '../presence/index.js';
+import type { Hooks } from '../hooks/index.js';
+import type { ClusterBus } from '../cluster/index.js';
 import type { OpenStreams } from './open-streams.js';
 
 /**
@@ -20,6 +22,10 @@ export interface AppContext {
   hub: Hub;
   /** Who is subscribed to which topic; null when `presence.enabled` is false. */
   presence: PresenceService | null;
+  /** The backend hooks; null when no hook is configured. */
+  hooks: Hooks | null;
+  /** Commands to every node of a cluster (disconnect a user); null on a single node. */
+  cluster: ClusterBus | null;
   /** Set once shutdown begins: new streams are refused, readiness fails. */
   state: { closing: boolean };
   /** Refuses new streams once connections near the open-files limit. */

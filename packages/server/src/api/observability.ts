@@ -19,6 +19,7 @@ import {
   type Engine,
 } from '../engine/engine.js';
 import type { Hub } from '../fanout/hub.js';
+import { HOOK_NAMES, HOOK_OUTCOMES, type HookMeter } from '../hooks/index.js';
 import { EngineMeter, Meters, PUBLISH_TRANSPORTS, TRANSPORTS } from '../model/meters.js';
 import { compilePattern } from '../model/topic.js';
 import type { ConnectionBudget } from '../net/capacity.js';
@@ -202,6 +203,46 @@ export class Observability {
     this.gauges(this.registry);
     collectDefaultMetrics({ register: this.registry });
     for (const name of DROPPED_DEFAULTS) this.registry.removeSingleMetric(name);
+  }
+
+  /**
+   * The backend hooks' meter: `rill_hook_calls_total{hook,outcome}`, read at scrape time, and
+   * `rill_hook_duration_seconds{hook}`, observed per call.
+   */
+  attachHooks(meter: HookMeter): void {
+    const registry = this.registry;
+    if (registry === null) return;
+    new Counter<'hook' | 'outcome'>({
+      name: 'rill_hook_calls_total',
+      help: 'Backend hook calls, by hook (connect, subscribe, publish) and outcome (allow, deny, timeout, error)',
+      labelNames: ['hook', 'outcome'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const h of HOOK_NAMES) {
+          for (const o of HOOK_OUTCOMES) this.inc({ hook: h, outcome: o }, meter.calls[h][o]);
+        }
+      },
+    });
+    new Counter<'hook'>({
+      name: 'rill_hook_cached_total',
+      help: 'Backend hook decisions taken from a cache instead of a call, by hook',
+      labelNames: ['hook'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const h of HOOK_NAMES) this.inc({ hook: h }, meter.cached[h]);
+      },
+    });
+    const duration = new Histogram<'hook'>({
+      name: 'rill_hook_duration_seconds',
+      help: 'Backend hook calls, from the request to the decision (or the failure), by hook',
+      labelNames: ['hook'],
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    });
+    const byHook = Object.fromEntries(HOOK_NAMES.map((h) => [h, duration.labels({ hook: h })]));
+    meter.onDuration = (hook, seconds) => byHook[hook]!.observe(seconds);
   }
 
   /** The hub whose subscriptions the saturation gauges read. */

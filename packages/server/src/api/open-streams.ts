@@ -269,6 +269,19 @@ export class OpenStreams {
     return hit.length;
   }
 
+  /**
+   * Ends every listed stream of subject `sub` (a JWT's `sub`, or an API key's configured `sub`)
+   * with `disconnected_by_admin`; returns how many.
+   */
+  disconnectSubject(sub: string): number {
+    const hit: Entry[] = [];
+    for (const e of this.listed) if (e.identity.sub === sub) hit.push(e);
+    for (const e of hit) this.forget(e);
+    const err = new RillError('disconnected_by_admin');
+    for (const e of hit) e.stream.revoked(err);
+    return hit.length;
+  }
+
   close(): void {
     this.deadlines.close();
     this.byCredential.clear();

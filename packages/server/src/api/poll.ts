@@ -11,6 +11,7 @@ import { parseResumeCursor, parseStart, parseTopicsParam } from '../wire/subscri
 import type { Identity } from '../auth/index.js';
 import { checkSubscribe, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
+import { admitStream } from './hooks.js';
 import { logStreamEnd } from './stream-log.js';
 import { subscriptionState, tokenExpired, type OpenStreams } from './open-streams.js';
 import type { StreamQuery } from './params.js';
@@ -229,7 +230,7 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
           'presence is for streams (SSE, NDJSON, WebSocket); a long-poll is not present',
         );
       }
-      const identity = identityOf(req, ctx.auth);
+      let identity = identityOf(req, ctx.auth);
       checkSubscribe(identity, patterns);
       const overloaded = ctx.load?.refuse();
       if (overloaded) throw overloaded;
@@ -243,6 +244,9 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
         req.query.cursor ?? req.query.lastEventId,
         limits.maxCursorLength,
       );
+      // The application's backend may refuse or narrow; each poll is a new request (decisions
+      // are kept for hooks.cacheTtl).
+      if (ctx.hooks) identity = await admitStream(ctx, req, identity, 'poll', patterns);
       // A HEAD answers at once and holds nothing: not counted.
       const lease =
         req.method === 'HEAD' || !ctx.limits.enabled

@@ -6,6 +6,8 @@ import { assertTopic } from '../model/topic.js';
 import { parseTraceContext } from '../model/trace.js';
 import { forbidden, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
+import { hookClient } from './hooks.js';
+import { summarize } from '../hooks/index.js';
 import { endSpan, startPublishSpan, tracedAppend } from './tracing.js';
 
 const topicParams = {
@@ -120,6 +122,15 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
       if (subjects !== null && subjects.length > 0) {
         await rate.checkTopic(topic, subjects);
         rate.limiter.publish(subjects, inputs.length, req.bodyBytes);
+      }
+      // Within the limits, the application's backend decides (never told the events' data).
+      if (ctx.hooks?.has('publish')) {
+        await ctx.hooks.publish(
+          identityOf(req, ctx.auth),
+          hookClient(req, ctx, 'http'),
+          topic,
+          summarize(inputs, req.bodyBytes),
+        );
       }
       if (requestTrace !== undefined) {
         for (const input of inputs) input.trace ??= requestTrace;

@@ -14,6 +14,7 @@ import type { AppContext } from './context.js';
 import { logStreamEnd, logStreamOpen } from './stream-log.js';
 import { subscriptionState } from './open-streams.js';
 import type { StreamQuery } from './params.js';
+import { admitStream } from './hooks.js';
 import { enterPresence, parsePresenceFlag } from './presence.js';
 
 /** `?format=` wins; else `Accept: application/x-ndjson` (without text/event-stream) means NDJSON. */
@@ -64,7 +65,7 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     patterns: string[],
   ): Promise<void> {
     if (ctx.state.closing) throw new RillError('shutting_down');
-    const identity = identityOf(req, ctx.auth);
+    let identity = identityOf(req, ctx.auth);
     checkSubscribe(identity, patterns);
     const full = ctx.budget?.refuseStream();
     if (full) {
@@ -74,17 +75,25 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
     }
     const overloaded = ctx.load?.refuse();
     if (overloaded) throw overloaded;
-    // A HEAD opens no stream: it is not counted.
-    const limitSubjects =
-      req.method === 'HEAD' || !ctx.limits.enabled ? [] : ctx.limits.ofRequest(req, identity);
+    const format = streamFormat(req.query.format, req.headers.accept);
     const start = parseStart(req.query);
     const cursor = parseResumeCursor(
       req.headers['last-event-id'],
       req.query.lastEventId ?? req.query.cursor,
       limits.maxCursorLength,
     );
-    const format = streamFormat(req.query.format, req.headers.accept);
     const wantsPresence = parsePresenceFlag(req.query.presence);
+    if (ctx.hooks) {
+      // The application's backend may refuse (an HTTP error, before the stream opens) or enrich.
+      identity = await admitStream(ctx, req, identity, format, patterns);
+      if (req.raw.destroyed) {
+        reply.hijack();
+        return;
+      }
+    }
+    // A HEAD opens no stream: it is not counted.
+    const limitSubjects =
+      req.method === 'HEAD' || !ctx.limits.enabled ? [] : ctx.limits.ofRequest(req, identity);
     const framing = format === 'sse' ? sse : ndjson;
     const encoding =
       ctx.config.http.compression && acceptsGzip(req.headers['accept-encoding']) ? gzip : plain;

@@ -1,4 +1,5 @@
 import type { Identity } from '../auth/index.js';
+import { applyConnect, type ConnectDecision, type HookClientInfo } from '../hooks/index.js';
 import { RillError } from '../model/errors.js';
 import { wsErrorFrame } from '../wire/ws.js';
 import type { AppContext } from './context.js';
@@ -8,7 +9,13 @@ import type { ConnectionInfo, StreamHandle } from './open-streams.js';
  * How a WebSocket session starts: with the identity of its upgrade's credentials (or the
  * anonymous one), waiting for an `auth` message (`identity: null`), or refused.
  */
-export type SessionStart = { identity: Identity | null } | { error: RillError };
+export type SessionStart =
+  | {
+      identity: Identity | null;
+      /** The connect hook's decision when it was asked at the handshake (applied already). */
+      hook?: ConnectDecision;
+    }
+  | { error: RillError };
 
 /** What the credentials of a connection need from it. */
 export interface WsCredentialsHost {
@@ -21,6 +28,8 @@ export interface WsCredentialsHost {
   close(err: RillError, why?: string): void;
   /** What the connections listing shows of it (listed once it has an identity). */
   readonly connection: ConnectionInfo;
+  /** Where it comes from, as a backend hook is told. */
+  readonly hookClient: HookClientInfo;
 }
 
 /**
@@ -36,6 +45,11 @@ export class WsCredentials {
   private cancelWarning: (() => void) | undefined;
   private cancelAuthDeadline: (() => void) | undefined;
   private disposed = false;
+  /**
+   * The connect hook's decision (its `info` and narrowed grants apply again to a refreshed
+   * token); `asked`: the hook was asked for a non-anonymous identity of this connection.
+   */
+  private hook: { decision: ConnectDecision; asked: boolean } = { decision: null, asked: false };
 
   constructor(
     private readonly ctx: AppContext,
@@ -49,6 +63,9 @@ export class WsCredentials {
       return;
     }
     if (start.identity) {
+      if (start.hook !== undefined) {
+        this.hook = { decision: start.hook, asked: start.identity.kind !== 'anonymous' };
+      }
       this.adopt(start.identity);
       return;
     }
@@ -83,7 +100,7 @@ export class WsCredentials {
    * subject than the connection's.
    */
   async authenticate(token: string): Promise<Identity> {
-    const next = await this.ctx.auth.identify(token);
+    let next = await this.ctx.auth.identify(token);
     if (this.disposed) return next;
     const now = this.current;
     if (now !== null && now.kind !== 'anonymous' && !sameSubject(now, next)) {
@@ -91,6 +108,18 @@ export class WsCredentials {
         'unauthorized',
         'A refresh must be for the same subject as the connection (reconnect to change it)',
       );
+    }
+    const hooks = this.ctx.hooks;
+    if (hooks?.has('connect') && !this.hook.asked && next.kind !== 'anonymous') {
+      // The connection's first real identity: the application's backend decides (a refusal of
+      // the first `auth` closes the socket with it).
+      const r = await hooks.connect(next, this.host.hookClient, []);
+      if (this.disposed) return r.identity;
+      this.hook = { decision: r.decision, asked: true };
+      next = r.identity;
+    } else {
+      // A refresh: the backend's enrichment and narrowing stay.
+      next = applyConnect(next, this.hook.decision);
     }
     this.adopt(next);
     return next;

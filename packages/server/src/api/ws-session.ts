@@ -32,6 +32,7 @@ import { endSpan, startPublishSpan, tracedAppend } from './tracing.js';
 import type { ConnectionState } from './open-streams.js';
 import { stored } from './publish.js';
 import { WsCredentials, type SessionStart } from './ws-auth.js';
+import { HookSession, summarize, type HookClientInfo } from '../hooks/index.js';
 
 export type { SessionStart } from './ws-auth.js';
 
@@ -111,6 +112,10 @@ export class WsSession {
   private closeReason: string | null = null;
   /** The last error sent as a message (not counted again when the socket closes with it). */
   private lastError: RillError | null = null;
+  /** Where it comes from, as the backend hooks are told. */
+  private readonly hookClient: HookClientInfo;
+  /** The subscribe hook's decisions on this connection, per topic or pattern. */
+  private readonly hookSession = new HookSession();
 
   constructor(
     private readonly ws: WebSocket,
@@ -121,9 +126,10 @@ export class WsSession {
     private readonly onGone: () => void,
     start: SessionStart,
     private readonly limits: SessionLimits = { address: null, lease: null },
-    connection: { id: string; address: string },
+    connection: { id: string; address: string; hookClient: HookClientInfo },
   ) {
     this.log = lazyChildLoggerFactory(wsLog, { reqId: id }, {});
+    this.hookClient = connection.hookClient;
     const meter = ctx.obs?.meters.transports.ws ?? null;
     this.writer = new WsWriter(ws, meter);
     if (meter) meter.opened++;
@@ -132,8 +138,10 @@ export class WsSession {
       {
         send: (text) => this.send(text),
         close: (err, why) => this.close(err, why),
+        hookClient: connection.hookClient,
         connection: {
-          ...connection,
+          id: connection.id,
+          address: connection.address,
           transport: 'ws',
           openedAt: Date.now(),
           state: () => this.state(),
@@ -507,6 +515,15 @@ export class WsSession {
     identity: Identity,
   ): Promise<void> {
     const { hub, engine } = this.ctx;
+    if (this.ctx.hooks?.has('subscribe')) {
+      // Once per topic or pattern on this connection; a refusal answers this `subscribe` only.
+      await this.ctx.hooks.subscribe(identity, this.hookClient, patterns, this.hookSession);
+      if (this.closed) {
+        entry.lease?.release();
+        this.subs.delete(subId);
+        return;
+      }
+    }
     const t0 = Date.now();
     // Heads of the plain topics are read before the hub attaches them: a start position taken from
     // them can only be at or before where the subscription really starts, never past an event it
@@ -635,18 +652,24 @@ export class WsSession {
     const overloaded = this.ctx.load?.refuse();
     if (overloaded) throw overloaded;
     const rate = this.ctx.limits;
-    let created: Promise<void> | null = null;
+    let created: Promise<unknown> | null = null;
     if (rate.enabled) {
       const subjects = this.subjectsOf(identity);
       // Only this publish is refused (an `error` for its id); the connection goes on.
       rate.limiter.publish(subjects, 1, bytes);
       created = rate.checkTopic(topic, subjects);
     }
+    // Within the limits, the application's backend decides (a refusal answers this publish only).
+    const hooks = this.ctx.hooks;
+    if (hooks?.has('publish')) {
+      const asked = hooks.publish(identity, this.hookClient, topic, summarize([input], bytes));
+      created = created === null ? asked : Promise.all([asked, created]);
+    }
     this.begin();
     if (input.ephemeral === true) {
       const ev = ephemeralOf(topic, input, Date.now());
-      this.ctx.engine
-        .broadcast(topic, [ev])
+      const sent = (): Promise<void> => this.ctx.engine.broadcast(topic, [ev]);
+      (created === null ? sent() : created.then(sent))
         .then(
           () =>
             this.send(

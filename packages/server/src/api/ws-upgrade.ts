@@ -13,6 +13,7 @@ import { listsOrigin } from './cors.js';
 import { nextRequestId } from './request-id.js';
 import type { HostPolicy } from './host.js';
 import { WsSession, type SessionStart } from './ws-session.js';
+import type { HookClientInfo } from '../hooks/index.js';
 
 /** Where the WebSocket endpoint lives. */
 export const WS_PATH = '/v1/ws';
@@ -125,6 +126,35 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
     const address = ctx.limits.enabled
       ? ctx.limits.address(req.socket.remoteAddress, req.headers)
       : null;
+    const hookClient: HookClientInfo = {
+      address:
+        address ??
+        ctx.limits.address(req.socket.remoteAddress, req.headers) ??
+        req.socket.remoteAddress ??
+        '',
+      transport: 'ws',
+      connection: reqId,
+    };
+    /**
+     * The connect hook, for a connection that starts with an identity (the upgrade's credentials,
+     * or anonymous): the backend's refusal is told over the WebSocket, as refused credentials are.
+     * One that waits for an `auth` message is asked when it comes (ws-auth.ts).
+     */
+    const connectHook = async (start: SessionStart): Promise<SessionStart> => {
+      const hooks = ctx.hooks;
+      if (!hooks?.has('connect') || 'error' in start || start.identity === null) return start;
+      try {
+        const r = await hooks.connect(start.identity, hookClient, []);
+        return { identity: r.identity, hook: r.decision };
+      } catch (err) {
+        return {
+          error:
+            err instanceof RillError
+              ? err
+              : new RillError('internal', 'Cannot ask the connect hook', { cause: err }),
+        };
+      }
+    };
     const admit = (identity: Identity): Lease | null | RillError => {
       try {
         return ctx.limits.openConnection(ctx.limits.subjects(identity, address));
@@ -154,6 +184,7 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
           {
             id: reqId,
             address: req.socket.remoteAddress ?? '',
+            hookClient,
           },
         );
         sessions.add(session);
@@ -164,26 +195,32 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
       rejectUpgrade(socket, e, { headers: { 'Retry-After': String(retryAfterSeconds(e) ?? 1) } });
     };
     if (!ctx.auth.enabled) {
-      const lease = admit(OPEN_IDENTITY);
-      if (lease instanceof RillError) refuse(lease);
-      else upgrade({ identity: OPEN_IDENTITY }, lease);
+      const open = (start: SessionStart): void => {
+        const lease = 'error' in start ? null : admit(OPEN_IDENTITY);
+        if (lease instanceof RillError) refuse(lease);
+        else upgrade(start, lease);
+      };
+      if (ctx.hooks?.has('connect')) void connectHook({ identity: OPEN_IDENTITY }).then(open);
+      else open({ identity: OPEN_IDENTITY });
       return;
     }
     // Credentials at the upgrade are checked before the socket is taken over; whatever the
     // outcome, it is told over the WebSocket (close 4524 or 4006), which a browser can see.
-    void handshakeIdentity(req, ctx.auth).then((start) => {
-      if ('error' in start) {
-        log.debug(
-          { reqId, url: redactAccessToken(req.url ?? ''), code: start.error.code },
-          'WebSocket credentials refused',
-        );
-      }
-      // Waiting for an `auth` message, the connection counts for its address until then; refused
-      // credentials are told over the WebSocket and hold nothing.
-      const lease = 'error' in start ? null : admit(start.identity ?? OPEN_IDENTITY);
-      if (lease instanceof RillError) refuse(lease);
-      else upgrade(start, lease);
-    });
+    void handshakeIdentity(req, ctx.auth)
+      .then(connectHook)
+      .then((start) => {
+        if ('error' in start) {
+          log.debug(
+            { reqId, url: redactAccessToken(req.url ?? ''), code: start.error.code },
+            'WebSocket credentials refused',
+          );
+        }
+        // Waiting for an `auth` message, the connection counts for its address until then; refused
+        // credentials are told over the WebSocket and hold nothing.
+        const lease = 'error' in start ? null : admit(start.identity ?? OPEN_IDENTITY);
+        if (lease instanceof RillError) refuse(lease);
+        else upgrade(start, lease);
+      });
   });
 
   // A plain GET (no Upgrade) is a client that does not speak WebSocket: tell it so.

@@ -162,12 +162,13 @@ export class Authenticator extends EventEmitter<AuthenticatorEvents> {
       if (!entry) throw new RillError('unauthorized', 'Unknown or revoked API key');
       return {
         kind: 'apiKey',
-        sub: null,
+        sub: entry.sub ?? null,
         name: entry.name,
         credentialId: `key:${entry.name}`,
         expiresAt: null,
         grants: new Grants(entry),
         ...(entry.limits === undefined ? {} : { limits: entry.limits }),
+        ...(entry.info === undefined ? {} : { info: entry.info }),
       };
     }
     if (!st.verifier) throw new RillError('unauthorized', 'This server does not accept JWTs');
@@ -358,7 +359,13 @@ function compare(
   for (const [name, entry] of old.keys.byName()) {
     const now = nextKeys.get(name);
     if (!now || now.hash !== entry.hash) revoked.push(`key:${name}`);
-    else if (!new Grants(entry).equals(now)) changed.push(`key:${name}`);
+    else if (
+      !new Grants(entry).equals(now) ||
+      entry.sub !== now.sub ||
+      JSON.stringify(entry.info) !== JSON.stringify(now.info)
+    ) {
+      changed.push(`key:${name}`);
+    }
   }
   for (const [kid, print] of oldPrints) {
     if (newPrints.get(kid) !== print) revoked.push(`jwt:${kid}:*`);

@@ -4,7 +4,10 @@ import { Grants } from './grants.js';
 /** Who made a request, and what they may do. */
 export interface Identity {
   kind: 'jwt' | 'apiKey' | 'anonymous';
-  /** The JWT's `sub`; null for API keys and anonymous requests. */
+  /**
+   * The JWT's `sub`, or the API key entry's `sub` when it has one; null for other API keys and
+   * anonymous requests.
+   */
   sub: string | null;
   /** The API key's name (for logs). */
   name?: string;
@@ -18,7 +21,10 @@ export interface Identity {
   grants: Grants;
   /** An API key's own rate and count limits (its entry's `limits`). */
   limits?: LimitOverride;
-  /** The JWT's `rill.info`, passed through for the application. */
+  /**
+   * The JWT's `rill.info` or the API key entry's `info`, passed through for the application
+   * (presence lists it; a connect hook may replace it for its connection).
+   */
   info?: Record<string, unknown>;
 }
 

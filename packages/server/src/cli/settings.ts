@@ -61,6 +61,19 @@ export const DESCRIPTIONS: Readonly<Record<string, string>> = {
     'How long a subscriber whose last stream closed stays present (0 = leave at once).',
   'presence.ttl':
     "Redis and NATS: how soon a dead node's members are gone (refreshed every third).",
+  'hooks.connect.url':
+    'Backend URL asked once per connection: allow, deny, or add info and narrow the grants.',
+  'hooks.subscribe.url': 'Backend URL asked once per topic per connection: allow or deny.',
+  'hooks.publish.url': 'Backend URL asked for every publish: allow or deny.',
+  'hooks.timeout': 'How long a hook call may take before the failure policy decides.',
+  'hooks.failurePolicy':
+    'deny (503 hook_unavailable) or allow when a hook times out, fails or cannot be reached.',
+  'hooks.secret':
+    'Shared secret hook requests are signed with (rill-signature), at least 32 bytes.',
+  'hooks.secrets':
+    'Several signing secrets during a rotation: each request carries every signature.',
+  'hooks.cacheTtl':
+    'How long publish and long-poll decisions are kept per credential, address and topic (0 = none).',
   'overload.maxEventLoopDelay':
     'Mean event-loop delay past which new streams and publishes get 503 overloaded (0 = off).',
   'overload.maxEventLoopUtilization':
@@ -140,6 +153,7 @@ const SECTIONS: Readonly<Record<string, string>> = {
   ws: 'WebSocket',
   sse: 'Server-Sent Events',
   auth: 'Authentication',
+  hooks: 'Backend hooks',
   tls: 'TLS',
 };
 
@@ -224,6 +238,11 @@ const EXAMPLES: Readonly<Record<string, string>> = {
   'auth.anonymous.subscribe': '["public.>"]',
   'auth.anonymous.publish': '[]',
   'auth.cookie': 'rill_token',
+  'hooks.connect.url': 'http://127.0.0.1:3000/rill/connect',
+  'hooks.subscribe.url': 'http://127.0.0.1:3000/rill/subscribe',
+  'hooks.publish.url': 'http://127.0.0.1:3000/rill/publish',
+  'hooks.secret': '"<openssl rand -base64 32>"',
+  'hooks.secrets': '["<new secret>", "<old secret>"]',
   'tls.cert': '/etc/rill/cert.pem',
   'tls.key': '/etc/rill/key.pem',
 };

@@ -50,6 +50,11 @@ export function isHmacAlgorithm(alg: string): boolean {
   return alg.startsWith('HS');
 }
 
+/** Longest `sub` an API key entry may carry. */
+export const MAX_KEY_SUB_LENGTH = 256;
+/** Largest `info` an API key entry may carry, as JSON bytes (what presence keeps). */
+export const MAX_KEY_INFO_BYTES = 1024;
+
 const grantPattern = z
   .string()
   .refine(isValidPattern, { message: 'expected a topic or pattern such as "orders.>"' });
@@ -70,6 +75,18 @@ export const ApiKeyEntrySchema = z.strictObject({
   admin: z.boolean().default(false),
   /** This key's own rate and count limits; the others from `rateLimits.perKey`. */
   limits: LimitOverrideSchema.optional(),
+  /**
+   * The subject this key's connections are, as a JWT's `sub` is: presence lists them under it
+   * (instead of only counting them), and `DELETE /v1/connections?sub=` ends them.
+   */
+  sub: z.string().min(1).max(MAX_KEY_SUB_LENGTH).optional(),
+  /** What presence shows of this key's connections, as a JWT's `rill.info` (at most 1 KiB of JSON). */
+  info: z
+    .record(z.string(), z.unknown())
+    .refine((v) => Buffer.byteLength(JSON.stringify(v)) <= MAX_KEY_INFO_BYTES, {
+      message: `must be at most ${MAX_KEY_INFO_BYTES} bytes of JSON`,
+    })
+    .optional(),
 });
 
 export type ApiKeyEntry = z.output<typeof ApiKeyEntrySchema>;

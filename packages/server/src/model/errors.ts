@@ -178,6 +178,18 @@ export const ERRORS = {
     close: 4010,
     message: 'An administrator ended this connection; reconnect and resume',
   },
+  hook_denied: {
+    status: 403,
+    retryable: false,
+    close: 4526,
+    message: "The application's backend refused this",
+  },
+  hook_unavailable: {
+    status: 503,
+    retryable: true,
+    close: 4011,
+    message: "The application's backend did not answer in time; retry later",
+  },
   internal: { status: 500, retryable: true, close: 4002, message: 'Internal error' },
 } as const satisfies Record<string, ErrorSpec>;
 
