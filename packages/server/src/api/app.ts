@@ -358,6 +358,7 @@ function routes(app: FastifyInstance, ctx: AppContext, hosts: HostPolicy): void 
           required: ['status'],
           properties: { status: { const: 'ok' } },
         }),
+        ...errors(),
       },
     }),
     async () => ({ status: 'ok' }),
@@ -430,6 +431,7 @@ function routes(app: FastifyInstance, ctx: AppContext, hosts: HostPolicy): void 
           },
         }),
         302: { description: 'To the dashboard (/ui/), for a browser', type: 'null' },
+        ...errors(),
       },
     }),
     async (req, reply) => {

@@ -10,7 +10,7 @@ import fastifySwagger from '@fastify/swagger';
 import type { OpenAPIV3_1 } from 'openapi-types';
 import type { FastifyInstance } from 'fastify';
 import type { AppContext } from './context.js';
-import { json, route, TAGS } from './schemas.js';
+import { errors, json, route, TAGS } from './schemas.js';
 
 /** Where the description is served. */
 export const OPENAPI_PATH = '/v1/openapi.json';
@@ -86,7 +86,7 @@ export function openapiRoute(app: FastifyInstance): void {
       tags: ['meta'],
       operationId: 'getOpenapi',
       security: [],
-      response: { 200: json('OpenAPI 3.1 document', { type: 'object' }) },
+      response: { 200: json('OpenAPI 3.1 document', { type: 'object' }), ...errors() },
     }),
     async (_req, reply) => {
       text ??= JSON.stringify(app.swagger());
