@@ -23,9 +23,9 @@ export const SELF_PARSED_BODIES: ReadonlySet<string> = new Set(['POST /v1/topics
 /** Annotation keywords of the API description that Ajv may meet in a route schema. */
 const ANNOTATIONS = ['example', 'style', 'explode'];
 
-/** Sets the app's validator and serializer compilers (before any route is added). */
-export function useRouteSchemas(app: FastifyInstance): void {
-  const ajv = new Ajv2020({
+/** The validator of route schemas: Ajv for JSON Schema 2020-12, changing nothing it checks. */
+export function requestAjv(): Ajv2020 {
+  return new Ajv2020({
     allErrors: false,
     coerceTypes: false,
     useDefaults: false,
@@ -33,6 +33,11 @@ export function useRouteSchemas(app: FastifyInstance): void {
     allowUnionTypes: true,
     keywords: ANNOTATIONS,
   });
+}
+
+/** Sets the app's validator and serializer compilers (before any route is added). */
+export function useRouteSchemas(app: FastifyInstance): void {
+  const ajv = requestAjv();
   const pass = (): boolean => true;
   app.setValidatorCompiler(({ schema, method, url, httpPart }) => {
     if (httpPart === 'body' && SELF_PARSED_BODIES.has(`${method} ${url}`)) return pass;

@@ -8,7 +8,7 @@ const SEGMENT_RE = /^[A-Za-z0-9_~-]+$/;
 
 /**
  * The rules below as JSON Schema `pattern`s, for the API description and request validation
- * (`api/schemas.ts`); `topic.unit.test.ts` checks that each gives the same verdict as its function.
+ * (`api/schemas.ts`); `schemas.unit.test.ts` checks that each gives the same verdict as its function.
  */
 export const TOPIC_PATTERN = TOPIC_RE.source;
 /** A topic or a subscription pattern ({@link isValidPattern}), lengths aside. */
