@@ -210,9 +210,9 @@ export const EVENT_INPUT: JsonSchema = {
 
 /** The retention override body, generated from the configuration's own schema. */
 export const RETENTION_BODY: JsonSchema = (() => {
-  const { $schema: _dialect, ...schema } = z.toJSONSchema(RetentionOverrideSchema, {
-    io: 'input',
-  }) as JsonSchema;
+  const schema = z.toJSONSchema(RetentionOverrideSchema, { io: 'input' }) as JsonSchema;
+  // The dialect is the document's (OpenAPI 3.1: JSON Schema 2020-12), not named per schema.
+  delete schema.$schema;
   return {
     ...schema,
     description:
