@@ -234,6 +234,12 @@ const RetentionRuleSchema = z.strictObject({
   maxBytes: bytes.optional(),
 });
 
+/**
+ * A topic's retention override as `PUT /v1/topics/{topic}/retention` takes it: a rule without its
+ * pattern. The API description's body schema is generated from it (`api/schemas.ts`).
+ */
+export const RetentionOverrideSchema = RetentionRuleSchema.omit({ pattern: true });
+
 /** A shared JWT secret: long enough that it cannot be guessed from a token it signed. */
 const jwtSecret = z.string().refine((s) => Buffer.byteLength(s) >= MIN_SECRET_BYTES, {
   message: `must be at least ${MIN_SECRET_BYTES} bytes (\`openssl rand -base64 32\` makes one)`,

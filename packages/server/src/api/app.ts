@@ -20,6 +20,9 @@ import { HostPolicy } from './host.js';
 import { lazyChildLoggerFactory } from './lazy-logger.js';
 import { queryError } from './params.js';
 import { nextRequestId } from './request-id.js';
+import { openapiRoute, registerOpenapi } from './openapi.js';
+import { errors, json, route, SHARED_SCHEMAS } from './schemas.js';
+import { useRouteSchemas, validationError } from './validation.js';
 import { pollRoutes } from './poll.js';
 import { publishRoutes } from './publish.js';
 import { statsRoutes } from './stats.js';
@@ -191,6 +194,12 @@ export function buildApp(
   } as FastifyServerOptions) as unknown as FastifyInstance;
   if (tls) applyHttp1Bounds(app.server as unknown as Http2SecureServer, http);
 
+  // The route schemas validate requests and are the API description (`api/openapi.ts`), which
+  // collects the routes added after it is registered: they are added in `app.after`, below.
+  useRouteSchemas(app);
+  for (const schema of SHARED_SCHEMAS) app.addSchema(schema);
+  registerOpenapi(app, ctx);
+
   // Routes answer HTTP/1.1 and HTTP/2 alike; HTTP/2 forbids the connection-specific headers some
   // set for HTTP/1.1 (`connection: close` with a refusal, the 426's `upgrade`), and Node throws on
   // them rather than drop them (RFC 9113 §8.2.2).
@@ -303,7 +312,7 @@ export function buildApp(
   app.decorateRequest('bodyBytes', 0);
 
   app.setErrorHandler((err, req, reply) => {
-    const e = toRillError(err);
+    const e = validationError(err, req) ?? toRillError(err);
     meters?.error('http', e);
     if (e.code === 'internal') req.log.error({ err }, 'unhandled error');
     else if (e.code === 'engine_unavailable') req.log.warn({ err }, 'engine unavailable');
@@ -329,39 +338,127 @@ export function buildApp(
     done();
   });
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_req, reply) => {
-    if (ctx.state.closing) {
-      return reply.code(503).send(new RillError('shutting_down').toJSON());
-    }
-    // Overloaded: not ready, so that a load balancer sends new clients elsewhere (open streams
-    // stay; /healthz still answers 200: the process is alive and need not be restarted).
-    if (ctx.load?.overloaded) {
-      const e = new RillError('overloaded');
-      return reply
-        .code(503)
-        .header('retry-after', String(retryAfterSeconds(e)))
-        .send(e.toJSON());
-    }
-    if (hasHealthCheck(ctx.engine)) {
-      const h = await ctx.engine.health();
-      if (!h.ok) {
+  app.after(() => routes(app, ctx, hosts));
+  return app;
+}
+
+/** Every route, each with its schema (`api/schemas.ts`). */
+function routes(app: FastifyInstance, ctx: AppContext, hosts: HostPolicy): void {
+  app.get(
+    '/healthz',
+    route({
+      summary: 'Liveness',
+      description: 'Answers while the process serves requests (even when overloaded).',
+      tags: ['observability'],
+      operationId: 'getHealth',
+      security: [],
+      response: {
+        200: json('Alive', {
+          type: 'object',
+          required: ['status'],
+          properties: { status: { const: 'ok' } },
+        }),
+        ...errors(),
+      },
+    }),
+    async () => ({ status: 'ok' }),
+  );
+  app.get(
+    '/readyz',
+    route({
+      summary: 'Readiness',
+      description:
+        'Ready for new clients: the engine answers, the server is not shutting down nor overloaded.',
+      tags: ['observability'],
+      operationId: 'getReady',
+      security: [],
+      response: {
+        200: json('Ready', {
+          type: 'object',
+          required: ['status', 'engine', 'subscribers'],
+          properties: {
+            status: { const: 'ready' },
+            engine: { type: 'string' },
+            subscribers: { type: 'integer', minimum: 0 },
+          },
+        }),
+        ...errors('shutting_down', 'overloaded', 'engine_unavailable'),
+      },
+    }),
+    async (_req, reply) => {
+      if (ctx.state.closing) {
+        return reply.code(503).send(new RillError('shutting_down').toJSON());
+      }
+      // Overloaded: not ready, so that a load balancer sends new clients elsewhere (open streams
+      // stay; /healthz still answers 200: the process is alive and need not be restarted).
+      if (ctx.load?.overloaded) {
+        const e = new RillError('overloaded');
         return reply
           .code(503)
-          .send(new RillError('engine_unavailable', h.detail ?? undefined).toJSON());
+          .header('retry-after', String(retryAfterSeconds(e)))
+          .send(e.toJSON());
       }
-    }
-    return { status: 'ready', engine: ctx.engine.name, subscribers: ctx.hub.size };
-  });
+      if (hasHealthCheck(ctx.engine)) {
+        const h = await ctx.engine.health();
+        if (!h.ok) {
+          return reply
+            .code(503)
+            .send(new RillError('engine_unavailable', h.detail ?? undefined).toJSON());
+        }
+      }
+      return { status: 'ready', engine: ctx.engine.name, subscribers: ctx.hub.size };
+    },
+  );
   // `/`: a browser is sent to the dashboard; scripts (curl, fetch: `*/*`) get the API index. The
   // demo page comes with the demo feed (--demo), at /demo.
-  app.get('/', async (req, reply) => {
-    if (wantsHtml(req.headers.accept)) return reply.redirect(UI_PATH, 302);
-    return API_INDEX;
-  });
+  app.get(
+    '/',
+    route({
+      summary: 'API index',
+      description:
+        'The endpoints, for a script; a browser (Accept: text/html) is sent to the dashboard.',
+      tags: ['meta'],
+      operationId: 'getIndex',
+      security: [],
+      response: {
+        200: json('The endpoints', {
+          type: 'object',
+          required: ['name', 'endpoints', 'docs'],
+          properties: {
+            name: { type: 'string' },
+            endpoints: { type: 'object', additionalProperties: { type: 'string' } },
+            docs: { type: 'string' },
+          },
+        }),
+        302: { description: 'To the dashboard (/ui/), for a browser', type: 'null' },
+        ...errors(),
+      },
+    }),
+    async (req, reply) => {
+      if (wantsHtml(req.headers.accept)) return reply.redirect(UI_PATH, 302);
+      return API_INDEX;
+    },
+  );
   if (ctx.config.demo) {
-    app.get('/demo', async (_req, reply) => reply.type('text/html; charset=utf-8').send(demoPage));
+    app.get(
+      '/demo',
+      route({
+        summary: 'Demo page',
+        description: 'A page subscribed to the demo feed; served with --demo only.',
+        tags: ['meta'],
+        operationId: 'getDemo',
+        security: [],
+        response: {
+          200: {
+            description: 'The page',
+            content: { 'text/html': { schema: { type: 'string' } } },
+          },
+        },
+      }),
+      async (_req, reply) => reply.type('text/html; charset=utf-8').send(demoPage),
+    );
   }
+  openapiRoute(app);
   uiRoutes(app);
   adminRoutes(app, ctx);
 
@@ -373,5 +470,4 @@ export function buildApp(
   wsRoutes(app, ctx, hosts);
   pollRoutes(app, ctx);
   statsRoutes(app, ctx);
-  return app;
 }

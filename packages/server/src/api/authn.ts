@@ -16,14 +16,17 @@ declare module 'fastify' {
   }
 }
 
-/** The WebSocket endpoint authenticates in its own handshake (`ws-upgrade.ts`). */
-const SELF_AUTHENTICATED = new Set(['/v1/ws']);
+/**
+ * `/v1` routes the hook leaves alone: the WebSocket endpoint authenticates in its own handshake
+ * (`ws-upgrade.ts`); the API description is public (it is the repository's docs/openapi.json).
+ */
+const SELF_AUTHENTICATED = new Set(['/v1/ws', '/v1/openapi.json']);
 
 /**
  * Authenticates every request to a `/v1` route in one `onRequest` hook, before its body is read:
  * the identity goes on the request, a refusal is answered by the error handler (401 with
- * `WWW-Authenticate`). Health checks, the index or demo page, CORS preflights and unknown paths
- * stay open. Without authentication no hook is added: nothing changes.
+ * `WWW-Authenticate`). Health checks, the index or demo page, the API description, CORS preflights
+ * and unknown paths stay open. Without authentication no hook is added: nothing changes.
  */
 export function authHook(app: FastifyInstance, auth: Authenticator): void {
   app.decorateRequest('identity', null);

@@ -40,20 +40,30 @@ export interface StreamQuery {
 /** Longest `wait` a long-poll may ask for, in seconds. */
 export const MAX_WAIT_SECONDS = 60;
 
+/**
+ * `wait=<seconds>`: 0–60 written in decimal (`25`, `0.5`; leading zeros allowed), as one regular
+ * expression so that the API description's `pattern` (`api/schemas.ts`) is exactly this rule.
+ */
+const WAIT_RE = /^0*(?:[1-5]?[0-9](?:\.[0-9]+)?|60(?:\.0+)?)$/;
+export const WAIT_PATTERN = `^(?:${WAIT_RE.source.slice(1, -1)})?$`;
+
 /** `wait=<seconds>`, 0–60, decimals allowed; absent means 0 (answer at once). Returns ms. */
 export function parseWait(raw: string | undefined): number {
   if (raw === undefined || raw === '') return 0;
-  const n = Number(raw);
-  if (!/^\d+(\.\d+)?$/.test(raw) || n > MAX_WAIT_SECONDS) {
+  if (!WAIT_RE.test(raw)) {
     throw new RillError('invalid_parameter', `wait must be 0 to ${MAX_WAIT_SECONDS} seconds`);
   }
-  return n * 1000;
+  return Number(raw) * 1000;
 }
+
+const LIMIT_RE = /^[1-9][0-9]{0,6}$/;
+/** {@link parseLimit}'s rule as a JSON Schema `pattern` (absent or empty is the default). */
+export const LIMIT_PATTERN = `^(?:${LIMIT_RE.source.slice(1, -1)})?$`;
 
 /** `limit=<n>`: `def` when absent, at most `max` (a larger one is lowered to it, not refused). */
 export function parseLimit(raw: string | undefined, def: number, max: number): number {
   if (raw === undefined || raw === '') return def;
-  if (!/^[1-9][0-9]{0,6}$/.test(raw)) {
+  if (!LIMIT_RE.test(raw)) {
     throw new RillError('invalid_parameter', `limit must be an integer from 1 to ${max}`);
   }
   return Math.min(Number(raw), max);

@@ -16,6 +16,19 @@ import { logStreamEnd } from './stream-log.js';
 import { subscriptionState, tokenExpired, type OpenStreams } from './open-streams.js';
 import type { StreamQuery } from './params.js';
 import { parseLimit, parseWait } from './params.js';
+import {
+  AUTH_ERRORS,
+  cursorQuery,
+  errors,
+  fromQuery,
+  json,
+  limitQuery,
+  route,
+  sinceQuery,
+  topicsQuery,
+  waitQuery,
+} from './schemas.js';
+import { STREAM_HEADERS } from './stream.js';
 
 /** How a long-poll's sink ended: a page (possibly empty) or an error. */
 type PollOutcome = { page: string } | { error: RillError };
@@ -220,6 +233,46 @@ export function pollRoutes(app: FastifyInstance, ctx: AppContext): void {
   const { limits } = ctx.config;
   app.get<{ Querystring: StreamQuery & { wait?: string; limit?: string } }>(
     '/v1/events',
+    route({
+      summary: 'Long-poll topics and patterns',
+      description:
+        'For clients behind proxies that break streaming: the events after cursor (or from the start position), at most limit; with nothing new, waits up to wait seconds. Pass the answer’s cursor back on the next call. The same cursors, patterns and reset notices as the streams; presence is refused (a long-poll is not present).',
+      tags: ['streams'],
+      operationId: 'poll',
+      querystring: {
+        topics: topicsQuery(limits.maxPatternsPerSubscription),
+        wait: waitQuery,
+        limit: limitQuery(100, 1000, 'limits.maxPageSize'),
+        since: sinceQuery,
+        from: fromQuery,
+        cursor: cursorQuery('The cursor of the answer before (Last-Event-ID wins)'),
+        lastEventId: cursorQuery('The same as cursor'),
+      },
+      required: ['topics'],
+      headers: { 'last-event-id': STREAM_HEADERS['last-event-id'] },
+      response: {
+        200: json('A page of events', {
+          type: 'object',
+          required: ['events', 'cursor', 'resets'],
+          properties: {
+            events: { type: 'array', items: { $ref: 'Event#' } },
+            cursor: { type: 'string', description: 'Pass it back on the next call.' },
+            resets: { type: 'array', items: { $ref: 'Reset#' } },
+          },
+        }),
+        ...errors(
+          'invalid_parameter',
+          'invalid_pattern',
+          'too_many_topics',
+          'invalid_cursor',
+          ...AUTH_ERRORS,
+          'rate_limited',
+          'overloaded',
+          'shutting_down',
+          'engine_unavailable',
+        ),
+      },
+    }),
     async (req, reply) => {
       if (ctx.state.closing) throw new RillError('shutting_down');
       const patterns = parseTopicsParam(req.query.topics, limits.maxPatternsPerSubscription);

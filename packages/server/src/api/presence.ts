@@ -7,6 +7,17 @@ import type { PresenceNotice } from '../wire/presence.js';
 import { checkSubscribe, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
 import { parseLimit } from './params.js';
+import {
+  answer,
+  asString,
+  AUTH_ERRORS,
+  errors,
+  limitQuery,
+  route,
+  text,
+  topicParam,
+  type Field,
+} from './schemas.js';
 
 /** Members one presence page lists by default, and at most. */
 export const PRESENCE_PAGE = 100;
@@ -15,11 +26,27 @@ export const MAX_PRESENCE_PAGE = 1000;
 /** Longest `after` (a `sub`) a presence page accepts. */
 const MAX_AFTER_LENGTH = 1024;
 
+export const presenceQuery: Field = {
+  schema: text('true (or 1): the stream also carries its topics’ joins and leaves.', {
+    enum: ['true', 'false', '1', '0', ''],
+  }),
+  check: (v) => parsePresenceFlag(asString(v)),
+};
+
 /** `presence=true|1|false|0` on a stream's query string; absent is false. */
 export function parsePresenceFlag(raw: string | undefined): boolean {
   if (raw === undefined || raw === '' || raw === 'false' || raw === '0') return false;
   if (raw === 'true' || raw === '1') return true;
   throw new RillError('invalid_parameter', 'presence must be true or false');
+}
+
+function checkAfter(after: string): void {
+  if (after.length > MAX_AFTER_LENGTH) {
+    throw new RillError(
+      'invalid_parameter',
+      `after must be at most ${MAX_AFTER_LENGTH} characters`,
+    );
+  }
 }
 
 function enabled(ctx: AppContext): PresenceService {
@@ -36,12 +63,7 @@ export async function presencePage(
 ): Promise<PresencePage> {
   const presence = enabled(ctx);
   checkSubscribe(identity, [topic]);
-  if (opts.after !== undefined && opts.after.length > MAX_AFTER_LENGTH) {
-    throw new RillError(
-      'invalid_parameter',
-      `after must be at most ${MAX_AFTER_LENGTH} characters`,
-    );
-  }
+  if (opts.after !== undefined) checkAfter(opts.after);
   const limit =
     typeof opts.limit === 'number'
       ? parseLimit(String(opts.limit), PRESENCE_PAGE, MAX_PRESENCE_PAGE)
@@ -87,15 +109,44 @@ export function enterPresence(
 }
 
 export function presenceRoutes(app: FastifyInstance, ctx: AppContext): void {
+  const presenceErrors = errors('invalid_topic', 'invalid_parameter', ...AUTH_ERRORS, 'not_found');
   app.get<{ Params: { topic: string }; Querystring: { after?: string; limit?: string } }>(
     '/v1/topics/:topic/presence',
+    route({
+      summary: 'Who is subscribed',
+      description:
+        'The members subscribed to the topic (across the cluster), a page at a time; anonymous subscribers are counted only. not_found when presence is off.',
+      tags: ['presence'],
+      operationId: 'getPresence',
+      params: { topic: topicParam },
+      querystring: {
+        after: {
+          schema: text('The next of the page before (a member’s sub).', {
+            maxLength: MAX_AFTER_LENGTH,
+          }),
+          check: (v) => checkAfter(asString(v)),
+        },
+        limit: limitQuery(PRESENCE_PAGE, MAX_PRESENCE_PAGE),
+      },
+      response: { 200: answer('A page of members', 'Presence'), ...presenceErrors },
+    }),
     async (req) => {
       const topic = assertTopic(req.params.topic);
       return presencePage(ctx, identityOf(req, ctx.auth), topic, req.query);
     },
   );
-  app.get<{ Params: { topic: string } }>('/v1/topics/:topic/presence/count', async (req) => {
-    const topic = assertTopic(req.params.topic);
-    return presenceCount(ctx, identityOf(req, ctx.auth), topic);
-  });
+  app.get<{ Params: { topic: string } }>(
+    '/v1/topics/:topic/presence/count',
+    route({
+      summary: 'How many are subscribed',
+      tags: ['presence'],
+      operationId: 'getPresenceCount',
+      params: { topic: topicParam },
+      response: { 200: answer('The counts', 'Presence'), ...presenceErrors },
+    }),
+    async (req) => {
+      const topic = assertTopic(req.params.topic);
+      return presenceCount(ctx, identityOf(req, ctx.auth), topic);
+    },
+  );
 }

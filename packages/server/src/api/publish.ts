@@ -8,13 +8,93 @@ import { forbidden, identityOf } from './authn.js';
 import type { AppContext } from './context.js';
 import { hookClient } from './hooks.js';
 import { summarize } from '../hooks/index.js';
+import { AUTH_ERRORS, errors, json, route, topicParam } from './schemas.js';
 import { endSpan, startPublishSpan, tracedAppend } from './tracing.js';
 
-const topicParams = {
-  type: 'object',
-  properties: { topic: { type: 'string' } },
-  required: ['topic'],
-} as const;
+const int = { type: 'integer', minimum: 0 } as const;
+
+/** The publish route's schema: the body is described here and parsed by the route, once. */
+const PUBLISH = route({
+  summary: 'Publish events',
+  description:
+    'One event, a JSON array of events, or NDJSON (one event per line). The whole batch is checked before any of it is stored: a refused request stores nothing. Ephemeral events (all of the batch) are delivered to live subscribers and never stored (202).',
+  tags: ['publish'],
+  operationId: 'publish',
+  params: { topic: topicParam },
+  headers: {
+    'idempotency-key': {
+      type: 'string',
+      description: 'The key of a single-event request (the event’s own key must then be the same).',
+    },
+    traceparent: { type: 'string', description: 'W3C trace context for events without their own.' },
+    tracestate: { type: 'string' },
+  },
+  body: {
+    schema: { $ref: 'EventInput#' },
+    consumes: {
+      'application/json': {
+        schema: {
+          oneOf: [
+            { $ref: 'EventInput#' },
+            { type: 'array', items: { $ref: 'EventInput#' }, minItems: 1 },
+          ],
+        },
+      },
+      'application/x-ndjson': {
+        schema: { type: 'string', description: 'One event object per line (UTF-8).' },
+      },
+    },
+  },
+  response: {
+    201: json('Stored (or already stored: duplicate), in order', {
+      type: 'object',
+      required: ['topic', 'epoch', 'events'],
+      properties: {
+        topic: { type: 'string' },
+        epoch: { type: 'string' },
+        events: {
+          type: 'array',
+          items: {
+            type: 'object',
+            required: ['seq', 'id', 'time', 'duplicate'],
+            properties: {
+              seq: int,
+              id: { type: 'string' },
+              time: int,
+              duplicate: { type: 'boolean' },
+            },
+          },
+        },
+      },
+    }),
+    202: json('Ephemeral events sent to live subscribers (not stored)', {
+      type: 'object',
+      required: ['topic', 'ephemeral', 'count', 'time'],
+      properties: {
+        topic: { type: 'string' },
+        ephemeral: { const: true },
+        count: int,
+        time: int,
+      },
+    }),
+    ...errors(
+      'invalid_json',
+      'invalid_event',
+      'invalid_topic',
+      'invalid_parameter',
+      'json_too_deep',
+      ...AUTH_ERRORS,
+      'event_too_large',
+      'batch_too_large',
+      'payload_too_large',
+      'unsupported_media_type',
+      'rate_limited',
+      'engine_unavailable',
+      'overloaded',
+      'insufficient_storage',
+    ),
+  },
+});
 
 /**
  * `POST /v1/topics/{topic}/events`: one event `{type?, key?, data}`, a JSON array of them, or an
@@ -34,7 +114,7 @@ export function publishRoutes(app: FastifyInstance, ctx: AppContext): void {
   }>(
     '/v1/topics/:topic/events',
     {
-      schema: { params: topicParams },
+      ...PUBLISH,
       // From the request's arrival to its answer, whatever the outcome.
       ...(duration
         ? {

@@ -5,6 +5,7 @@ import { RillError } from '../model/errors.js';
 import { checkAdmin, identityOf, requestCredentials } from './authn.js';
 import type { AppContext } from './context.js';
 import type { Observability } from './observability.js';
+import { AUTH_ERRORS, errors, json, route, textAnswer } from './schemas.js';
 
 /** How often `/v1/stats/stream` sends the numbers, ms. */
 export const STATS_STREAM_INTERVAL_MS = 1_000;
@@ -35,31 +36,71 @@ export function statsRoutes(app: FastifyInstance, ctx: AppContext): void {
   if (!obs?.enabled || obs.registry === null) return;
   const registry = obs.registry;
 
-  app.get('/metrics', async (req, reply) => {
-    requireAdmin(await metricsIdentity(req, ctx.auth));
-    const text = await registry.metrics();
-    return reply
-      .header('content-type', registry.contentType)
-      .header('cache-control', 'no-store')
-      .send(text);
-  });
+  const admin = errors(...AUTH_ERRORS);
+  app.get(
+    '/metrics',
+    route({
+      summary: 'Prometheus metrics',
+      description:
+        'This node’s metrics in the Prometheus text format (docs/observability.md); the admin permission when authentication is on. Served with metrics.enabled (the default).',
+      tags: ['observability'],
+      operationId: 'getMetrics',
+      response: {
+        200: textAnswer('The metrics', ['text/plain; version=0.0.4']),
+        ...admin,
+      },
+    }),
+    async (req, reply) => {
+      requireAdmin(await metricsIdentity(req, ctx.auth));
+      const text = await registry.metrics();
+      return reply
+        .header('content-type', registry.contentType)
+        .header('cache-control', 'no-store')
+        .send(text);
+    },
+  );
 
-  app.get('/v1/stats', async (req, reply) => {
-    requireAdmin(identityOf(req, ctx.auth));
-    return reply
-      .type('application/json; charset=utf-8')
-      .header('cache-control', 'no-store')
-      .send(JSON.stringify(await obs.stats()));
-  });
+  app.get(
+    '/v1/stats',
+    route({
+      summary: 'Stats snapshot',
+      description:
+        'A JSON snapshot of this node (cluster-wide on the shared engines): connections, rates, topics, the engine (docs/observability.md § Stats).',
+      tags: ['observability'],
+      operationId: 'getStats',
+      response: { 200: json('The snapshot', { type: 'object' }), ...admin },
+    }),
+    async (req, reply) => {
+      requireAdmin(identityOf(req, ctx.auth));
+      return reply
+        .type('application/json; charset=utf-8')
+        .header('cache-control', 'no-store')
+        .send(JSON.stringify(await obs.stats()));
+    },
+  );
 
   const streams = new Set<() => void>();
-  app.get('/v1/stats/stream', async (req, reply) => {
-    requireAdmin(identityOf(req, ctx.auth));
-    if (ctx.state.closing) throw new RillError('shutting_down');
-    const full = ctx.budget?.refuseStream();
-    if (full) throw full;
-    serveStatsStream(req, reply, obs, ctx, streams);
-  });
+  app.get(
+    '/v1/stats/stream',
+    route({
+      summary: 'Stats every second',
+      description:
+        'The stats snapshot as server-sent events: a stats event every second, heartbeats, and an error event when the server ends the stream.',
+      tags: ['observability'],
+      operationId: 'streamStats',
+      response: {
+        200: textAnswer('event: stats frames, data: the snapshot', ['text/event-stream']),
+        ...errors(...AUTH_ERRORS, 'too_many_connections', 'shutting_down'),
+      },
+    }),
+    async (req, reply) => {
+      requireAdmin(identityOf(req, ctx.auth));
+      if (ctx.state.closing) throw new RillError('shutting_down');
+      const full = ctx.budget?.refuseStream();
+      if (full) throw full;
+      serveStatsStream(req, reply, obs, ctx, streams);
+    },
+  );
   app.addHook('preClose', (done) => {
     for (const end of [...streams]) end();
     done();

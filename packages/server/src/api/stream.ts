@@ -15,7 +15,22 @@ import { logStreamEnd, logStreamOpen } from './stream-log.js';
 import { subscriptionState } from './open-streams.js';
 import type { StreamQuery } from './params.js';
 import { admitStream } from './hooks.js';
-import { enterPresence, parsePresenceFlag } from './presence.js';
+import { enterPresence, parsePresenceFlag, presenceQuery } from './presence.js';
+import {
+  asString,
+  AUTH_ERRORS,
+  cursorQuery,
+  errors,
+  fromQuery,
+  route,
+  sinceQuery,
+  text,
+  textAnswer,
+  topicParam,
+  topicsQuery,
+  type Field,
+  type RouteSpec,
+} from './schemas.js';
 
 /** `?format=` wins; else `Accept: application/x-ndjson` (without text/event-stream) means NDJSON. */
 export function streamFormat(
@@ -28,6 +43,67 @@ export function streamFormat(
   }
   const a = accept?.toLowerCase() ?? '';
   return a.includes('application/x-ndjson') && !a.includes('text/event-stream') ? 'ndjson' : 'sse';
+}
+
+export const formatQuery: Field = {
+  schema: text(
+    'sse or ndjson; without it, an Accept of application/x-ndjson (and not text/event-stream) means ndjson.',
+    { enum: ['sse', 'ndjson', ''] },
+  ),
+  check: (v) => streamFormat(asString(v), undefined),
+};
+
+/** What a stream route takes and answers, less its topics. */
+export const STREAM_QUERY: Record<string, Field> = {
+  since: sinceQuery,
+  from: fromQuery,
+  lastEventId: cursorQuery(
+    'The cursor to resume from, for clients that cannot send Last-Event-ID (which wins)',
+  ),
+  cursor: cursorQuery('The same as lastEventId'),
+  format: formatQuery,
+  presence: presenceQuery,
+};
+
+export const STREAM_HEADERS = {
+  'last-event-id': { type: 'string', description: 'The cursor to resume from.' },
+  accept: { type: 'string', description: 'application/x-ndjson: an NDJSON stream.' },
+  'accept-encoding': {
+    type: 'string',
+    description: 'gzip: a compressed stream, when http.compression is on.',
+  },
+};
+
+const STREAM_ANSWER = textAnswer(
+  'The stream: events, reset and presence notices, heartbeats, and an error frame before the server ends it. Its frames are described in asyncapi.yaml (docs/protocol.md § Server-Sent Events, § NDJSON streaming). HEAD answers the headers only.',
+  ['text/event-stream', 'application/x-ndjson'],
+);
+
+function streamSpec(
+  spec: Pick<RouteSpec, 'summary' | 'description' | 'operationId' | 'params' | 'required'>,
+  topics: Record<string, Field>,
+  codes: Parameters<typeof errors>,
+): RouteSpec {
+  return {
+    ...spec,
+    tags: ['streams'],
+    querystring: { ...topics, ...STREAM_QUERY },
+    headers: STREAM_HEADERS,
+    response: {
+      200: STREAM_ANSWER,
+      ...errors(
+        ...codes,
+        'invalid_parameter',
+        'invalid_cursor',
+        ...AUTH_ERRORS,
+        'rate_limited',
+        'too_many_connections',
+        'overloaded',
+        'shutting_down',
+        'engine_unavailable',
+      ),
+    },
+  };
 }
 
 /** Whether the client takes gzip (`Accept-Encoding: gzip`, not `gzip;q=0`). */
@@ -217,10 +293,39 @@ export function streamRoutes(app: FastifyInstance, ctx: AppContext): void {
 
   app.get<{ Params: { topic: string }; Querystring: StreamQuery }>(
     '/v1/topics/:topic/stream',
+    route(
+      streamSpec(
+        {
+          summary: 'Stream one topic (SSE or NDJSON)',
+          description:
+            'Server-sent events (default) or NDJSON of one topic, from a cursor or a start position, live until the client leaves. Single-topic SSE ids are the events’ ids.',
+          operationId: 'streamTopic',
+          params: { topic: topicParam },
+        },
+        {},
+        ['invalid_topic'],
+      ),
+    ),
     async (req, reply) => serve(req, reply, [assertTopic(req.params.topic)]),
   );
 
-  app.get<{ Querystring: StreamQuery }>('/v1/stream', async (req, reply) =>
-    serve(req, reply, parseTopicsParam(req.query.topics, limits.maxPatternsPerSubscription)),
+  const topics = topicsQuery(limits.maxPatternsPerSubscription);
+  app.get<{ Querystring: StreamQuery }>(
+    '/v1/stream',
+    route(
+      streamSpec(
+        {
+          summary: 'Stream topics and patterns (SSE or NDJSON)',
+          description:
+            'One stream of several topics and patterns; each event carries the cursor of the whole subscription (its SSE id), so a client resumes every topic exactly.',
+          operationId: 'streamMany',
+          required: ['topics'],
+        },
+        { topics },
+        ['invalid_pattern', 'too_many_topics'],
+      ),
+    ),
+    async (req, reply) =>
+      serve(req, reply, parseTopicsParam(req.query.topics, limits.maxPatternsPerSubscription)),
   );
 }

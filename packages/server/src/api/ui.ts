@@ -4,6 +4,21 @@ import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance } from 'fastify';
 import { RillError } from '../model/errors.js';
+import { errors, route } from './schemas.js';
+
+/** `/ui`: the dashboard's page, or `not_found` saying it was not built. */
+const UI_ROUTE = route({
+  summary: 'Dashboard',
+  description:
+    'The dashboard’s page (its files are under /ui/); what it shows comes from the API, which asks for credentials.',
+  tags: ['meta'],
+  operationId: 'getDashboard',
+  security: [],
+  response: {
+    200: { description: 'The page', content: { 'text/html': { schema: { type: 'string' } } } },
+    ...errors('not_found'),
+  },
+});
 
 /**
  * Where the dashboard's build lands: `packages/ui` builds into the server's `dist/ui`, beside this
@@ -46,9 +61,11 @@ const HASHED = /[\\/]assets[\\/][^\\/]+-[A-Za-z0-9_-]{8,}\.[a-z0-9]+$/;
  */
 export function uiRoutes(app: FastifyInstance): void {
   if (!existsSync(join(UI_DIR, 'index.html'))) {
-    app.get('/ui/*', async () => {
+    const notBuilt = async (): Promise<never> => {
       throw new RillError('not_found', 'The dashboard was not built: run npm run build');
-    });
+    };
+    app.get('/ui', UI_ROUTE, notBuilt);
+    app.get('/ui/*', { schema: { hide: true } }, notBuilt);
     return;
   }
   void app.register(fastifyStatic, {
@@ -72,7 +89,7 @@ export function uiRoutes(app: FastifyInstance): void {
   });
   // `/ui` and `/ui/` (one route: the router ignores a trailing slash, so the plugin's `/ui/*`
   // never sees an empty rest): the index.
-  app.get('/ui', (_req, reply) => reply.sendFile('index.html'));
+  app.get('/ui', UI_ROUTE, (_req, reply) => reply.sendFile('index.html'));
 }
 
 /** Whether a `GET /` comes from a browser navigating (it asks for HTML), not from a script. */

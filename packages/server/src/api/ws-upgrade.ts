@@ -9,6 +9,7 @@ import { RillError, retryAfterSeconds } from '../model/errors.js';
 import { redactAccessToken } from '../model/redact.js';
 import { answerAndClose, serveAsHttp, tooManyHeaders } from '../net/connection.js';
 import type { AppContext } from './context.js';
+import { errors, route } from './schemas.js';
 import { listsOrigin } from './cors.js';
 import { nextRequestId } from './request-id.js';
 import type { HostPolicy } from './host.js';
@@ -224,15 +225,44 @@ export function wsRoutes(app: FastifyInstance, ctx: AppContext, hosts: HostPolic
   });
 
   // A plain GET (no Upgrade) is a client that does not speak WebSocket: tell it so.
-  app.get(WS_PATH, async (_req, reply) => {
-    const e = new RillError('upgrade_required', 'GET /v1/ws is a WebSocket endpoint');
-    return reply
-      .code(426)
-      .header('upgrade', 'websocket')
-      .header('connection', 'Upgrade')
-      .header('sec-websocket-version', '13')
-      .send(e.toJSON());
-  });
+  app.get(
+    WS_PATH,
+    route({
+      summary: 'WebSocket (rill.v1)',
+      description:
+        'Upgraded to a WebSocket (RFC 6455, version 13, subprotocol rill.v1) for subscribing and publishing over one connection; its messages are described in asyncapi.yaml (docs/protocol.md § WebSocket). Credentials may come with the upgrade (as for the other routes) or in an auth message. A GET without Upgrade answers 426.',
+      tags: ['streams'],
+      operationId: 'webSocket',
+      headers: {
+        upgrade: { type: 'string', const: 'websocket' },
+        'sec-websocket-version': { type: 'string', const: '13' },
+        'sec-websocket-protocol': { type: 'string', description: 'rill.v1, or none.' },
+      },
+      response: {
+        101: { description: 'Switching Protocols: the WebSocket is open', type: 'null' },
+        ...errors(
+          'invalid_parameter',
+          'unauthorized',
+          'forbidden_origin',
+          'not_found',
+          'upgrade_required',
+          'rate_limited',
+          'too_many_connections',
+          'overloaded',
+          'shutting_down',
+        ),
+      },
+    }),
+    async (_req, reply) => {
+      const e = new RillError('upgrade_required', 'GET /v1/ws is a WebSocket endpoint');
+      return reply
+        .code(426)
+        .header('upgrade', 'websocket')
+        .header('connection', 'Upgrade')
+        .header('sec-websocket-version', '13')
+        .send(e.toJSON());
+    },
+  );
 
   // One sweep for every socket: ping the ones due (first ping jittered per socket, so a fleet of
   // clients reconnecting together does not ping in lockstep), terminate those whose pong is late.

@@ -7,6 +7,14 @@ const TOPIC_RE = /^[A-Za-z0-9_~-]+(?:\.[A-Za-z0-9_~-]+)*$/;
 const SEGMENT_RE = /^[A-Za-z0-9_~-]+$/;
 
 /**
+ * The rules below as JSON Schema `pattern`s, for the API description and request validation
+ * (`api/schemas.ts`); `schemas.unit.test.ts` checks that each gives the same verdict as its function.
+ */
+export const TOPIC_PATTERN = TOPIC_RE.source;
+/** A topic or a subscription pattern ({@link isValidPattern}), lengths aside. */
+export const SUBSCRIPTION_PATTERN = '^(?:(?:[A-Za-z0-9_~-]+|\\*)\\.)*(?:[A-Za-z0-9_~-]+|\\*|>)$';
+
+/**
  * A topic name: 1–200 chars of `[A-Za-z0-9_.~-]`, `.` separating non-empty segments
  * (`prices.BTC-USD`, `chat.room-1`).
  */
@@ -25,6 +33,8 @@ export function assertTopic(name: string): string {
 }
 
 const PREFIX_RE = /^[A-Za-z0-9_.~-]*$/;
+/** {@link assertTopicPrefix}'s alphabet as a JSON Schema `pattern`. */
+export const PREFIX_PATTERN = PREFIX_RE.source;
 
 /**
  * A topic-name prefix or a topic name to list after (`GET /v1/topics?prefix=&after=`): at most

@@ -14,31 +14,53 @@ export const SINCE_TIME_THRESHOLD = 1e12;
 
 const UINT_RE = /^(?:0|[1-9][0-9]{0,15})$/;
 
-/** `from=now|earliest|<seq>` (seq inclusive) and `since=<seq>|<ms>|<ISO time>` → a start. */
+const FROM_RE = /^(?:now|earliest|[1-9][0-9]{0,15})$/;
+
+/**
+ * `from` and `since` as JSON Schema `pattern`s (absent or empty allowed), for the API description
+ * and request validation (`api/schemas.ts`). `from`'s is exactly {@link parseStart}'s rule;
+ * `since`'s lets through any text starting with a date, which {@link parseStart} then parses.
+ */
+export const FROM_PATTERN = `^(?:${FROM_RE.source.slice(1, -1)})?$`;
+export const SINCE_PATTERN = '^(?:0|[1-9][0-9]{0,15}|[0-9]{4}-[0-9]{2}-[0-9]{2}[\\s\\S]*)?$';
+
+/**
+ * `from=now|earliest|<seq>` (seq inclusive) and `since=<seq>|<ms>|<ISO time>` → a start. `since`
+ * wins when both are given, but a malformed `from` is refused either way.
+ */
 export function parseStart(q: {
   from?: string | undefined;
   since?: string | undefined;
 }): StartSpec {
+  const from = q.from;
+  const fromOk = from === undefined || from === '' || FROM_RE.test(from);
   if (q.since !== undefined && q.since !== '') {
     const s = q.since;
+    let start: StartSpec;
     if (UINT_RE.test(s)) {
       const n = Number(s);
-      return n < SINCE_TIME_THRESHOLD ? { kind: 'after', seq: n } : { kind: 'time', time: n };
+      start = n < SINCE_TIME_THRESHOLD ? { kind: 'after', seq: n } : { kind: 'time', time: n };
+    } else {
+      const t = Date.parse(s);
+      if (!/^\d{4}-\d{2}-\d{2}/.test(s) || Number.isNaN(t)) {
+        throw new RillError(
+          'invalid_parameter',
+          'since must be a seq, a time in ms, or an ISO 8601 time such as 2026-11-22T10:00:00Z',
+        );
+      }
+      start = { kind: 'time', time: t };
     }
-    const t = Date.parse(s);
-    if (!/^\d{4}-\d{2}-\d{2}/.test(s) || Number.isNaN(t)) {
-      throw new RillError(
-        'invalid_parameter',
-        'since must be a seq, a time in ms, or an ISO 8601 time such as 2026-11-22T10:00:00Z',
-      );
-    }
-    return { kind: 'time', time: t };
+    if (!fromOk) throw badFrom();
+    return start;
   }
-  const from = q.from;
+  if (!fromOk) throw badFrom();
   if (from === undefined || from === '' || from === 'now') return { kind: 'now' };
   if (from === 'earliest') return { kind: 'earliest' };
-  if (UINT_RE.test(from) && Number(from) >= 1) return { kind: 'after', seq: Number(from) - 1 };
-  throw new RillError('invalid_parameter', 'from must be now, earliest, or a seq (1 or more)');
+  return { kind: 'after', seq: Number(from) - 1 };
+}
+
+function badFrom(): RillError {
+  return new RillError('invalid_parameter', 'from must be now, earliest, or a seq (1 or more)');
 }
 
 /** The resume cursor from `Last-Event-ID` (header wins) or `lastEventId`; undefined if none. */
