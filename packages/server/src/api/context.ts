@@ -9,6 +9,7 @@ import type { LoadMonitor } from '../net/overload.js';
 import type { Observability } from './observability.js';
 import type { PresenceService } from '../presence/index.js';
 import type { OpenStreams } from './open-streams.js';
+import type { WorkerPeers } from './worker-views.js';
 
 /**
  * What every route needs. It lives apart from `app.ts` so that a route module depends on the
@@ -39,4 +40,6 @@ export interface AppContext {
   limits: RequestLimits;
   /** Counters, metrics and stats; absent where nothing is counted (some tests). */
   obs?: Observability;
+  /** With `rill serve --workers`: the other workers, for the views over all of them. */
+  workers?: WorkerPeers;
 }
