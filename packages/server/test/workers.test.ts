@@ -733,4 +733,26 @@ describe('rill serve --workers 2: metrics, stats and connections over every work
       return d.node.missingWorkers?.length === 0 && d.node.workers?.length === 2;
     }, 20_000);
   }, 120_000);
+
+  it('on redis, two rill serve --workers 2 sharing a prefix: /v1/stats shows two nodes, each with its two workers', async () => {
+    const backend = redisBackend();
+    cleanups.push(backend.cleanup);
+    const a = await startWorkers(backend);
+    const b = await startWorkers(backend);
+    let doc: StatsDocument | undefined;
+    await waitFor(async () => {
+      doc = JSON.parse((await request(a.url, '/v1/stats')).text) as StatsDocument;
+      return doc.nodes.length >= 2 && doc.nodes.every((n) => n.workers?.length === 2);
+    }, 30_000);
+    expect(doc!.cluster).toBe(true);
+    expect(doc!.nodes).toHaveLength(2);
+    for (const n of doc!.nodes) expect(n.workers!.map((w) => w.worker)).toEqual([1, 2]);
+    expect(doc!.nodes.map((n) => n.id)).toContain(doc!.node.id);
+    expect(doc!.totals.connections.total).toBe(
+      doc!.nodes.reduce((sum, n) => sum + n.connections.total, 0),
+    );
+    // The other node's answer names the same two nodes.
+    const other = JSON.parse((await request(b.url, '/v1/stats')).text) as StatsDocument;
+    expect(other.nodes.map((n) => n.id).sort()).toEqual(doc!.nodes.map((n) => n.id).sort());
+  }, 120_000);
 });
