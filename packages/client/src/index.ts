@@ -33,3 +33,4 @@ export type { WebSocketLike } from './transport/ws.js';
 export { sseTransport, pollTransport, wsTransport };
 export * from './errors.js';
 export type * from './types.js';
+export type * from './stats.js';

@@ -1324,7 +1324,13 @@ const ENV_FLAT: Record<string, string> = {
 };
 
 /** Variables read elsewhere (the CLI), not config keys. */
-const ENV_OTHER = new Set(['RILL_CONFIG', 'RILL_URL', 'RILL_TOKEN', 'RILL_WORKER_ID']);
+const ENV_OTHER = new Set([
+  'RILL_CONFIG',
+  'RILL_URL',
+  'RILL_TOKEN',
+  'RILL_WORKER_ID',
+  'RILL_NODE_ID',
+]);
 
 /**
  * Configuration from `RILL_*` variables: the flat ones above, and any nested key as

@@ -32,6 +32,8 @@ import { Observability } from './api/observability.js';
 import { metricsListener } from './api/stats.js';
 import { instrumentEngine } from './engine/instrumented.js';
 import { OpenStreams } from './api/open-streams.js';
+import { setRequestIdWorker } from './api/request-id.js';
+import type { WorkerPeers } from './api/worker-views.js';
 import {
   ClientAddresses,
   KnownTopics,
@@ -154,6 +156,11 @@ export interface CreateServerOptions {
    */
   workerId?: number;
   /**
+   * In `rill serve --workers`: the link to the node's other workers, over which `/metrics`,
+   * `/v1/stats` and `/v1/connections` cover all of them (api/worker-views.ts).
+   */
+  workers?: WorkerPeers;
+  /**
    * Reads the configuration again (file, environment, flags), for {@link RillServer.reload}. Only
    * its `auth` section is taken; without it a reload re-reads the keys file and JWKS only.
    */
@@ -192,7 +199,13 @@ export async function createServer(
   const budget = new ConnectionBudget(logs.http);
   const load = new LoadMonitor(config.overload, logs.http);
   // Everything but the caller sees the engine through its meter (appends and reads timed).
-  const obs = new Observability({ config, engine, budget });
+  if (options.workerId !== undefined) setRequestIdWorker(options.workerId);
+  const obs = new Observability({
+    config,
+    engine,
+    budget,
+    ...(options.workers === undefined ? {} : { workers: options.workers }),
+  });
   const used = config.metrics.enabled ? instrumentEngine(engine, obs.engineMeter) : engine;
   const hub = new Hub(used, {
     limits: {
@@ -272,6 +285,7 @@ export async function createServer(
       limits,
       logs: { http: logs.http, ws: logs.ws },
       obs,
+      ...(options.workers === undefined ? {} : { workers: options.workers }),
     },
     logs.http,
     tls,

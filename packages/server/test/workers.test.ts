@@ -14,6 +14,8 @@ import {
   type SseStream,
 } from '@rill/testkit';
 import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
+import { metric, parseMetrics, promtoolCheck } from '@rill/testkit/metrics';
+import type { ConnectionRow, ConnectionsPage, StatsDocument } from '@rill/client';
 
 /**
  * `rill serve --workers 2`: a supervisor and two worker processes sharing one port. Which worker
@@ -534,4 +536,223 @@ describe('rill serve --workers 2 --engine lmdb: supervision and the shared store
     expect(String(err)).toMatch(/Refusing to listen on 0\.0\.0\.0 without authentication/);
     expect(String(err)).toMatch(/worker failed to start/);
   }, 60_000);
+});
+
+/** A request on a connection of its own (`agent` false) or of `agent`: status, worker, body. */
+function request(
+  url: string,
+  path: string,
+  opts: { method?: string; agent?: http.Agent | false; signal?: AbortSignal } = {},
+): Promise<{ status: number; worker: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      `${url}${path}`,
+      { method: opts.method ?? 'GET', agent: opts.agent ?? false, signal: opts.signal },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            worker: Number(res.headers['rill-worker']),
+            text,
+          }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** `path` asked on fresh connections until every worker has answered it once: answers by worker. */
+async function fromEveryWorker(
+  url: string,
+  path: string,
+): Promise<Map<number, { status: number; text: string }>> {
+  const by = new Map<number, { status: number; text: string }>();
+  for (let i = 0; by.size < 2; i++) {
+    if (i >= 20) throw new Error(`20 requests for ${path}, all to one worker`);
+    const r = await request(url, path);
+    by.set(r.worker, r);
+  }
+  return by;
+}
+
+describe('rill serve --workers 2: metrics, stats and connections over every worker', () => {
+  it('any worker answers for both: summed metrics (promtool-clean), stats with every connection, and ends a connection the other worker holds', async () => {
+    const backend = lmdbBackend();
+    cleanups.push(backend.cleanup);
+    const server = await startWorkers(backend);
+    // SSE subscribers, each on a topic of its own, until both workers hold two (the header says
+    // which worker serves each stream).
+    const subs: { s: SseStream; topic: string; worker: number }[] = [];
+    const on = (w: number): number => subs.filter((x) => x.worker === w).length;
+    while (on(1) < 2 || on(2) < 2) {
+      if (subs.length >= 30) throw new Error('30 streams, and a worker holds fewer than two');
+      const topic = `wstats.${subs.length}`;
+      const s = await openSse(`${server.url}/v1/topics/${topic}/stream`);
+      cleanups.push(async () => void s.res.destroy());
+      subs.push({ s, topic, worker: Number(s.headers['rill-worker']) });
+    }
+    // Three events to each topic, through whichever worker takes each publish.
+    for (const { topic } of subs) await publishFresh(server.url, topic, [0, 1, 2]);
+    await Promise.all(subs.map(({ s }) => s.until(() => s.events().length === 3)));
+    const delivered = subs.length * 3;
+
+    // /metrics from either worker: the node's sums, each process's own figures by worker.
+    for (const [worker, res] of await fromEveryWorker(server.url, '/metrics')) {
+      expect(res.status, `worker ${worker}`).toBe(200);
+      const m = parseMetrics(res.text);
+      expect(metric(m, 'rill_events_delivered_total', { transport: 'sse' })).toBe(delivered);
+      expect(metric(m, 'rill_events_published_total', { transport: 'http' })).toBe(delivered);
+      expect(metric(m, 'rill_connections_open', { transport: 'sse' })).toBe(subs.length);
+      expect(metric(m, 'rill_worker_up', { worker: '1' })).toBe(1);
+      expect(metric(m, 'rill_worker_up', { worker: '2' })).toBe(1);
+      const starts = m.filter((s) => s.name === 'process_start_time_seconds');
+      expect(starts.map((s) => s.labels.worker).sort()).toEqual(['1', '2']);
+      expect(metric(m, 'rill_build_info', { engine: 'lmdb' })).toBe(1);
+      const lint = await promtoolCheck(res.text);
+      expect(lint.output).toBe('');
+      expect(lint.code).toBe(0);
+    }
+
+    // /v1/stats from either worker: one node, both workers, every connection.
+    for (const [worker, res] of await fromEveryWorker(server.url, '/v1/stats')) {
+      const doc = JSON.parse(res.text) as StatsDocument;
+      expect(doc.nodes, `worker ${worker}`).toHaveLength(1);
+      expect(doc.node.missingWorkers).toEqual([]);
+      expect(doc.node.workers!.map((w) => [w.worker, w.connections.sse])).toEqual([
+        [1, on(1)],
+        [2, on(2)],
+      ]);
+      expect(doc.node.connections.sse).toBe(subs.length);
+      expect(doc.node.counters.eventsDelivered).toBe(delivered);
+      expect(doc.totals.connections.total).toBe(subs.length);
+      expect(doc.totals.counters.eventsDelivered).toBe(delivered);
+      expect(doc.node.deliveryLatencyMs.p99).not.toBeNull();
+    }
+
+    // A kept-alive connection to each worker (every request on it goes to the same worker).
+    const agents = new Map<number, http.Agent>();
+    for (let i = 0; agents.size < 2; i++) {
+      if (i >= 20) throw new Error('20 connections, all to one worker');
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      cleanups.push(async () => agent.destroy());
+      const w = (await request(server.url, '/v1/stats', { agent })).worker;
+      if (agents.has(w)) agent.destroy();
+      else agents.set(w, agent);
+    }
+
+    // /v1/connections from either worker: every stream once, paged one by one across workers.
+    for (const [worker, agent] of agents) {
+      const rows: ConnectionRow[] = [];
+      let after: number | null = 0;
+      while (after !== null) {
+        if (rows.length > subs.length) throw new Error('more rows than streams');
+        const r = await request(server.url, `/v1/connections?limit=1&after=${after}`, { agent });
+        expect(r.worker).toBe(worker);
+        const page = JSON.parse(r.text) as ConnectionsPage;
+        expect(page.total).toBe(subs.length);
+        expect(page.missingWorkers).toEqual([]);
+        rows.push(...page.connections);
+        after = page.next;
+      }
+      expect(new Set(rows.map((c) => c.id)).size).toBe(subs.length);
+      expect(rows.map((c) => c.patterns[0]).sort()).toEqual(subs.map((x) => x.topic).sort());
+      for (const c of rows) {
+        expect(c.worker).toBe(subs.find((x) => x.topic === c.patterns[0])!.worker);
+      }
+    }
+
+    // DELETE through worker 1 of a stream worker 2 holds: that stream, and only it, ends.
+    const agent = agents.get(1)!;
+    const list = JSON.parse((await request(server.url, '/v1/connections', { agent })).text);
+    const target = (list as ConnectionsPage).connections.find((c) => c.worker === 2)!;
+    expect(target).toBeDefined();
+    const victim = subs.find((x) => x.topic === target.patterns[0])!;
+    expect(victim.worker).toBe(2);
+    const del = await request(server.url, `/v1/connections/${target.id}`, {
+      method: 'DELETE',
+      agent,
+    });
+    expect([del.worker, del.status, JSON.parse(del.text)]).toEqual([1, 200, { disconnected: 1 }]);
+    await victim.s.ended;
+    const err = victim.s.frames.find((f) => f.event === 'error');
+    expect(JSON.parse(err!.data!)).toMatchObject({ code: 'disconnected_by_admin' });
+    for (const other of subs) if (other !== victim) expect(other.s.res.closed).toBe(false);
+    const again = await request(server.url, `/v1/connections/${target.id}`, {
+      method: 'DELETE',
+      agent,
+    });
+    expect(again.status).toBe(404);
+  }, 180_000);
+
+  it('a worker that does not answer within a second is reported missing; the request does not wait for it', async () => {
+    const backend = lmdbBackend();
+    cleanups.push(backend.cleanup);
+    const server = await startWorkers(backend);
+    const stopped = workerPids(server).get(2)!;
+    process.kill(stopped, 'SIGSTOP');
+    try {
+      // node:cluster hands a stopped worker one connection at most (it never takes it, so it gets
+      // no other): of two requests at once on their own connections, one is answered by worker 1.
+      const ask = async (path: string): Promise<{ text: string; ms: number }> => {
+        const ac = new AbortController();
+        const t0 = Date.now();
+        const tries = [
+          request(server.url, path, { signal: ac.signal }),
+          request(server.url, path, { signal: ac.signal }),
+        ];
+        const r = await Promise.any(tries);
+        const ms = Date.now() - t0;
+        ac.abort();
+        await Promise.allSettled(tries);
+        expect(r.worker).toBe(1);
+        return { text: r.text, ms };
+      };
+      const stats = await ask('/v1/stats');
+      const doc = JSON.parse(stats.text) as StatsDocument;
+      expect(doc.node.missingWorkers).toEqual([2]);
+      expect(doc.node.workers!.map((w) => w.worker)).toEqual([1]);
+      // Bounded by the 1 s wait (and a margin for a busy machine), not by the stopped worker.
+      expect(stats.ms).toBeLessThan(5_000);
+      const metrics = parseMetrics((await ask('/metrics')).text);
+      expect(metric(metrics, 'rill_worker_up', { worker: '1' })).toBe(1);
+      expect(metric(metrics, 'rill_worker_up', { worker: '2' })).toBe(0);
+      const page = JSON.parse((await ask('/v1/connections')).text) as ConnectionsPage;
+      expect(page.missingWorkers).toEqual([2]);
+    } finally {
+      process.kill(stopped, 'SIGCONT');
+    }
+    // Going again, it is back in the views.
+    await waitFor(async () => {
+      const d = JSON.parse((await request(server.url, '/v1/stats')).text) as StatsDocument;
+      return d.node.missingWorkers?.length === 0 && d.node.workers?.length === 2;
+    }, 20_000);
+  }, 120_000);
+
+  it('on redis, two rill serve --workers 2 sharing a prefix: /v1/stats shows two nodes, each with its two workers', async () => {
+    const backend = redisBackend();
+    cleanups.push(backend.cleanup);
+    const a = await startWorkers(backend);
+    const b = await startWorkers(backend);
+    let doc: StatsDocument | undefined;
+    await waitFor(async () => {
+      doc = JSON.parse((await request(a.url, '/v1/stats')).text) as StatsDocument;
+      return doc.nodes.length >= 2 && doc.nodes.every((n) => n.workers?.length === 2);
+    }, 30_000);
+    expect(doc!.cluster).toBe(true);
+    expect(doc!.nodes).toHaveLength(2);
+    for (const n of doc!.nodes) expect(n.workers!.map((w) => w.worker)).toEqual([1, 2]);
+    expect(doc!.nodes.map((n) => n.id)).toContain(doc!.node.id);
+    expect(doc!.totals.connections.total).toBe(
+      doc!.nodes.reduce((sum, n) => sum + n.connections.total, 0),
+    );
+    // The other node's answer names the same two nodes.
+    const other = JSON.parse((await request(b.url, '/v1/stats')).text) as StatsDocument;
+    expect(other.nodes.map((n) => n.id).sort()).toEqual(doc!.nodes.map((n) => n.id).sort());
+  }, 120_000);
 });

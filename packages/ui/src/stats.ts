@@ -3,48 +3,12 @@
  * reads this store, none polls on its own. It keeps the last {@link WINDOW} samples for the charts.
  */
 import { useSyncExternalStore } from 'react';
+import type { NodeStats, StatsDocument as Stats } from '@rill/client';
 import type { ApiError } from './api';
 import { sse } from './api';
 
-export interface NodeStats {
-  id: string;
-  startedAt: string;
-  uptimeSeconds: number;
-  version: string;
-  engine: {
-    name: string;
-    ok: boolean;
-    pendingAppends: number;
-    storageBytes: number | null;
-    storageMaxBytes: number | null;
-  };
-  counters: {
-    eventsPublished: number;
-    eventsDelivered: number;
-    bytesWritten: number;
-    connectionsOpened: number;
-    connectionsClosed: number;
-    errors: number;
-    limitRefusals: number;
-  };
-  rates: { publishedPerSecond: number; deliveredPerSecond: number; bytesPerSecond: number };
-  connections: { sse: number; ndjson: number; ws: number; poll: number; total: number };
-  subscriptions: number;
-  slowConsumers: { count: number; bytesBehind: number };
-  deliveryLatencyMs: { p50: number | null; p99: number | null };
-  eventLoop: { delayP99Ms: number; utilization: number };
-  budget: { connections: number; maxConnections: number | null };
-  /** Refusals by reason, where the server breaks them down (optional). */
-  refusals?: Record<string, number>;
-}
-
-export interface Stats {
-  time: string;
-  cluster: boolean;
-  node: NodeStats;
-  nodes: NodeStats[];
-  totals: NodeStats;
-}
+/** The `/v1/stats` document, as the server's own type (the one definition, in @rill/client). */
+export type { NodeStats, WorkerStats, StatsDocument as Stats } from '@rill/client';
 
 /** Samples kept: five minutes at one a second. */
 export const WINDOW = 300;

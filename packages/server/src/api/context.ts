@@ -11,6 +11,7 @@ import type { PresenceService } from '../presence/index.js';
 import type { Hooks } from '../hooks/index.js';
 import type { ClusterBus } from '../cluster/index.js';
 import type { OpenStreams } from './open-streams.js';
+import type { WorkerPeers } from './worker-views.js';
 
 /**
  * What every route needs. It lives apart from `app.ts` so that a route module depends on the
@@ -45,4 +46,6 @@ export interface AppContext {
   limits: RequestLimits;
   /** Counters, metrics and stats; absent where nothing is counted (some tests). */
   obs?: Observability;
+  /** With `rill serve --workers`: the other workers, for the views over all of them. */
+  workers?: WorkerPeers;
 }

@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import {
+  type Aggregator,
   Counter,
   Gauge,
   Histogram,
@@ -20,57 +21,33 @@ import {
 } from '../engine/engine.js';
 import type { Hub } from '../fanout/hub.js';
 import { HOOK_NAMES, HOOK_OUTCOMES, type HookMeter } from '../hooks/index.js';
-import { EngineMeter, Meters, PUBLISH_TRANSPORTS, TRANSPORTS } from '../model/meters.js';
+import type { NodeStats, StatsDocument, WorkerStats } from '@rill/client';
+import {
+  EngineMeter,
+  Meters,
+  percentilesOf,
+  PUBLISH_TRANSPORTS,
+  TRANSPORTS,
+} from '../model/meters.js';
 import { compilePattern } from '../model/topic.js';
 import type { ConnectionBudget } from '../net/capacity.js';
+import {
+  aggregateMetrics,
+  statsAnswers,
+  type WorkerPeers,
+  type WorkerStatsAnswer,
+} from './worker-views.js';
 
 /**
  * Metrics and stats (docs/observability.md): the counters the server keeps ({@link Meters},
  * {@link EngineMeter}), the Prometheus registry that reads them at scrape time, and the
  * `/v1/stats` snapshot with its rates, recent latencies and, on the shared engines, every node's
- * numbers through the engine's node directory.
+ * numbers through the engine's node directory. With `--workers`, each view covers every worker of
+ * the node (api/worker-views.ts).
  */
 
-/** One node's numbers, as `/v1/stats` shows them (the dashboard's contract: add, never rename). */
-export interface NodeStats {
-  id: string;
-  startedAt: string;
-  uptimeSeconds: number;
-  version: string;
-  engine: {
-    name: string;
-    ok: boolean;
-    pendingAppends: number;
-    storageBytes: number | null;
-    storageMaxBytes: number | null;
-  };
-  counters: {
-    eventsPublished: number;
-    eventsDelivered: number;
-    bytesWritten: number;
-    connectionsOpened: number;
-    connectionsClosed: number;
-    errors: number;
-    limitRefusals: number;
-  };
-  rates: { publishedPerSecond: number; deliveredPerSecond: number; bytesPerSecond: number };
-  connections: { sse: number; ndjson: number; ws: number; poll: number; total: number };
-  subscriptions: number;
-  slowConsumers: { count: number; bytesBehind: number; eventsBehind: number };
-  subscriberBufferBytes: number;
-  topics: number;
-  deliveryLatencyMs: { p50: number | null; p99: number | null };
-  eventLoop: { delayP99Ms: number; utilization: number };
-  budget: { connections: number; maxConnections: number | null };
-}
-
-export interface StatsDocument {
-  time: string;
-  cluster: boolean;
-  node: NodeStats;
-  nodes: NodeStats[];
-  totals: NodeStats;
-}
+/** The `/v1/stats` shapes (the dashboard's contract: add, never rename) live in @rill/client. */
+export type { NodeStats, StatsDocument, WorkerStats };
 
 /** How often a node writes its numbers to the node directory, and how long they stay, ms. */
 const NODE_PUBLISH_MS = 2_000;
@@ -125,7 +102,7 @@ function readVersion(): string {
 }
 
 /** A node id: the host name, the process id and a random suffix, in characters every broker takes. */
-function newNodeId(): string {
+export function newNodeId(): string {
   const host =
     hostname()
       .replace(/[^A-Za-z0-9_-]/g, '-')
@@ -138,7 +115,18 @@ export interface ObservabilityOptions {
   /** The engine as the server uses it (instrumented). */
   engine: Engine;
   budget: ConnectionBudget;
+  /** With `rill serve --workers`: the other workers of this node, whose numbers the views add. */
+  workers?: WorkerPeers;
 }
+
+/**
+ * A worker's entry in the node directory: its own numbers, with its id and its node's (so that a
+ * reader shows one node per `rill serve`, with its workers).
+ */
+type DirectoryEntry = NodeStats & { worker?: number; node?: string };
+
+/** Longest a worker's `stats` answer waits for a fresh engine reading, ms (under the gather's bound). */
+const WORKER_REFRESH_WAIT_MS = 400;
 
 /**
  * The per-server observability state. Create it before the hub (which takes {@link meters}), then
@@ -150,6 +138,7 @@ export class Observability {
   readonly enabled: boolean;
   readonly registry: Registry | null;
   readonly id = newNodeId();
+  private readonly workers: WorkerPeers | null;
   readonly version = readVersion();
   private readonly startedAt = Date.now();
   private hub: Hub | null = null;
@@ -177,6 +166,7 @@ export class Observability {
     const { config } = options;
     this.engine = options.engine;
     this.budget = options.budget;
+    this.workers = options.workers ?? null;
     this.enabled = config.metrics.enabled;
     const patterns = config.metrics.topics.map(compilePattern);
     this.meters = new Meters(
@@ -203,6 +193,24 @@ export class Observability {
     this.gauges(this.registry);
     collectDefaultMetrics({ register: this.registry });
     for (const name of DROPPED_DEFAULTS) this.registry.removeSingleMetric(name);
+    if (this.workers !== null) {
+      const registry = this.registry;
+      this.workers.answer('metrics', () => registry.getMetricsAsJSON());
+      this.workers.answer('stats', async (): Promise<WorkerStatsAnswer> => {
+        await withTimeout(this.freshEngine(), WORKER_REFRESH_WAIT_MS).catch(() => undefined);
+        const now = Date.now();
+        return { stats: this.workerStats(), samples: this.meters.deliveryLatency.recent(now) };
+      });
+    }
+  }
+
+  /** The Prometheus text of `/metrics`: this process's, or with workers the node's (all of them). */
+  async metricsText(): Promise<string> {
+    const registry = this.registry;
+    if (registry === null) return '';
+    if (this.workers === null) return registry.metrics();
+    const gathered = await this.workers.gather('metrics');
+    return aggregateMetrics(gathered, this.workers.count).metrics();
   }
 
   /**
@@ -297,7 +305,11 @@ export class Observability {
     await this.refreshEngine();
     const engine = this.engine;
     if (hasNodeDirectory(engine)) {
-      await engine.putNode(this.id, JSON.stringify(this.nodeStats()), NODE_TTL_MS).catch(() => {
+      const entry: DirectoryEntry =
+        this.workers === null
+          ? this.nodeStats()
+          : { ...this.workerStats(), node: this.workers.nodeId };
+      await engine.putNode(this.id, JSON.stringify(entry), NODE_TTL_MS).catch(() => {
         // The broker is away: the engine logs that; the node drops out of the directory.
       });
     }
@@ -343,7 +355,12 @@ export class Observability {
     };
   }
 
-  /** This node's numbers now. */
+  /** This worker's numbers now (its node's are the sum of its workers'). */
+  private workerStats(): WorkerStats {
+    return { ...this.nodeStats(), worker: this.workers?.id ?? 1 };
+  }
+
+  /** This process's numbers now. */
   nodeStats(): NodeStats {
     const now = Date.now();
     const m = this.meters;
@@ -421,16 +438,37 @@ export class Observability {
     return t.delivered === 0 ? 0 : Math.round(events * (t.bytes / t.delivered));
   }
 
+  /**
+   * Storage and health as of now, not of the last sample. A reading begun earlier is waited for,
+   * then one more is taken.
+   */
+  private async freshEngine(): Promise<void> {
+    if (this.refreshing) await this.refreshing;
+    await this.refreshEngine();
+  }
+
+  /** This node: this process, or with workers every worker's numbers merged. */
+  private async localNode(): Promise<NodeStats> {
+    const peers = this.workers;
+    if (peers === null) {
+      // Bounded: a slow broker leaves the previous reading.
+      await withTimeout(this.freshEngine(), NODE_LIST_WAIT_MS).catch(() => undefined);
+      return this.nodeStats();
+    }
+    const { workers, samples, missing } = statsAnswers(await peers.gather('stats'));
+    if (workers.some((w) => w.worker === peers.id)) {
+      return mergeWorkers(peers.nodeId, workers, samples, missing);
+    }
+    // Its own answer got lost on the way: it still knows its numbers.
+    workers.push(this.workerStats());
+    samples.push(...this.meters.deliveryLatency.recent(Date.now()));
+    const others = missing.filter((w) => w !== peers.id);
+    return mergeWorkers(peers.nodeId, workers, samples, others);
+  }
+
   /** The `/v1/stats` document: this node, and every live node on a shared engine. */
   async stats(): Promise<StatsDocument> {
-    // Storage and health as of now, not of the last sample (bounded: a slow broker leaves the
-    // previous reading). A reading begun earlier is waited for, then one more is taken.
-    const fresh = async (): Promise<void> => {
-      if (this.refreshing) await this.refreshing;
-      await this.refreshEngine();
-    };
-    await withTimeout(fresh(), NODE_LIST_WAIT_MS).catch(() => undefined);
-    const node = this.nodeStats();
+    const node = await this.localNode();
     const engine = this.engine;
     let nodes: NodeStats[] = [node];
     const cluster = hasNodeDirectory(engine);
@@ -438,9 +476,21 @@ export class Observability {
       const listed = await withTimeout(engine.listNodes(), NODE_LIST_WAIT_MS).catch(() => null);
       if (listed !== null) {
         const others: NodeStats[] = [];
+        // Another node's workers each have an entry: shown as one node with its workers.
+        const groups = new Map<string, WorkerStats[]>();
         for (const text of listed) {
           const n = parseNodeStats(text);
-          if (n !== null && n.id !== node.id) others.push(n);
+          if (n === null || n.id === this.id || n.id === node.id) continue;
+          if (typeof n.node === 'string' && typeof n.worker === 'number') {
+            if (n.node === this.workers?.nodeId) continue;
+            const { node: group, ...worker } = n;
+            const list = groups.get(group) ?? [];
+            list.push(worker as WorkerStats);
+            groups.set(group, list);
+          } else others.push(n);
+        }
+        for (const [group, workers] of groups) {
+          others.push(mergeWorkers(group, workers, null, []));
         }
         nodes = [node, ...others].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
       }
@@ -658,11 +708,14 @@ export class Observability {
       help: string,
       labelNames: readonly L[],
       read: (set: (labels: Partial<Record<L, string>>, v: number) => void) => void,
+      // How the workers' values of one node add up (api/worker-views.ts): a sum unless said.
+      aggregator: Aggregator = 'sum',
     ): void => {
       new Gauge<L>({
         name,
         help,
         labelNames,
+        aggregator,
         registers: [registry],
         collect() {
           this.reset();
@@ -779,6 +832,8 @@ export class Observability {
       (set) => {
         if (this.storage.usedBytes !== null) set({}, this.storage.usedBytes);
       },
+      // The one store every worker reads: its size once.
+      'max',
     );
     gauge(
       'rill_storage_max_bytes',
@@ -787,6 +842,8 @@ export class Observability {
       (set) => {
         if (this.storage.maxBytes !== null) set({}, this.storage.maxBytes);
       },
+      // The one store every worker reads: its size once.
+      'max',
     );
     gauge(
       'rill_topic_subscribers',
@@ -804,6 +861,7 @@ export class Observability {
       (set) => {
         set({ version: this.version, engine: this.engine.name }, 1);
       },
+      'max',
     );
     gauge('rill_start_time_seconds', 'When this node started, seconds since the epoch', [], (set) =>
       set({}, this.startedAt / 1000),
@@ -823,9 +881,9 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 /** A node's entry from the directory, or null when it is not one (another version, damaged). */
-function parseNodeStats(text: string): NodeStats | null {
+function parseNodeStats(text: string): DirectoryEntry | null {
   try {
-    const v = JSON.parse(text) as Partial<NodeStats> | null;
+    const v = JSON.parse(text) as Partial<DirectoryEntry> | null;
     if (
       v === null ||
       typeof v !== 'object' ||
@@ -836,10 +894,37 @@ function parseNodeStats(text: string): NodeStats | null {
     ) {
       return null;
     }
-    return v as NodeStats;
+    return v as DirectoryEntry;
   } catch {
     return null;
   }
+}
+
+/**
+ * One node from its workers' numbers: counters, rates, connections and backlogs summed, the
+ * delivery percentiles taken over all the workers' samples together (never an average of their
+ * percentiles; `samples` null where they are not known: another machine's node, then the worst
+ * worker's), the event loop the busiest worker's, the shared store's size once.
+ */
+export function mergeWorkers(
+  id: string,
+  workers: WorkerStats[],
+  samples: number[] | null,
+  missing: number[],
+): NodeStats {
+  const sorted = [...workers].sort((a, b) => a.worker - b.worker);
+  const t = totalsOf(sorted, true);
+  const [p50, p99] =
+    samples === null
+      ? [t.deliveryLatencyMs.p50, t.deliveryLatencyMs.p99]
+      : percentilesOf(samples, [0.5, 0.99]);
+  return {
+    ...t,
+    id,
+    deliveryLatencyMs: { p50: p50 ?? null, p99: p99 ?? null },
+    workers: sorted,
+    missingWorkers: [...missing].sort((a, b) => a - b),
+  };
 }
 
 /**

@@ -1,6 +1,7 @@
 import { isRevoked, OPEN_IDENTITY, type Identity } from '../auth/index.js';
 import { RillError } from '../model/errors.js';
 import type { Subscription } from '../fanout/subscription.js';
+import type { ConnectionRow } from '@rill/client';
 
 /** What the registry does to a stream it tracks; each transport ends its own way. */
 export interface TrackedStream {
@@ -43,21 +44,8 @@ export interface ConnectionInfo {
   state(): ConnectionState;
 }
 
-/** One row of `GET /v1/connections`. */
-export interface ConnectionRow extends ConnectionState {
-  id: string;
-  transport: Transport;
-  identity: {
-    kind: Identity['kind'];
-    sub: string | null;
-    name: string | null;
-    credentialId: string;
-  };
-  address: string;
-  state: 'live' | 'catch-up';
-  openedAt: string;
-  ageSeconds: number;
-}
+/** One row of `GET /v1/connections` (the type the dashboard reads too). */
+export type { ConnectionRow };
 
 /** What the connections listing shows of a subscription (`sub` undefined while it starts). */
 export function subscriptionState(
@@ -244,16 +232,26 @@ export class OpenStreams {
     connections: ConnectionRow[];
     next: number | null;
   } {
+    const p = this.page(opts);
+    return { connections: p.rows, next: p.more ? p.orders[p.orders.length - 1]! : null };
+  }
+
+  /** {@link list}'s page with each row's place in the open order, and whether more follow. */
+  page(opts: { after: number; limit: number }): {
+    rows: ConnectionRow[];
+    orders: number[];
+    more: boolean;
+  } {
     const now = Date.now();
-    const out: ConnectionRow[] = [];
-    let last = 0;
+    const rows: ConnectionRow[] = [];
+    const orders: number[] = [];
     for (const e of this.listed) {
       if (e.order <= opts.after) continue;
-      if (out.length === opts.limit) return { connections: out, next: last };
-      out.push(row(e, now));
-      last = e.order;
+      if (rows.length === opts.limit) return { rows, orders, more: true };
+      rows.push(row(e, now));
+      orders.push(e.order);
     }
-    return { connections: out, next: null };
+    return { rows, orders, more: false };
   }
 
   /**

@@ -27,7 +27,8 @@ async function metricsIdentity(req: FastifyRequest, auth: Authenticator): Promis
 
 /**
  * The observability routes (docs/observability.md): `GET /metrics` (Prometheus text format),
- * `GET /v1/stats` (a JSON snapshot, cluster-wide on the shared engines) and `GET /v1/stats/stream`
+ * `GET /v1/stats` (a JSON snapshot, cluster-wide on the shared engines, and over every worker
+ * with `--workers`) and `GET /v1/stats/stream`
  * (the same every second as server-sent events). All need the admin permission when
  * authentication is on. Nothing is served with `metrics.enabled: false`.
  */
@@ -52,7 +53,7 @@ export function statsRoutes(app: FastifyInstance, ctx: AppContext): void {
     }),
     async (req, reply) => {
       requireAdmin(await metricsIdentity(req, ctx.auth));
-      const text = await registry.metrics();
+      const text = await obs.metricsText();
       return reply
         .header('content-type', registry.contentType)
         .header('cache-control', 'no-store')
@@ -189,7 +190,7 @@ export function metricsListener(obs: Observability): Server | null {
       res.end(JSON.stringify(e.toJSON()));
       return;
     }
-    registry.metrics().then(
+    obs.metricsText().then(
       (text) => {
         res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' });
         res.end(req.method === 'HEAD' ? undefined : text);

@@ -18,7 +18,8 @@ import { redactUrl } from '../model/redact.js';
 import { createServer, rootLogger, type RillServer } from '../server.js';
 import { LmdbEngine } from '../engine/lmdb.js';
 import { settingsHelp } from './settings.js';
-import { currentWorkerId, supervise, WorkerLink, workerCount } from './workers.js';
+import { currentWorkerId, NODE_ENV, supervise, WorkerLink, workerCount } from './workers.js';
+import { newNodeId } from '../api/observability.js';
 
 interface ServeFlags {
   host?: string;
@@ -139,7 +140,10 @@ async function serve(flags: ServeFlags): Promise<number> {
     await new Promise<void>((r) => log.flush(() => r()));
     return code;
   }
-  const link = workerId === undefined ? undefined : new WorkerLink(workerId);
+  const link =
+    workerId === undefined
+      ? undefined
+      : new WorkerLink(workerId, workers, process.env[NODE_ENV] || newNodeId());
   let server;
   try {
     // A reload (SIGHUP) reads the configuration again as start-up did: file, environment, flags.
@@ -150,6 +154,7 @@ async function serve(flags: ServeFlags): Promise<number> {
         : {
             logger: rootLogger(resolved).child({ worker: link.id }),
             workerId: link.id,
+            workers: link,
             enginePeers: { announce: (notices) => link.announce(notices) },
           }),
     });

@@ -3,25 +3,39 @@ import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import type { RillConfig } from '../config.js';
 import type { AppendNotice } from '../engine/lmdb.js';
+import { newNodeId } from '../api/observability.js';
+import {
+  GATHER_TIMEOUT_MS,
+  type Answerer,
+  type Gathered,
+  type WorkerAnswer,
+  type WorkerPeers,
+} from '../api/worker-views.js';
 
 /**
  * `rill serve --workers N`: a supervisor process forks N worker processes (`node:cluster`), which
  * share the listening port, each with its own engine, hub and sockets. The supervisor serves no
  * request: it restarts a worker that dies, relays the lmdb engine's append notices between the
  * workers, forwards SIGTERM/SIGINT (graceful drain) and SIGHUP (reload), and answers a worker's
- * `gather` by asking every worker (the seam for metrics and stats over all workers).
+ * `gather` by asking every worker (metrics, stats and connections over all workers:
+ * api/worker-views.ts).
  */
 
 /** The variable that carries a worker's id (1…N, kept by its restarts) from the supervisor. */
 export const WORKER_ENV = 'RILL_WORKER_ID';
+/** The variable that carries the node id the workers share (their `/v1/stats` node's). */
+export const NODE_ENV = 'RILL_NODE_ID';
 
 /** Restarts of crashed workers allowed per minute before the supervisor gives up (exit 1). */
 export const MAX_RESTARTS_PER_MINUTE = 10;
 const RESTART_WINDOW_MS = 60_000;
 const FIRST_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 5_000;
-/** Longest wait for every worker's answer to a `gather`, ms. */
-const GATHER_TIMEOUT_MS = 5_000;
+/**
+ * A worker's own bound on a `gather` whose answers do not come back (the supervisor is gone or
+ * stuck), ms: past it, it answers alone and says the others are missing.
+ */
+const GATHER_FALLBACK_MS = GATHER_TIMEOUT_MS + 1_000;
 
 /** Exit code of a worker whose configuration is refused (as `rill serve`'s). */
 const EXIT_CONFIG = 2;
@@ -35,17 +49,11 @@ type Message =
   /** worker → supervisor: it listens */
   | { rill: 'listening'; url: string }
   /** worker → supervisor: ask every worker `what`; supervisor → worker: the answers */
-  | { rill: 'gather'; id: number; what: string }
-  | { rill: 'gathered'; id: number; answers: WorkerAnswer[] }
-  /** supervisor → worker: answer `what`; worker → supervisor: the answer */
-  | { rill: 'ask'; id: number; what: string }
-  | { rill: 'answer'; id: number; body: unknown };
-
-/** One worker's answer to a `gather`. */
-export interface WorkerAnswer {
-  worker: number;
-  body: unknown;
-}
+  | { rill: 'gather'; id: number; what: string; args?: unknown }
+  | { rill: 'gathered'; id: number; answers: WorkerAnswer[]; missing: number[] }
+  /** supervisor → worker: answer `what`; worker → supervisor: the answer (or that it failed) */
+  | { rill: 'ask'; id: number; what: string; args?: unknown }
+  | { rill: 'answer'; id: number; body: unknown; failed?: true };
 
 /** The number of worker processes `workers` means: `auto` is one per available core. */
 export function workerCount(workers: number | 'auto'): number {
@@ -63,18 +71,24 @@ function isMessage(m: unknown): m is Message {
   return typeof m === 'object' && m !== null && typeof (m as { rill?: unknown }).rill === 'string';
 }
 
-/** What a worker answers to `what` (registered by the server's parts, e.g. metrics). */
-type Answerer = () => unknown;
-
 /** The worker's side of the link to the supervisor. */
-export class WorkerLink {
+export class WorkerLink implements WorkerPeers {
   private readonly answerers = new Map<string, Answerer>();
-  private readonly waiting = new Map<number, (answers: WorkerAnswer[]) => void>();
+  private readonly waiting = new Map<number, (g: Gathered) => void>();
   private nextId = 1;
   private appended: ((notices: readonly AppendNotice[]) => void) | undefined;
   private lost: (() => void) | undefined;
 
-  constructor(readonly id: number) {
+  /**
+   * @param id this worker's id (1…`count`)
+   * @param count the workers of this `rill serve`
+   * @param nodeId the id of the node they make up together
+   */
+  constructor(
+    readonly id: number,
+    readonly count: number,
+    readonly nodeId: string,
+  ) {
     process.on('message', (m: unknown) => this.onMessage(m));
   }
 
@@ -103,18 +117,51 @@ export class WorkerLink {
   }
 
   /**
-   * Every worker's answer to `what` (this one's included), through the supervisor; a worker that
-   * does not answer within 5 s is left out.
+   * Every worker's answer to `what` with `args` (this one's included), through the supervisor;
+   * a worker that does not answer within {@link GATHER_TIMEOUT_MS}, or whose answer failed, is
+   * listed in `missing`. Never rejects.
    */
-  gather(what: string): Promise<WorkerAnswer[]> {
+  gather(what: string, args?: unknown): Promise<Gathered> {
     const id = this.nextId++;
     return new Promise((resolve) => {
-      this.waiting.set(id, resolve);
-      if (!this.send({ rill: 'gather', id, what })) {
+      const alone = (): void => {
         this.waiting.delete(id);
-        resolve([{ worker: this.id, body: this.answerers.get(what)?.() ?? null }]);
+        void this.answerHere(what, args).then((own) => {
+          const others = Array.from({ length: this.count }, (_, k) => k + 1).filter(
+            (w) => w !== this.id,
+          );
+          resolve(
+            own.failed
+              ? { answers: [], missing: [...others, this.id].sort((a, b) => a - b) }
+              : { answers: [{ worker: this.id, body: own.body }], missing: others },
+          );
+        });
+      };
+      if (!this.send({ rill: 'gather', id, what, ...(args === undefined ? {} : { args }) })) {
+        alone();
+        return;
       }
+      const timer = setTimeout(alone, GATHER_FALLBACK_MS);
+      timer.unref();
+      this.waiting.set(id, (g) => {
+        clearTimeout(timer);
+        resolve(g);
+      });
     });
+  }
+
+  /** This worker's answer to `what` (a failing or missing answerer: failed). */
+  private async answerHere(
+    what: string,
+    args: unknown,
+  ): Promise<{ body: unknown; failed: boolean }> {
+    const fn = this.answerers.get(what);
+    if (fn === undefined) return { body: null, failed: true };
+    try {
+      return { body: await fn(args), failed: false };
+    } catch {
+      return { body: null, failed: true };
+    }
   }
 
   private send(m: Message): boolean {
@@ -128,18 +175,19 @@ export class WorkerLink {
     if (m.rill === 'appended') this.appended?.(m.notices);
     else if (m.rill === 'lost') this.lost?.();
     else if (m.rill === 'ask') {
-      let body: unknown;
-      try {
-        body = this.answerers.get(m.what)?.() ?? null;
-      } catch {
-        // A failing answer is no answer; the asking worker still gets the others'.
-        body = null;
-      }
-      this.send({ rill: 'answer', id: m.id, body });
+      // A failing answer is no answer: the asking worker gets the others' and this one's id as
+      // missing.
+      void this.answerHere(m.what, m.args).then(({ body, failed }) => {
+        this.send(
+          failed
+            ? { rill: 'answer', id: m.id, body: null, failed }
+            : { rill: 'answer', id: m.id, body },
+        );
+      });
     } else if (m.rill === 'gathered') {
       const done = this.waiting.get(m.id);
       this.waiting.delete(m.id);
-      done?.(m.answers);
+      done?.({ answers: m.answers, missing: m.missing });
     }
   }
 }
@@ -171,8 +219,15 @@ export function supervise(
   let gatherId = 1;
   const asks = new Map<
     number,
-    { answers: WorkerAnswer[]; left: Set<number>; done: () => void; timer: NodeJS.Timeout }
+    {
+      answers: WorkerAnswer[];
+      left: Set<number>;
+      missing: number[];
+      done: () => void;
+      timer: NodeJS.Timeout;
+    }
   >();
+  const nodeId = newNodeId();
 
   return new Promise<number>((resolveExit) => {
     const live = (): Slot[] => [...slots.values()].filter((s) => s.worker !== undefined);
@@ -205,7 +260,7 @@ export function supervise(
     };
 
     const fork = (slot: Slot): void => {
-      const worker = cluster.fork({ [WORKER_ENV]: String(slot.id) });
+      const worker = cluster.fork({ [WORKER_ENV]: String(slot.id), [NODE_ENV]: nodeId });
       slot.worker = worker;
       slot.listening = false;
       worker.on('message', (m: unknown) => onMessage(slot, worker, m));
@@ -232,12 +287,13 @@ export function supervise(
           } else if (announced) log.info({ worker: slot.id }, 'worker restarted and listening');
           return;
         case 'gather':
-          gather(from, m.id, m.what);
+          gather(from, m.id, m.what, m.args);
           return;
         case 'answer': {
           const ask = asks.get(m.id);
           if (ask === undefined || !ask.left.delete(slot.id)) return;
-          ask.answers.push({ worker: slot.id, body: m.body });
+          if (m.failed) ask.missing.push(slot.id);
+          else ask.answers.push({ worker: slot.id, body: m.body });
           if (ask.left.size === 0) ask.done();
           return;
         }
@@ -246,21 +302,28 @@ export function supervise(
       }
     };
 
-    const gather = (from: Worker, replyId: number, what: string): void => {
+    const gather = (from: Worker, replyId: number, what: string, args: unknown): void => {
       const id = gatherId++;
       const targets = live().filter((s) => s.listening);
       const answers: WorkerAnswer[] = [];
+      // A worker restarting (or not yet listening) is missing from the start.
+      const missing = [...slots.values()].filter((s) => !targets.includes(s)).map((s) => s.id);
+      const left = new Set(targets.map((s) => s.id));
       const done = (): void => {
         const ask = asks.get(id);
         if (ask === undefined) return;
         clearTimeout(ask.timer);
         asks.delete(id);
+        // Past the bound, whoever has not answered is missing: the asking request does not hang.
+        missing.push(...left);
         answers.sort((a, b) => a.worker - b.worker);
-        if (from.isConnected()) from.send({ rill: 'gathered', id: replyId, answers });
+        missing.sort((a, b) => a - b);
+        if (from.isConnected()) from.send({ rill: 'gathered', id: replyId, answers, missing });
       };
       const timer = setTimeout(done, GATHER_TIMEOUT_MS);
-      asks.set(id, { answers, left: new Set(targets.map((s) => s.id)), done, timer });
-      for (const s of targets) s.worker?.send({ rill: 'ask', id, what });
+      asks.set(id, { answers, left, missing, done, timer });
+      const ask: Message = { rill: 'ask', id, what, ...(args === undefined ? {} : { args }) };
+      for (const s of targets) s.worker?.send(ask);
       if (targets.length === 0) done();
     };
 
@@ -273,8 +336,12 @@ export function supervise(
       if (slot.worker !== worker) return;
       slot.worker = undefined;
       slot.listening = false;
-      for (const ask of asks.values())
-        if (ask.left.delete(slot.id) && ask.left.size === 0) ask.done();
+      for (const ask of asks.values()) {
+        if (ask.left.delete(slot.id)) {
+          ask.missing.push(slot.id);
+          if (ask.left.size === 0) ask.done();
+        }
+      }
       for (const s of live()) {
         if (s.worker?.isConnected()) s.worker.send({ rill: 'lost', worker: slot.id });
       }

@@ -105,16 +105,29 @@ export class LatencyWindow {
     if (this.filled < this.capacity) this.filled++;
   }
 
+  /** The samples (ms) of the last `windowMs`, in no particular order. */
+  recent(now: number): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.filled; i++) {
+      if (now - this.times[i]! <= this.windowMs) out.push(this.values[i]!);
+    }
+    return out;
+  }
+
   /** Percentiles (0..1) of the samples of the last `windowMs`; null each when there are none. */
   percentiles(qs: readonly number[], now: number): (number | null)[] {
-    const recent: number[] = [];
-    for (let i = 0; i < this.filled; i++) {
-      if (now - this.times[i]! <= this.windowMs) recent.push(this.values[i]!);
-    }
-    if (recent.length === 0) return qs.map(() => null);
-    recent.sort((a, b) => a - b);
-    return qs.map((q) => recent[Math.min(recent.length - 1, Math.ceil(q * recent.length) - 1)]!);
+    return percentilesOf(this.recent(now), qs);
   }
+}
+
+/**
+ * Percentiles (0..1) of `samples` (nearest rank; sorts them in place); null each when there are
+ * none. Samples of several windows (the workers of one node) are merged by concatenating them.
+ */
+export function percentilesOf(samples: number[], qs: readonly number[]): (number | null)[] {
+  if (samples.length === 0) return qs.map(() => null);
+  samples.sort((a, b) => a - b);
+  return qs.map((q) => samples[Math.min(samples.length - 1, Math.ceil(q * samples.length) - 1)]!);
 }
 
 export class Meters {

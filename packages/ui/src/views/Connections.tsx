@@ -1,20 +1,8 @@
+import type { ConnectionRow, ConnectionsPage } from '@rill/client';
 import { useCallback, useEffect, useState } from 'react';
 import { api, ApiError } from '../api';
 import { VirtualRows } from '../components/VirtualRows';
 import { bytes, duration, num } from '../format';
-
-export interface ConnectionRow {
-  id: string;
-  transport: 'sse' | 'ndjson' | 'ws' | 'poll';
-  identity: { kind: string; sub: string | null; name: string | null; credentialId: string };
-  address: string;
-  patterns: string[];
-  topics: number;
-  bufferedBytes: number;
-  state: 'live' | 'catch-up';
-  openedAt: string;
-  ageSeconds: number;
-}
 
 const TRANSPORT: Record<ConnectionRow['transport'], string> = {
   sse: 'SSE',
@@ -25,20 +13,28 @@ const TRANSPORT: Record<ConnectionRow['transport'], string> = {
 const MAX = 10_000;
 const ROW = 38;
 
-async function loadAll(signal: AbortSignal): Promise<{ rows: ConnectionRow[]; total: number }> {
+interface Loaded {
+  rows: ConnectionRow[];
+  total: number;
+  /** Workers of the node that did not answer (their connections are not listed). */
+  missing: number[];
+}
+
+async function loadAll(signal: AbortSignal): Promise<Loaded> {
   const rows: ConnectionRow[] = [];
   let after: number | null = 0;
   let total = 0;
+  const missing = new Set<number>();
   while (after !== null && rows.length < MAX) {
-    const page: { total: number; connections: ConnectionRow[]; next: number | null } = await api(
-      `/v1/connections?limit=1000&after=${after}`,
-      { signal },
-    );
+    const page: ConnectionsPage = await api(`/v1/connections?limit=1000&after=${after}`, {
+      signal,
+    });
     rows.push(...page.connections);
     total = page.total;
+    for (const w of page.missingWorkers ?? []) missing.add(w);
     after = page.next;
   }
-  return { rows, total };
+  return { rows, total, missing: [...missing].sort((a, b) => a - b) };
 }
 
 function who(i: ConnectionRow['identity']): string {
@@ -49,10 +45,11 @@ function who(i: ConnectionRow['identity']): string {
 
 /**
  * The open streams and WebSockets of the node that answers (behind a load balancer: one node at a
- * time), refreshed every 3 s while visible; an admin may disconnect one.
+ * time; with `--workers`, all its workers), refreshed every 3 s while visible; an admin may
+ * disconnect one.
  */
 export function Connections() {
-  const [data, setData] = useState<{ rows: ConnectionRow[]; total: number } | null>(null);
+  const [data, setData] = useState<Loaded | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [filter, setFilter] = useState('');
   const [message, setMessage] = useState<string | null>(null);
@@ -95,7 +92,7 @@ export function Connections() {
     try {
       await api(`/v1/connections/${encodeURIComponent(c.id)}`, { method: 'DELETE' });
       setMessage(`Disconnected ${c.id}.`);
-      setData((d) => d && { rows: d.rows.filter((r) => r.id !== c.id), total: d.total - 1 });
+      setData((d) => d && { ...d, rows: d.rows.filter((r) => r.id !== c.id), total: d.total - 1 });
     } catch (e) {
       setMessage(e instanceof ApiError ? `${e.code}: ${e.message}` : String(e));
     }
@@ -124,7 +121,10 @@ export function Connections() {
             ? `${num(data.total)} open on this node · ` +
               Object.entries(counts)
                 .map(([t, n]) => `${TRANSPORT[t as ConnectionRow['transport']]} ${n}`)
-                .join(' · ')
+                .join(' · ') +
+              (data.missing.length > 0
+                ? ` · worker ${data.missing.join(', ')} did not answer (not listed)`
+                : '')
             : 'loading…'}
         </span>
       </h1>

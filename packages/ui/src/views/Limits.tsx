@@ -3,8 +3,8 @@ import { num } from '../format';
 import type { StatsState } from '../stats';
 
 /**
- * Limits and authentication: the refusals the stats report (their total, and by reason where the
- * server breaks them down), errors, and the connection budget.
+ * Limits and authentication: the refusals the stats report (their total; the breakdown by limit
+ * is in the metrics), errors, and the connection budget.
  */
 export function Limits({ stats }: { stats: StatsState }) {
   const s = stats.latest;
@@ -17,7 +17,6 @@ export function Limits({ stats }: { stats: StatsState }) {
     );
   }
   const tot = s.totals;
-  const reasons = Object.entries(tot.refusals ?? {}).sort((a, b) => b[1] - a[1]);
   const budget = tot.budget;
   return (
     <section aria-labelledby="limits-h">
@@ -57,35 +56,10 @@ export function Limits({ stats }: { stats: StatsState }) {
         format={num}
         series={[{ label: 'slow consumers', color: '--c5', values: stats.series.slow! }]}
       />
-      <h2>Refusals by reason</h2>
-      {reasons.length > 0 ? (
-        <div className="table-wrap">
-          <table className="grid">
-            <thead>
-              <tr>
-                <th scope="col">Reason</th>
-                <th scope="col" className="num">
-                  Refusals
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {reasons.map(([r, n]) => (
-                <tr key={r}>
-                  <td className="mono">{r}</td>
-                  <td className="num">{num(n)}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      ) : (
-        <p className="muted">
-          {tot.counters.limitRefusals > 0
-            ? 'This server reports the total only, not a breakdown by reason.'
-            : 'Nothing refused yet.'}
-        </p>
-      )}
+      <p className="muted">
+        Refusals by limit and code are in <code>/metrics</code> (
+        <code>rill_limit_refusals_total</code>).
+      </p>
     </section>
   );
 }

@@ -1,6 +1,6 @@
 import { Chart } from '../components/Chart';
 import { bytes, duration, ms, num } from '../format';
-import type { NodeStats, StatsState } from '../stats';
+import type { NodeStats, StatsState, WorkerStats } from '../stats';
 
 function Tile({ label, value, hint }: { label: string; value: string; hint?: string }) {
   return (
@@ -12,7 +12,8 @@ function Tile({ label, value, hint }: { label: string; value: string; hint?: str
   );
 }
 
-function NodeRow({ n }: { n: NodeStats }) {
+function NodeRow({ n }: { n: NodeStats | WorkerStats }) {
+  const missing = 'worker' in n ? [] : (n.missingWorkers ?? []);
   const storage =
     n.engine.storageBytes === null
       ? '–'
@@ -20,8 +21,18 @@ function NodeRow({ n }: { n: NodeStats }) {
         ? `${bytes(n.engine.storageBytes)} / ${bytes(n.engine.storageMaxBytes)}`
         : bytes(n.engine.storageBytes);
   return (
-    <tr>
-      <td className="mono">{n.id}</td>
+    <tr className={'worker' in n ? 'sub' : undefined}>
+      <td className="mono">
+        {'worker' in n ? `↳ worker ${n.worker}` : n.id}
+        {missing.length > 0 && (
+          <>
+            {' '}
+            <span className="pill bad" title="Did not answer in time: missing from the sums">
+              worker {missing.join(', ')} missing
+            </span>
+          </>
+        )}
+      </td>
       <td>{n.version}</td>
       <td>{duration(n.uptimeSeconds)}</td>
       <td>
@@ -58,11 +69,16 @@ export function Overview({ stats }: { stats: StatsState }) {
   }
   const tot = s.totals;
   const nodeIds = Object.keys(stats.perNode);
+  const nodes = s.nodes.length > 0 ? s.nodes : [s.node];
+  const workers = nodes.reduce((n, node) => n + (node.workers?.length ?? 0), 0);
   return (
     <section aria-labelledby="overview-h">
       <h1 id="overview-h">
         Overview{' '}
-        <span className="muted small">{s.cluster ? `${s.nodes.length} nodes` : 'one node'}</span>
+        <span className="muted small">
+          {s.cluster ? `${s.nodes.length} nodes` : 'one node'}
+          {workers > 0 ? ` · ${workers} workers` : ''}
+        </span>
       </h1>
       <div className="tiles">
         <Tile
@@ -194,9 +210,10 @@ export function Overview({ stats }: { stats: StatsState }) {
             </tr>
           </thead>
           <tbody>
-            {(s.nodes.length > 0 ? s.nodes : [s.node]).map((n) => (
-              <NodeRow key={n.id} n={n} />
-            ))}
+            {nodes.map((n) => [
+              <NodeRow key={n.id} n={n} />,
+              ...(n.workers ?? []).map((w) => <NodeRow key={`${n.id}/${w.worker}`} n={w} />),
+            ])}
           </tbody>
         </table>
       </div>
