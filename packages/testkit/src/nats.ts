@@ -13,14 +13,14 @@ export function uniqueNatsPrefix(what = 'rt'): string {
   return `${what}${randomBytes(5).toString('hex')}`;
 }
 
-/** Deletes every stream whose name starts with `<prefix>_`, and the prefix's node directory bucket. */
+/** Deletes every stream whose name starts with `<prefix>_`, and the prefix's key-value buckets (`KV_<prefix>_…`: the node directory, presence). */
 export async function dropStreams(url: string, prefix: string): Promise<void> {
   const nc = await connect({ servers: url });
   try {
     const jsm = await jetstreamManager(nc);
     const names: string[] = [];
     for await (const n of jsm.streams.names()) {
-      if (n.startsWith(`${prefix}_`) || n === `KV_${prefix}_nodes`) names.push(n);
+      if (n.startsWith(`${prefix}_`) || n.startsWith(`KV_${prefix}_`)) names.push(n);
     }
     for (const n of names) await jsm.streams.delete(n);
   } finally {
