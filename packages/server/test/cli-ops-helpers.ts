@@ -124,3 +124,59 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     }),
   ]);
 }
+
+/** A client command (`rill tail`, `rill topics …`) running in a child process. */
+export interface Run {
+  proc: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exited: Promise<number | string>;
+  /** Resolves once stdout has `n` lines (fails after 20 s). */
+  lines: (n: number) => Promise<string[]>;
+}
+
+/**
+ * Runs the built bin with `args` (`NO_COLOR` set), writing `input` to its stdin when given;
+ * `command` replaces the whole command line (a wrapper such as `script`).
+ */
+export function rill(
+  args: string[],
+  input?: string,
+  env: NodeJS.ProcessEnv = {},
+  command: string[] = [process.execPath, BIN, ...args],
+): Run {
+  const proc = spawn(command[0]!, command.slice(1), {
+    env: { ...process.env, NO_COLOR: '1', ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  const waiters = new Set<() => void>();
+  proc.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    for (const w of waiters) w();
+  });
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  if (input !== undefined) proc.stdin!.end(input);
+  const exited = new Promise<number | string>((r) =>
+    proc.once('exit', (code, signal) => r(code ?? signal ?? -1)),
+  );
+  const lines = (n: number): Promise<string[]> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        const ls = out.split('\n').filter(Boolean);
+        if (ls.length >= n) {
+          waiters.delete(check);
+          clearTimeout(timer);
+          resolve(ls);
+        }
+      };
+      const timer = setTimeout(() => {
+        waiters.delete(check);
+        reject(new Error(`expected ${n} lines, got:\n${out}\nstderr:\n${err}`));
+      }, 20_000);
+      waiters.add(check);
+      check();
+    });
+  return { proc, stdout: () => out, stderr: () => err, exited, lines };
+}

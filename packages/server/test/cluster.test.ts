@@ -1,46 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { jetstreamManager } from '@nats-io/jetstream';
-import { connect } from '@nats-io/transport-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import { check, publishBatch, Subscriber, type Transport } from './cluster-harness.js';
 import { spawnServer, type ChildServer } from '@rill/testkit';
-import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
-
-const NATS_URL = process.env.RILL_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
-
-interface Backend {
-  engine: 'redis' | 'nats';
-  args: string[];
-  env: Record<string, string>;
-  cleanup: () => Promise<void>;
-}
-
-function redisBackend(): Backend {
-  const prefix = uniquePrefix('rillcluster');
-  return {
-    engine: 'redis',
-    args: ['--redis-url', SHARED_REDIS_URL],
-    env: { RILL_REDIS__PREFIX: prefix },
-    cleanup: () => dropPrefix(SHARED_REDIS_URL, prefix),
-  };
-}
-
-function natsBackend(): Backend {
-  const prefix = `rc${randomBytes(5).toString('hex')}`;
-  return {
-    engine: 'nats',
-    args: ['--nats-url', NATS_URL],
-    env: { RILL_NATS__PREFIX: prefix },
-    cleanup: async () => {
-      const nc = await connect({ servers: NATS_URL });
-      const jsm = await jetstreamManager(nc);
-      for await (const n of jsm.streams.names()) {
-        if (n.startsWith(`${prefix}_`)) await jsm.streams.delete(n);
-      }
-      await nc.close();
-    },
-  };
-}
+import { natsBackend, redisBackend } from '@rill/testkit/brokers';
 
 const NODES = 3;
 const SUBSCRIBERS = 300;
@@ -51,7 +12,7 @@ const PUBLISHERS = 6;
 /** The node SIGKILLed once this many events are acknowledged. */
 const KILL_AFTER = 10_000;
 
-for (const backend of [redisBackend(), natsBackend()])
+for (const backend of [redisBackend('rillcluster'), natsBackend('rc')])
   describe(`cluster: 3 rill serve --engine ${backend.engine} nodes`, () => {
     const nodes: ChildServer[] = [];
     const subs: Subscriber[] = [];

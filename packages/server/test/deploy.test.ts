@@ -10,20 +10,9 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
-import WebSocket from 'ws';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  freePort,
-  openSse,
-  publish,
-  REPO,
-  spawnServer,
-  systemBinary,
-  tempDir,
-  waitFor,
-  type ChildServer,
-} from '@rill/testkit';
-import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
+import { freePort, REPO, systemBinary, tempDir, waitFor } from '@rill/testkit';
+import { checkProxiedStreams, twoRedisNodes } from '@rill/testkit/proxy';
 import { configFromEnv, resolveConfig } from '../src/config.js';
 
 const exec = promisify(execFile);
@@ -147,17 +136,10 @@ async function startCaddy(ports: number[]): Promise<{ url: string; stop: () => P
 }
 
 describe('two Rill nodes (redis engine) behind Caddy with the documented Caddyfile', () => {
-  const prefix = uniquePrefix('rillcaddy');
-  const nodes: ChildServer[] = [];
-  const stops: (() => Promise<void> | void)[] = [];
+  const stops: (() => unknown)[] = [];
 
   afterAll(async () => {
     for (const s of stops.reverse()) await s();
-    for (const n of nodes) {
-      if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill('SIGTERM');
-    }
-    await Promise.all(nodes.map((n) => n.exited));
-    await dropPrefix(SHARED_REDIS_URL, prefix);
   });
 
   it('has the upstreams, port and body limit of the nginx configuration', () => {
@@ -173,54 +155,11 @@ describe('two Rill nodes (redis engine) behind Caddy with the documented Caddyfi
   });
 
   it('streams SSE and NDJSON unbuffered, carries WebSocket upgrades and the Host, and fails over', async () => {
-    for (let i = 0; i < 2; i++) {
-      nodes.push(
-        await spawnServer(['--engine', 'redis', '--port', '0', '--redis-url', SHARED_REDIS_URL], {
-          RILL_REDIS__PREFIX: prefix,
-          RILL_SSE__HEARTBEAT: '1s',
-          RILL_HTTP__ALLOWED_HOSTS: 'rill.test',
-        }),
-      );
-    }
-    const caddy = await startCaddy(nodes.map((n) => Number(new URL(n.url).port)));
+    const { nodes, ports, stop } = await twoRedisNodes('rillcaddy');
+    stops.push(stop);
+    const caddy = await startCaddy(ports);
     stops.push(caddy.stop);
-    const topic = 'proxied';
-
-    // SSE: an event published after the stream opened arrives while it stays open.
-    const sse = await openSse(`${caddy.url}/v1/topics/${topic}/stream?from=earliest`);
-    stops.push(() => sse.close());
-    expect(sse.status).toBe(200);
-    expect(sse.headers['content-type']).toContain('text/event-stream');
-    expect((await publish(caddy.url, topic, { data: { n: 1 } })).status).toBe(201);
-    await sse.until(() => sse.events().length === 1, 5_000);
-    const comments = sse.parser.comments;
-    await sse.until(() => sse.parser.comments > comments, 5_000);
-
-    // NDJSON: the first line arrives while the response is still open.
-    const nd = await fetch(`${caddy.url}/v1/topics/${topic}/stream?format=ndjson&from=earliest`);
-    expect(nd.headers.get('content-type')).toContain('application/x-ndjson');
-    const reader = nd.body!.getReader();
-    expect(new TextDecoder().decode((await reader.read()).value)).toContain('"seq":1');
-    await reader.cancel();
-
-    // WebSocket: the upgrade goes through; publish over it, the SSE stream sees it.
-    const ws = new WebSocket(`${caddy.url.replace('http', 'ws')}/v1/ws`, 'rill.v1');
-    stops.push(() => ws.terminate());
-    const acked = new Promise<{ seq: number }>((resolve, reject) => {
-      ws.on('message', (raw: Buffer) => {
-        const m = JSON.parse(raw.toString()) as { op: string; seq: number };
-        if (m.op === 'ack') resolve(m);
-      });
-      ws.once('error', reject);
-    });
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
-    expect(ws.protocol).toBe('rill.v1');
-    ws.send(JSON.stringify({ op: 'publish', id: 'p', topic, data: { n: 2 } }));
-    expect(await acked).toMatchObject({ seq: 2 });
-    await sse.until(() => sse.events().length === 2, 5_000);
+    await checkProxiedStreams(caddy.url, 'proxied', stops);
 
     // The Host goes through as sent: a listed name is served, another is refused by Rill.
     const host = (name: string): Promise<number> =>
@@ -245,7 +184,7 @@ describe('two Rill nodes (redis engine) behind Caddy with the documented Caddyfi
     await nodes[0]!.exited;
     const statuses: number[] = [];
     for (let n = 3; n <= 8; n++) {
-      const r = await fetch(`${caddy.url}/v1/topics/${topic}/events`, {
+      const r = await fetch(`${caddy.url}/v1/topics/proxied/events`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ data: { n } }),

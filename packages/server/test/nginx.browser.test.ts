@@ -2,19 +2,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
-import {
-  freePort,
-  openSse,
-  publish,
-  REPO,
-  spawnServer,
-  systemBinary,
-  tempDir,
-  type ChildServer,
-} from '@rill/testkit';
+import { freePort, openSse, publish, REPO, systemBinary, tempDir } from '@rill/testkit';
 import { launchChromium } from '@rill/testkit/chromium';
-import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
+import { checkProxiedStreams, twoRedisNodes } from '@rill/testkit/proxy';
 
 /** The configuration docs/operations.md recommends, as shipped. */
 const CONF = join(REPO, 'docs/deploy/nginx-rill.conf');
@@ -89,83 +79,19 @@ http {
 }
 
 describe('two rill nodes (redis engine) behind nginx with the documented config', () => {
-  const prefix = uniquePrefix('rillnginx');
-  const nodes: ChildServer[] = [];
-  const stops: (() => Promise<void> | void)[] = [];
+  const stops: (() => unknown)[] = [];
 
   afterAll(async () => {
     for (const s of stops.reverse()) await s();
-    for (const n of nodes)
-      if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill('SIGTERM');
-    await Promise.all(nodes.map((n) => n.exited));
-    await dropPrefix(SHARED_REDIS_URL, prefix);
   });
 
   it('streams SSE and NDJSON unbuffered, carries WebSocket upgrades, and lets a client resume on the other node when one dies', async () => {
-    for (let i = 0; i < 2; i++) {
-      nodes.push(
-        await spawnServer(['--engine', 'redis', '--port', '0', '--redis-url', SHARED_REDIS_URL], {
-          RILL_REDIS__PREFIX: prefix,
-          RILL_SSE__HEARTBEAT: '1s',
-          // The name browsers use below, as docs/operations.md says to configure.
-          RILL_HTTP__ALLOWED_HOSTS: 'rill.test',
-        }),
-      );
-    }
-    const nginx = await startNginx(nodes.map((n) => Number(new URL(n.url).port)));
+    const { nodes, ports, stop } = await twoRedisNodes('rillnginx');
+    stops.push(stop);
+    const nginx = await startNginx(ports);
     stops.push(nginx.stop);
     const topic = 'proxied';
-
-    // SSE: an event published after the stream opened arrives while the stream stays open, so
-    // nothing sits in a proxy buffer.
-    const sse = await openSse(`${nginx.url}/v1/topics/${topic}/stream?from=earliest`);
-    stops.push(() => sse.close());
-    expect(sse.status).toBe(200);
-    expect(sse.headers['content-type']).toContain('text/event-stream');
-    expect((await publish(nginx.url, topic, { data: { n: 1 } })).status).toBe(201);
-    await sse.until(() => sse.events().length === 1, 5_000);
-
-    // NDJSON through the same location.
-    const nd = await fetch(`${nginx.url}/v1/topics/${topic}/stream?format=ndjson&from=earliest`);
-    expect(nd.headers.get('content-type')).toContain('application/x-ndjson');
-    const reader = nd.body!.getReader();
-    const first = new TextDecoder().decode((await reader.read()).value);
-    expect(first).toContain('"seq":1');
-    await reader.cancel();
-
-    // Heartbeats pass through: a comment within ~1 s of idle.
-    const comments = sse.parser.comments;
-    await sse.until(() => sse.parser.comments > comments, 5_000);
-
-    // WebSocket: the upgrade is forwarded; subscribe and publish over it.
-    const ws = new WebSocket(`${nginx.url.replace('http', 'ws')}/v1/ws`, 'rill.v1');
-    stops.push(() => ws.terminate());
-    const got: { op: string; seq?: number; event?: { seq: number } }[] = [];
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
-    expect(ws.protocol).toBe('rill.v1');
-    const waitWs = (pred: () => boolean): Promise<void> =>
-      new Promise((resolve) => {
-        const check = (): void => {
-          if (pred()) {
-            ws.off('message', check);
-            resolve();
-          }
-        };
-        ws.on('message', (raw: Buffer) => {
-          got.push(JSON.parse(raw.toString()) as (typeof got)[number]);
-        });
-        ws.on('message', check);
-        check();
-      });
-    const subscribed = waitWs(() => got.some((m) => m.op === 'event' && m.event?.seq === 2));
-    ws.send(JSON.stringify({ op: 'subscribe', id: 1, topics: [topic], from: 'earliest' }));
-    ws.send(JSON.stringify({ op: 'publish', id: 'p', topic, data: { n: 2 } }));
-    await subscribed;
-    expect(got.find((m) => m.op === 'ack')).toMatchObject({ seq: 2 });
-    await sse.until(() => sse.events().length === 2, 5_000);
+    const sse = await checkProxiedStreams(nginx.url, topic, stops);
 
     // A browser: a page loaded through nginx (a name and a non-default port, as in production)
     // opens an EventSource and a WebSocket through it. The WebSocket's same-origin check needs the

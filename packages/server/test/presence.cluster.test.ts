@@ -1,11 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import { jetstreamManager } from '@nats-io/jetstream';
-import { connect } from '@nats-io/transport-node';
 import { describe, expect, it } from 'vitest';
 import { openSse, spawnServer, useCleanups, waitFor, type SseStream } from '@rill/testkit';
 import { SECRET, bearer, sign } from '@rill/testkit/auth';
-import { SHARED_NATS_URL } from '@rill/testkit/nats';
-import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
+import { natsBackend, redisBackend } from '@rill/testkit/brokers';
 
 /**
  * Presence across two `rill serve` nodes sharing Redis or NATS: a member on one node is listed and
@@ -15,42 +11,6 @@ import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis'
 
 const TTL_MS = 3_000;
 const GRACE_MS = 1_000;
-
-interface Backend {
-  engine: 'redis' | 'nats';
-  args: string[];
-  env: Record<string, string>;
-  cleanup: () => Promise<void>;
-}
-
-function redisBackend(): Backend {
-  const prefix = uniquePrefix('rillpresence');
-  return {
-    engine: 'redis',
-    args: ['--redis-url', SHARED_REDIS_URL],
-    env: { RILL_REDIS__PREFIX: prefix },
-    cleanup: () => dropPrefix(SHARED_REDIS_URL, prefix),
-  };
-}
-
-function natsBackend(): Backend {
-  const prefix = `rp${randomBytes(5).toString('hex')}`;
-  return {
-    engine: 'nats',
-    args: ['--nats-url', SHARED_NATS_URL],
-    env: { RILL_NATS__PREFIX: prefix },
-    cleanup: async () => {
-      const nc = await connect({ servers: SHARED_NATS_URL });
-      const jsm = await jetstreamManager(nc);
-      const names: string[] = [];
-      for await (const n of jsm.streams.names()) {
-        if (n.startsWith(`${prefix}_`) || n.startsWith(`KV_${prefix}_`)) names.push(n);
-      }
-      for (const n of names) await jsm.streams.delete(n);
-      await nc.close();
-    },
-  };
-}
 
 /** The `sub` of every join or leave notice a stream got, in order: `join:alice`. */
 function notices(s: SseStream): string[] {
@@ -73,7 +33,7 @@ async function members(url: string, topic: string, token: string): Promise<strin
   return (await page(url, topic, token)).map((m) => m.sub);
 }
 
-for (const backend of [redisBackend(), natsBackend()])
+for (const backend of [redisBackend('rillpresence'), natsBackend('rp')])
   describe(`presence across two ${backend.engine} nodes`, () => {
     const { cleanups, track } = useCleanups();
 

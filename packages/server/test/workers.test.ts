@@ -1,7 +1,4 @@
-import { randomBytes } from 'node:crypto';
 import http from 'node:http';
-import { jetstreamManager } from '@nats-io/jetstream';
-import { connect } from '@nats-io/transport-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import { check, Subscriber, type Transport } from './cluster-harness.js';
 import {
@@ -13,7 +10,7 @@ import {
   type ChildServer,
   type SseStream,
 } from '@rill/testkit';
-import { SHARED_REDIS_URL, dropPrefix, uniquePrefix } from '@rill/testkit/redis';
+import { natsBackend, redisBackend, type BrokerBackend } from '@rill/testkit/brokers';
 import { metric, parseMetrics, promtoolCheck } from '@rill/testkit/metrics';
 import type { ConnectionRow, ConnectionsPage, StatsDocument } from '@rill/client';
 
@@ -23,17 +20,12 @@ import type { ConnectionRow, ConnectionsPage, StatsDocument } from '@rill/client
  * header of a publish, the `worker` of each "stream opened" log line) rather than assume it.
  */
 
-const NATS_URL = process.env.RILL_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 const TRANSPORTS: Transport[] = ['sse', 'ws', 'ndjson'];
 /** "stream opened" lines (debug) say which worker each subscriber's stream is on. */
 const DEBUG_STREAMS = { RILL_LOG__LEVELS__HTTP: 'debug', RILL_LOG__LEVELS__WS: 'debug' };
 
-interface Backend {
-  engine: 'lmdb' | 'redis' | 'nats';
-  args: string[];
-  env: Record<string, string>;
-  cleanup: () => Promise<void>;
-}
+/** An engine of the nodes: lmdb in a temp directory, or a shared broker under its own prefix. */
+type Backend = Omit<BrokerBackend, 'engine'> & { engine: 'lmdb' | BrokerBackend['engine'] };
 
 function lmdbBackend(): Backend {
   const dir = tempDir('rill-workers-');
@@ -42,33 +34,6 @@ function lmdbBackend(): Backend {
     args: ['--data-dir', dir.path],
     env: {},
     cleanup: async () => dir.remove(),
-  };
-}
-
-function redisBackend(): Backend {
-  const prefix = uniquePrefix('rillworkers');
-  return {
-    engine: 'redis',
-    args: ['--redis-url', SHARED_REDIS_URL],
-    env: { RILL_REDIS__PREFIX: prefix },
-    cleanup: () => dropPrefix(SHARED_REDIS_URL, prefix),
-  };
-}
-
-function natsBackend(): Backend {
-  const prefix = `rw${randomBytes(5).toString('hex')}`;
-  return {
-    engine: 'nats',
-    args: ['--nats-url', NATS_URL],
-    env: { RILL_NATS__PREFIX: prefix },
-    cleanup: async () => {
-      const nc = await connect({ servers: NATS_URL });
-      const jsm = await jetstreamManager(nc);
-      for await (const n of jsm.streams.names()) {
-        if (n.startsWith(`${prefix}_`)) await jsm.streams.delete(n);
-      }
-      await nc.close();
-    },
   };
 }
 
@@ -236,7 +201,11 @@ async function startWorkers(backend: Backend, port = 0): Promise<ChildServer> {
   return server;
 }
 
-for (const makeBackend of [lmdbBackend, redisBackend, natsBackend]) {
+for (const makeBackend of [
+  lmdbBackend,
+  (): Backend => redisBackend('rillworkers'),
+  (): Backend => natsBackend('rw'),
+]) {
   const engine = makeBackend().engine;
   describe(`rill serve --workers 2 --engine ${engine}`, () => {
     it('delivers what one worker takes to the SSE, WebSocket and NDJSON subscribers of every worker, exactly once and in order', async () => {

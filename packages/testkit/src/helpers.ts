@@ -196,6 +196,8 @@ export interface SseStream {
   /** Frames that carry events (not notices). */
   events: () => Array<{ topic: string; seq: number; id: string; data: unknown; type?: string }>;
   body: () => string;
+  /** Comment lines (heartbeats) received so far. */
+  comments: () => number;
   close: () => void;
   ended: Promise<void>;
   res: http.IncomingMessage;
@@ -230,6 +232,7 @@ export function openSse(url: string, headers: Record<string, string> = {}): Prom
         parser,
         ended,
         body: () => raw,
+        comments: () => parser.comments,
         events: () =>
           frames
             .filter((f) => f.event === undefined || (f.event !== 'reset' && f.event !== 'error'))

@@ -13,7 +13,7 @@ export function uniqueNatsPrefix(what = 'rt'): string {
   return `${what}${randomBytes(5).toString('hex')}`;
 }
 
-/** Deletes every stream whose name starts with `<prefix>_`, and the prefix's node directory bucket. */
+/** Deletes every stream whose name starts with `<prefix>_`, and the prefix's key-value buckets (`KV_<prefix>_…`: the node directory, presence). */
 export async function dropStreams(url: string, prefix: string): Promise<void> {
   const nc = await connect({ servers: url });
   try {

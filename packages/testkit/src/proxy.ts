@@ -1,5 +1,9 @@
 import http from 'node:http';
 import net from 'node:net';
+import { expect } from 'vitest';
+import { redisBackend } from './brokers.js';
+import { openSse, publish, spawnServer, type ChildServer, type SseStream } from './helpers.js';
+import { WsClient, wsUrl } from './ws.js';
 
 /**
  * A TCP proxy for tests: forwards loopback connections to a target port, and on demand cuts every
@@ -156,4 +160,81 @@ export async function httpProxy(
         server.close(() => r());
       }),
   };
+}
+
+/**
+ * Two `rill serve --engine redis` nodes sharing a new key prefix, as the proxy recipes of
+ * docs/deploy front them: SSE heartbeats every second (so a test sees one pass the proxy) and
+ * `rill.test` an allowed Host. `stop` ends the nodes still running and drops the prefix (which
+ * starts with `what`).
+ */
+export async function twoRedisNodes(what = 'rillproxy'): Promise<{
+  nodes: ChildServer[];
+  ports: number[];
+  stop: () => Promise<void>;
+}> {
+  const backend = redisBackend(what);
+  const nodes: ChildServer[] = [];
+  const stop = async (): Promise<void> => {
+    for (const n of nodes)
+      if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill('SIGTERM');
+    await Promise.all(nodes.map((n) => n.exited));
+    await backend.cleanup();
+  };
+  try {
+    for (let i = 0; i < 2; i++) {
+      nodes.push(
+        await spawnServer(['--engine', 'redis', '--port', '0', ...backend.args], {
+          ...backend.env,
+          RILL_SSE__HEARTBEAT: '1s',
+          // The name browsers use, as docs/operations.md says to configure.
+          RILL_HTTP__ALLOWED_HOSTS: 'rill.test',
+        }),
+      );
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { nodes, ports: nodes.map((n) => Number(new URL(n.url).port)), stop };
+}
+
+/**
+ * What a reverse proxy in front of Rill must pass, checked through `url` on a new `topic`: an SSE
+ * stream unbuffered (an event published after it opened arrives while it stays open, and so do
+ * heartbeat comments), NDJSON's first line while the response is open, and a WebSocket upgrade
+ * with the `rill.v1` subprotocol, over which a subscription gets an event published on it. Leaves
+ * seqs 1 and 2 on the topic; the SSE stream is returned open (its closing is pushed on `closers`).
+ */
+export async function checkProxiedStreams(
+  url: string,
+  topic: string,
+  closers: Array<() => unknown>,
+): Promise<SseStream> {
+  const sse = await openSse(`${url}/v1/topics/${topic}/stream?from=earliest`);
+  closers.push(() => sse.close());
+  expect(sse.status).toBe(200);
+  expect(sse.headers['content-type']).toContain('text/event-stream');
+  expect((await publish(url, topic, { data: { n: 1 } })).status).toBe(201);
+  await sse.until(() => sse.events().length === 1, 5_000);
+
+  const nd = await fetch(`${url}/v1/topics/${topic}/stream?format=ndjson&from=earliest`);
+  expect(nd.headers.get('content-type')).toContain('application/x-ndjson');
+  const reader = nd.body!.getReader();
+  expect(new TextDecoder().decode((await reader.read()).value)).toContain('"seq":1');
+  await reader.cancel();
+
+  // Heartbeats pass through: a comment within about a second of idle.
+  const comments = sse.comments();
+  await sse.until(() => sse.comments() > comments, 5_000);
+
+  const ws = await WsClient.open(wsUrl(url));
+  closers.push(() => ws.terminate());
+  expect(ws.ws.protocol).toBe('rill.v1');
+  ws.send({ op: 'subscribe', id: 1, topics: [topic], from: 'earliest' });
+  ws.send({ op: 'publish', id: 'p', topic, data: { n: 2 } });
+  await ws.until((m) => m.some((x) => x.op === 'event' && x.event?.seq === 2), 5_000, 'seq 2');
+  expect(ws.messages.find((m) => m.op === 'ack')).toMatchObject({ seq: 2 });
+  await sse.until(() => sse.events().length === 2, 5_000);
+  return sse;
 }

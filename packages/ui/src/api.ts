@@ -127,3 +127,22 @@ export function sse(
   void run();
   return () => ac.abort();
 }
+
+/**
+ * Every item of a paged listing, page after page, up to `max` (or until `signal` aborts):
+ * `page(after)` answers one page and the `after` of the next, null after the last.
+ */
+export async function allPages<T, C>(
+  page: (after: C | null) => Promise<{ items: T[]; next: C | null }>,
+  max: number,
+  signal: AbortSignal,
+): Promise<T[]> {
+  const out: T[] = [];
+  let after: C | null = null;
+  do {
+    const p: { items: T[]; next: C | null } = await page(after);
+    out.push(...p.items);
+    after = p.next;
+  } while (after !== null && out.length < max && !signal.aborted);
+  return out;
+}

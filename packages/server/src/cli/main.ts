@@ -7,6 +7,7 @@ import { registerPublish } from './publish.js';
 import { registerServe } from './serve.js';
 import { registerTail } from './tail.js';
 import { registerToken } from './token.js';
+import { registerTopics } from './topics.js';
 
 /** The version of this package (its package.json, two levels above dist/cli/). */
 const { version } = createRequire(import.meta.url)('../../package.json') as { version: string };
@@ -31,6 +32,7 @@ export async function main(argv: string[]): Promise<void> {
   registerInit(program);
   registerTail(program);
   registerPublish(program);
+  registerTopics(program);
   registerToken(program);
   registerKeys(program);
   await registerBench(program);

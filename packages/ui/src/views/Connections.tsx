@@ -1,7 +1,7 @@
 import type { ConnectionRow, ConnectionsPage } from '@rill/client';
 import { useCallback, useEffect, useState } from 'react';
-import { api, ApiError } from '../api';
-import { VirtualRows } from '../components/VirtualRows';
+import { allPages, api, ApiError } from '../api';
+import { VirtualTable } from '../components/VirtualTable';
 import { bytes, duration, num } from '../format';
 
 const TRANSPORT: Record<ConnectionRow['transport'], string> = {
@@ -21,19 +21,20 @@ interface Loaded {
 }
 
 async function loadAll(signal: AbortSignal): Promise<Loaded> {
-  const rows: ConnectionRow[] = [];
-  let after: number | null = 0;
   let total = 0;
   const missing = new Set<number>();
-  while (after !== null && rows.length < MAX) {
-    const page: ConnectionsPage = await api(`/v1/connections?limit=1000&after=${after}`, {
-      signal,
-    });
-    rows.push(...page.connections);
-    total = page.total;
-    for (const w of page.missingWorkers ?? []) missing.add(w);
-    after = page.next;
-  }
+  const rows = await allPages<ConnectionRow, number>(
+    async (after) => {
+      const page: ConnectionsPage = await api(`/v1/connections?limit=1000&after=${after ?? 0}`, {
+        signal,
+      });
+      total = page.total;
+      for (const w of page.missingWorkers ?? []) missing.add(w);
+      return { items: page.connections, next: page.next };
+    },
+    MAX,
+    signal,
+  );
   return { rows, total, missing: [...missing].sort((a, b) => a - b) };
 }
 
@@ -110,7 +111,6 @@ export function Connections() {
     m[r.transport] = (m[r.transport] ?? 0) + 1;
     return m;
   }, {});
-  const height = Math.max(200, Math.min(rows.length * ROW, window.innerHeight - 260));
 
   return (
     <section aria-labelledby="conn-h">
@@ -155,75 +155,63 @@ export function Connections() {
           {error}
         </p>
       )}
-      <div
-        className="vtable conn-table"
-        role="table"
-        aria-label="Connections"
-        aria-rowcount={rows.length + 1}
-      >
-        <div className="vhead" role="row" aria-rowindex={1}>
-          {['Id', 'Transport', 'Identity', 'Address', 'Topics', 'Buffered', 'State', 'Age', ''].map(
-            (h, i) => (
-              <div
-                key={i}
-                role="columnheader"
-                className={h === 'Buffered' || h === 'Age' ? 'num' : undefined}
+      <VirtualTable
+        className="conn-table"
+        label="Connections"
+        rowsLabel="Connection rows"
+        columns={[
+          'Id',
+          'Transport',
+          'Identity',
+          'Address',
+          'Topics',
+          'Buffered',
+          'State',
+          'Age',
+          '',
+        ].map((label) => ({ label, num: label === 'Buffered' || label === 'Age' }))}
+        items={rows}
+        rowHeight={ROW}
+        minHeight={200}
+        empty={data && (q ? 'No connection matches.' : 'No open connection on this node.')}
+        row={(c) => (
+          <>
+            <div role="cell" className="mono small">
+              {c.id}
+            </div>
+            <div role="cell">{TRANSPORT[c.transport]}</div>
+            <div role="cell" className="ellipsis" title={c.identity.credentialId}>
+              {who(c.identity)}
+            </div>
+            <div role="cell" className="mono small">
+              {c.address}
+            </div>
+            <div role="cell" className="mono small ellipsis" title={c.patterns.join(', ')}>
+              {c.patterns.join(', ')}
+              {c.topics > c.patterns.length ? ` (${c.topics} topics)` : ''}
+            </div>
+            <div role="cell" className="num">
+              {bytes(c.bufferedBytes)}
+            </div>
+            <div role="cell">
+              <span className={c.state === 'live' ? 'pill ok' : 'pill warn'}>{c.state}</span>
+            </div>
+            <div role="cell" className="num">
+              {duration(c.ageSeconds)}
+            </div>
+            <div role="cell">
+              <button
+                type="button"
+                className="danger"
+                onClick={() => void disconnect(c)}
+                aria-label={`Disconnect ${c.id}`}
               >
-                {h}
-              </div>
-            ),
-          )}
-        </div>
-        {data && rows.length === 0 ? (
-          <p className="muted empty">
-            {q ? 'No connection matches.' : 'No open connection on this node.'}
-          </p>
-        ) : (
-          <VirtualRows
-            items={rows}
-            rowHeight={ROW}
-            height={height}
-            label="Connection rows"
-            row={(c) => (
-              <>
-                <div role="cell" className="mono small">
-                  {c.id}
-                </div>
-                <div role="cell">{TRANSPORT[c.transport]}</div>
-                <div role="cell" className="ellipsis" title={c.identity.credentialId}>
-                  {who(c.identity)}
-                </div>
-                <div role="cell" className="mono small">
-                  {c.address}
-                </div>
-                <div role="cell" className="mono small ellipsis" title={c.patterns.join(', ')}>
-                  {c.patterns.join(', ')}
-                  {c.topics > c.patterns.length ? ` (${c.topics} topics)` : ''}
-                </div>
-                <div role="cell" className="num">
-                  {bytes(c.bufferedBytes)}
-                </div>
-                <div role="cell">
-                  <span className={c.state === 'live' ? 'pill ok' : 'pill warn'}>{c.state}</span>
-                </div>
-                <div role="cell" className="num">
-                  {duration(c.ageSeconds)}
-                </div>
-                <div role="cell">
-                  <button
-                    type="button"
-                    className="danger"
-                    onClick={() => void disconnect(c)}
-                    aria-label={`Disconnect ${c.id}`}
-                  >
-                    Disconnect
-                  </button>
-                </div>
-              </>
-            )}
-          />
+                Disconnect
+              </button>
+            </div>
+          </>
         )}
-      </div>
+      />
     </section>
   );
 }

@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
-import { api, ApiError } from '../api';
-import { VirtualRows } from '../components/VirtualRows';
+import { allPages, api, ApiError } from '../api';
+import { VirtualTable } from '../components/VirtualTable';
 import { ago, duration, num } from '../format';
 import { href } from '../router';
 
@@ -23,20 +23,20 @@ const MAX_TOPICS = 50_000;
 const ROW = 34;
 
 /** Every topic the credentials may read (matching `pattern`), page after page. */
-async function loadTopics(pattern: string, signal: AbortSignal): Promise<TopicInfo[]> {
-  const out: TopicInfo[] = [];
-  let after: string | null = null;
-  do {
-    const q = new URLSearchParams({ limit: '1000' });
-    if (pattern) q.set('pattern', pattern);
-    if (after) q.set('after', after);
-    const page: { topics: TopicInfo[]; next: string | null } = await api(`/v1/topics?${q}`, {
-      signal,
-    });
-    out.push(...page.topics);
-    after = page.next;
-  } while (after !== null && out.length < MAX_TOPICS && !signal.aborted);
-  return out;
+function loadTopics(pattern: string, signal: AbortSignal): Promise<TopicInfo[]> {
+  return allPages<TopicInfo, string>(
+    async (after) => {
+      const q = new URLSearchParams({ limit: '1000' });
+      if (pattern) q.set('pattern', pattern);
+      if (after) q.set('after', after);
+      const page: { topics: TopicInfo[]; next: string | null } = await api(`/v1/topics?${q}`, {
+        signal,
+      });
+      return { items: page.topics, next: page.next };
+    },
+    MAX_TOPICS,
+    signal,
+  );
 }
 
 function retention(r: TopicInfo['retention']): string {
@@ -121,7 +121,6 @@ export function Topics({ pattern }: { pattern: string }) {
     return list;
   }, [topics, search, sort]);
 
-  const height = Math.max(240, Math.min(shown.length * ROW, window.innerHeight - 260));
   return (
     <section aria-labelledby="topics-h">
       <h1 id="topics-h">
@@ -174,88 +173,74 @@ export function Topics({ pattern }: { pattern: string }) {
           {error}
         </p>
       )}
-      <div
-        className="vtable topics-table"
-        role="table"
-        aria-label="Topics"
-        aria-rowcount={shown.length + 1}
-      >
-        <div className="vhead" role="row" aria-rowindex={1}>
-          {COLUMNS.map((c) => (
-            <div
-              key={c.label}
-              role="columnheader"
-              className={c.num ? 'num' : undefined}
-              aria-sort={
-                c.key && sort.key === c.key ? (sort.desc ? 'descending' : 'ascending') : undefined
+      <VirtualTable
+        className="topics-table"
+        label="Topics"
+        rowsLabel="Topic rows"
+        columns={COLUMNS.map((c) => ({
+          label: c.label,
+          num: c.num,
+          sort: c.key && sort.key === c.key ? (sort.desc ? 'descending' : 'ascending') : undefined,
+          head: c.key ? (
+            <button
+              type="button"
+              className="sort"
+              onClick={() =>
+                setSort((s) => ({
+                  key: c.key!,
+                  desc: s.key === c.key ? !s.desc : c.key !== 'topic',
+                }))
               }
             >
-              {c.key ? (
-                <button
-                  type="button"
-                  className="sort"
-                  onClick={() =>
-                    setSort((s) => ({
-                      key: c.key!,
-                      desc: s.key === c.key ? !s.desc : c.key !== 'topic',
-                    }))
-                  }
-                >
-                  {c.label}
-                  {sort.key === c.key ? (sort.desc ? ' ▼' : ' ▲') : ''}
-                </button>
-              ) : (
-                c.label
-              )}
+              {c.label}
+              {sort.key === c.key ? (sort.desc ? ' ▼' : ' ▲') : ''}
+            </button>
+          ) : undefined,
+        }))}
+        items={shown}
+        rowHeight={ROW}
+        minHeight={240}
+        empty={
+          topics && (
+            <>
+              No topics{pattern ? ` match ${pattern}` : ''}
+              {search ? ` containing “${search}”` : ''}.
+            </>
+          )
+        }
+        row={(t) => (
+          <>
+            <div role="cell" className="mono ellipsis">
+              <a href={href({ view: 'topic', topic: t.topic })}>{t.topic}</a>
             </div>
-          ))}
-        </div>
-        {topics && shown.length === 0 ? (
-          <p className="muted empty">
-            No topics{pattern ? ` match ${pattern}` : ''}
-            {search ? ` containing “${search}”` : ''}.
-          </p>
-        ) : (
-          <VirtualRows
-            items={shown}
-            rowHeight={ROW}
-            height={height}
-            label="Topic rows"
-            row={(t) => (
-              <>
-                <div role="cell" className="mono ellipsis">
-                  <a href={href({ view: 'topic', topic: t.topic })}>{t.topic}</a>
-                </div>
-                <div role="cell" className="num">
-                  {num(t.rate)}
-                </div>
-                <div role="cell" className="num">
-                  {num(t.count)}
-                </div>
-                <div role="cell" className="num">
-                  {num(t.firstSeq)}
-                </div>
-                <div role="cell" className="num">
-                  {num(t.lastSeq)}
-                </div>
-                <div role="cell" className="mono small">
-                  {t.epoch}
-                </div>
-                <div role="cell" className="small">
-                  {retention(t.retention)}
-                </div>
-                <div
-                  role="cell"
-                  className="small"
-                  title={t.lastTime ? new Date(t.lastTime).toISOString() : ''}
-                >
-                  {ago(t.lastTime)}
-                </div>
-              </>
-            )}
-          />
+            <div role="cell" className="num">
+              {num(t.rate)}
+            </div>
+            <div role="cell" className="num">
+              {num(t.count)}
+            </div>
+            <div role="cell" className="num">
+              {num(t.firstSeq)}
+            </div>
+            <div role="cell" className="num">
+              {num(t.lastSeq)}
+            </div>
+            <div role="cell" className="mono small">
+              {t.epoch}
+            </div>
+            <div role="cell" className="small">
+              {retention(t.retention)}
+            </div>
+            <div
+              role="cell"
+              className="small"
+              title={t.lastTime ? new Date(t.lastTime).toISOString() : ''}
+            >
+              {ago(t.lastTime)}
+            </div>
+          </>
         )}
-      </div>
+      />
     </section>
   );
 }
