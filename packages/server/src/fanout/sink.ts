@@ -37,12 +37,6 @@ export interface Sink {
    */
   write(chunk: string): boolean | void;
   /**
-   * Writes several queued frames as one write, as `write(frames.join(''))` would; `chars` is their
-   * total length. A sink that can encode them straight into the bytes it sends (a replay page of
-   * thousands of frames, where joining them first costs more than the rest of the flush) has it.
-   */
-  writeFrames?(frames: readonly string[], chars: number): boolean | void;
-  /**
    * Bytes this sink has handed to its connection (its transport's framing included, before any
    * compression): what the transport meter and the stream's log line count, measured once.
    */

@@ -313,7 +313,6 @@ export class Subscription implements Flushable {
     const frames = this.pending.length;
     if (frames === 0 || this.closed) return 0;
     const pending = this.pending;
-    const chars = this.pendingBytes;
     this.sentEvents += frames - this.pendingNotices;
     const meter = this.sink.meter;
     if (meter) {
@@ -327,12 +326,7 @@ export class Subscription implements Flushable {
     this.pendingEvents = 0;
     this.lastWrite = Date.now();
     const sink = this.sink;
-    const taken =
-      frames === 1
-        ? sink.write(pending[0]!)
-        : sink.writeFrames === undefined
-          ? sink.write(pending.join(''))
-          : sink.writeFrames(pending, chars);
+    const taken = sink.write(frames === 1 ? pending[0]! : pending.join(''));
     if (taken === false) this.detach();
     return frames;
   }

@@ -45,8 +45,7 @@ function wireOf(chunk: string): Buffer {
  * as one string goes out as a string: Node encodes it into memory it frees as soon as the kernel
  * has the bytes, whereas a new Buffer per large chunk is only freed by a later garbage collection,
  * and a few hundred MiB passing through in such Buffers would show as that much more resident
- * memory. A batch of frames larger than this (a replay page) is written frame by frame in one
- * corked writev (see `writeFrames`), which Node encodes the same way.
+ * memory.
  */
 const SHARED_CHUNK_MAX = 16 * 1024;
 
@@ -215,31 +214,6 @@ export class HttpStreamSink implements Sink {
     if (this.ended) return;
     if (!this.opened) this.open();
     this.bytesWritten += this.send(chunk);
-  }
-
-  writeFrames(frames: readonly string[], chars: number): void {
-    if (this.ended) return;
-    if (!this.opened) this.open();
-    const socket = this.socket;
-    // Small batches keep the shared-bytes path (one encoding for every subscriber of the flush).
-    if (socket === null || chars <= SHARED_CHUNK_MAX) {
-      this.bytesWritten += this.send(frames.join(''));
-      return;
-    }
-    // Hand-written because it is the replay hot path: a page holds thousands of frames, each a
-    // concatenation V8 would have to flatten and copy into a joined string (then measure, then
-    // encode); joining cost more than the rest of a replay step. Corked, the frames leave in one
-    // writev, which Node encodes straight into the one buffer it frees once the kernel has it.
-    let size = 0;
-    for (let i = 0; i < frames.length; i++) size += Buffer.byteLength(frames[i]!);
-    const head = `${size.toString(16)}\r\n`;
-    socket.cork();
-    socket.write(head, 'latin1');
-    for (let i = 0; i < frames.length; i++) socket.write(frames[i]!);
-    socket.write(CRLF);
-    socket.uncork();
-    this.bytesWritten += size;
-    if (this.meter) this.meter.bytes += head.length + size + 2;
   }
 
   bufferedBytes(): number {
