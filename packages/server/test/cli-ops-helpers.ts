@@ -95,7 +95,12 @@ export function spawnLogged(
       watchers.add(check);
       check();
     });
-  const listening = waitLog((l) => typeof l.url === 'string', 20_000).then((l) => l.url as string);
+  // The "Rill listening on <url>" line: a broker's warnings carry a `url` too (the broker's).
+  const listening = waitLog(
+    (l) =>
+      typeof l.url === 'string' && typeof l.msg === 'string' && l.msg.startsWith('Rill listening'),
+    20_000,
+  ).then((l) => l.url as string);
   listening.catch(() => undefined);
   return {
     proc,
