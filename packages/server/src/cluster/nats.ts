@@ -7,6 +7,7 @@ import {
   type ClusterBus,
   type ClusterCommand,
 } from './bus.js';
+import { natsConnectOptions } from '../model/broker.js';
 
 /**
  * Cluster commands over core NATS (the nats engine's `nats.url` and `nats.prefix`): one subject,
@@ -28,14 +29,7 @@ export class NatsClusterBus implements ClusterBus {
   }
 
   private async start(url: string): Promise<void> {
-    const nc = await connect({
-      servers: url.split(','),
-      name: 'rill-cluster',
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-      pingInterval: 5_000,
-      maxPingOut: 2,
-    });
+    const nc = await connect(natsConnectOptions(url, 'rill-cluster'));
     if (this.closed) {
       await nc.close();
       return;

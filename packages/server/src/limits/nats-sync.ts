@@ -1,5 +1,6 @@
 import { connect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { NodeRecord, SyncTransport } from './shared.js';
+import { natsConnectOptions } from '../model/broker.js';
 
 /** Records per message: keeps a message well under NATS' default 1 MiB payload. */
 const CHUNK = 500;
@@ -37,14 +38,7 @@ export class NatsSync implements SyncTransport {
   }
 
   private async start(url: string): Promise<void> {
-    const nc = await connect({
-      servers: url.split(','),
-      name: 'rill-limits',
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-      pingInterval: 5_000,
-      maxPingOut: 2,
-    });
+    const nc = await connect(natsConnectOptions(url, 'rill-limits'));
     if (this.closed) {
       await nc.close();
       return;

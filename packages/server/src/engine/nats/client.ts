@@ -9,6 +9,7 @@ import { RillError, isRillError } from '../../model/errors.js';
 import type { EngineLog } from '../engine.js';
 import { ReachabilityLog, closedError } from '../common.js';
 import { quietly, type Lifecycle } from '../lifecycle.js';
+import { natsConnectOptions } from '../../model/broker.js';
 
 /** Pause between connection attempts, ms. */
 const RECONNECT_WAIT_MS = 250;
@@ -91,13 +92,7 @@ export class NatsClient {
       let nc: NatsConnection;
       try {
         nc = await connect({
-          servers: this.options.url.split(','),
-          name: 'rill',
-          maxReconnectAttempts: -1,
-          reconnectTimeWait: RECONNECT_WAIT_MS,
-          // The client's own PING/PONG is the liveness probe: a silent connection is replaced.
-          pingInterval: 5_000,
-          maxPingOut: 2,
+          ...natsConnectOptions(this.options.url, 'rill', RECONNECT_WAIT_MS),
           timeout: this.options.requestTimeoutMs,
         });
       } catch (err) {
