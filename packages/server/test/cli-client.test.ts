@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { TcpProxy } from '@rill/testkit/proxy';
 import { BIN, freePort, publish, startServer, waitFor, useCleanups } from '@rill/testkit';
-import { rill, type Run } from './cli-ops-helpers.js';
+import { rill, killAtCleanup, type Run } from './cli-ops-helpers.js';
 
 describe('rill tail / rill publish', () => {
   const { cleanups } = useCleanups();
@@ -19,15 +19,7 @@ describe('rill tail / rill publish', () => {
     return s.url;
   }
 
-  function track(r: Run): Run {
-    cleanups.push(async () => {
-      if (r.proc.exitCode === null && r.proc.signalCode === null) {
-        r.proc.kill('SIGKILL');
-        await r.exited;
-      }
-    });
-    return r;
-  }
+  const track = (r: Run): Run => killAtCleanup(cleanups, r);
 
   it('tail prints JSON lines, resumes after a cut exactly once, and exits 0 on SIGINT', async () => {
     const url = await server();

@@ -185,3 +185,14 @@ export function rill(
     });
   return { proc, stdout: () => out, stderr: () => err, exited, lines };
 }
+
+/** Kills `r` (SIGKILL) at clean-up when it is still running; returns it. */
+export function killAtCleanup(cleanups: Array<() => unknown>, r: Run): Run {
+  cleanups.push(async () => {
+    if (r.proc.exitCode === null && r.proc.signalCode === null) {
+      r.proc.kill('SIGKILL');
+      await r.exited;
+    }
+  });
+  return r;
+}

@@ -15,7 +15,7 @@ import {
   waitFor,
 } from '@rill/testkit';
 import { authConfig, sign } from '@rill/testkit/auth';
-import { rill, type Run } from './cli-ops-helpers.js';
+import { rill, killAtCleanup, type Run } from './cli-ops-helpers.js';
 
 // Each command is a process that loads the whole CLI: seconds apiece on a busy machine.
 describe('rill topics', { timeout: 600_000 }, () => {
@@ -27,15 +27,7 @@ describe('rill topics', { timeout: 600_000 }, () => {
     return s.url;
   }
 
-  function track(r: Run): Run {
-    cleanups.push(async () => {
-      if (r.proc.exitCode === null && r.proc.signalCode === null) {
-        r.proc.kill('SIGKILL');
-        await r.exited;
-      }
-    });
-    return r;
-  }
+  const track = (r: Run): Run => killAtCleanup(cleanups, r);
 
   /** Runs `rill topics …` to its end: exit code, stdout, stderr. */
   async function topics(
